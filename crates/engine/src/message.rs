@@ -1,0 +1,193 @@
+//! Raw message bytes -> header fields as they stand on the wire.
+//!
+//! This splitter never fails and never normalises: the header-ambiguity checks need to see
+//! ` From:`, `From :` and folded names exactly as an attacker wrote them, and the DKIM and
+//! ARC verifiers in mail-auth parse the same bytes again on their own terms.
+
+/// One header field: its name and its value exactly as in the message (value still folded,
+/// without the final line ending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHeader<'a> {
+    /// The bytes before the first `:`, untrimmed (RFC 5322 2.2 forbids whitespace there, so a
+    /// name with whitespace is itself a finding).
+    pub name: &'a [u8],
+    /// The bytes after the first `:` up to the end of the field, folding kept.
+    pub value: &'a [u8],
+    /// Offset of the field's first byte in the message.
+    pub offset: usize,
+}
+
+impl RawHeader<'_> {
+    /// The name with surrounding whitespace removed, for lookups.
+    pub fn name_trimmed(&self) -> &[u8] {
+        self.name.trim_ascii()
+    }
+
+    /// True when the trimmed name equals `name` case-insensitively.
+    pub fn is(&self, name: &str) -> bool {
+        self.name_trimmed().eq_ignore_ascii_case(name.as_bytes())
+    }
+
+    /// The value unfolded (CRLF/LF followed by WSP removed, RFC 5322 2.2.3) and trimmed, with
+    /// invalid UTF-8 replaced.
+    pub fn value_unfolded(&self) -> String {
+        unfold(self.value)
+    }
+}
+
+/// Unfolds a header value (RFC 5322 2.2.3) and trims it.
+pub fn unfold(value: &[u8]) -> String {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\r' if value.get(i + 1) == Some(&b'\n') => i += 2,
+            b'\n' | b'\r' => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(out.trim_ascii()).into_owned()
+}
+
+/// The header section of a message, split into fields.
+#[derive(Debug, Clone, Default)]
+pub struct Headers<'a> {
+    pub fields: Vec<RawHeader<'a>>,
+    /// Offset of the first body byte (after the blank line), or the message length when there is
+    /// no body.
+    pub body_offset: usize,
+    /// Lines in the header section that are neither a field nor a continuation (RFC 5322 says
+    /// they cannot occur; some parsers treat them as the start of the body, others skip them).
+    pub stray_lines: Vec<usize>,
+}
+
+impl<'a> Headers<'a> {
+    /// Splits the header section. Accepts CRLF, bare LF and mixed line endings.
+    pub fn parse(raw: &'a [u8]) -> Self {
+        let mut fields: Vec<RawHeader<'a>> = Vec::new();
+        let mut stray_lines = Vec::new();
+        let mut pos = 0;
+        // An mbox "From " separator line may precede the headers; it is not a header field.
+        if raw.starts_with(b"From ") {
+            pos = line_end(raw, 0).1;
+        }
+        let mut current: Option<(usize, usize, usize)> = None; // (start, colon, end)
+        let body_offset = loop {
+            if pos >= raw.len() {
+                break raw.len();
+            }
+            let (content_end, next) = line_end(raw, pos);
+            let line = &raw[pos..content_end];
+            if line.is_empty() {
+                break next;
+            }
+            if matches!(line[0], b' ' | b'\t') {
+                // Continuation of the previous field; a continuation before any field is stray.
+                match current.as_mut() {
+                    Some(cur) => cur.2 = content_end,
+                    None => stray_lines.push(pos),
+                }
+            } else if let Some(colon) = memchr(b':', line) {
+                if let Some((s, c, e)) = current.take() {
+                    fields.push(field(raw, s, c, e));
+                }
+                current = Some((pos, pos + colon, content_end));
+            } else {
+                if let Some((s, c, e)) = current.take() {
+                    fields.push(field(raw, s, c, e));
+                }
+                stray_lines.push(pos);
+            }
+            pos = next;
+        };
+        if let Some((s, c, e)) = current.take() {
+            fields.push(field(raw, s, c, e));
+        }
+        Headers { fields, body_offset, stray_lines }
+    }
+
+    /// Every field whose trimmed name is `name` (case-insensitive), in message order.
+    pub fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s RawHeader<'a>> + 's {
+        self.fields.iter().filter(move |h| h.is(name))
+    }
+
+    /// The first field named `name`.
+    pub fn first(&self, name: &str) -> Option<&RawHeader<'a>> {
+        self.all(name).next()
+    }
+}
+
+fn field(raw: &[u8], start: usize, colon: usize, end: usize) -> RawHeader<'_> {
+    RawHeader { name: &raw[start..colon], value: &raw[colon + 1..end], offset: start }
+}
+
+/// Returns (end of line content, start of next line) for the line starting at `pos`.
+fn line_end(raw: &[u8], pos: usize) -> (usize, usize) {
+    match memchr(b'\n', &raw[pos..]) {
+        Some(i) => {
+            let nl = pos + i;
+            let end = if nl > pos && raw[nl - 1] == b'\r' { nl - 1 } else { nl };
+            (end, nl + 1)
+        }
+        None => (raw.len(), raw.len()),
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// Converts bare LF line endings to CRLF (RFC 5322 2.1), leaving existing CRLF alone. DKIM
+/// canonicalisation is defined on CRLF lines, so a message saved with Unix line endings must be
+/// restored before verification.
+pub fn to_crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare = raw
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
+    if !bare {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_folded_fields_and_finds_body() {
+        let raw = b"From: a@b.example\r\nSubject: one\r\n two\r\n\r\nbody\r\n";
+        let h = Headers::parse(raw);
+        assert_eq!(h.fields.len(), 2);
+        assert_eq!(h.fields[1].value_unfolded(), "one two");
+        assert_eq!(&raw[h.body_offset..], b"body\r\n");
+    }
+
+    #[test]
+    fn keeps_odd_names_verbatim() {
+        let raw = b"From : x@y.example\n From: z@w.example\nTo: t@u.example\n\n";
+        let h = Headers::parse(raw);
+        // " From:" after a field is a continuation line (RFC 5322 2.2.3), so it folds into the
+        // first From: that is what most parsers do, and why the ambiguity check must look here.
+        assert_eq!(h.fields.len(), 2);
+        assert_eq!(h.fields[0].name, b"From ");
+        assert!(h.fields[0].is("from"));
+    }
+
+    #[test]
+    fn lf_to_crlf() {
+        assert_eq!(&*to_crlf(b"a\nb\r\n"), b"a\r\nb\r\n");
+        assert!(matches!(to_crlf(b"a\r\n"), std::borrow::Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,1 @@
+//! Received-header hop trace, trust boundary and origin (being written).
