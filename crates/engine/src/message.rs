@@ -71,7 +71,7 @@ impl<'a> Headers<'a> {
         let mut stray_lines = Vec::new();
         let mut pos = 0;
         // An mbox "From " separator line may precede the headers; it is not a header field.
-        if raw.starts_with(b"From ") {
+        if raw.starts_with(b"From ") && !matches!(raw.get(5), Some(b':' | b' ' | b'\t')) {
             pos = line_end(raw, 0).1;
         }
         let mut current: Option<(usize, usize, usize)> = None; // (start, colon, end)
@@ -110,13 +110,16 @@ impl<'a> Headers<'a> {
     }
 
     /// Every field whose trimmed name is `name` (case-insensitive), in message order.
-    pub fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s RawHeader<'a>> + 's {
+    pub fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s RawHeader<'a>> + 's
+    where
+        'a: 's,
+    {
         self.fields.iter().filter(move |h| h.is(name))
     }
 
     /// The first field named `name`.
     pub fn first(&self, name: &str) -> Option<&RawHeader<'a>> {
-        self.all(name).next()
+        self.fields.iter().find(|h| h.is(name))
     }
 }
 
