@@ -1,7 +1,229 @@
 //! The unspoof engine: one message, its SMTP envelope, a DNS view and a policy go in; a verdict
-//! that explains itself comes out. It does no I/O of its own beyond the DNS interface in
+//! that explains itself comes out.
+//!
+//! **Architecture invariant:** the engine does no I/O of its own beyond the DNS interface in
 //! [`dns`], so the same message and the same DNS answers always give the same verdict.
+//!
+//! Main types: [`Engine`] (policy + DNS, shared by every front door), [`Envelope`] (what SMTP
+//! said), [`Analysis`] (everything found, serialisable as the versioned JSON schema) and
+//! [`verdict::Verdict`] (action + reasons).
 
+pub mod auth;
 pub mod dns;
 pub mod message;
+pub mod policy;
+mod spf_explain;
 pub mod trace;
+pub mod verdict;
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, RwLock},
+};
+
+use serde::Serialize;
+
+pub use auth::{AuthResults, Word};
+pub use dns::Dns;
+pub use message::Headers;
+pub use policy::Policy;
+pub use trace::Trace;
+pub use verdict::{Action, Reason, Verdict};
+
+/// Version of the JSON produced from [`Analysis`]. Bumped when a field changes meaning or goes
+/// away; adding a field does not bump it. Documented in `docs/json-schema.md`.
+pub const SCHEMA: &str = "unspoof.analysis/1";
+
+/// The SMTP envelope of one message, as far as it is known.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// The client that connected to us.
+    pub ip: Option<IpAddr>,
+    pub helo: Option<String>,
+    /// The reverse path without angle brackets; `Some("")` for the null sender `<>`.
+    pub mail_from: Option<String>,
+    pub rcpt: Vec<String>,
+    /// Unix time the message reached us; with `None` the topmost Received date stands in.
+    pub received_at: Option<i64>,
+    /// The SASL login of a submission client.
+    pub auth_user: Option<String>,
+}
+
+/// The envelope as the analysis used it, and which parts were reconstructed from the message.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvelopeReport {
+    pub ip: Option<IpAddr>,
+    pub helo: Option<String>,
+    pub mail_from: Option<String>,
+    pub rcpt: Vec<String>,
+    /// Fields taken from the message instead of SMTP: `ip`, `helo` (from the origin hop),
+    /// `mail_from` (from Return-Path).
+    pub inferred: Vec<&'static str>,
+}
+
+/// A short identification of the message for reports.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct MessageSummary {
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub date: Option<String>,
+    pub size: usize,
+}
+
+/// Everything the engine found about one message. Serialises to the versioned JSON schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub schema: &'static str,
+    pub verdict: Verdict,
+    pub envelope: EnvelopeReport,
+    pub message: MessageSummary,
+    pub auth: AuthResults,
+    pub trace: Trace,
+    /// The DNS view the answers came from ("zone files", "system resolver", "offline", ...).
+    pub dns: String,
+    /// Our authserv-id.
+    #[serde(skip)]
+    pub authserv_id: String,
+}
+
+impl Analysis {
+    /// The RFC 8601 Authentication-Results header field, ending in CRLF.
+    pub fn authentication_results(&self, authserv_id: &str) -> String {
+        self.auth.header(authserv_id, self.envelope.ip)
+    }
+}
+
+/// The decision maker shared by every front door. Cheap to clone; the policy can be replaced
+/// while it runs (SIGHUP).
+#[derive(Clone)]
+pub struct Engine {
+    policy: Arc<RwLock<Arc<Policy>>>,
+    dns: Arc<Dns>,
+}
+
+impl Engine {
+    pub fn new(policy: Policy, dns: Dns) -> Self {
+        Engine { policy: Arc::new(RwLock::new(Arc::new(policy))), dns: Arc::new(dns) }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the policy for messages evaluated from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        let mut slot = match self.policy.write() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(policy);
+    }
+
+    pub fn dns(&self) -> &Dns {
+        &self.dns
+    }
+
+    /// Analyses one message. Never fails: a malformed message is itself a finding.
+    pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
+        let policy = self.policy();
+        let raw = message::to_crlf(raw);
+        let headers = Headers::parse(&raw);
+
+        let mut trace =
+            trace::build_trace(&headers, envelope.ip, &policy.trust(), envelope.received_at);
+
+        // Reconstruct what SMTP did not tell us (analysis of a stored message).
+        let mut inferred = Vec::new();
+        let ip = envelope.ip.or_else(|| {
+            let ip = trace.origin.as_ref().map(|o| o.ip);
+            if ip.is_some() {
+                inferred.push("ip");
+            }
+            ip
+        });
+        let helo = envelope.helo.clone().or_else(|| {
+            let helo = trace.origin.as_ref().and_then(|o| o.helo.clone());
+            if helo.is_some() {
+                inferred.push("helo");
+            }
+            helo
+        });
+        let mail_from = envelope.mail_from.clone().or_else(|| {
+            let rp = headers.first("Return-Path").map(|h| strip_angle(&h.value_unfolded()));
+            if rp.is_some() {
+                inferred.push("mail_from");
+            }
+            rp
+        });
+
+        let input = auth::AuthInput {
+            ip,
+            helo: helo.as_deref().unwrap_or(""),
+            mail_from: mail_from.as_deref().unwrap_or(""),
+            host_domain: &policy.hostname,
+        };
+        let auth = auth::authenticate(&raw, input, &self.dns).await;
+
+        if let Some(origin) = trace.origin.as_mut() {
+            origin.rdns = self.reverse_name(origin.ip).await;
+        }
+
+        let verdict = verdict::decide(&auth, &trace, &policy);
+        Analysis {
+            schema: SCHEMA,
+            verdict,
+            envelope: EnvelopeReport { ip, helo, mail_from, rcpt: envelope.rcpt.clone(), inferred },
+            message: summarize(&raw, &headers),
+            auth,
+            trace,
+            dns: self.dns.description().to_string(),
+            authserv_id: policy.hostname.clone(),
+        }
+    }
+
+    /// The first PTR name of `ip`, within the DNS budget; `None` without one.
+    async fn reverse_name(&self, ip: IpAddr) -> Option<String> {
+        let auth = self.dns.authenticator()?;
+        let lookup = auth.ptr_lookup(ip, Some(&self.dns.caches().ptr));
+        let found = tokio::time::timeout(self.dns.timeout(), lookup).await.ok()?.ok()?;
+        found.rrset.first().map(|n| n.trim_end_matches('.').to_string())
+    }
+}
+
+fn strip_angle(v: &str) -> String {
+    let v = v.trim();
+    v.strip_prefix('<').and_then(|v| v.strip_suffix('>')).unwrap_or(v).trim().to_string()
+}
+
+fn summarize(raw: &[u8], headers: &Headers<'_>) -> MessageSummary {
+    let decoded = |name: &str| {
+        headers.first(name).map(|h| {
+            let v = h.value_unfolded();
+            decode_words(&v)
+        })
+    };
+    MessageSummary {
+        from: decoded("From"),
+        subject: decoded("Subject"),
+        message_id: headers.first("Message-ID").map(|h| h.value_unfolded()),
+        date: headers.first("Date").map(|h| h.value_unfolded()),
+        size: raw.len(),
+    }
+}
+
+/// Decodes RFC 2047 encoded-words for display.
+fn decode_words(v: &str) -> String {
+    if !v.contains("=?") {
+        return v.to_string();
+    }
+    let field = format!("Subject: {v}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(field.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| v.to_string())
+}

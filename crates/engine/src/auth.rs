@@ -1,0 +1,645 @@
+//! SPF, DKIM, DMARC and ARC through mail-auth, reported in RFC 8601 words.
+//!
+//! mail-auth does the cryptography and the DNS walks; this module decides what its answers are
+//! called. Every mapping that is a choice is listed here and in `docs/rfc.md`:
+//!
+//! | mail-auth says | we say | why |
+//! | --- | --- | --- |
+//! | DKIM `Neutral(FailedBodyHashMatch)` | `fail` | RFC 8601 2.7.1: the signature was acceptable but failed verification; RFC 6376 6.3 calls it PERMFAIL (body hash did not verify). OpenDKIM, dkimpy and rspamd agree; Node mailauth says neutral. |
+//! | DKIM `Neutral(SignatureExpired)` | `neutral` | RFC 8601 2.7.1 "not otherwise able to be processed": an expired signature is not verified at all. |
+//! | DKIM `Neutral(<syntax error>)` | `neutral` | RFC 8601 2.7.1: syntax errors are neutral. |
+//! | DKIM `PermError(no key record)` | `permerror` | RFC 6376 6.1.2 PERMFAIL (no key for signature); OpenDKIM and the bench kit agree. |
+//! | DKIM `TempError` | `temperror` | DNS did not answer in time. |
+//! | ARC `Neutral(...)` (broken or malformed chain) | `fail` | RFC 8617 5.2: a chain that does not validate is `fail`; "neutral" is not an ARC word. |
+//! | DMARC `Fail` with a DKIM or SPF temperror | `temperror` | RFC 9989: a result that a retry could change is not a fail. |
+//! | no DNS (offline) | `none`, `checked: false` | we say what we did not check instead of guessing. |
+
+use std::net::IpAddr;
+
+use mail_auth::{
+    AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, Error as MaError, SpfResult,
+    arc::ChainValidation,
+    common::crypto::Algorithm,
+    dkim::DkimError,
+    dmarc::{Alignment, Policy as DmarcPolicy, verify::DmarcParameters},
+    spf::verify::SpfParameters,
+};
+use serde::Serialize;
+
+use crate::{dns::Dns, spf_explain};
+
+/// An RFC 8601 result word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Word {
+    Pass,
+    Fail,
+    SoftFail,
+    Neutral,
+    None,
+    TempError,
+    PermError,
+}
+
+impl Word {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Word::Pass => "pass",
+            Word::Fail => "fail",
+            Word::SoftFail => "softfail",
+            Word::Neutral => "neutral",
+            Word::None => "none",
+            Word::TempError => "temperror",
+            Word::PermError => "permerror",
+        }
+    }
+}
+
+impl std::fmt::Display for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One SPF check (RFC 7208) of one identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpfCheck {
+    /// `mailfrom` or `helo` (RFC 8601 2.7.2 ptype smtp).
+    pub identity: &'static str,
+    /// The domain whose record was evaluated.
+    pub domain: String,
+    /// The full identity: the MAIL FROM address, or the HELO name.
+    pub sender: String,
+    pub result: Word,
+    /// The mechanism that decided, e.g. `include:_spf.example.net -> ip4:192.0.2.0/24`, or
+    /// `default (no mechanism matched)`.
+    pub mechanism: Option<String>,
+    /// The domain's explanation string (`exp=`) on fail.
+    pub explanation: Option<String>,
+}
+
+/// One DKIM-Signature header's verification (RFC 6376).
+#[derive(Debug, Clone, Serialize)]
+pub struct DkimCheck {
+    pub result: Word,
+    /// `d=`; empty when the signature could not be parsed.
+    pub domain: String,
+    /// `s=`.
+    pub selector: String,
+    pub algorithm: Option<&'static str>,
+    /// `i=`, the agent or user identifier.
+    pub identity: Option<String>,
+    /// First characters of `b=` (RFC 6008 header.b), so two signatures of one domain can be
+    /// told apart.
+    pub b: Option<String>,
+    /// Why it did not pass, in plain words.
+    pub reason: Option<String>,
+}
+
+/// DMARC (RFC 9989) for the RFC5322.From domain.
+#[derive(Debug, Clone, Serialize)]
+pub struct DmarcCheck {
+    pub result: Word,
+    /// The RFC5322.From domain.
+    pub domain: String,
+    /// The policy that applies to this domain after p/sp/np selection: none, quarantine,
+    /// reject; `None` without a record.
+    pub policy: Option<&'static str>,
+    /// Which identifiers aligned and passed: `dkim`, `spf`.
+    pub aligned: Vec<&'static str>,
+    pub adkim: Option<&'static str>,
+    pub aspf: Option<&'static str>,
+    /// `t=y`: the domain is testing its policy (RFC 9989), receivers should not enforce it.
+    pub testing: bool,
+    pub reason: Option<String>,
+}
+
+/// One ARC set's seal.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArcSealer {
+    pub instance: u32,
+    pub domain: String,
+    pub selector: String,
+    /// The `cv=` this sealer claimed.
+    pub cv: &'static str,
+}
+
+/// ARC chain validation (RFC 8617).
+#[derive(Debug, Clone, Serialize)]
+pub struct ArcCheck {
+    pub result: Word,
+    pub sealers: Vec<ArcSealer>,
+    pub reason: Option<String>,
+}
+
+/// Everything authentication said about one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthResults {
+    /// False when DNS was off (`--offline`): every result below is then `none`, not checked.
+    pub checked: bool,
+    pub spf: SpfCheck,
+    pub spf_helo: SpfCheck,
+    pub dkim: Vec<DkimCheck>,
+    pub dmarc: DmarcCheck,
+    pub arc: ArcCheck,
+}
+
+impl AuthResults {
+    /// The single DKIM word a summary needs: `pass` if any signature passed, otherwise the
+    /// most telling failure (fail > permerror > temperror > neutral), `none` if unsigned.
+    pub fn dkim_summary(&self) -> Word {
+        const ORDER: [Word; 5] =
+            [Word::Pass, Word::Fail, Word::PermError, Word::TempError, Word::Neutral];
+        ORDER
+            .into_iter()
+            .find(|w| self.dkim.iter().any(|d| d.result == *w))
+            .unwrap_or(Word::None)
+    }
+
+    /// Domains (`d=`) of the signatures that passed, sorted and deduplicated.
+    pub fn dkim_pass_domains(&self) -> Vec<String> {
+        let mut d: Vec<String> = self
+            .dkim
+            .iter()
+            .filter(|c| c.result == Word::Pass)
+            .map(|c| c.domain.to_ascii_lowercase())
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
+
+    fn unchecked(env: &AuthInput<'_>) -> Self {
+        AuthResults {
+            checked: false,
+            spf: SpfCheck {
+                identity: "mailfrom",
+                domain: domain_of(env.mail_from).unwrap_or_default().to_string(),
+                sender: env.mail_from.to_string(),
+                result: Word::None,
+                mechanism: None,
+                explanation: None,
+            },
+            spf_helo: SpfCheck {
+                identity: "helo",
+                domain: env.helo.to_string(),
+                sender: env.helo.to_string(),
+                result: Word::None,
+                mechanism: None,
+                explanation: None,
+            },
+            dkim: Vec::new(),
+            dmarc: DmarcCheck {
+                result: Word::None,
+                domain: String::new(),
+                policy: None,
+                aligned: Vec::new(),
+                adkim: None,
+                aspf: None,
+                testing: false,
+                reason: Some("not checked".into()),
+            },
+            arc: ArcCheck { result: Word::None, sealers: Vec::new(), reason: None },
+        }
+    }
+}
+
+/// What authentication needs from the envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthInput<'a> {
+    pub ip: Option<IpAddr>,
+    pub helo: &'a str,
+    /// The MAIL FROM address without brackets; empty for the null sender.
+    pub mail_from: &'a str,
+    /// Our own host name, for SPF's %{r} macro.
+    pub host_domain: &'a str,
+}
+
+fn domain_of(addr: &str) -> Option<&str> {
+    addr.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+}
+
+/// Runs SPF (HELO and MAIL FROM), every DKIM signature, ARC and then DMARC. `raw` must have
+/// CRLF line endings.
+pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthResults {
+    let (Some(auth), Some(ip)) = (dns.authenticator(), input.ip) else {
+        return AuthResults::unchecked(&input);
+    };
+    let Some(message) = AuthenticatedMessage::parse(raw) else {
+        let mut r = AuthResults::unchecked(&input);
+        r.dmarc.reason = Some("message has no header section".into());
+        return r;
+    };
+    let budget = dns.timeout();
+
+    // SPF: HELO identity (RFC 7208 2.3) and MAIL FROM identity (2.4). A null sender is checked
+    // as postmaster@HELO, which is what mail-auth does for an empty sender.
+    let helo_params = SpfParameters::verify_ehlo(ip, input.helo, input.host_domain);
+    let mail_from_for_spf: String = if input.mail_from.is_empty() {
+        format!("postmaster@{}", input.helo)
+    } else {
+        input.mail_from.to_string()
+    };
+    let mf_params =
+        SpfParameters::verify_mail_from(ip, input.helo, input.host_domain, &mail_from_for_spf);
+
+    let spf_helo = async {
+        if input.helo.is_empty() {
+            return None;
+        }
+        bounded(budget, auth.verify_spf(dns.params(helo_params))).await
+    };
+    let spf_mf = bounded(budget, auth.verify_spf(dns.params(mf_params)));
+    let dkim = bounded(budget * 2, auth.verify_dkim(dns.params(&message)));
+    let arc = bounded(budget * 2, auth.verify_arc(dns.params(&message)));
+    let (spf_helo, spf_mf, dkim_out, arc_out) = tokio::join!(spf_helo, spf_mf, dkim, arc);
+
+    let spf_mf_out = spf_mf.unwrap_or_else(|| {
+        mail_auth::SpfOutput::new(domain_of(&mail_from_for_spf).unwrap_or("").to_string())
+            .with_result(SpfResult::TempError)
+    });
+    let dkim_out: Vec<DkimOutput<'_>> = dkim_out.unwrap_or_default();
+
+    let mut spf = spf_check("mailfrom", &mail_from_for_spf, &spf_mf_out);
+    if spf.result != Word::None && spf.result != Word::TempError {
+        spf.mechanism =
+            spf_explain::explain(dns, ip, &spf.domain, &mail_from_for_spf, input.helo).await;
+    }
+    let spf_helo = match spf_helo {
+        Some(out) => {
+            let mut c = spf_check("helo", input.helo, &out);
+            if c.result != Word::None && c.result != Word::TempError {
+                let sender = format!("postmaster@{}", input.helo);
+                c.mechanism =
+                    spf_explain::explain(dns, ip, input.helo, &sender, input.helo).await;
+            }
+            c
+        }
+        None => SpfCheck {
+            identity: "helo",
+            domain: input.helo.to_string(),
+            sender: input.helo.to_string(),
+            result: if input.helo.is_empty() { Word::None } else { Word::TempError },
+            mechanism: None,
+            explanation: None,
+        },
+    };
+
+    let dkim: Vec<DkimCheck> = dkim_out.iter().map(dkim_check).collect();
+
+    let arc = match &arc_out {
+        Some(out) => arc_check(out),
+        None => ArcCheck {
+            result: Word::TempError,
+            sealers: Vec::new(),
+            reason: Some("DNS timed out".into()),
+        },
+    };
+
+    let mf_domain = domain_of(&mail_from_for_spf).unwrap_or(input.helo).to_string();
+    let dmarc_params = DmarcParameters::new(&message, &dkim_out, &mf_domain, &spf_mf_out);
+    let dmarc_out = bounded(budget * 2, auth.verify_dmarc(dns.params(dmarc_params))).await;
+    let from_domain = message
+        .from
+        .iter()
+        .find_map(|f| domain_of(f))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let dmarc = match dmarc_out {
+        Some(out) => dmarc_check(&out, from_domain, &dkim, spf.result),
+        None => DmarcCheck {
+            result: Word::TempError,
+            domain: from_domain,
+            policy: None,
+            aligned: Vec::new(),
+            adkim: None,
+            aspf: None,
+            testing: false,
+            reason: Some("DNS timed out".into()),
+        },
+    };
+
+    AuthResults { checked: true, spf, spf_helo, dkim, dmarc, arc }
+}
+
+/// Runs `fut` for at most `budget`; `None` when it took longer (a DNS server that never
+/// answers must not hold a message).
+async fn bounded<F: std::future::Future>(
+    budget: std::time::Duration,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::time::timeout(budget, fut).await.ok()
+}
+
+fn spf_word(r: SpfResult) -> Word {
+    match r {
+        SpfResult::Pass => Word::Pass,
+        SpfResult::Fail => Word::Fail,
+        SpfResult::SoftFail => Word::SoftFail,
+        SpfResult::Neutral => Word::Neutral,
+        SpfResult::TempError => Word::TempError,
+        SpfResult::PermError => Word::PermError,
+        SpfResult::None => Word::None,
+    }
+}
+
+fn spf_check(identity: &'static str, sender: &str, out: &mail_auth::SpfOutput) -> SpfCheck {
+    SpfCheck {
+        identity,
+        domain: out.domain().to_string(),
+        sender: sender.to_string(),
+        result: spf_word(out.result()),
+        mechanism: None,
+        explanation: out.explanation().map(str::to_string),
+    }
+}
+
+/// Plain words for a mail-auth error.
+fn reason(err: &MaError) -> String {
+    match err {
+        MaError::Dkim(DkimError::FailedBodyHashMatch) => {
+            "body hash did not verify (the body was changed after signing)".into()
+        }
+        MaError::Crypto(_) => format!("signature did not verify ({err})"),
+        MaError::Dns(mail_auth::DnsError::RecordNotFound(_)) => {
+            "no key record in DNS for this selector".into()
+        }
+        MaError::Dns(mail_auth::DnsError::InvalidRecordType) => {
+            "the key record in DNS is not a valid DKIM key".into()
+        }
+        MaError::Dns(mail_auth::DnsError::Resolver(_)) => "DNS did not answer in time".into(),
+        other => other.to_string(),
+    }
+}
+
+fn dkim_word(result: &DkimResult) -> (Word, Option<String>) {
+    match result {
+        DkimResult::Pass => (Word::Pass, None),
+        DkimResult::Neutral(e @ MaError::Dkim(DkimError::FailedBodyHashMatch)) => {
+            (Word::Fail, Some(reason(e)))
+        }
+        DkimResult::Neutral(e) => (Word::Neutral, Some(reason(e))),
+        DkimResult::Fail(e) => (Word::Fail, Some(reason(e))),
+        DkimResult::PermError(e) => (Word::PermError, Some(reason(e))),
+        DkimResult::TempError(e) => (Word::TempError, Some(reason(e))),
+        DkimResult::None => (Word::None, None),
+    }
+}
+
+fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::RsaSha1 => "rsa-sha1",
+        Algorithm::RsaSha256 => "rsa-sha256",
+        Algorithm::Ed25519Sha256 => "ed25519-sha256",
+    }
+}
+
+fn dkim_check(out: &DkimOutput<'_>) -> DkimCheck {
+    let (result, reason) = dkim_word(out.result());
+    let sig = out.signature();
+    DkimCheck {
+        result,
+        domain: sig.map(|s| s.d.to_ascii_lowercase()).unwrap_or_default(),
+        selector: sig.map(|s| s.s.clone()).unwrap_or_default(),
+        algorithm: sig.map(|s| algorithm_name(s.a)),
+        identity: sig.map(|s| s.i.clone()).filter(|i| !i.is_empty()),
+        b: sig.map(|s| b64_prefix(&s.b)),
+        reason,
+    }
+}
+
+/// The first 8 characters of the base64 form of `b=` (RFC 6008 2).
+fn b64_prefix(b: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in b.chunks(3).take(2) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | (c as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn arc_check(out: &mail_auth::ArcOutput<'_>) -> ArcCheck {
+    let sealers = out
+        .sets()
+        .iter()
+        .map(|set| ArcSealer {
+            instance: set.seal.header.i,
+            domain: set.seal.header.d.to_ascii_lowercase(),
+            selector: set.seal.header.s.clone(),
+            cv: match set.seal.header.cv {
+                ChainValidation::None => "none",
+                ChainValidation::Fail => "fail",
+                ChainValidation::Pass => "pass",
+            },
+        })
+        .collect();
+    let (result, reason) = match out.result() {
+        DkimResult::Pass => (Word::Pass, None),
+        DkimResult::None => (Word::None, None),
+        // RFC 8617 5.2: a chain that does not validate, for whatever reason, is "fail".
+        DkimResult::Neutral(e) | DkimResult::Fail(e) | DkimResult::PermError(e) => {
+            (Word::Fail, Some(reason(e)))
+        }
+        DkimResult::TempError(e) => (Word::TempError, Some(reason(e))),
+    };
+    ArcCheck { result, sealers, reason }
+}
+
+fn policy_name(p: DmarcPolicy) -> Option<&'static str> {
+    match p {
+        DmarcPolicy::None => Some("none"),
+        DmarcPolicy::Quarantine => Some("quarantine"),
+        DmarcPolicy::Reject => Some("reject"),
+        DmarcPolicy::Unspecified => None,
+    }
+}
+
+fn alignment_name(a: &Alignment) -> &'static str {
+    match a {
+        Alignment::Relaxed => "relaxed",
+        Alignment::Strict => "strict",
+    }
+}
+
+fn dmarc_check(
+    out: &mail_auth::DmarcOutput,
+    from_domain: String,
+    dkim: &[DkimCheck],
+    spf: Word,
+) -> DmarcCheck {
+    let mut aligned = Vec::new();
+    if *out.dkim_result() == DmarcResult::Pass {
+        aligned.push("dkim");
+    }
+    if *out.spf_result() == DmarcResult::Pass {
+        aligned.push("spf");
+    }
+    let record = out.dmarc_record();
+    let (result, reason) = match out.result() {
+        DmarcResult::Pass => (Word::Pass, None),
+        DmarcResult::None => (Word::None, None),
+        DmarcResult::TempError(e) => (Word::TempError, Some(reason(&e))),
+        DmarcResult::PermError(e) => (Word::PermError, Some(reason(&e))),
+        DmarcResult::Fail(_) => {
+            // A retry could still pass if an identifier's own check was a temperror.
+            if dkim.iter().any(|d| d.result == Word::TempError) || spf == Word::TempError {
+                (Word::TempError, Some("an identifier's check timed out".into()))
+            } else {
+                (Word::Fail, Some(dmarc_fail_reason(dkim, spf)))
+            }
+        }
+    };
+    let domain = if out.domain().is_empty() { from_domain } else { out.domain().to_string() };
+    DmarcCheck {
+        result,
+        domain,
+        policy: record.and_then(|_| policy_name(out.policy())),
+        aligned,
+        adkim: record.map(|r| alignment_name(&r.adkim)),
+        aspf: record.map(|r| alignment_name(&r.aspf)),
+        testing: record.is_some_and(|r| r.t),
+        reason,
+    }
+}
+
+fn dmarc_fail_reason(dkim: &[DkimCheck], spf: Word) -> String {
+    let dkim_pass = dkim.iter().any(|d| d.result == Word::Pass);
+    match (dkim_pass, spf == Word::Pass) {
+        (false, false) => "neither DKIM nor SPF passed".into(),
+        (true, false) => "DKIM passed but for a domain not aligned with From; SPF did not pass".into(),
+        (false, true) => "SPF passed but for a domain not aligned with From; no DKIM pass".into(),
+        (true, true) => "DKIM and SPF passed, but neither for a domain aligned with From".into(),
+    }
+}
+
+/// Quotes a value for an Authentication-Results pvalue (RFC 8601 2.2): a plain token or
+/// `local@domain` passes as is; anything else becomes an RFC 5322 quoted-string, so a hostile
+/// domain such as `legit.com'a.attacker.com` or `x@legit.com(a.attacker.com` cannot open a
+/// comment or start a second result.
+pub fn ar_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+=@".contains(&b))
+        && value.bytes().filter(|&b| b == b'@').count() <= 1
+        && !value.starts_with('@');
+    if plain {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Makes text safe inside an RFC 5322 comment: no parentheses, backslashes or controls.
+pub fn ar_comment(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '(' => '[',
+            ')' => ']',
+            '\\' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+impl AuthResults {
+    /// The RFC 8601 Authentication-Results header field (name, value, CRLF), folded one
+    /// result per line. `authserv_id` names us; `ip` is the connecting client.
+    pub fn header(&self, authserv_id: &str, ip: Option<IpAddr>) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if !self.checked {
+            return format!("Authentication-Results: {}; none\r\n", ar_value(authserv_id));
+        }
+        for d in &self.dkim {
+            let mut p = format!("dkim={}", d.result);
+            if let Some(r) = &d.reason {
+                p.push_str(&format!(" ({})", ar_comment(r)));
+            }
+            if !d.domain.is_empty() {
+                p.push_str(&format!(" header.d={}", ar_value(&d.domain)));
+                p.push_str(&format!(" header.s={}", ar_value(&d.selector)));
+            }
+            if let Some(a) = d.algorithm {
+                p.push_str(&format!(" header.a={a}"));
+            }
+            if let Some(b) = &d.b {
+                p.push_str(&format!(" header.b={}", ar_value(b)));
+            }
+            parts.push(p);
+        }
+        if self.dkim.is_empty() {
+            parts.push("dkim=none".into());
+        }
+        let mut spf = format!("spf={}", self.spf.result);
+        if let Some(m) = &self.spf.mechanism {
+            spf.push_str(&format!(" ({})", ar_comment(m)));
+        }
+        spf.push_str(&format!(" smtp.mailfrom={}", ar_value(&self.spf.sender)));
+        parts.push(spf);
+        if !self.spf_helo.sender.is_empty() {
+            parts.push(format!(
+                "spf={} smtp.helo={}",
+                self.spf_helo.result,
+                ar_value(&self.spf_helo.sender)
+            ));
+        }
+        let mut dmarc = format!("dmarc={}", self.dmarc.result);
+        if let Some(p) = self.dmarc.policy {
+            dmarc.push_str(&format!(" (p={p})"));
+        }
+        if !self.dmarc.domain.is_empty() {
+            dmarc.push_str(&format!(" header.from={}", ar_value(&self.dmarc.domain)));
+        }
+        parts.push(dmarc);
+        let mut arc = format!("arc={}", self.arc.result);
+        if let Some(last) = self.arc.sealers.iter().max_by_key(|s| s.instance) {
+            arc.push_str(&format!(
+                " (i={} sealer {})",
+                last.instance,
+                ar_comment(&last.domain)
+            ));
+        }
+        if let Some(ip) = ip {
+            arc.push_str(&format!(" smtp.remote-ip={ip}"));
+        }
+        parts.push(arc);
+        format!("Authentication-Results: {};\r\n\t{}\r\n", ar_value(authserv_id), parts.join(";\r\n\t"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_values_are_quoted() {
+        assert_eq!(ar_value("example.com"), "example.com");
+        assert_eq!(ar_value("a@example.com"), "a@example.com");
+        assert_eq!(ar_value("legit.com'a.attacker.com"), "\"legit.com'a.attacker.com\"");
+        assert_eq!(ar_value("x@legit.com(a.attacker.com"), "\"x@legit.com(a.attacker.com\"");
+        assert_eq!(ar_value("a\"; dkim=pass"), "\"a\\\"; dkim=pass\"");
+        assert_eq!(ar_value("a;b"), "\"a;b\"");
+        assert_eq!(ar_value(""), "\"\"");
+        assert_eq!(ar_comment("x (y) \\z"), "x [y] /z");
+    }
+
+    #[test]
+    fn b_prefix_is_base64() {
+        assert_eq!(b64_prefix(b"\x00\x10\x83\x10\x51\x87"), "ABCDEFGH");
+    }
+}
