@@ -1,1 +1,93 @@
-fn main() {}
+//! `unspoof`: the command line front door. It maps arguments to calls into the engine and the
+//! other front doors, and errors to exit codes; it decides nothing itself.
+
+mod analyze;
+mod inputs;
+mod render;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes (documented in README.md).
+pub mod exit {
+    /// Every message was accepted (or the command succeeded).
+    pub const ACCEPT: u8 = 0;
+    /// The most severe verdict was `tag`.
+    pub const TAG: u8 = 1;
+    /// The most severe verdict was `quarantine`.
+    pub const QUARANTINE: u8 = 2;
+    /// The most severe verdict was `reject`.
+    pub const REJECT: u8 = 3;
+    /// Wrong arguments (sysexits EX_USAGE).
+    pub const USAGE: u8 = 64;
+    /// An input could not be read (EX_NOINPUT).
+    pub const NO_INPUT: u8 = 66;
+    /// Our own fault (EX_SOFTWARE).
+    pub const SOFTWARE: u8 = 70;
+    /// A policy or zone file is invalid (EX_CONFIG).
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "unspoof",
+    version,
+    about = "Stop forged email: analyse, gate and report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tell the truth about messages: hop trace, SPF, DKIM, DMARC, ARC and a verdict.
+    Analyze(analyze::AnalyzeArgs),
+    /// Work with the policy file.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file; errors name the line.
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Args)]
+struct PolicyCheckArgs {
+    file: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::ACCEPT
+            });
+        }
+    };
+    let code = match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+        Command::Policy {
+            command: PolicyCommand::Check(args),
+        } => match unspoof_engine::Policy::load(&args.file) {
+            Ok(_) => {
+                println!("{}: ok", args.file.display());
+                exit::ACCEPT
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                exit::CONFIG
+            }
+        },
+    };
+    ExitCode::from(code)
+}

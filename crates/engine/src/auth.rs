@@ -148,8 +148,13 @@ impl AuthResults {
     /// The single DKIM word a summary needs: `pass` if any signature passed, otherwise the
     /// most telling failure (fail > permerror > temperror > neutral), `none` if unsigned.
     pub fn dkim_summary(&self) -> Word {
-        const ORDER: [Word; 5] =
-            [Word::Pass, Word::Fail, Word::PermError, Word::TempError, Word::Neutral];
+        const ORDER: [Word; 5] = [
+            Word::Pass,
+            Word::Fail,
+            Word::PermError,
+            Word::TempError,
+            Word::Neutral,
+        ];
         ORDER
             .into_iter()
             .find(|w| self.dkim.iter().any(|d| d.result == *w))
@@ -199,7 +204,11 @@ impl AuthResults {
                 testing: false,
                 reason: Some("not checked".into()),
             },
-            arc: ArcCheck { result: Word::None, sealers: Vec::new(), reason: None },
+            arc: ArcCheck {
+                result: Word::None,
+                sealers: Vec::new(),
+                reason: None,
+            },
         }
     }
 }
@@ -216,7 +225,9 @@ pub struct AuthInput<'a> {
 }
 
 fn domain_of(addr: &str) -> Option<&str> {
-    addr.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+    addr.rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
 }
 
 /// Runs SPF (HELO and MAIL FROM), every DKIM signature, ARC and then DMARC. `raw` must have
@@ -270,8 +281,7 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
             let mut c = spf_check("helo", input.helo, &out);
             if c.result != Word::None && c.result != Word::TempError {
                 let sender = format!("postmaster@{}", input.helo);
-                c.mechanism =
-                    spf_explain::explain(dns, ip, input.helo, &sender, input.helo).await;
+                c.mechanism = spf_explain::explain(dns, ip, input.helo, &sender, input.helo).await;
             }
             c
         }
@@ -279,7 +289,11 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
             identity: "helo",
             domain: input.helo.to_string(),
             sender: input.helo.to_string(),
-            result: if input.helo.is_empty() { Word::None } else { Word::TempError },
+            result: if input.helo.is_empty() {
+                Word::None
+            } else {
+                Word::TempError
+            },
             mechanism: None,
             explanation: None,
         },
@@ -296,7 +310,9 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
         },
     };
 
-    let mf_domain = domain_of(&mail_from_for_spf).unwrap_or(input.helo).to_string();
+    let mf_domain = domain_of(&mail_from_for_spf)
+        .unwrap_or(input.helo)
+        .to_string();
     let dmarc_params = DmarcParameters::new(&message, &dkim_out, &mf_domain, &spf_mf_out);
     let dmarc_out = bounded(budget * 2, auth.verify_dmarc(dns.params(dmarc_params))).await;
     let from_domain = message
@@ -319,15 +335,19 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
         },
     };
 
-    AuthResults { checked: true, spf, spf_helo, dkim, dmarc, arc }
+    AuthResults {
+        checked: true,
+        spf,
+        spf_helo,
+        dkim,
+        dmarc,
+        arc,
+    }
 }
 
 /// Runs `fut` for at most `budget`; `None` when it took longer (a DNS server that never
 /// answers must not hold a message).
-async fn bounded<F: std::future::Future>(
-    budget: std::time::Duration,
-    fut: F,
-) -> Option<F::Output> {
+async fn bounded<F: std::future::Future>(budget: std::time::Duration, fut: F) -> Option<F::Output> {
     tokio::time::timeout(budget, fut).await.ok()
 }
 
@@ -410,11 +430,13 @@ fn dkim_check(out: &DkimOutput<'_>) -> DkimCheck {
 
 /// The first 8 characters of the base64 form of `b=` (RFC 6008 2).
 fn b64_prefix(b: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in b.chunks(3).take(2) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | (c as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | (c as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -446,7 +468,11 @@ fn arc_check(out: &mail_auth::ArcOutput<'_>) -> ArcCheck {
         }
         DkimResult::TempError(e) => (Word::TempError, Some(reason(e))),
     };
-    ArcCheck { result, sealers, reason }
+    ArcCheck {
+        result,
+        sealers,
+        reason,
+    }
 }
 
 fn policy_name(p: DmarcPolicy) -> Option<&'static str> {
@@ -487,13 +513,20 @@ fn dmarc_check(
         DmarcResult::Fail(_) => {
             // A retry could still pass if an identifier's own check was a temperror.
             if dkim.iter().any(|d| d.result == Word::TempError) || spf == Word::TempError {
-                (Word::TempError, Some("an identifier's check timed out".into()))
+                (
+                    Word::TempError,
+                    Some("an identifier's check timed out".into()),
+                )
             } else {
                 (Word::Fail, Some(dmarc_fail_reason(dkim, spf)))
             }
         }
     };
-    let domain = if out.domain().is_empty() { from_domain } else { out.domain().to_string() };
+    let domain = if out.domain().is_empty() {
+        from_domain
+    } else {
+        out.domain().to_string()
+    };
     DmarcCheck {
         result,
         domain,
@@ -510,7 +543,9 @@ fn dmarc_fail_reason(dkim: &[DkimCheck], spf: Word) -> String {
     let dkim_pass = dkim.iter().any(|d| d.result == Word::Pass);
     match (dkim_pass, spf == Word::Pass) {
         (false, false) => "neither DKIM nor SPF passed".into(),
-        (true, false) => "DKIM passed but for a domain not aligned with From; SPF did not pass".into(),
+        (true, false) => {
+            "DKIM passed but for a domain not aligned with From; SPF did not pass".into()
+        }
         (false, true) => "SPF passed but for a domain not aligned with From; no DKIM pass".into(),
         (true, true) => "DKIM and SPF passed, but neither for a domain aligned with From".into(),
     }
@@ -522,7 +557,9 @@ fn dmarc_fail_reason(dkim: &[DkimCheck], spf: Word) -> String {
 /// comment or start a second result.
 pub fn ar_value(value: &str) -> String {
     let plain = !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+=@".contains(&b))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b))
         && value.bytes().filter(|&b| b == b'@').count() <= 1
         && !value.starts_with('@');
     if plain {
@@ -563,7 +600,10 @@ impl AuthResults {
     pub fn header(&self, authserv_id: &str, ip: Option<IpAddr>) -> String {
         let mut parts: Vec<String> = Vec::new();
         if !self.checked {
-            return format!("Authentication-Results: {}; none\r\n", ar_value(authserv_id));
+            return format!(
+                "Authentication-Results: {}; none\r\n",
+                ar_value(authserv_id)
+            );
         }
         for d in &self.dkim {
             let mut p = format!("dkim={}", d.result);
@@ -618,7 +658,11 @@ impl AuthResults {
             arc.push_str(&format!(" smtp.remote-ip={ip}"));
         }
         parts.push(arc);
-        format!("Authentication-Results: {};\r\n\t{}\r\n", ar_value(authserv_id), parts.join(";\r\n\t"))
+        format!(
+            "Authentication-Results: {};\r\n\t{}\r\n",
+            ar_value(authserv_id),
+            parts.join(";\r\n\t")
+        )
     }
 }
 
@@ -630,8 +674,14 @@ mod tests {
     fn hostile_values_are_quoted() {
         assert_eq!(ar_value("example.com"), "example.com");
         assert_eq!(ar_value("a@example.com"), "a@example.com");
-        assert_eq!(ar_value("legit.com'a.attacker.com"), "\"legit.com'a.attacker.com\"");
-        assert_eq!(ar_value("x@legit.com(a.attacker.com"), "\"x@legit.com(a.attacker.com\"");
+        assert_eq!(
+            ar_value("legit.com'a.attacker.com"),
+            "\"legit.com'a.attacker.com\""
+        );
+        assert_eq!(
+            ar_value("x@legit.com(a.attacker.com"),
+            "\"x@legit.com(a.attacker.com\""
+        );
         assert_eq!(ar_value("a\"; dkim=pass"), "\"a\\\"; dkim=pass\"");
         assert_eq!(ar_value("a;b"), "\"a;b\"");
         assert_eq!(ar_value(""), "\"\"");

@@ -12,6 +12,8 @@
 //! Answers are cached per [`Dns`] (mail-auth's parsed-record caches, plus hickory's own), so a
 //! batch of messages from the same senders costs one lookup per name.
 
+mod master;
+
 use std::{
     borrow::Borrow,
     collections::{HashMap, HashSet},
@@ -25,13 +27,10 @@ use std::{
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, Record, RecordType},
-    serialize::txt::Parser,
 };
 use mail_auth::{
     MX, MessageAuthenticator, Parameters, RecordSet, ResolverCache, Txt,
-    hickory_resolver::config::{
-        ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
-    },
+    hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -50,7 +49,10 @@ const MAX_CNAME_CHAIN: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum DnsSetupError {
     #[error("cannot read zone file {path}: {source}")]
-    ReadZone { path: String, source: std::io::Error },
+    ReadZone {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("zone file {path}: {message}")]
     ParseZone { path: String, message: String },
     #[error("cannot start the zone server on loopback: {0}")]
@@ -91,7 +93,10 @@ impl Zone {
                 None => break,
             }
         }
-        self.records.entry((name, record.record_type())).or_default().push(record);
+        self.records
+            .entry((name, record.record_type()))
+            .or_default()
+            .push(record);
     }
 
     /// Adds `rdata` at `name` with a TTL of one hour.
@@ -108,7 +113,11 @@ impl Zone {
             .chunks(255)
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect();
-        let chunks = if chunks.is_empty() { vec![String::new()] } else { chunks };
+        let chunks = if chunks.is_empty() {
+            vec![String::new()]
+        } else {
+            chunks
+        };
         self.add_rdata(name, RData::TXT(hickory_proto::rr::rdata::TXT::new(chunks)))
     }
 
@@ -124,20 +133,17 @@ impl Zone {
             path: path.display().to_string(),
             source,
         })?;
-        self.load_text(&text, Some(path)).map_err(|message| DnsSetupError::ParseZone {
-            path: path.display().to_string(),
-            message,
-        })
+        self.load_text(&text, Some(path))
+            .map_err(|message| DnsSetupError::ParseZone {
+                path: path.display().to_string(),
+                message,
+            })
     }
 
     /// Parses master-file text.
     pub fn load_text(&mut self, text: &str, path: Option<&Path>) -> Result<(), String> {
-        let parser = Parser::new(text, path.map(Path::to_path_buf), Some(Name::root()));
-        let (_origin, sets) = parser.parse().map_err(|e| e.to_string())?;
-        for (_key, set) in sets {
-            for record in set.records_without_rrsigs() {
-                self.add(record.clone());
-            }
+        for record in master::parse(text, path)? {
+            self.add(record);
         }
         Ok(())
     }
@@ -186,8 +192,11 @@ impl Zone {
                 }));
                 return Some((ResponseCode::NoError, answers));
             }
-            let code =
-                if answers.is_empty() { ResponseCode::NXDomain } else { ResponseCode::NoError };
+            let code = if answers.is_empty() {
+                ResponseCode::NXDomain
+            } else {
+                ResponseCode::NoError
+            };
             return Some((code, answers));
         }
         Some((ResponseCode::ServFail, answers))
@@ -242,15 +251,21 @@ impl ZoneServer {
         let zone = Arc::new(zone);
         // Bind UDP first, then TCP on the same port; retry if TCP's port is taken.
         for _ in 0..16 {
-            let udp = UdpSocket::bind("127.0.0.1:0").await.map_err(DnsSetupError::Bind)?;
+            let udp = UdpSocket::bind("127.0.0.1:0")
+                .await
+                .map_err(DnsSetupError::Bind)?;
             let addr = udp.local_addr().map_err(DnsSetupError::Bind)?;
-            let Ok(tcp) = TcpListener::bind(addr).await else { continue };
+            let Ok(tcp) = TcpListener::bind(addr).await else {
+                continue;
+            };
             let udp_zone = zone.clone();
             let udp_task = tokio::spawn(async move {
                 let udp = Arc::new(udp);
                 let mut buf = vec![0u8; 4096];
                 loop {
-                    let Ok((len, peer)) = udp.recv_from(&mut buf).await else { continue };
+                    let Ok((len, peer)) = udp.recv_from(&mut buf).await else {
+                        continue;
+                    };
                     if let Some(mut reply) = udp_zone.respond(&buf[..len]) {
                         if reply.len() > 512 {
                             // Too big for plain UDP: set TC so the client retries over TCP.
@@ -267,17 +282,25 @@ impl ZoneServer {
             let tcp_zone = zone.clone();
             let tcp_task = tokio::spawn(async move {
                 loop {
-                    let Ok((mut stream, _)) = tcp.accept().await else { continue };
+                    let Ok((mut stream, _)) = tcp.accept().await else {
+                        continue;
+                    };
                     let zone = tcp_zone.clone();
                     tokio::spawn(async move {
                         loop {
-                            let Ok(len) = stream.read_u16().await else { return };
+                            let Ok(len) = stream.read_u16().await else {
+                                return;
+                            };
                             let mut buf = vec![0u8; len as usize];
                             if stream.read_exact(&mut buf).await.is_err() {
                                 return;
                             }
-                            let Some(reply) = zone.respond(&buf) else { continue };
-                            let Ok(len) = u16::try_from(reply.len()) else { return };
+                            let Some(reply) = zone.respond(&buf) else {
+                                continue;
+                            };
+                            let Ok(len) = u16::try_from(reply.len()) else {
+                                return;
+                            };
                             if stream.write_u16(len).await.is_err()
                                 || stream.write_all(&reply).await.is_err()
                             {
@@ -287,9 +310,14 @@ impl ZoneServer {
                     });
                 }
             });
-            return Ok(ZoneServer { addr, tasks: vec![udp_task, tcp_task] });
+            return Ok(ZoneServer {
+                addr,
+                tasks: vec![udp_task, tcp_task],
+            });
         }
-        Err(DnsSetupError::Bind(std::io::Error::other("no free loopback port for UDP and TCP")))
+        Err(DnsSetupError::Bind(std::io::Error::other(
+            "no free loopback port for UDP and TCP",
+        )))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -313,7 +341,9 @@ pub struct AnswerCache<K, V> {
 
 impl<K, V> Default for AnswerCache<K, V> {
     fn default() -> Self {
-        AnswerCache { entries: Mutex::new(HashMap::new()) }
+        AnswerCache {
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -384,7 +414,12 @@ impl Dns {
 
     /// One resolver at `addr` (UDP, falling back to TCP on truncation).
     pub fn server(addr: SocketAddr, timeout: Duration) -> Result<Self, DnsSetupError> {
-        Self::with_config(resolver_config(addr), timeout, format!("resolver {addr}"), None)
+        Self::with_config(
+            resolver_config(addr),
+            timeout,
+            format!("resolver {addr}"),
+            None,
+        )
     }
 
     /// Answers only from `zone`; every other name is NXDOMAIN. Starts a loopback server, so it
@@ -392,7 +427,12 @@ impl Dns {
     pub async fn zones(zone: Zone, timeout: Duration) -> Result<Self, DnsSetupError> {
         let server = ZoneServer::start(zone).await?;
         let addr = server.addr();
-        Self::with_config(resolver_config(addr), timeout, "zone files".into(), Some(server))
+        Self::with_config(
+            resolver_config(addr),
+            timeout,
+            "zone files".into(),
+            Some(server),
+        )
     }
 
     /// No DNS: every check that needs it is reported as not checked.
@@ -465,9 +505,11 @@ fn resolver_config(addr: SocketAddr) -> ResolverConfig {
     udp.port = addr.port();
     let mut tcp = ConnectionConfig::tcp();
     tcp.port = addr.port();
-    ResolverConfig::from_parts(None, vec![], vec![NameServerConfig::new(addr.ip(), true, vec![
-        udp, tcp,
-    ])])
+    ResolverConfig::from_parts(
+        None,
+        vec![],
+        vec![NameServerConfig::new(addr.ip(), true, vec![udp, tcp])],
+    )
 }
 
 #[cfg(test)]
@@ -498,30 +540,71 @@ mod tests {
     #[test]
     fn answers_like_an_authoritative_server() {
         let z = zone();
-        assert_eq!(ask(&z, "example.com.", RecordType::TXT), Some((ResponseCode::NoError, 1)));
-        assert_eq!(ask(&z, "www.example.com.", RecordType::A), Some((ResponseCode::NoError, 2)));
+        assert_eq!(
+            ask(&z, "example.com.", RecordType::TXT),
+            Some((ResponseCode::NoError, 1))
+        );
+        assert_eq!(
+            ask(&z, "www.example.com.", RecordType::A),
+            Some((ResponseCode::NoError, 2))
+        );
         // Empty non-terminal exists (RFC 8020), an unknown name does not.
-        assert_eq!(ask(&z, "b.c.example.com.", RecordType::A), Some((ResponseCode::NoError, 0)));
-        assert_eq!(ask(&z, "nope.example.com.", RecordType::A), Some((ResponseCode::NXDomain, 0)));
-        assert_eq!(ask(&z, "other.org.", RecordType::TXT), Some((ResponseCode::NXDomain, 0)));
-        assert_eq!(ask(&z, "x.wild.example.com.", RecordType::TXT), Some((ResponseCode::NoError, 1)));
+        assert_eq!(
+            ask(&z, "b.c.example.com.", RecordType::A),
+            Some((ResponseCode::NoError, 0))
+        );
+        assert_eq!(
+            ask(&z, "nope.example.com.", RecordType::A),
+            Some((ResponseCode::NXDomain, 0))
+        );
+        assert_eq!(
+            ask(&z, "other.org.", RecordType::TXT),
+            Some((ResponseCode::NXDomain, 0))
+        );
+        assert_eq!(
+            ask(&z, "x.wild.example.com.", RecordType::TXT),
+            Some((ResponseCode::NoError, 1))
+        );
         assert_eq!(ask(&z, "slow.example.com.", RecordType::TXT), None);
     }
 
     #[tokio::test]
     async fn resolves_through_the_loopback_server() {
-        let dns = Dns::zones(zone(), Duration::from_millis(300)).await.unwrap();
+        let dns = Dns::zones(zone(), Duration::from_millis(300))
+            .await
+            .unwrap();
         let auth = dns.authenticator().unwrap();
-        let found = auth.ipv4_lookup("host.example.com", Some(&dns.caches.ipv4)).await.unwrap();
+        let found = auth
+            .ipv4_lookup("host.example.com", Some(&dns.caches.ipv4))
+            .await
+            .unwrap();
         assert_eq!(&*found.rrset, &[Ipv4Addr::new(192, 0, 2, 1)]);
-        let missing = auth.ipv4_lookup("nope.example.com", Some(&dns.caches.ipv4)).await;
+        let missing = auth
+            .ipv4_lookup("nope.example.com", Some(&dns.caches.ipv4))
+            .await;
         assert!(
-            matches!(missing, Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(_)))),
+            matches!(
+                missing,
+                Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(
+                    _
+                )))
+            ),
             "{missing:?}"
         );
         let started = Instant::now();
-        let slow = auth.ipv4_lookup("slow.example.com", Some(&dns.caches.ipv4)).await;
-        assert!(matches!(slow, Err(mail_auth::Error::Dns(mail_auth::DnsError::Resolver(_)))), "{slow:?}");
-        assert!(started.elapsed() < Duration::from_secs(3), "timeout was not honoured");
+        let slow = auth
+            .ipv4_lookup("slow.example.com", Some(&dns.caches.ipv4))
+            .await;
+        assert!(
+            matches!(
+                slow,
+                Err(mail_auth::Error::Dns(mail_auth::DnsError::Resolver(_)))
+            ),
+            "{slow:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "timeout was not honoured"
+        );
     }
 }

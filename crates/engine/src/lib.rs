@@ -104,7 +104,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(policy: Policy, dns: Dns) -> Self {
-        Engine { policy: Arc::new(RwLock::new(Arc::new(policy))), dns: Arc::new(dns) }
+        Engine {
+            policy: Arc::new(RwLock::new(Arc::new(policy))),
+            dns: Arc::new(dns),
+        }
     }
 
     /// The policy in force.
@@ -154,7 +157,9 @@ impl Engine {
             helo
         });
         let mail_from = envelope.mail_from.clone().or_else(|| {
-            let rp = headers.first("Return-Path").map(|h| strip_angle(&h.value_unfolded()));
+            let rp = headers
+                .first("Return-Path")
+                .map(|h| strip_angle(&h.value_unfolded()));
             if rp.is_some() {
                 inferred.push("mail_from");
             }
@@ -177,7 +182,13 @@ impl Engine {
         Analysis {
             schema: SCHEMA,
             verdict,
-            envelope: EnvelopeReport { ip, helo, mail_from, rcpt: envelope.rcpt.clone(), inferred },
+            envelope: EnvelopeReport {
+                ip,
+                helo,
+                mail_from,
+                rcpt: envelope.rcpt.clone(),
+                inferred,
+            },
             message: summarize(&raw, &headers),
             auth,
             trace,
@@ -190,14 +201,24 @@ impl Engine {
     async fn reverse_name(&self, ip: IpAddr) -> Option<String> {
         let auth = self.dns.authenticator()?;
         let lookup = auth.ptr_lookup(ip, Some(&self.dns.caches().ptr));
-        let found = tokio::time::timeout(self.dns.timeout(), lookup).await.ok()?.ok()?;
-        found.rrset.first().map(|n| n.trim_end_matches('.').to_string())
+        let found = tokio::time::timeout(self.dns.timeout(), lookup)
+            .await
+            .ok()?
+            .ok()?;
+        found
+            .rrset
+            .first()
+            .map(|n| n.trim_end_matches('.').to_string())
     }
 }
 
 fn strip_angle(v: &str) -> String {
     let v = v.trim();
-    v.strip_prefix('<').and_then(|v| v.strip_suffix('>')).unwrap_or(v).trim().to_string()
+    v.strip_prefix('<')
+        .and_then(|v| v.strip_suffix('>'))
+        .unwrap_or(v)
+        .trim()
+        .to_string()
 }
 
 fn summarize(raw: &[u8], headers: &Headers<'_>) -> MessageSummary {

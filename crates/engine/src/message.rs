@@ -106,7 +106,11 @@ impl<'a> Headers<'a> {
         if let Some((s, c, e)) = current.take() {
             fields.push(field(raw, s, c, e));
         }
-        Headers { fields, body_offset, stray_lines }
+        Headers {
+            fields,
+            body_offset,
+            stray_lines,
+        }
     }
 
     /// Every field whose trimmed name is `name` (case-insensitive), in message order.
@@ -124,7 +128,11 @@ impl<'a> Headers<'a> {
 }
 
 fn field(raw: &[u8], start: usize, colon: usize, end: usize) -> RawHeader<'_> {
-    RawHeader { name: &raw[start..colon], value: &raw[colon + 1..end], offset: start }
+    RawHeader {
+        name: &raw[start..colon],
+        value: &raw[colon + 1..end],
+        offset: start,
+    }
 }
 
 /// Returns (end of line content, start of next line) for the line starting at `pos`.
@@ -132,7 +140,11 @@ fn line_end(raw: &[u8], pos: usize) -> (usize, usize) {
     match memchr(b'\n', &raw[pos..]) {
         Some(i) => {
             let nl = pos + i;
-            let end = if nl > pos && raw[nl - 1] == b'\r' { nl - 1 } else { nl };
+            let end = if nl > pos && raw[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
             (end, nl + 1)
         }
         None => (raw.len(), raw.len()),

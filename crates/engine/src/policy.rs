@@ -40,16 +40,26 @@ impl Default for Policy {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Invalid { path: String, line: usize, column: usize, message: String },
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -59,7 +69,12 @@ impl Policy {
             let at = offset.map(|r| r.start).unwrap_or(0).min(text.len());
             let line = text[..at].matches('\n').count() + 1;
             let column = at - text[..at].rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            PolicyError::Invalid { path: origin.to_string(), line, column, message }
+            PolicyError::Invalid {
+                path: origin.to_string(),
+                line,
+                column,
+                message,
+            }
         };
         let mut policy: Policy =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
@@ -67,7 +82,10 @@ impl Policy {
             *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
             if d.is_empty() || !d.contains('.') {
                 let at = text.find("protected_domains").map(|s| s..s + 1);
-                return Err(invalid(at, format!("protected domain {d:?} is not a domain name")));
+                return Err(invalid(
+                    at,
+                    format!("protected domain {d:?} is not a domain name"),
+                ));
             }
         }
         Ok(policy)
@@ -85,7 +103,10 @@ impl Policy {
     pub fn is_protected(&self, domain: &str) -> bool {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         self.protected_domains.iter().any(|p| {
-            domain == *p || domain.strip_suffix(p.as_str()).is_some_and(|s| s.ends_with('.'))
+            domain == *p
+                || domain
+                    .strip_suffix(p.as_str())
+                    .is_some_and(|s| s.ends_with('.'))
         })
     }
 }
@@ -96,11 +117,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let err = Policy::parse("hostname = \"mx\"\ninternal_networks = [\"10.0.0.0/33\"]\n", "p.toml")
+        let err = Policy::parse(
+            "hostname = \"mx\"\ninternal_networks = [\"10.0.0.0/33\"]\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("p.toml:2:"), "{err}");
+        let err = Policy::parse("hostname = \"mx\"\nbogus = 1\n", "p.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("p.toml:2:"), "{err}");
-        let err = Policy::parse("hostname = \"mx\"\nbogus = 1\n", "p.toml").unwrap_err().to_string();
         assert!(err.starts_with("p.toml:2:"), "{err}");
     }
 

@@ -33,7 +33,11 @@ pub async fn explain(
     vars.set_sender(sender.as_bytes().to_vec());
     vars.set_helo_domain(helo.as_bytes().to_vec());
     vars.set_host_domain(b"unknown".to_vec());
-    let mut walker = Walker { dns, ip, lookups: 0 };
+    let mut walker = Walker {
+        dns,
+        ip,
+        lookups: 0,
+    };
     let (_, path) = walker.walk(domain.to_string(), &mut vars).await?;
     Some(path.join(" -> "))
 }
@@ -57,7 +61,8 @@ impl Walker<'_> {
             let record = self.record(&domain).await?;
             vars.set_domain(domain.as_bytes().to_vec());
             for directive in record.directives.iter() {
-                let text = mechanism_text(&directive.qualifier, &directive.mechanism, vars, &domain);
+                let text =
+                    mechanism_text(&directive.qualifier, &directive.mechanism, vars, &domain);
                 let matched = match &directive.mechanism {
                     Mechanism::All => Some(vec![]),
                     Mechanism::Ip4 { addr, mask } => {
@@ -66,20 +71,33 @@ impl Walker<'_> {
                     Mechanism::Ip6 { addr, mask } => {
                         v6_matches(self.ip, addr, *mask).then(Vec::new)
                     }
-                    Mechanism::A { macro_string, ip4_mask, ip6_mask } => {
+                    Mechanism::A {
+                        macro_string,
+                        ip4_mask,
+                        ip6_mask,
+                    } => {
                         self.lookups += 1;
                         let name = eval(macro_string, vars, &domain);
-                        self.ip_matches(&name, *ip4_mask, *ip6_mask).await.then(Vec::new)
+                        self.ip_matches(&name, *ip4_mask, *ip6_mask)
+                            .await
+                            .then(Vec::new)
                     }
-                    Mechanism::Mx { macro_string, ip4_mask, ip6_mask } => {
+                    Mechanism::Mx {
+                        macro_string,
+                        ip4_mask,
+                        ip6_mask,
+                    } => {
                         self.lookups += 1;
                         let name = eval(macro_string, vars, &domain);
                         let mut hit = false;
                         if let Some(auth) = self.dns.authenticator()
-                            && let Ok(mx) =
-                                auth.mx_lookup(name.as_str(), Some(&self.dns.caches().mx)).await
+                            && let Ok(mx) = auth
+                                .mx_lookup(name.as_str(), Some(&self.dns.caches().mx))
+                                .await
                         {
-                            for exchange in mx.rrset.iter().flat_map(|m| m.exchanges.iter()).take(10) {
+                            for exchange in
+                                mx.rrset.iter().flat_map(|m| m.exchanges.iter()).take(10)
+                            {
                                 if self.ip_matches(exchange, *ip4_mask, *ip6_mask).await {
                                     hit = true;
                                     break;
@@ -139,17 +157,24 @@ impl Walker<'_> {
                 path.extend(rest);
                 return Some((pass, path));
             }
-            Some((false, vec!["default (no mechanism matched: neutral)".into()]))
+            Some((
+                false,
+                vec!["default (no mechanism matched: neutral)".into()],
+            ))
         })
     }
 
     async fn record(&self, domain: &str) -> Option<Arc<Spf>> {
         let auth = self.dns.authenticator()?;
-        auth.txt_lookup::<Spf>(domain, Some(&self.dns.caches().txt)).await.ok()
+        auth.txt_lookup::<Spf>(domain, Some(&self.dns.caches().txt))
+            .await
+            .ok()
     }
 
     async fn ip_matches(&self, name: &str, ip4_mask: u32, ip6_mask: u128) -> bool {
-        let Some(auth) = self.dns.authenticator() else { return false };
+        let Some(auth) = self.dns.authenticator() else {
+            return false;
+        };
         match self.ip {
             IpAddr::V4(_) => match auth.ipv4_lookup(name, Some(&self.dns.caches().ipv4)).await {
                 Ok(set) => set.rrset.iter().any(|a| v4_matches(self.ip, a, ip4_mask)),
@@ -224,11 +249,27 @@ fn mechanism_text(q: &Qualifier, m: &Mechanism, vars: &Variables<'_>, domain: &s
         Mechanism::All => format!("{q}all"),
         Mechanism::Ip4 { addr, mask } => format!("{q}ip4:{addr}/{}", v4_len(*mask)),
         Mechanism::Ip6 { addr, mask } => format!("{q}ip6:{addr}/{}", v6_len(*mask)),
-        Mechanism::A { macro_string, ip4_mask, ip6_mask } => {
-            format!("{q}a:{}{}", eval(macro_string, vars, domain), masks(*ip4_mask, *ip6_mask))
+        Mechanism::A {
+            macro_string,
+            ip4_mask,
+            ip6_mask,
+        } => {
+            format!(
+                "{q}a:{}{}",
+                eval(macro_string, vars, domain),
+                masks(*ip4_mask, *ip6_mask)
+            )
         }
-        Mechanism::Mx { macro_string, ip4_mask, ip6_mask } => {
-            format!("{q}mx:{}{}", eval(macro_string, vars, domain), masks(*ip4_mask, *ip6_mask))
+        Mechanism::Mx {
+            macro_string,
+            ip4_mask,
+            ip6_mask,
+        } => {
+            format!(
+                "{q}mx:{}{}",
+                eval(macro_string, vars, domain),
+                masks(*ip4_mask, *ip6_mask)
+            )
         }
         Mechanism::Include { macro_string } => {
             format!("{q}include:{}", eval(macro_string, vars, domain))

@@ -56,7 +56,12 @@ pub struct Reason {
 
 impl Reason {
     pub fn new(code: &str, action: Action, message: impl Into<String>) -> Self {
-        Reason { code: code.to_string(), action, message: message.into(), evidence: Vec::new() }
+        Reason {
+            code: code.to_string(),
+            action,
+            message: message.into(),
+            evidence: Vec::new(),
+        }
     }
 
     pub fn with_evidence(mut self, evidence: impl Into<String>) -> Self {
@@ -75,7 +80,11 @@ pub struct Verdict {
 impl Verdict {
     /// The verdict of a set of findings: the most severe action among them, `accept` if none.
     pub fn from_reasons(reasons: Vec<Reason>) -> Self {
-        let action = reasons.iter().map(|r| r.action).max().unwrap_or(Action::Accept);
+        let action = reasons
+            .iter()
+            .map(|r| r.action)
+            .max()
+            .unwrap_or(Action::Accept);
         Verdict { action, reasons }
     }
 
@@ -100,14 +109,29 @@ pub fn decide(auth: &AuthResults, trace: &Trace, _policy: &Policy) -> Verdict {
     match dmarc.result {
         Word::Fail => {
             let (code, action, what) = match (dmarc.policy, dmarc.testing) {
-                (Some("reject"), false) => ("dmarc.reject", Action::Reject, "asks receivers to reject"),
-                (Some("quarantine"), false) => {
-                    ("dmarc.quarantine", Action::Quarantine, "asks receivers to quarantine")
+                (Some("reject"), false) => {
+                    ("dmarc.reject", Action::Reject, "asks receivers to reject")
                 }
-                (Some(_), true) => ("dmarc.fail_testing", Action::Accept, "is in testing mode (t=y)"),
-                _ => ("dmarc.fail_policy_none", Action::Accept, "asks for no action (p=none)"),
+                (Some("quarantine"), false) => (
+                    "dmarc.quarantine",
+                    Action::Quarantine,
+                    "asks receivers to quarantine",
+                ),
+                (Some(_), true) => (
+                    "dmarc.fail_testing",
+                    Action::Accept,
+                    "is in testing mode (t=y)",
+                ),
+                _ => (
+                    "dmarc.fail_policy_none",
+                    Action::Accept,
+                    "asks for no action (p=none)",
+                ),
             };
-            let why = dmarc.reason.as_deref().unwrap_or("no aligned identifier passed");
+            let why = dmarc
+                .reason
+                .as_deref()
+                .unwrap_or("no aligned identifier passed");
             reasons.push(
                 Reason::new(
                     code,
@@ -117,13 +141,20 @@ pub fn decide(auth: &AuthResults, trace: &Trace, _policy: &Policy) -> Verdict {
                         dmarc.domain
                     ),
                 )
-                .with_evidence(format!("dmarc={} p={}", dmarc.result, dmarc.policy.unwrap_or("-"))),
+                .with_evidence(format!(
+                    "dmarc={} p={}",
+                    dmarc.result,
+                    dmarc.policy.unwrap_or("-")
+                )),
             );
         }
         Word::TempError => reasons.push(Reason::new(
             "dmarc.temperror",
             Action::Accept,
-            format!("DMARC for {} could not be evaluated: DNS did not answer", dmarc.domain),
+            format!(
+                "DMARC for {} could not be evaluated: DNS did not answer",
+                dmarc.domain
+            ),
         )),
         Word::PermError => reasons.push(Reason::new(
             "dmarc.permerror",
@@ -156,7 +187,11 @@ pub fn decide(auth: &AuthResults, trace: &Trace, _policy: &Policy) -> Verdict {
             Action::Accept,
             format!(
                 "a DKIM signature of {} did not verify: {}",
-                if d.domain.is_empty() { "an unknown domain" } else { &d.domain },
+                if d.domain.is_empty() {
+                    "an unknown domain"
+                } else {
+                    &d.domain
+                },
                 d.reason.as_deref().unwrap_or("signature mismatch")
             ),
         ));
@@ -167,7 +202,10 @@ pub fn decide(auth: &AuthResults, trace: &Trace, _policy: &Policy) -> Verdict {
             Action::Accept,
             format!(
                 "the ARC chain is broken: {}",
-                auth.arc.reason.as_deref().unwrap_or("a seal or signature did not verify")
+                auth.arc
+                    .reason
+                    .as_deref()
+                    .unwrap_or("a seal or signature did not verify")
             ),
         ));
     }
