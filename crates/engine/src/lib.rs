@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod dns;
+pub mod domain;
 pub mod message;
 pub mod policy;
 mod spf_explain;
