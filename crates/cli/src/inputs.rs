@@ -1,5 +1,7 @@
 //! Where messages come from: .eml files, mbox files, Maildir folders, stdin.
 
+use unspoof_engine::message;
+
 use std::{
     fs,
     io::Read,
@@ -74,8 +76,8 @@ fn maildir_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 /// Adds one file's messages: an mbox (first line `From `) is split, anything else is one
 /// message.
 fn push_file(name: &str, raw: Vec<u8>, out: &mut Vec<Input>) {
-    if is_mbox(&raw) {
-        for (i, msg) in split_mbox(&raw).into_iter().enumerate() {
+    if message::is_mbox(&raw) {
+        for (i, msg) in message::split_mbox(&raw).into_iter().enumerate() {
             out.push(Input {
                 name: format!("{name}#{}", i + 1),
                 raw: msg,
@@ -86,67 +88,5 @@ fn push_file(name: &str, raw: Vec<u8>, out: &mut Vec<Input>) {
             name: name.to_string(),
             raw,
         });
-    }
-}
-
-/// An mbox starts with a `From ` separator line (not a `From:` header).
-pub fn is_mbox(raw: &[u8]) -> bool {
-    raw.starts_with(b"From ") && !matches!(raw.get(5), Some(b':' | b' ' | b'\t'))
-}
-
-/// Splits an mbox (mboxrd or mboxo) into messages, dropping each `From ` separator and undoing
-/// `>From ` quoting.
-pub fn split_mbox(raw: &[u8]) -> Vec<Vec<u8>> {
-    let mut messages = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    let mut prev_blank = true;
-    for line in raw.split_inclusive(|&b| b == b'\n') {
-        if line.starts_with(b"From ") && prev_blank {
-            if let Some(m) = current.take() {
-                messages.push(trim_separator_blank(m));
-            }
-            current = Some(Vec::new());
-            prev_blank = false;
-            continue;
-        }
-        let body = line.strip_suffix(b"\n").unwrap_or(line);
-        prev_blank = body.is_empty() || body == b"\r";
-        let Some(m) = current.as_mut() else { continue };
-        // mboxrd: ">From " -> "From ", ">>From " -> ">From ".
-        let unquoted = match line.iter().position(|&b| b != b'>') {
-            Some(n) if n > 0 && line[n..].starts_with(b"From ") => &line[1..],
-            _ => line,
-        };
-        m.extend_from_slice(unquoted);
-    }
-    if let Some(m) = current {
-        messages.push(trim_separator_blank(m));
-    }
-    messages
-}
-
-/// The blank line before the next `From ` belongs to the mbox format, not to the message.
-fn trim_separator_blank(mut m: Vec<u8>) -> Vec<u8> {
-    if m.ends_with(b"\r\n\r\n") {
-        m.truncate(m.len() - 2);
-    } else if m.ends_with(b"\n\n") {
-        m.truncate(m.len() - 1);
-    }
-    m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_mbox_and_unquotes() {
-        let mbox = b"From a@b Mon Jan  1 00:00:00 2024\nSubject: one\n\n>From here\n\nFrom c@d Tue Jan  2 00:00:00 2024\nSubject: two\n\nbody\n";
-        let msgs = split_mbox(mbox);
-        assert_eq!(msgs.len(), 2);
-        assert_eq!(msgs[0], b"Subject: one\n\nFrom here\n");
-        assert_eq!(msgs[1], b"Subject: two\n\nbody\n");
-        assert!(is_mbox(mbox));
-        assert!(!is_mbox(b"From: a@b\n"));
     }
 }

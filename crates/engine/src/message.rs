@@ -71,7 +71,7 @@ impl<'a> Headers<'a> {
         let mut stray_lines = Vec::new();
         let mut pos = 0;
         // An mbox "From " separator line may precede the headers; it is not a header field.
-        if raw.starts_with(b"From ") && !matches!(raw.get(5), Some(b':' | b' ' | b'\t')) {
+        if is_mbox(raw) {
             pos = line_end(raw, 0).1;
         }
         let mut current: Option<(usize, usize, usize)> = None; // (start, colon, end)
@@ -176,6 +176,52 @@ pub fn to_crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
+/// An mbox starts with a `From ` separator line (not a `From:` header).
+pub fn is_mbox(raw: &[u8]) -> bool {
+    raw.starts_with(b"From ") && !matches!(raw.get(5), Some(b':' | b' ' | b'\t'))
+}
+
+/// Splits an mbox (mboxrd or mboxo) into messages, dropping each `From ` separator and undoing
+/// `>From ` quoting.
+pub fn split_mbox(raw: &[u8]) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    let mut prev_blank = true;
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") && prev_blank {
+            if let Some(m) = current.take() {
+                messages.push(trim_separator_blank(m));
+            }
+            current = Some(Vec::new());
+            prev_blank = false;
+            continue;
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        prev_blank = body.is_empty() || body == b"\r";
+        let Some(m) = current.as_mut() else { continue };
+        // mboxrd: ">From " -> "From ", ">>From " -> ">From ".
+        let unquoted = match line.iter().position(|&b| b != b'>') {
+            Some(n) if n > 0 && line[n..].starts_with(b"From ") => &line[1..],
+            _ => line,
+        };
+        m.extend_from_slice(unquoted);
+    }
+    if let Some(m) = current {
+        messages.push(trim_separator_blank(m));
+    }
+    messages
+}
+
+/// The blank line before the next `From ` belongs to the mbox format, not to the message.
+fn trim_separator_blank(mut m: Vec<u8>) -> Vec<u8> {
+    if m.ends_with(b"\r\n\r\n") {
+        m.truncate(m.len() - 2);
+    } else if m.ends_with(b"\n\n") {
+        m.truncate(m.len() - 1);
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +250,16 @@ mod tests {
     fn lf_to_crlf() {
         assert_eq!(&*to_crlf(b"a\nb\r\n"), b"a\r\nb\r\n");
         assert!(matches!(to_crlf(b"a\r\n"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn splits_mbox_and_unquotes() {
+        let mbox = b"From a@b Mon Jan  1 00:00:00 2024\nSubject: one\n\n>From here\n\nFrom c@d Tue Jan  2 00:00:00 2024\nSubject: two\n\nbody\n";
+        let msgs = split_mbox(mbox);
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0], b"Subject: one\n\nFrom here\n");
+        assert_eq!(msgs[1], b"Subject: two\n\nbody\n");
+        assert!(is_mbox(mbox));
+        assert!(!is_mbox(b"From: a@b\n"));
     }
 }

@@ -1,0 +1,433 @@
+//! `unspoof analyze` end to end: the real binary, real files, DNS from zone files served by the
+//! binary itself on loopback.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_unspoof"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn examples(name: &str) -> String {
+    repo().join("examples").join(name).display().to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run unspoof")
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+fn zone() -> String {
+    examples("sample.zone")
+}
+
+#[test]
+fn genuine_signed_message_passes_everything() {
+    let out = run(&[
+        "analyze",
+        "--json",
+        "--dns-zone",
+        &zone(),
+        &examples("sample-genuine.eml"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["schema"], "unspoof.analysis/1");
+    assert_eq!(v["verdict"]["action"], "accept");
+    assert_eq!(v["auth"]["spf"]["result"], "pass");
+    assert_eq!(v["auth"]["spf"]["mechanism"], "ip4:213.165.64.12/32");
+    let dkim = v["auth"]["dkim"].as_array().unwrap();
+    assert_eq!(dkim.len(), 2);
+    assert!(dkim.iter().all(|d| d["result"] == "pass"), "{dkim:?}");
+    let algs: Vec<&str> = dkim
+        .iter()
+        .map(|d| d["algorithm"].as_str().unwrap())
+        .collect();
+    assert!(algs.contains(&"ed25519-sha256") && algs.contains(&"rsa-sha256"));
+    assert_eq!(v["auth"]["dmarc"]["result"], "pass");
+    assert_eq!(v["auth"]["dmarc"]["policy"], "reject");
+    assert_eq!(v["trace"]["origin"]["ip"], "213.165.64.12");
+    assert_eq!(v["trace"]["origin"]["rdns"], "mail.football.example.com");
+    let inferred: Vec<&str> = v["envelope"]["inferred"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(inferred, ["ip", "helo", "mail_from"]);
+}
+
+#[test]
+fn forged_message_is_rejected_with_reasons() {
+    let out = run(&[
+        "analyze",
+        "--json",
+        "--dns-zone",
+        &zone(),
+        &examples("sample-spoof.eml"),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["verdict"]["action"], "reject");
+    let codes: Vec<&str> = v["verdict"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"dmarc.reject"), "{codes:?}");
+    assert!(codes.contains(&"spf.fail"), "{codes:?}");
+    assert_eq!(v["auth"]["spf"]["mechanism"], "-all");
+}
+
+#[test]
+fn same_input_same_output() {
+    let args = [
+        "analyze",
+        "--json",
+        "--dns-zone",
+        &zone(),
+        "--ip",
+        "213.165.64.12",
+        "--helo",
+        "mail.football.example.com",
+        "--mail-from",
+        "joe@football.example.com",
+        &examples("sample-genuine.eml"),
+        &examples("sample-spoof.eml"),
+    ];
+    let a = run(&args);
+    let b = run(&args);
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout, "two runs on the same input differ");
+}
+
+#[test]
+fn lf_and_crlf_input_agree() {
+    let raw = std::fs::read(examples("sample-genuine.eml")).unwrap();
+    let lf: Vec<u8> = String::from_utf8(raw.clone())
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into_bytes();
+    let crlf: Vec<u8> = String::from_utf8(lf.clone())
+        .unwrap()
+        .replace('\n', "\r\n")
+        .into_bytes();
+    let dir = tempdir("lfcrlf");
+    std::fs::write(dir.join("lf.eml"), &lf).unwrap();
+    std::fs::write(dir.join("crlf.eml"), &crlf).unwrap();
+    let out = run(&[
+        "analyze",
+        "--json",
+        "--dns-zone",
+        &zone(),
+        &dir.join("lf.eml").display().to_string(),
+        &dir.join("crlf.eml").display().to_string(),
+    ]);
+    let v = json_lines(&out);
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0]["auth"], v[1]["auth"]);
+    assert_eq!(v[0]["auth"]["dmarc"]["result"], "pass");
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("unspoof-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn mbox_maildir_and_stdin() {
+    let genuine = std::fs::read_to_string(examples("sample-genuine.eml")).unwrap();
+    let spoof = std::fs::read_to_string(examples("sample-spoof.eml")).unwrap();
+    let dir = tempdir("inputs");
+
+    // mbox: two messages, the second with a body line that must be >From-quoted.
+    let mbox = format!(
+        "From joe@football.example.com Fri Jul 11 21:00:37 2003\n{}\nFrom x@y Fri Nov 20 09:13:55 2026\n{}>From the desk of Joe\n",
+        genuine.replace("\r\n", "\n"),
+        spoof
+    );
+    std::fs::write(dir.join("box.mbox"), mbox).unwrap();
+    let out = run(&[
+        "analyze",
+        "--json",
+        "--dns-zone",
+        &zone(),
+        &dir.join("box.mbox").display().to_string(),
+    ]);
+    let v = json_lines(&out);
+    assert_eq!(v.len(), 2);
+    assert!(v[0]["file"].as_str().unwrap().ends_with("box.mbox#1"));
+    assert_eq!(v[0]["verdict"]["action"], "accept");
+    assert_eq!(v[1]["verdict"]["action"], "reject");
+    assert_eq!(out.status.code(), Some(3));
+
+    // Maildir: cur/ and new/.
+    let md = dir.join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    std::fs::write(md.join("cur/1.host:2,S"), &genuine).unwrap();
+    std::fs::write(md.join("new/2.host"), &spoof).unwrap();
+    std::fs::write(md.join("tmp/3.host"), "half-written").unwrap();
+    let out = run(&[
+        "analyze",
+        "--json",
+        "--dns-zone",
+        &zone(),
+        &md.display().to_string(),
+    ]);
+    assert_eq!(json_lines(&out).len(), 2, "tmp/ must not be read");
+
+    // stdin.
+    let mut child = bin()
+        .args(["analyze", "--json", "--dns-zone", &zone(), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spoof.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v = json_lines(&out);
+    assert_eq!(v[0]["file"], "-");
+    assert_eq!(v[0]["verdict"]["action"], "reject");
+}
+
+#[test]
+fn offline_says_not_checked() {
+    let out = run(&[
+        "analyze",
+        "--json",
+        "--offline",
+        &examples("sample-spoof.eml"),
+    ]);
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["auth"]["checked"], false);
+    assert_eq!(v["auth"]["dmarc"]["result"], "none");
+    let codes: Vec<&str> = v["verdict"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"auth.not_checked"));
+    // The hop trace needs no DNS.
+    assert_eq!(v["trace"]["origin"]["ip"], "203.0.113.66");
+}
+
+#[test]
+fn silent_dns_server_gives_temperror_not_a_hang() {
+    // A UDP and a TCP socket that never answer.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+    let resolver = format!("127.0.0.1:{port}");
+    let mut child = bin()
+        .args([
+            "analyze",
+            "--json",
+            "--resolver",
+            &resolver,
+            "--dns-timeout",
+            "0.5",
+            &examples("sample-spoof.eml"),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded wait: a hang is the failure being tested, not a speed figure.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("unspoof analyze hung on a silent DNS server");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["auth"]["spf"]["result"], "temperror");
+    assert_eq!(v["auth"]["dmarc"]["result"], "temperror");
+}
+
+/// Splits an Authentication-Results value into its resinfo parts, honouring quoted strings and
+/// comments the way an RFC 8601 parser must.
+fn ar_results(header: &str) -> Vec<String> {
+    let value = header.split_once(':').unwrap().1;
+    let (mut parts, mut cur, mut quoted, mut depth, mut escaped) =
+        (vec![], String::new(), false, 0, false);
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            cur.push(c);
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => escaped = true,
+            '"' if depth == 0 => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            ';' if !quoted && depth == 0 => {
+                parts.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 0 && c != ')' {
+            cur.push(c);
+        }
+    }
+    parts.push(cur.trim().to_string());
+    parts
+}
+
+#[test]
+fn hostile_values_cannot_inject_results() {
+    let dir = tempdir("hostile");
+    let msg = "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=legit.com'a.attacker.com;\r\n s=sel; h=from:subject; bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=; b=AAAA\r\n\
+From: ceo@legit.com\r\nSubject: hi\r\n\r\nHi.\r\n";
+    std::fs::write(dir.join("m.eml"), msg).unwrap();
+    let out = run(&[
+        "analyze",
+        "--ar",
+        "--dns-zone",
+        &zone(),
+        "--ip",
+        "192.0.2.9",
+        "--helo",
+        "x.example",
+        "--mail-from",
+        "x@legit.com(a.attacker.com",
+        &dir.join("m.eml").display().to_string(),
+    ]);
+    let ar = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("\r\n\t", " ");
+    assert!(
+        ar.contains("smtp.mailfrom=\"x@legit.com(a.attacker.com\""),
+        "{ar}"
+    );
+    let results = ar_results(ar.trim_end());
+    // authserv-id, then exactly: dkim, spf (mailfrom), spf (helo), dmarc, arc.
+    assert_eq!(results.len(), 6, "{results:?}");
+    assert!(results.iter().all(|r| !r.contains("=pass")), "{results:?}");
+    assert!(ar.contains("header.d=\"legit.com'a.attacker.com\""), "{ar}");
+}
+
+#[test]
+fn batch_manifest_writes_one_line_per_entry() {
+    let dir = tempdir("batch");
+    std::fs::copy(examples("sample-genuine.eml"), dir.join("g.eml")).unwrap();
+    std::fs::copy(examples("sample-spoof.eml"), dir.join("s.eml")).unwrap();
+    std::fs::write(
+        dir.join("manifest.jsonl"),
+        "{\"file\": \"g.eml\", \"ip\": \"213.165.64.12\", \"helo\": \"mail.football.example.com\", \"mailfrom\": \"joe@football.example.com\", \"rcpt\": \"suzie@shopping.example.net\"}\n\
+         {\"file\": \"s.eml\", \"ip\": \"198.51.100.7\", \"helo\": \"evil.example\", \"mailfrom\": \"joe@football.example.com\", \"rcpt\": [\"a@b.example\"]}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "analyze",
+        "--batch",
+        &dir.join("manifest.jsonl").display().to_string(),
+        "--dns-zone",
+        &zone(),
+    ]);
+    let v = json_lines(&out);
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0]["file"], "g.eml");
+    assert_eq!(v[0]["dkim"], "pass");
+    assert_eq!(
+        v[0]["dkim_pass_d"],
+        serde_json::json!(["football.example.com"])
+    );
+    assert_eq!(v[0]["spf"], "pass");
+    assert_eq!(v[0]["dmarc"], "pass");
+    assert_eq!(v[0]["arc"], "none");
+    assert_eq!(v[1]["spf"], "fail");
+    assert_eq!(v[1]["dmarc"], "fail");
+    assert_eq!(v[1]["analysis"]["envelope"]["ip"], "198.51.100.7");
+    assert_eq!(
+        v[1]["analysis"]["envelope"]["inferred"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn bad_arguments_and_inputs_have_their_exit_codes() {
+    assert_eq!(run(&["analyze", "--bogus"]).status.code(), Some(64));
+    assert_eq!(
+        run(&["analyze", "--offline", "/nonexistent/x.eml"])
+            .status
+            .code(),
+        Some(66)
+    );
+    let dir = tempdir("badzone");
+    std::fs::write(dir.join("z.zone"), "a.example. IN A 999.1.1.1\n").unwrap();
+    let out = run(&[
+        "analyze",
+        "--dns-zone",
+        &dir.join("z.zone").display().to_string(),
+        &examples("sample-spoof.eml"),
+    ]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+}
+
+#[test]
+fn malformed_messages_are_analysed_not_crashed() {
+    let dir = tempdir("malformed");
+    let cases: [&[u8]; 5] = [
+        b"",
+        b"no header section at all",
+        b"\xff\xfe\x00garbage\r\n\r\n",
+        b"From: \r\nReceived: from\r\nReceived: ;;;\r\nDKIM-Signature: v=1; d=\x00; s=\r\n\r\n",
+        b"Subject: unterminated header",
+    ];
+    for (i, raw) in cases.iter().enumerate() {
+        let p = dir.join(format!("{i}.eml"));
+        std::fs::write(&p, raw).unwrap();
+        let out = run(&[
+            "analyze",
+            "--json",
+            "--dns-zone",
+            &zone(),
+            &p.display().to_string(),
+        ]);
+        assert!(
+            out.status.code().is_some_and(|c| c <= 3),
+            "case {i}: {:?}",
+            out
+        );
+        assert_eq!(json_lines(&out).len(), 1, "case {i}");
+    }
+}
