@@ -1,0 +1,87 @@
+//! The seam between the gateway and the engine: what the gateway asks ([`Envelope`] + raw
+//! message) and what it gets back ([`Decision`]).
+//!
+//! **Boundary:** the gateway never judges a message itself beyond the SMTP rules it owns
+//! (relay control, sender binding on submission, limits, smuggling); whether mail is forged is
+//! the engine's answer, through [`Decide`].
+
+use std::future::Future;
+use std::net::IpAddr;
+
+/// The SMTP envelope of one message, as the engine sees it (mirrors `unspoof_engine::Envelope`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The connecting client's IP.
+    pub ip: Option<IpAddr>,
+    /// The EHLO/HELO argument.
+    pub helo: Option<String>,
+    /// MAIL FROM, without angle brackets; `Some("")` for the null reverse-path.
+    pub mail_from: Option<String>,
+    /// Accepted RCPT TO addresses.
+    pub rcpt: Vec<String>,
+    /// Unix time the message was received.
+    pub received_at: Option<i64>,
+    /// The authenticated submission user, if any.
+    pub auth_user: Option<String>,
+}
+
+/// What to do with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Relay with Authentication-Results.
+    Accept,
+    /// Relay the rewritten (tagged) message.
+    Tag,
+    /// Store durably in the quarantine, answer 250, relay nothing.
+    Quarantine,
+    /// Answer 550 5.7.1 with the reason codes.
+    Reject,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accept => "accept",
+            Action::Tag => "tag",
+            Action::Quarantine => "quarantine",
+            Action::Reject => "reject",
+        }
+    }
+}
+
+/// One reason for a decision: a stable machine code (`dmarc.fail`) and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub code: String,
+    pub message: String,
+}
+
+/// The engine's answer for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reasons: Vec<Reason>,
+    /// Complete header fields (each ending in CRLF) to prepend to the relayed or stored message,
+    /// normally the `Authentication-Results:` field.
+    pub headers: String,
+    /// For [`Action::Tag`]: the rewritten message (banner, subject prefix, verdict header).
+    /// `None` relays the message as received.
+    pub rewritten: Option<Vec<u8>>,
+}
+
+/// The engine as the gateway uses it. Implemented by the adapter over `unspoof_engine::Engine`
+/// (and by test doubles, in tests only).
+pub trait Decide: Send + Sync + 'static {
+    /// Decides one message. `authserv_id` is our host name, for Authentication-Results.
+    fn decide(
+        &self,
+        raw: &[u8],
+        envelope: &Envelope,
+        authserv_id: &str,
+    ) -> impl Future<Output = Decision> + Send;
+
+    /// Reloads the policy (SIGHUP). Errors are reported and the old policy stays in force.
+    fn reload(&self) -> Result<(), String> {
+        Ok(())
+    }
+}

@@ -1,0 +1,970 @@
+//! One SMTP session: the state machine of RFC 5321 with the extensions we advertise, relay
+//! control, submission AUTH, and the decide-before-answering DATA end.
+//!
+//! **Invariant:** the final reply to DATA is sent only after the message's fate is durable:
+//! relayed and accepted by the downstream, written and fsynced into the Maildir or quarantine,
+//! or refused. Every other path answers 4xx, so the client keeps the message and retries.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+use smtp_proto::{Error as ProtoError, Request};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use crate::Shared;
+use crate::auth;
+use crate::conn::{Conn, Line, Stream};
+use crate::data::{DataDefect, DotReader, check_shape};
+use crate::decide::{Action, Decide, Envelope};
+use crate::message;
+use crate::relay::{Downstream, RelayError};
+use crate::reply;
+use crate::store::{MessageRecord, TlsInfo};
+
+/// Which listener a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Port 25: unauthenticated mail for our domains, decided by the engine.
+    Inbound,
+    /// Submission: authenticated users, relayed outward, DKIM-signed.
+    Submission,
+}
+
+impl Listener {
+    fn as_str(self) -> &'static str {
+        match self {
+            Listener::Inbound => "inbound",
+            Listener::Submission => "submission",
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Transaction {
+    mail_from: String,
+    eightbit: bool,
+    smtputf8: bool,
+    rcpts: Vec<String>,
+    /// The downstream connection broke during this transaction: only 451 from here on.
+    downstream_broken: bool,
+}
+
+enum Rdns {
+    Pending(JoinHandle<Option<String>>),
+    Done(Option<String>),
+}
+
+pub(crate) struct Session<D: Decide> {
+    shared: Arc<Shared<D>>,
+    conn: Conn,
+    listener: Listener,
+    peer: SocketAddr,
+    rdns: Rdns,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: Option<TlsInfo>,
+    auth_user: Option<String>,
+    errors: u32,
+    tx: Option<Transaction>,
+    downstream: Option<Downstream>,
+    started: Instant,
+}
+
+impl<D: Decide> Session<D> {
+    pub fn new(
+        shared: Arc<Shared<D>>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        listener: Listener,
+    ) -> Self {
+        let _ = tcp.set_nodelay(true);
+        let rdns = if shared.config.reverse_dns {
+            let r = shared.rdns.clone();
+            let ip = peer.ip();
+            Rdns::Pending(tokio::spawn(async move {
+                timeout(Duration::from_secs(10), r.lookup(ip))
+                    .await
+                    .ok()
+                    .flatten()
+            }))
+        } else {
+            Rdns::Done(None)
+        };
+        Session {
+            shared,
+            conn: Conn::new(tcp),
+            listener,
+            peer,
+            rdns,
+            helo: None,
+            esmtp: false,
+            tls: None,
+            auth_user: None,
+            errors: 0,
+            tx: None,
+            downstream: None,
+            started: Instant::now(),
+        }
+    }
+
+    async fn reverse_name(&mut self) -> Option<String> {
+        if let Rdns::Pending(h) = &mut self.rdns {
+            let name = h.await.ok().flatten();
+            self.rdns = Rdns::Done(name);
+        }
+        match &self.rdns {
+            Rdns::Done(n) => n.clone(),
+            Rdns::Pending(_) => None,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let limits = self.shared.config.limits.clone();
+        self.conn.reply(&format!(
+            "220 {} ESMTP unspoof\r\n",
+            self.shared.config.hostname
+        ));
+        loop {
+            if *shutdown.borrow() && !self.conn.has_buffered_input() {
+                self.conn.reply(reply::SHUTTING_DOWN);
+                break;
+            }
+            if self.started.elapsed() > limits.session_timeout() {
+                self.conn.reply(reply::TIMEOUT);
+                break;
+            }
+            let max = limits.max_command_line;
+            let read = tokio::select! {
+                r = timeout(limits.command_timeout(), self.conn.read_line(max)) => r,
+                _ = shutdown.changed() => continue,
+            };
+            let line = match read {
+                Err(_) => {
+                    self.conn.reply(reply::TIMEOUT);
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Ok(Ok(Line::TooLong)) => {
+                    self.error(reply::LINE_TOO_LONG);
+                    Flow::Continue
+                }
+                Ok(Ok(Line::Line(l))) => self.command(l, &mut shutdown).await,
+            };
+            if matches!(line, Flow::Close) {
+                break;
+            }
+            if self.errors >= limits.max_errors {
+                self.conn.reply(reply::TOO_MANY_ERRORS);
+                break;
+            }
+        }
+        let _ = self.conn.flush().await;
+        if let Some(d) = self.downstream.take() {
+            d.quit().await;
+        }
+    }
+
+    fn error(&mut self, text: &str) {
+        self.errors += 1;
+        self.conn.reply(text);
+    }
+
+    async fn reset_transaction(&mut self) {
+        self.tx = None;
+        if let Some(d) = &mut self.downstream
+            && d.rset().await.is_err()
+        {
+            self.downstream = None;
+        }
+    }
+
+    async fn command(&mut self, line: Vec<u8>, shutdown: &mut watch::Receiver<bool>) -> Flow {
+        // Commands end in CRLF (RFC 5321 2.3.8); a lone LF is tolerated, a CR elsewhere is not.
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if body.contains(&b'\r') || body.contains(&0) {
+            self.error(reply::SYNTAX);
+            return Flow::Continue;
+        }
+        let mut normalized = body.to_vec();
+        normalized.extend_from_slice(b"\r\n");
+        let request = Request::parse(&mut normalized.iter()).map(|r| r.into_owned());
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                let text = match e {
+                    ProtoError::UnknownCommand => reply::UNKNOWN_COMMAND,
+                    ProtoError::InvalidSenderAddress => reply::BAD_SENDER_SYNTAX,
+                    ProtoError::InvalidRecipientAddress => reply::BAD_RECIPIENT_SYNTAX,
+                    ProtoError::UnsupportedParameter { .. } => reply::PARAM_UNSUPPORTED,
+                    _ => reply::SYNTAX,
+                };
+                self.error(text);
+                return Flow::Continue;
+            }
+        };
+        match request {
+            Request::Ehlo { host } => self.hello(host, true).await,
+            Request::Helo { host } => self.hello(host, false).await,
+            Request::Mail { from } => self.mail(from).await,
+            Request::Rcpt { to } => self.rcpt(to.address).await,
+            Request::Data => return self.data(shutdown).await,
+            Request::Rset => {
+                self.reset_transaction().await;
+                self.conn.reply(reply::RESET_OK);
+            }
+            Request::Noop { .. } => self.conn.reply(reply::OK),
+            Request::Quit => {
+                self.conn.reply(reply::BYE);
+                return Flow::Close;
+            }
+            Request::Vrfy { .. } => self.conn.reply(reply::VRFY),
+            Request::Help { .. } => self.conn.reply(reply::HELP),
+            Request::StartTls => return self.starttls().await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth(mechanism, initial_response).await,
+            Request::Lhlo { .. } => self.error(reply::UNKNOWN_COMMAND),
+            // BDAT (CHUNKING), EXPN, ETRN, ATRN, BURL: not offered.
+            _ => self.error(reply::NOT_IMPLEMENTED),
+        }
+        Flow::Continue
+    }
+
+    async fn hello(&mut self, host: String, esmtp: bool) {
+        let ok = !host.is_empty()
+            && host.len() <= 255
+            && host
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-._:[]".contains(c) || !c.is_ascii());
+        if !ok {
+            self.error(reply::SYNTAX);
+            return;
+        }
+        // RFC 5321 4.1.4: EHLO/HELO also resets the transaction.
+        self.reset_transaction().await;
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        let name = &self.shared.config.hostname;
+        if !esmtp {
+            self.conn.reply(&format!("250 {name}\r\n"));
+            return;
+        }
+        let mut ext = vec![
+            "PIPELINING".to_string(),                                       // RFC 2920
+            format!("SIZE {}", self.shared.config.limits.max_message_size), // RFC 1870
+            "8BITMIME".to_string(),                                         // RFC 6152
+            "SMTPUTF8".to_string(),                                         // RFC 6531
+            "ENHANCEDSTATUSCODES".to_string(),                              // RFC 2034
+        ];
+        if self.tls.is_none() && self.shared.tls.is_some() {
+            ext.push("STARTTLS".to_string()); // RFC 3207
+        }
+        if self.listener == Listener::Submission && self.tls.is_some() && self.auth_user.is_none() {
+            ext.push("AUTH PLAIN LOGIN".to_string()); // RFC 4954
+        }
+        let mut out = format!("250-{name}\r\n");
+        for (i, e) in ext.iter().enumerate() {
+            let sep = if i + 1 == ext.len() { ' ' } else { '-' };
+            out.push_str(&format!("250{sep}{e}\r\n"));
+        }
+        self.conn.reply(&out);
+    }
+
+    async fn mail(&mut self, from: smtp_proto::MailFrom<String>) {
+        if self.helo.is_none() {
+            return self.error(reply::NEED_HELO);
+        }
+        if self.tx.is_some() {
+            return self.error(reply::NESTED_MAIL);
+        }
+        if self.listener == Listener::Submission && self.auth_user.is_none() {
+            return self.error(reply::AUTH_REQUIRED);
+        }
+        let cfg = &self.shared.config;
+        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+            return self.error(reply::PARAM_UNSUPPORTED);
+        }
+        // RFC 1870 6: a declared size over our limit is refused now.
+        if from.size > cfg.limits.max_message_size {
+            self.conn.reply(reply::SIZE_EXCEEDED);
+            return;
+        }
+        let address = from.address;
+        // The null reverse-path (bounces) is allowed inbound only; anything else must parse.
+        let domain = if address.is_empty() {
+            None
+        } else {
+            match message::split_address(&address) {
+                Some((_, d)) => Some(d.to_string()),
+                None => return self.error(reply::BAD_SENDER_SYNTAX),
+            }
+        };
+        match self.listener {
+            Listener::Inbound => {
+                if let Some(d) = &domain
+                    && cfg.refuse_own_domain_senders
+                    && cfg.is_local_domain(d)
+                    && !cfg
+                        .trusted_networks
+                        .iter()
+                        .any(|n| n.contains(&self.peer.ip()))
+                {
+                    self.conn.reply(reply::OWN_DOMAIN_SENDER);
+                    return;
+                }
+            }
+            Listener::Submission => {
+                let user = self.auth_user.as_deref().unwrap_or("");
+                if address.is_empty() || !auth::owns(&cfg.users, user, &address) {
+                    self.conn.reply(reply::SENDER_NOT_OWNED);
+                    return;
+                }
+            }
+        }
+        self.tx = Some(Transaction {
+            mail_from: address,
+            eightbit: from.flags & MAIL_BODY_8BITMIME != 0,
+            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            rcpts: Vec::new(),
+            downstream_broken: false,
+        });
+        self.conn.reply(reply::SENDER_OK);
+    }
+
+    async fn rcpt(&mut self, to: String) {
+        let Some(tx) = &self.tx else {
+            return self.error(reply::NEED_MAIL);
+        };
+        let Some((_, domain)) = message::split_address(&to) else {
+            return self.error(reply::BAD_RECIPIENT_SYNTAX);
+        };
+        let cfg = &self.shared.config;
+        // Never an open relay: inbound mail only for our domains.
+        if self.listener == Listener::Inbound && !cfg.is_local_domain(domain) {
+            return self.error(reply::RELAY_DENIED);
+        }
+        if tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
+            self.conn.reply(reply::RECIPIENT_OK);
+            return;
+        }
+        if tx.rcpts.len() >= cfg.limits.max_recipients {
+            self.conn.reply(reply::TOO_MANY_RECIPIENTS);
+            return;
+        }
+        if tx.downstream_broken {
+            self.conn.reply(reply::DOWNSTREAM_LOST);
+            return;
+        }
+        let Some(addr) = cfg.downstream.clone() else {
+            if let Some(tx) = &mut self.tx {
+                tx.rcpts.push(to);
+            }
+            self.conn.reply(reply::RECIPIENT_OK);
+            return;
+        };
+        let text = self.downstream_rcpt(&addr, &to).await;
+        self.conn.reply(&text);
+    }
+
+    /// Forwards RCPT (and MAIL first, if needed) to the downstream; returns our reply line.
+    async fn downstream_rcpt(&mut self, addr: &str, to: &str) -> String {
+        let wait = self.shared.config.limits.downstream_timeout();
+        if self.downstream.is_none() {
+            match Downstream::connect(addr, &self.shared.config.hostname, wait).await {
+                Ok(d) => self.downstream = Some(d),
+                Err(_) => return reply::DOWNSTREAM_DOWN.to_string(),
+            }
+        }
+        let (Some(d), Some(tx)) = (&mut self.downstream, &mut self.tx) else {
+            return reply::LOCAL_ERROR.to_string();
+        };
+        let result = async {
+            if !d.in_transaction {
+                let r = d.mail(&tx.mail_from, tx.eightbit, tx.smtputf8).await?;
+                if !r.is_positive() {
+                    return Ok(r);
+                }
+            }
+            d.rcpt(to).await
+        }
+        .await;
+        match result {
+            Ok(r) => {
+                if r.is_positive() {
+                    tx.rcpts.push(to.to_string());
+                }
+                r.to_client_line()
+            }
+            Err(_) => {
+                // A transaction with recipients already accepted downstream cannot continue
+                // on a new connection: the rest of it gets 451 and the client retries.
+                tx.downstream_broken = !tx.rcpts.is_empty();
+                self.downstream = None;
+                reply::DOWNSTREAM_LOST.to_string()
+            }
+        }
+    }
+
+    async fn starttls(&mut self) -> Flow {
+        if self.tls.is_some() {
+            self.error(reply::ALREADY_TLS);
+            return Flow::Continue;
+        }
+        let Some(acceptor) = self.shared.tls.clone() else {
+            self.error(reply::TLS_UNAVAILABLE);
+            return Flow::Continue;
+        };
+        // RFC 3207 4 / CVE-2011-0411: plaintext pipelined after STARTTLS must not be executed.
+        if self.conn.has_buffered_input() {
+            self.conn.discard_input();
+            self.error(reply::TLS_PIPELINED);
+            return Flow::Continue;
+        }
+        self.conn.reply(reply::READY_TLS);
+        if self.conn.flush().await.is_err() {
+            return Flow::Close;
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Closed) else {
+            return Flow::Close;
+        };
+        let wait = self.shared.config.limits.command_timeout();
+        match timeout(wait, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let (_, c) = tls.get_ref();
+                self.tls = Some(TlsInfo {
+                    version: c
+                        .protocol_version()
+                        .map(|v| format!("{v:?}"))
+                        .unwrap_or_default(),
+                    cipher: c
+                        .negotiated_cipher_suite()
+                        .map(|s| format!("{:?}", s.suite()))
+                        .unwrap_or_default(),
+                });
+                self.conn.stream = Stream::Tls(Box::new(tls));
+                // RFC 3207 4.2: forget everything learned before TLS.
+                self.helo = None;
+                self.esmtp = false;
+                self.tx = None;
+                Flow::Continue
+            }
+            _ => Flow::Close,
+        }
+    }
+
+    async fn auth(&mut self, mechanism: u64, initial: String) -> Flow {
+        if self.listener != Listener::Submission {
+            self.error(reply::NOT_IMPLEMENTED);
+            return Flow::Continue;
+        }
+        if self.tls.is_none() {
+            self.error(reply::AUTH_NEEDS_TLS);
+            return Flow::Continue;
+        }
+        if self.auth_user.is_some() || self.tx.is_some() || self.helo.is_none() {
+            self.error(if self.auth_user.is_some() {
+                reply::ALREADY_AUTH
+            } else {
+                reply::BAD_SEQUENCE
+            });
+            return Flow::Continue;
+        }
+        let creds = if mechanism == AUTH_PLAIN {
+            let resp = if initial.is_empty() {
+                match self.sasl_line("334 \r\n").await {
+                    Some(r) => r,
+                    None => return Flow::Close,
+                }
+            } else {
+                initial
+            };
+            if resp == "*" {
+                self.error(reply::AUTH_CANCELLED);
+                return Flow::Continue;
+            }
+            auth::decode_plain(&resp)
+        } else if mechanism == AUTH_LOGIN {
+            let user = if initial.is_empty() {
+                match self.sasl_line("334 VXNlcm5hbWU6\r\n").await {
+                    Some(r) => r,
+                    None => return Flow::Close,
+                }
+            } else {
+                initial
+            };
+            if user == "*" {
+                self.error(reply::AUTH_CANCELLED);
+                return Flow::Continue;
+            }
+            let pass = match self.sasl_line("334 UGFzc3dvcmQ6\r\n").await {
+                Some(r) => r,
+                None => return Flow::Close,
+            };
+            if pass == "*" {
+                self.error(reply::AUTH_CANCELLED);
+                return Flow::Continue;
+            }
+            auth::decode_b64_text(&user).zip(auth::decode_b64_text(&pass))
+        } else {
+            self.error(reply::AUTH_MECH_UNSUPPORTED);
+            return Flow::Continue;
+        };
+        let Some((user, pass)) = creds else {
+            self.error(reply::SYNTAX);
+            return Flow::Continue;
+        };
+        let shared = self.shared.clone();
+        let verified =
+            tokio::task::spawn_blocking(move || auth::verify(&shared.config.users, &user, &pass))
+                .await
+                .ok()
+                .flatten();
+        match verified {
+            Some(u) => {
+                self.auth_user = Some(u);
+                self.conn.reply(reply::AUTH_OK);
+            }
+            None => self.error(reply::AUTH_FAILED),
+        }
+        Flow::Continue
+    }
+
+    /// Sends a SASL challenge and reads the client's one-line answer (`None`: hang up).
+    async fn sasl_line(&mut self, challenge: &str) -> Option<String> {
+        self.conn.reply(challenge);
+        let limits = &self.shared.config.limits;
+        match timeout(
+            limits.command_timeout(),
+            self.conn.read_line(limits.max_command_line),
+        )
+        .await
+        {
+            Ok(Ok(Line::Line(l))) => Some(
+                String::from_utf8_lossy(&l)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+
+    async fn data(&mut self, shutdown: &mut watch::Receiver<bool>) -> Flow {
+        let _ = shutdown;
+        let Some(tx) = &self.tx else {
+            self.error(reply::NEED_MAIL);
+            return Flow::Continue;
+        };
+        if tx.rcpts.is_empty() {
+            // RFC 5321 3.3 / RFC 2920 3.1: DATA with no accepted recipient.
+            self.error(if tx.downstream_broken {
+                reply::DOWNSTREAM_LOST
+            } else {
+                reply::NO_VALID_RECIPIENTS
+            });
+            return Flow::Continue;
+        }
+        if tx.downstream_broken {
+            self.conn.reply(reply::DOWNSTREAM_LOST);
+            self.reset_transaction().await;
+            return Flow::Continue;
+        }
+        self.conn.reply(reply::START_DATA);
+        let limits = self.shared.config.limits.clone();
+        let mut reader = DotReader::new(limits.max_message_size);
+        match timeout(limits.data_timeout(), self.conn.read_data(&mut reader)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Flow::Close,
+            Err(_) => {
+                self.conn.reply(reply::TIMEOUT);
+                return Flow::Close;
+            }
+        }
+        self.end_of_data(reader).await;
+        self.reset_transaction().await;
+        Flow::Continue
+    }
+
+    async fn end_of_data(&mut self, reader: DotReader) {
+        let ended = Instant::now();
+        let now = unix_now();
+        let queue_id = self.shared.queue_ids.next();
+        let limits = &self.shared.config.limits;
+        let checked = reader.finish().and_then(|m| {
+            check_shape(
+                &m,
+                limits.max_line_length,
+                limits.max_header_fields,
+                limits.max_header_size,
+            )
+            .map(|()| m)
+        });
+        let tx = self.tx.take().expect("DATA without transaction");
+        let envelope = Envelope {
+            ip: Some(self.peer.ip()),
+            helo: self.helo.clone(),
+            mail_from: Some(tx.mail_from.clone()),
+            rcpt: tx.rcpts.clone(),
+            received_at: Some(now),
+            auth_user: self.auth_user.clone(),
+        };
+        let mut out = Outcome::default();
+        let mut size = 0;
+        let mut message_id = None;
+        match checked {
+            Err(defect) => {
+                out.refuse(defect_reply(defect), defect.code());
+            }
+            Ok(msg) => {
+                size = msg.len();
+                message_id = message::header(&msg, "Message-ID");
+                match self.listener {
+                    Listener::Inbound => {
+                        self.decide_inbound(&queue_id, &envelope, msg, &mut out)
+                            .await
+                    }
+                    Listener::Submission => self.submit(&queue_id, &envelope, msg, &mut out).await,
+                }
+            }
+        }
+        self.tx = Some(tx);
+        self.conn.reply(&out.reply);
+        let latency = ended.elapsed();
+        self.shared.metrics.message(&out.outcome, latency);
+        let record = MessageRecord {
+            time: now,
+            queue_id,
+            listener: self.listener.as_str(),
+            client_ip: self.peer.ip().to_string(),
+            client_port: self.peer.port(),
+            reverse_dns: self.reverse_name().await,
+            helo: self.helo.clone(),
+            tls: self.tls.clone(),
+            auth_user: self.auth_user.clone(),
+            mail_from: envelope.mail_from,
+            recipients: envelope.rcpt,
+            message_id,
+            size,
+            outcome: out.outcome,
+            reasons: out.reasons,
+            reply: out.reply.trim_end().to_string(),
+            downstream_reply: out.downstream_reply,
+            stored_at: out.stored_at,
+            latency_us: latency.as_micros() as u64,
+        };
+        let log = self.shared.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.record(&record)).await;
+    }
+
+    /// Inbound: the engine decides, then we act.
+    async fn decide_inbound(
+        &mut self,
+        queue_id: &str,
+        envelope: &Envelope,
+        msg: Vec<u8>,
+        out: &mut Outcome,
+    ) {
+        let cfg = &self.shared.config;
+        let decided = timeout(
+            cfg.limits.decide_timeout(),
+            self.shared.decider.decide(&msg, envelope, &cfg.hostname),
+        )
+        .await;
+        let Ok(decision) = decided else {
+            out.tempfail(reply::LOCAL_ERROR, "engine.timeout");
+            return;
+        };
+        out.reasons = decision.reasons.iter().map(|r| r.code.clone()).collect();
+        match decision.action {
+            Action::Reject => {
+                out.outcome = "reject".into();
+                out.reply = format!(
+                    "550 5.7.1 Message rejected ({})\r\n",
+                    safe_codes(&out.reasons)
+                );
+            }
+            Action::Quarantine => {
+                let full = self
+                    .with_our_headers(queue_id, envelope, &decision.headers, &msg)
+                    .await;
+                let q = self.shared.quarantine.clone();
+                let (qid, env) = (queue_id.to_string(), envelope.clone());
+                let stored =
+                    tokio::task::spawn_blocking(move || q.quarantine(&qid, &env, &full)).await;
+                match stored {
+                    Ok(Ok(at)) => {
+                        out.outcome = "quarantine".into();
+                        out.stored_at = Some(at);
+                        out.reply = queued(queue_id);
+                    }
+                    _ => out.tempfail(reply::LOCAL_ERROR, "store.quarantine_failed"),
+                }
+            }
+            Action::Accept | Action::Tag => {
+                let body = match (&decision.action, &decision.rewritten) {
+                    (Action::Tag, Some(r)) => r.as_slice(),
+                    _ => msg.as_slice(),
+                };
+                let full = self
+                    .with_our_headers(queue_id, envelope, &decision.headers, body)
+                    .await;
+                self.deliver(queue_id, envelope, full, decision.action.as_str(), out)
+                    .await;
+            }
+        }
+    }
+
+    /// Submission: the header From/Sender must be the user's; DKIM-sign; relay.
+    async fn submit(
+        &mut self,
+        queue_id: &str,
+        envelope: &Envelope,
+        msg: Vec<u8>,
+        out: &mut Outcome,
+    ) {
+        let cfg = &self.shared.config;
+        let user = self.auth_user.clone().unwrap_or_default();
+        let Some(from_domain) = header_senders_owned(&msg, &cfg.users, &user) else {
+            out.refuse(
+                reply::HEADER_FROM_NOT_OWNED,
+                "submission.header_from_not_owned",
+            );
+            return;
+        };
+        let mut headers = String::new();
+        match self.shared.dkim.sign(&from_domain, &msg) {
+            Some(Ok(sig)) => {
+                headers.push_str(&sig);
+                out.reasons.push("dkim.signed".into());
+            }
+            Some(Err(_)) => out.reasons.push("dkim.sign_failed".into()),
+            None => out.reasons.push("dkim.no_key".into()),
+        }
+        let full = self
+            .with_our_headers(queue_id, envelope, &headers, &msg)
+            .await;
+        self.deliver(queue_id, envelope, full, "accept", out).await;
+    }
+
+    /// Our Received field, then `extra` (Authentication-Results or DKIM-Signature), then the
+    /// message without forged Authentication-Results for our authserv-id.
+    async fn with_our_headers(
+        &mut self,
+        queue_id: &str,
+        envelope: &Envelope,
+        extra: &str,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let hostname = self.shared.config.hostname.clone();
+        let rdns = self.reverse_name().await;
+        let proto = match (self.esmtp, self.tls.is_some(), self.auth_user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| format!("\r\n\t(using {} with cipher {})", t.version, t.cipher))
+            .unwrap_or_default();
+        // RFC 5321 4.4: "for" only with a single recipient, so a copy names no one else.
+        let for_clause = match envelope.rcpt.as_slice() {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        let mut out = format!(
+            "{extra}Received: from {} ({} [{}]){tls}\r\n\tby {hostname} (unspoof) with {proto} id {queue_id}{for_clause};\r\n\t{}\r\n",
+            self.helo.as_deref().unwrap_or("unknown"),
+            rdns.as_deref().unwrap_or("unknown"),
+            self.peer.ip(),
+            message::rfc5322_date(envelope.received_at.unwrap_or_else(unix_now)),
+        )
+        .into_bytes();
+        out.extend_from_slice(&message::strip_our_auth_results(body, &hostname));
+        out
+    }
+
+    /// Relays to the downstream (its reply becomes ours) or delivers into the Maildir.
+    async fn deliver(
+        &mut self,
+        queue_id: &str,
+        envelope: &Envelope,
+        full: Vec<u8>,
+        action: &str,
+        out: &mut Outcome,
+    ) {
+        if self.shared.config.downstream.is_some() {
+            let Some(d) = &mut self.downstream else {
+                out.tempfail(reply::DOWNSTREAM_LOST, "downstream.lost");
+                return;
+            };
+            match d.data(&full).await {
+                Ok(r) if r.is_positive() => {
+                    out.outcome = action.into();
+                    out.reply = queued(queue_id);
+                    out.downstream_reply = Some(r.to_string());
+                }
+                Ok(r) => {
+                    out.outcome = if r.code >= 500 { "refused" } else { "tempfail" }.into();
+                    out.reasons.push("downstream.refused".into());
+                    out.reply = r.to_client_line();
+                    out.downstream_reply = Some(r.to_string());
+                }
+                Err(e) => {
+                    self.downstream = None;
+                    out.tempfail(reply::DOWNSTREAM_LOST, "downstream.lost");
+                    out.downstream_reply = Some(match e {
+                        RelayError::Unavailable(s) | RelayError::Lost(s) => s,
+                    });
+                }
+            }
+            return;
+        }
+        // RFC 5321 4.4: final delivery adds Return-Path.
+        let mut local = format!(
+            "Return-Path: <{}>\r\n",
+            envelope.mail_from.as_deref().unwrap_or("")
+        )
+        .into_bytes();
+        local.extend_from_slice(&full);
+        let sink = self.shared.local.clone();
+        let (qid, env) = (queue_id.to_string(), envelope.clone());
+        match tokio::task::spawn_blocking(move || sink.deliver(&qid, &env, &local)).await {
+            Ok(Ok(at)) => {
+                out.outcome = action.into();
+                out.reply = queued(queue_id);
+                out.stored_at = Some(at);
+            }
+            _ => out.tempfail(reply::LOCAL_ERROR, "store.delivery_failed"),
+        }
+    }
+}
+
+/// The fate of one message, as it will be answered, counted and logged.
+struct Outcome {
+    outcome: String,
+    reasons: Vec<String>,
+    reply: String,
+    downstream_reply: Option<String>,
+    stored_at: Option<String>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            outcome: "tempfail".into(),
+            reasons: Vec::new(),
+            reply: reply::LOCAL_ERROR.into(),
+            downstream_reply: None,
+            stored_at: None,
+        }
+    }
+}
+
+impl Outcome {
+    fn refuse(&mut self, reply: &str, code: &str) {
+        self.outcome = "refused".into();
+        self.reasons.push(code.into());
+        self.reply = reply.into();
+    }
+    fn tempfail(&mut self, reply: &str, code: &str) {
+        self.outcome = "tempfail".into();
+        self.reasons.push(code.into());
+        self.reply = reply.into();
+    }
+}
+
+fn queued(queue_id: &str) -> String {
+    format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
+}
+
+fn defect_reply(d: DataDefect) -> &'static str {
+    match d {
+        DataDefect::BareLf | DataDefect::BareCr => reply::BARE_LINE_ENDING,
+        DataDefect::TooBig => reply::SIZE_EXCEEDED,
+        DataDefect::LineTooLong => reply::LINE_TOO_LONG_DATA,
+        DataDefect::TooManyHeaderFields | DataDefect::HeaderTooBig => reply::HEADER_TOO_BIG,
+    }
+}
+
+/// Reason codes for a reply line: only `[A-Za-z0-9._-]`, so nothing can break the reply.
+fn safe_codes(codes: &[String]) -> String {
+    let cleaned: Vec<String> = codes
+        .iter()
+        .map(|c| {
+            c.chars()
+                .filter(|ch| ch.is_ascii_alphanumeric() || "._-".contains(*ch))
+                .take(64)
+                .collect()
+        })
+        .filter(|c: &String| !c.is_empty())
+        .take(8)
+        .collect();
+    if cleaned.is_empty() {
+        "policy".into()
+    } else {
+        cleaned.join(", ")
+    }
+}
+
+/// Checks that the header From (exactly one field, RFC 5322 3.6) and Sender, if any, name
+/// only addresses `user` owns; returns the From domain (the DKIM signing domain).
+fn header_senders_owned(
+    msg: &[u8],
+    users: &[crate::config::UserConfig],
+    user: &str,
+) -> Option<String> {
+    let fields = message::header_fields(msg);
+    let from_count = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("From"))
+        .count();
+    if from_count != 1 {
+        return None;
+    }
+    let parsed = mail_parser::MessageParser::new().parse_headers(msg)?;
+    let from: Vec<String> = parsed
+        .from()?
+        .iter()
+        .filter_map(|a| a.address().map(str::to_string))
+        .collect();
+    if from.is_empty() || !from.iter().all(|a| auth::owns(users, user, a)) {
+        return None;
+    }
+    if fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("Sender")) {
+        let sender: Vec<String> = parsed
+            .sender()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|a| a.address().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if sender.is_empty() || !sender.iter().all(|a| auth::owns(users, user, a)) {
+            return None;
+        }
+    }
+    from[0]
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,178 @@
+//! Where messages and session records go: small traits so the searchable store (its own issue)
+//! can plug in, and the default file-based implementations.
+//!
+//! **Invariant:** every implementation returns only after the data is durable; the gateway
+//! answers 250 only after `deliver`/`quarantine` returned `Ok`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::decide::Envelope;
+
+/// Stores quarantined messages. Called from a blocking thread.
+pub trait Quarantine: Send + Sync + 'static {
+    /// Stores `message` (our headers already prepended) durably; returns where it went.
+    fn quarantine(&self, queue_id: &str, envelope: &Envelope, message: &[u8])
+    -> io::Result<String>;
+}
+
+/// Final delivery when no downstream MTA is configured. Called from a blocking thread.
+pub trait LocalDelivery: Send + Sync + 'static {
+    fn deliver(&self, queue_id: &str, envelope: &Envelope, message: &[u8]) -> io::Result<String>;
+}
+
+/// A Maildir (`tmp/`, `new/`, `cur/`): write into `tmp`, fsync the file, rename into `new`,
+/// fsync `new` (the Maildir delivery protocol, plus the fsyncs that make it durable).
+#[derive(Debug, Clone)]
+pub struct Maildir {
+    root: PathBuf,
+    hostname: String,
+}
+
+impl Maildir {
+    /// Opens (creating if needed) the Maildir at `root`.
+    pub fn open(root: impl Into<PathBuf>, hostname: &str) -> io::Result<Self> {
+        let root = root.into();
+        for sub in ["tmp", "new", "cur"] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        Ok(Maildir {
+            root,
+            hostname: hostname.replace(['/', ':'], "_"),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes one message durably; returns its path under `new/`.
+    pub fn store(&self, queue_id: &str, message: &[u8]) -> io::Result<PathBuf> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let name = format!(
+            "{}.{}P{}.{}",
+            now.as_secs(),
+            queue_id,
+            std::process::id(),
+            self.hostname
+        );
+        let tmp = self.root.join("tmp").join(&name);
+        let new = self.root.join("new").join(&name);
+        {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(message)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &new)?;
+        File::open(self.root.join("new"))?.sync_all()?;
+        Ok(new)
+    }
+}
+
+impl LocalDelivery for Maildir {
+    fn deliver(&self, queue_id: &str, _: &Envelope, message: &[u8]) -> io::Result<String> {
+        self.store(queue_id, message)
+            .map(|p| p.display().to_string())
+    }
+}
+
+impl Quarantine for Maildir {
+    fn quarantine(&self, queue_id: &str, _: &Envelope, message: &[u8]) -> io::Result<String> {
+        self.store(queue_id, message)
+            .map(|p| p.display().to_string())
+    }
+}
+
+/// TLS facts of a session, for the log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+/// One line of the session log: everything needed to trace one message (seeds 3.1.5, 3.2.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageRecord {
+    /// Unix time the DATA phase ended.
+    pub time: i64,
+    /// Our queue id, also in our Received header.
+    pub queue_id: String,
+    /// `inbound` or `submission`.
+    pub listener: &'static str,
+    pub client_ip: String,
+    pub client_port: u16,
+    pub reverse_dns: Option<String>,
+    pub helo: Option<String>,
+    pub tls: Option<TlsInfo>,
+    pub auth_user: Option<String>,
+    pub mail_from: Option<String>,
+    pub recipients: Vec<String>,
+    pub message_id: Option<String>,
+    pub size: usize,
+    /// What happened: `accept`, `tag`, `quarantine`, `reject`, `refused` (an SMTP rule, e.g.
+    /// bare LF), `tempfail` (we or the downstream could not finish; the client retries).
+    pub outcome: String,
+    /// The engine's reason codes (or the SMTP rule's code for `refused`).
+    pub reasons: Vec<String>,
+    /// What we answered the client.
+    pub reply: String,
+    /// The downstream MTA's end-of-data reply, when relayed.
+    pub downstream_reply: Option<String>,
+    /// Where a quarantined or locally delivered message was stored.
+    pub stored_at: Option<String>,
+    /// Microseconds from end of data to our reply.
+    pub latency_us: u64,
+}
+
+/// Receives one record per message. Called from a blocking thread.
+pub trait SessionLog: Send + Sync + 'static {
+    fn record(&self, record: &MessageRecord);
+}
+
+/// The default session log: JSON lines appended to a file (`<data>/sessions.jsonl`).
+pub struct JsonlLog {
+    file: Mutex<File>,
+}
+
+impl JsonlLog {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(JsonlLog {
+            file: Mutex::new(file),
+        })
+    }
+}
+
+impl SessionLog for JsonlLog {
+    fn record(&self, record: &MessageRecord) {
+        let Ok(mut line) = serde_json::to_vec(record) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        // One write per line: O_APPEND keeps concurrent lines whole.
+        let _ = f.write_all(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maildir_store_lands_in_new_with_exact_bytes() {
+        let dir = std::env::temp_dir().join(format!("unspoof-md-{}", std::process::id()));
+        let md = Maildir::open(&dir, "host/x").unwrap();
+        let p = md.store("Q1", b"Subject: a\r\n\r\nb\r\n").unwrap();
+        assert!(p.starts_with(dir.join("new")));
+        assert_eq!(fs::read(&p).unwrap(), b"Subject: a\r\n\r\nb\r\n");
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
