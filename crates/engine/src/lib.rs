@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod dns;
 pub mod domain;
+pub mod findings;
 pub mod message;
 pub mod policy;
 mod spf_explain;
@@ -179,17 +180,19 @@ impl Engine {
             origin.rdns = self.reverse_name(origin.ip).await;
         }
 
-        let verdict = verdict::decide(&auth, &trace, &policy);
+        let envelope = EnvelopeReport {
+            ip,
+            helo,
+            mail_from,
+            rcpt: envelope.rcpt.clone(),
+            inferred,
+        };
+        let context = findings::Context::new(&raw, &headers, &envelope, &auth, &trace, &policy);
+        let verdict = Verdict::from_reasons(findings::collect(&context));
         Analysis {
             schema: SCHEMA,
             verdict,
-            envelope: EnvelopeReport {
-                ip,
-                helo,
-                mail_from,
-                rcpt: envelope.rcpt.clone(),
-                inferred,
-            },
+            envelope,
             message: summarize(&raw, &headers),
             auth,
             trace,

@@ -8,7 +8,12 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::trace::TrustConfig;
+use crate::{trace::TrustConfig, verdict::Action};
+
+/// Offset of the `n`-th occurrence of `needle` in `text`.
+fn nth_offset(text: &str, needle: &str, n: usize) -> Option<usize> {
+    text.match_indices(needle).nth(n).map(|(i, _)| i)
+}
 
 /// The whole policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +28,86 @@ pub struct Policy {
     /// Relays outside our networks that we trust to write honest Received headers (a backup
     /// MX, a filtering service in front of us).
     pub trusted_relays: Vec<IpNet>,
+    /// ARC sealers (d= of the ARC-Seal) whose word we take when mail they forwarded fails
+    /// DMARC: mailing lists and forwarders we know (RFC 8617 7.2, RFC 9989 local policy).
+    pub trusted_arc_sealers: Vec<String>,
+    /// People whose names a forger would borrow: their display names and real addresses.
+    pub protected_people: Vec<ProtectedPerson>,
+    /// The action for each class of finding.
+    pub actions: Actions,
+    /// What users see on a tagged message.
+    pub tag: TagSettings,
+}
+
+/// A person whose name must not appear on mail from an address that is not theirs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedPerson {
+    /// The name as people write it ("Joe SixPack"); matching ignores case, accents, titles,
+    /// confusable characters and "Last, First" order.
+    pub name: String,
+    /// Their real addresses; the name on any other address is impersonation.
+    pub addresses: Vec<String>,
+}
+
+/// The action for each class of finding. `accept` makes a class log-only, for a trial rollout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Actions {
+    /// From or MAIL FROM in a protected domain, from outside, with nothing authenticating it.
+    pub own_domain_spoof: Action,
+    /// DMARC fail where the domain publishes p=reject (or sp/np).
+    pub dmarc_reject: Action,
+    /// DMARC fail where the domain publishes p=quarantine.
+    pub dmarc_quarantine: Action,
+    /// Headers that parsers would read differently (several From, encoded addresses, ...).
+    /// For a protected domain an ambiguity is always rejected.
+    pub header_ambiguity: Action,
+    /// A protected person's name on an address that is not theirs.
+    pub impersonation: Action,
+    /// A sender domain that looks like a protected one.
+    pub lookalike: Action,
+    /// Replies diverted to another organisation on mail that is protected or impersonated.
+    pub reply_to_diversion: Action,
+    /// Authentication-Results or Received headers that claim to be ours but are not.
+    pub forged_trust: Action,
+    /// SPF fail on MAIL FROM without a DMARC pass.
+    pub spf_fail: Action,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions {
+            own_domain_spoof: Action::Reject,
+            dmarc_reject: Action::Reject,
+            dmarc_quarantine: Action::Quarantine,
+            header_ambiguity: Action::Quarantine,
+            impersonation: Action::Quarantine,
+            lookalike: Action::Quarantine,
+            reply_to_diversion: Action::Tag,
+            forged_trust: Action::Tag,
+            spf_fail: Action::Tag,
+        }
+    }
+}
+
+/// How a tagged message is marked for its readers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TagSettings {
+    /// Put in front of the Subject (with a space), unless already there.
+    pub subject_prefix: String,
+    /// Prepend a short plain-words warning to the text and HTML parts.
+    pub banner: bool,
+}
+
+impl Default for TagSettings {
+    fn default() -> Self {
+        TagSettings {
+            subject_prefix: "[SUSPICIOUS]".into(),
+            banner: true,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -32,6 +117,10 @@ impl Default for Policy {
             protected_domains: Vec::new(),
             internal_networks: Vec::new(),
             trusted_relays: Vec::new(),
+            trusted_arc_sealers: Vec::new(),
+            protected_people: Vec::new(),
+            actions: Actions::default(),
+            tag: TagSettings::default(),
         }
     }
 }
@@ -88,7 +177,38 @@ impl Policy {
                 ));
             }
         }
+        for d in &mut policy.trusted_arc_sealers {
+            *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+        for (i, person) in policy.protected_people.iter().enumerate() {
+            if person.name.trim().is_empty() || person.addresses.iter().any(|a| !a.contains('@')) {
+                let at = nth_offset(text, "[[protected_people]]", i).map(|s| s..s + 1);
+                return Err(invalid(
+                    at,
+                    format!(
+                        "protected person {:?} needs a name and full addresses",
+                        person.name
+                    ),
+                ));
+            }
+        }
         Ok(policy)
+    }
+
+    /// Whether `sealer` (an ARC-Seal d=) is trusted, itself or as a parent domain.
+    pub fn is_trusted_sealer(&self, sealer: &str) -> bool {
+        let sealer = sealer.trim_end_matches('.').to_ascii_lowercase();
+        self.trusted_arc_sealers.iter().any(|t| {
+            sealer == *t
+                || sealer
+                    .strip_suffix(t.as_str())
+                    .is_some_and(|s| s.ends_with('.'))
+        })
+    }
+
+    /// Whether `ip` is in the internal networks.
+    pub fn is_internal(&self, ip: std::net::IpAddr) -> bool {
+        self.internal_networks.iter().any(|n| n.contains(&ip))
     }
 
     /// The trust boundary settings for the hop trace.

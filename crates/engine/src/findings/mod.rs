@@ -1,0 +1,164 @@
+//! Findings: everything that turns facts about a message into reasons.
+//!
+//! Each module looks at one kind of evidence and pushes [`Reason`]s whose action comes from
+//! the policy's `[actions]` for its class. [`collect`] runs them in a fixed order, so the
+//! reasons of a verdict always come out in the same order.
+//!
+//! | module | codes |
+//! | --- | --- |
+//! | `authentication` | `dmarc.*`, `spf.*`, `dkim.*`, `arc.*`, `auth.*` |
+//! | `own_domain` | `spoof.own_domain` |
+//! | `ambiguity` | `ambiguity.*` |
+//! | `impersonation` | `impersonation.*` |
+//! | `lookalike` | `lookalike.*` |
+//! | `reply_to` | `reply_to.diversion` |
+//! | `forged_trust` | `trust.*` |
+//! | (trace) | `trace.*`, `header.*` |
+
+mod ambiguity;
+mod authentication;
+mod forged_trust;
+mod impersonation;
+mod lookalike;
+mod own_domain;
+mod reply_to;
+
+use crate::{
+    EnvelopeReport, Headers,
+    auth::AuthResults,
+    policy::Policy,
+    trace::Trace,
+    verdict::{Action, Reason},
+};
+
+/// One mailbox of the From header, as the common parsers (mail-parser) read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The display name, decoded.
+    pub name: Option<String>,
+    /// The address, as written (case kept).
+    pub address: String,
+    /// The domain part, lower case; empty when the address has none.
+    pub domain: String,
+}
+
+impl Mailbox {
+    pub fn new(name: Option<String>, address: &str) -> Self {
+        let domain = address
+            .rsplit_once('@')
+            .map(|(_, d)| {
+                d.trim_end_matches('>')
+                    .trim()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        Mailbox {
+            name: name.filter(|n| !n.trim().is_empty()),
+            address: address.to_string(),
+            domain,
+        }
+    }
+}
+
+/// What the finding modules look at.
+pub struct Context<'a> {
+    /// The message with CRLF line endings.
+    pub raw: &'a [u8],
+    pub headers: &'a Headers<'a>,
+    pub envelope: &'a EnvelopeReport,
+    pub auth: &'a AuthResults,
+    pub trace: &'a Trace,
+    pub policy: &'a Policy,
+    /// The From mailboxes as the common parsers read them (first From header).
+    pub from: Vec<Mailbox>,
+    /// The Reply-To mailboxes.
+    pub reply_to: Vec<Mailbox>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        raw: &'a [u8],
+        headers: &'a Headers<'a>,
+        envelope: &'a EnvelopeReport,
+        auth: &'a AuthResults,
+        trace: &'a Trace,
+        policy: &'a Policy,
+    ) -> Self {
+        let (from, reply_to) = read_addresses(headers);
+        Context {
+            raw,
+            headers,
+            envelope,
+            auth,
+            trace,
+            policy,
+            from,
+            reply_to,
+        }
+    }
+
+    /// The domain of the MAIL FROM address, lower case; `None` for the null sender.
+    pub fn mail_from_domain(&self) -> Option<String> {
+        let mf = self.envelope.mail_from.as_deref()?;
+        mf.rsplit_once('@')
+            .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+    }
+
+    /// Whether a From domain is protected.
+    pub fn from_is_protected(&self) -> bool {
+        self.from
+            .iter()
+            .any(|m| self.policy.is_protected(&m.domain))
+    }
+}
+
+/// Reads From and Reply-To with mail-parser, the parser most mail software resembles.
+fn read_addresses(headers: &Headers<'_>) -> (Vec<Mailbox>, Vec<Mailbox>) {
+    let mut block = Vec::new();
+    for name in ["From", "Reply-To"] {
+        if let Some(h) = headers.first(name) {
+            block.extend_from_slice(name.as_bytes());
+            block.push(b':');
+            block.extend_from_slice(h.value);
+            block.extend_from_slice(b"\r\n");
+        }
+    }
+    block.extend_from_slice(b"\r\n");
+    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(&block[..]) else {
+        return (Vec::new(), Vec::new());
+    };
+    let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<Mailbox> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|m| {
+                    let addr = m.address.as_deref()?;
+                    Some(Mailbox::new(m.name.as_deref().map(str::to_string), addr))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    (list(parsed.from()), list(parsed.reply_to()))
+}
+
+/// Every reason for one message, in a fixed order.
+pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
+    let mut out = Vec::new();
+    authentication::check(ctx, &mut out);
+    own_domain::check(ctx, &mut out);
+    ambiguity::check(ctx, &mut out);
+    impersonation::check(ctx, &mut out);
+    lookalike::check(ctx, &mut out);
+    reply_to::check(ctx, &mut out);
+    forged_trust::check(ctx, &mut out);
+    for a in &ctx.trace.anomalies {
+        let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
+        if let Some(hop) = a.hop.and_then(|i| ctx.trace.hops.get(i)) {
+            r = r.with_evidence(format!("Received: {}", hop.raw));
+        }
+        out.push(r);
+    }
+    out
+}
