@@ -19,6 +19,16 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         ));
         return;
     }
+    // Mail from our own networks (submission clients, internal relays) is ours: SPF and DMARC
+    // judge Internet senders, so their verdicts are reported but not enforced here.
+    if ctx.envelope.ip.is_some_and(|ip| ctx.policy.is_internal(ip)) {
+        out.push(Reason::new(
+            "auth.internal_network",
+            Action::Accept,
+            "the message came from our internal networks; SPF and DMARC are not enforced on it",
+        ));
+        return;
+    }
 
     let dmarc = &auth.dmarc;
     match dmarc.result {

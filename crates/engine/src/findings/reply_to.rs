@@ -12,6 +12,12 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     if !(ctx.from_is_protected() || impersonated) {
         return;
     }
+    // Mail that is provably ours (internal network, or DMARC pass for our domain) may send
+    // replies anywhere its author likes; the check is for mail that only claims to be ours.
+    let internal = ctx.envelope.ip.is_some_and(|ip| ctx.policy.is_internal(ip));
+    if !impersonated && (internal || ctx.auth.dmarc.result == crate::auth::Word::Pass) {
+        return;
+    }
     let Some(from) = ctx.from.first() else { return };
     for rt in &ctx.reply_to {
         if rt.domain.is_empty()
