@@ -23,7 +23,9 @@ fn testdata() -> Option<PathBuf> {
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -38,7 +40,11 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 /// (name, raw) for every message of the corpora.
 fn corpus(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    for dir in ["corpus-spamassassin", "corpus-nazario", "corpus-phishing-pot"] {
+    for dir in [
+        "corpus-spamassassin",
+        "corpus-nazario",
+        "corpus-phishing-pot",
+    ] {
         files_under(&root.join(dir), &mut files);
     }
     let mut messages = Vec::new();
@@ -63,9 +69,15 @@ async fn every_corpus_message_is_analysed() {
         return;
     };
     let messages = corpus(&root);
-    assert_eq!(messages.len(), 1165, "the corpora should hold 1,165 messages");
+    assert_eq!(
+        messages.len(),
+        1165,
+        "the corpora should hold 1,165 messages"
+    );
 
-    let dns = Dns::zones(Zone::new(), Duration::from_secs(2)).await.unwrap();
+    let dns = Dns::zones(Zone::new(), Duration::from_secs(2))
+        .await
+        .unwrap();
     let engine = Engine::new(Policy::default(), dns);
     let mut actions = std::collections::BTreeMap::new();
     for (name, raw) in &messages {
@@ -75,16 +87,27 @@ async fn every_corpus_message_is_analysed() {
         let task = tokio::spawn(async move {
             let first = e.evaluate(&r, &Envelope::default()).await;
             let second = e.evaluate(&r, &Envelope::default()).await;
-            (serde_json::to_string(&first).unwrap(), serde_json::to_string(&second).unwrap())
+            (
+                serde_json::to_string(&first).unwrap(),
+                serde_json::to_string(&second).unwrap(),
+            )
         });
         let (first, second) = match tokio::time::timeout(PER_MESSAGE_BOUND, task).await {
             Err(_) => panic!("{name}: no verdict within {PER_MESSAGE_BOUND:?}"),
             Ok(Err(e)) => panic!("{name}: the engine panicked: {e}"),
             Ok(Ok(pair)) => pair,
         };
-        assert_eq!(first, second, "{name}: two analyses of the same message differ");
+        assert_eq!(
+            first, second,
+            "{name}: two analyses of the same message differ"
+        );
         let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-        *actions.entry(v["verdict"]["action"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        *actions
+            .entry(v["verdict"]["action"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
-    println!("corpus: {} messages analysed; verdicts {actions:?}", messages.len());
+    println!(
+        "corpus: {} messages analysed; verdicts {actions:?}",
+        messages.len()
+    );
 }
