@@ -455,8 +455,9 @@ impl Dns {
         let mut opts = ResolverOpts::default();
         opts.timeout = timeout;
         // One try: `timeout` is the whole budget of a query, so a dead server gives temperror
-        // within it rather than after attempts x timeout.
-        opts.attempts = 1;
+        // within it rather than after attempts x timeout. hickory's `attempts` counts retries
+        // after the first try, so one try is 0.
+        opts.attempts = 0;
         opts.cache_size = 4096;
         opts.ndots = 0;
         let authenticator = MessageAuthenticator::new(config, opts)
