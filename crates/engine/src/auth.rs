@@ -236,18 +236,30 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
     let (Some(auth), Some(ip)) = (dns.authenticator(), input.ip) else {
         return AuthResults::unchecked(&input);
     };
+    // RFC 7208 5 (and its test suite): an IPv4-mapped IPv6 client (`::ffff:192.0.2.1`, how a
+    // dual-stack listener reports IPv4 peers) MUST be treated as IPv4; mail-auth would fetch
+    // AAAA records for `a` and `mx` and match it against ip6 ranges.
+    let ip = ip.to_canonical();
     let Some(message) = AuthenticatedMessage::parse(raw) else {
         let mut r = AuthResults::unchecked(&input);
         r.dmarc.reason = Some("message has no header section".into());
         return r;
     };
     let budget = dns.timeout();
+    // An SPF check is several queries in a row: one that times out late (the exp= text, which
+    // RFC 7208 6.2 says to skip on a DNS error) must not turn a finished fail into temperror,
+    // so SPF gets the same two-query budget as the other checks.
+    let spf_budget = budget * 2;
 
     // SPF: HELO identity (RFC 7208 2.3) and MAIL FROM identity (2.4). A null sender is checked
     // as postmaster@HELO, which is what mail-auth does for an empty sender.
     let helo_params = SpfParameters::verify_ehlo(ip, input.helo, input.host_domain);
     let mail_from_for_spf: String = if input.mail_from.is_empty() {
         format!("postmaster@{}", input.helo)
+    } else if input.mail_from.starts_with('@') {
+        // RFC 7208 4.3: a sender without a local-part is checked as postmaster@domain (mail-auth
+        // would leave %{l} empty).
+        format!("postmaster{}", input.mail_from)
     } else {
         input.mail_from.to_string()
     };
@@ -258,9 +270,9 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
         if input.helo.is_empty() {
             return None;
         }
-        bounded(budget, auth.verify_spf(dns.params(helo_params))).await
+        bounded(spf_budget, auth.verify_spf(dns.params(helo_params))).await
     };
-    let spf_mf = bounded(budget, auth.verify_spf(dns.params(mf_params)));
+    let spf_mf = bounded(spf_budget, auth.verify_spf(dns.params(mf_params)));
     let dkim = bounded(budget * 2, auth.verify_dkim(dns.params(&message)));
     let arc = bounded(budget * 2, auth.verify_arc(dns.params(&message)));
     let (spf_helo, spf_mf, dkim_out, arc_out) = tokio::join!(spf_helo, spf_mf, dkim, arc);
