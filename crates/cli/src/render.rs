@@ -46,7 +46,11 @@ impl Style {
 /// header cannot rewrite the analyst's screen.
 fn safe(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
         .collect()
 }
 
