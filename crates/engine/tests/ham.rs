@@ -1,0 +1,78 @@
+//! No false positives: the 300 legitimate messages of the SpamAssassin ham corpus, with a
+//! policy that protects domains and people they do not use, are never quarantined or rejected.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use unspoof_engine::{Action, Dns, Engine, Envelope, Policy, dns::Zone};
+
+fn testdata() -> Option<PathBuf> {
+    let dir = std::env::var_os("UNSPOOF_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata"));
+    dir.is_dir().then_some(dir)
+}
+
+const POLICY: &str = r#"
+hostname = "mx.shopping.example.net"
+protected_domains = ["paypal.com", "ebay.com", "bankofamerica.com", "shopping.example.net"]
+trusted_arc_sealers = ["google.com"]
+
+[[protected_people]]
+name = "Joe SixPack"
+addresses = ["joe@shopping.example.net"]
+
+[[protected_people]]
+name = "Suzie Q. Public"
+addresses = ["suzie@shopping.example.net"]
+"#;
+
+fn eml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            eml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "eml") {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ham_is_never_quarantined_or_rejected() {
+    let Some(root) = testdata() else {
+        println!("skipped: ../shared/testdata not found (set UNSPOOF_TESTDATA)");
+        return;
+    };
+    let mut files = Vec::new();
+    eml_files(&root.join("corpus-spamassassin/ham"), &mut files);
+    assert_eq!(files.len(), 300, "the ham corpus should hold 300 messages");
+
+    let policy = Policy::parse(POLICY, "ham policy").unwrap();
+    let dns = Dns::zones(Zone::new(), Duration::from_secs(2)).await.unwrap();
+    let engine = Engine::new(policy, dns);
+    let mut blocked = Vec::new();
+    let mut tagged = 0;
+    for f in &files {
+        let raw = std::fs::read(f).unwrap();
+        let a = engine.evaluate(&raw, &Envelope::default()).await;
+        match a.verdict.action {
+            Action::Quarantine | Action::Reject => blocked.push(format!(
+                "{}: {} {:?}",
+                f.display(),
+                a.verdict.action,
+                a.verdict.codes()
+            )),
+            Action::Tag => tagged += 1,
+            Action::Accept => {}
+        }
+    }
+    println!("ham: {} messages, {tagged} tagged, {} quarantined or rejected", files.len(), blocked.len());
+    assert!(blocked.is_empty(), "false positives:\n{}", blocked.join("\n"));
+}
