@@ -29,12 +29,19 @@ pub fn testdata(suite: &str, sub: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!(
+        say(&format!(
             "{suite}: skipped: ../shared/testdata/{sub} not found at {} (set UNSPOOF_TESTDATA)",
             dir.display()
-        );
+        ));
         None
     }
+}
+
+/// Prints a line that shows even when the test harness captures output (summary and skip
+/// lines belong in every test log).
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Reads a file of the test data; panics with the path on failure (the folder exists, so a
@@ -194,29 +201,29 @@ impl Suite {
             .filter(|id| !self.outcomes.iter().any(|o| &o.id == *id))
             .collect();
         if !now_pass.is_empty() {
-            println!(
+            say(&format!(
                 "{}: {} listed known difference(s) now pass; trim {}:",
                 self.name,
                 now_pass.len(),
                 known_path(&self.name).display()
-            );
+            ));
             for line in &now_pass {
-                println!("{line}");
+                say(line);
             }
         }
         for id in &stale {
-            println!(
+            say(&format!(
                 "{}: known difference {id} names no case of the suite",
                 self.name
-            );
+            ));
         }
-        println!(
+        say(&format!(
             "{}: {} passed, {} known differences, {} unexpected",
             self.name,
             passed,
             known_failed,
             unexpected.len()
-        );
+        ));
         let mut msg = String::new();
         for o in &unexpected {
             let _ = writeln!(msg, "{}  {}  {}", o.id, o.ours, o.theirs);
