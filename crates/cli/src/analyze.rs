@@ -36,19 +36,8 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub rcpt: Vec<String>,
 
-    /// DNS resolver to ask, HOST:PORT (default: the system's).
-    #[arg(long, conflicts_with_all = ["dns_zone", "offline"])]
-    pub resolver: Option<SocketAddr>,
-    /// Answer DNS only from this RFC 1035 master file (repeatable); every other name is
-    /// NXDOMAIN.
-    #[arg(long = "dns-zone", conflicts_with = "offline")]
-    pub dns_zone: Vec<PathBuf>,
-    /// No DNS at all: authentication is shown as not checked.
-    #[arg(long)]
-    pub offline: bool,
-    /// Seconds one DNS query may take before its check becomes temperror.
-    #[arg(long = "dns-timeout", default_value_t = 5.0)]
-    pub dns_timeout: f64,
+    #[command(flatten)]
+    pub dns: DnsArgs,
 
     /// Replay a manifest: one JSON object per line with `file` (relative to the manifest's
     /// folder), `ip`, `helo`, `mailfrom`, `rcpt`; writes one JSON result per line.
@@ -67,6 +56,35 @@ pub struct AnalyzeArgs {
     /// Unix time the message arrived, for date checks (default: the topmost Received date).
     #[arg(long = "received-at")]
     pub received_at: Option<i64>,
+}
+
+/// Where DNS answers come from; shared by every command that runs the engine.
+#[derive(Args)]
+pub struct DnsArgs {
+    /// DNS resolver to ask, HOST:PORT (default: the system's).
+    #[arg(long, conflicts_with_all = ["dns_zone", "offline"])]
+    pub resolver: Option<SocketAddr>,
+    /// Answer DNS only from this RFC 1035 master file (repeatable); every other name is
+    /// NXDOMAIN.
+    #[arg(long = "dns-zone", conflicts_with = "offline")]
+    pub dns_zone: Vec<PathBuf>,
+    /// No DNS at all: authentication is shown as not checked.
+    #[arg(long)]
+    pub offline: bool,
+    /// Seconds one DNS query may take before its check becomes temperror.
+    #[arg(long = "dns-timeout", default_value_t = 5.0)]
+    pub dns_timeout: f64,
+}
+
+/// Reads the policy file, or the default policy; prints the error and returns the exit code.
+pub fn load_policy(path: Option<&Path>) -> Result<Policy, u8> {
+    match path {
+        Some(path) => Policy::load(path).map_err(|e| {
+            eprintln!("unspoof: {e}");
+            exit::CONFIG
+        }),
+        None => Ok(Policy::default()),
+    }
 }
 
 /// One line of a batch manifest (the format of the bench kit's manifest.jsonl).
@@ -116,17 +134,11 @@ pub fn run(args: AnalyzeArgs) -> u8 {
 }
 
 async fn run_async(args: AnalyzeArgs) -> u8 {
-    let policy = match &args.policy {
-        Some(path) => match Policy::load(path) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("unspoof: {e}");
-                return exit::CONFIG;
-            }
-        },
-        None => Policy::default(),
+    let policy = match load_policy(args.policy.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    let dns = match dns_view(&args).await {
+    let dns = match dns_view(&args.dns).await {
         Ok(d) => d,
         Err((code, msg)) => {
             eprintln!("unspoof: {msg}");
@@ -235,7 +247,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
     }
 }
 
-async fn dns_view(args: &AnalyzeArgs) -> Result<Dns, (u8, String)> {
+pub async fn dns_view(args: &DnsArgs) -> Result<Dns, (u8, String)> {
     if !(args.dns_timeout > 0.0 && args.dns_timeout <= 300.0) {
         return Err((
             exit::USAGE,

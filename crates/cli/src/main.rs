@@ -2,6 +2,7 @@
 //! other front doors, and errors to exit codes; it decides nothing itself.
 
 mod analyze;
+mod forensics;
 mod inputs;
 mod render;
 
@@ -25,6 +26,8 @@ pub mod exit {
     pub const NO_INPUT: u8 = 66;
     /// Our own fault (EX_SOFTWARE).
     pub const SOFTWARE: u8 = 70;
+    /// A report or input could not be understood (EX_DATAERR).
+    pub const DATA: u8 = 65;
     /// A policy or zone file is invalid (EX_CONFIG).
     pub const CONFIG: u8 = 78;
 }
@@ -44,6 +47,13 @@ struct Cli {
 enum Command {
     /// Tell the truth about messages: hop trace, SPF, DKIM, DMARC, ARC and a verdict.
     Analyze(analyze::AnalyzeArgs),
+    /// Join a message with the mail server's logs: queue ids, the real client, deliveries.
+    Trace(forensics::TraceArgs),
+    /// Abuse and DMARC failure reports: build one for a forged message, or read one.
+    Report {
+        #[command(subcommand)]
+        command: forensics::ReportCommand,
+    },
     /// Work with the policy file.
     Policy {
         #[command(subcommand)]
@@ -76,6 +86,8 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Trace(args) => forensics::trace(args),
+        Command::Report { command } => forensics::report(command),
         Command::Policy {
             command: PolicyCommand::Check(args),
         } => match unspoof_engine::Policy::load(&args.file) {
