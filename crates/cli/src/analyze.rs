@@ -182,15 +182,25 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut worst = Action::Accept;
 
-    let engine_ref = &engine;
-    let mut results = futures::stream::iter(jobs.into_iter().map(|job| async move {
-        let analysis = engine_ref.evaluate(&job.raw, &job.envelope).await;
-        (job.name, analysis)
+    // Each message on its own task, so a batch uses every core; `buffered` keeps input order.
+    let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let analysis = engine.evaluate(&job.raw, &job.envelope).await;
+            (job.name, analysis)
+        })
     }))
     .buffered(CONCURRENCY);
 
     let mut first = true;
-    while let Some((name, analysis)) = results.next().await {
+    while let Some(done) = results.next().await {
+        let (name, analysis) = match done {
+            Ok(pair) => pair,
+            Err(e) => {
+                eprintln!("unspoof: internal error while analysing a message: {e}");
+                return exit::SOFTWARE;
+            }
+        };
         worst = worst.max(analysis.verdict.action);
         let written = if args.batch.is_some() {
             write_batch_line(&mut out, &name, &analysis)

@@ -41,6 +41,9 @@ use tokio::{
 /// Default time one DNS query may take before its check becomes `temperror`.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// TTL of negative answers from zone data without an SOA of its own (RFC 2308 5).
+const NEGATIVE_TTL: u32 = 300;
+
 /// Most CNAME links followed inside zone data before giving up (a loop guard).
 const MAX_CNAME_CHAIN: usize = 8;
 
@@ -217,6 +220,42 @@ impl Zone {
         None
     }
 
+    /// The SOA that a negative answer for `name` carries (RFC 2308 3): the nearest enclosing
+    /// zone's own, or a synthetic one for the root. Without it a resolver cannot cache
+    /// NXDOMAIN or no-data answers, and a warm replay would keep asking (the DMARC tree walk
+    /// asks for `_dmarc.<tld>` on every message).
+    fn negative_soa(&self, name: &str) -> Record {
+        let mut owner = name;
+        loop {
+            if let Some(soa) = self
+                .records
+                .get(&(owner.to_string(), RecordType::SOA))
+                .and_then(|r| r.first())
+            {
+                return soa.clone();
+            }
+            match owner.split_once('.') {
+                Some((_, parent)) => owner = parent,
+                None => break,
+            }
+        }
+        let root = Name::root();
+        let host = Name::from_ascii("zone.invalid.").unwrap_or_else(|_| root.clone());
+        Record::from_rdata(
+            root,
+            NEGATIVE_TTL,
+            RData::SOA(hickory_proto::rr::rdata::SOA::new(
+                host.clone(),
+                host,
+                1,
+                3600,
+                600,
+                86400,
+                NEGATIVE_TTL,
+            )),
+        )
+    }
+
     /// Answers one DNS wire-format query, or `None` to stay silent.
     pub fn respond(&self, request: &[u8]) -> Option<Vec<u8>> {
         let request = Message::from_vec(request).ok()?;
@@ -230,6 +269,10 @@ impl Zone {
             return response.to_vec().ok();
         };
         let (code, answers) = self.answer(&query)?;
+        let negative = answers.is_empty() && code != ResponseCode::ServFail;
+        if negative {
+            response.add_authority(self.negative_soa(&key(&query.name.to_ascii())));
+        }
         response.add_query(query);
         response.metadata.response_code = code;
         response.add_answers(answers);
@@ -242,6 +285,7 @@ impl Zone {
 pub struct ZoneServer {
     addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    queries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ZoneServer {
@@ -249,6 +293,7 @@ impl ZoneServer {
     /// a tokio runtime.
     pub async fn start(zone: Zone) -> Result<Self, DnsSetupError> {
         let zone = Arc::new(zone);
+        let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Bind UDP first, then TCP on the same port; retry if TCP's port is taken.
         for _ in 0..16 {
             let udp = UdpSocket::bind("127.0.0.1:0")
@@ -259,6 +304,7 @@ impl ZoneServer {
                 continue;
             };
             let udp_zone = zone.clone();
+            let udp_count = queries.clone();
             let udp_task = tokio::spawn(async move {
                 let udp = Arc::new(udp);
                 let mut buf = vec![0u8; 4096];
@@ -266,6 +312,7 @@ impl ZoneServer {
                     let Ok((len, peer)) = udp.recv_from(&mut buf).await else {
                         continue;
                     };
+                    udp_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(mut reply) = udp_zone.respond(&buf[..len]) {
                         if reply.len() > 512 {
                             // Too big for plain UDP: set TC so the client retries over TCP.
@@ -280,12 +327,14 @@ impl ZoneServer {
                 }
             });
             let tcp_zone = zone.clone();
+            let tcp_count = queries.clone();
             let tcp_task = tokio::spawn(async move {
                 loop {
                     let Ok((mut stream, _)) = tcp.accept().await else {
                         continue;
                     };
                     let zone = tcp_zone.clone();
+                    let count = tcp_count.clone();
                     tokio::spawn(async move {
                         loop {
                             let Ok(len) = stream.read_u16().await else {
@@ -295,6 +344,7 @@ impl ZoneServer {
                             if stream.read_exact(&mut buf).await.is_err() {
                                 return;
                             }
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(reply) = zone.respond(&buf) else {
                                 continue;
                             };
@@ -313,6 +363,7 @@ impl ZoneServer {
             return Ok(ZoneServer {
                 addr,
                 tasks: vec![udp_task, tcp_task],
+                queries,
             });
         }
         Err(DnsSetupError::Bind(std::io::Error::other(
@@ -322,6 +373,11 @@ impl ZoneServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Queries received so far (UDP and TCP).
+    pub fn queries(&self) -> u64 {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -493,6 +549,11 @@ impl Dns {
     /// The time one query may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Queries the zone server has answered, when this view is zone files.
+    pub fn zone_queries(&self) -> Option<u64> {
+        self._zone_server.as_ref().map(ZoneServer::queries)
     }
 
     /// Human description for reports ("zone files", "resolver 127.0.0.1:53", ...).

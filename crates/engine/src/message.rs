@@ -159,20 +159,22 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 /// canonicalisation is defined on CRLF lines, so a message saved with Unix line endings must be
 /// restored before verification.
 pub fn to_crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let bare = raw
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
-    if !bare {
+    // memchr keeps the common case (already CRLF) a fast scan: this runs on every message.
+    let bare = |i: usize| i == 0 || raw[i - 1] != b'\r';
+    if !memchr::memchr_iter(b'\n', raw).any(bare) {
         return std::borrow::Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
-    for (i, &b) in raw.iter().enumerate() {
-        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', raw) {
+        out.extend_from_slice(&raw[start..i]);
+        if bare(i) {
             out.push(b'\r');
         }
-        out.push(b);
+        out.push(b'\n');
+        start = i + 1;
     }
+    out.extend_from_slice(&raw[start..]);
     std::borrow::Cow::Owned(out)
 }
 

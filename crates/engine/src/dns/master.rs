@@ -5,7 +5,7 @@
 //! published (`"v=DKIM1; k=rsa; p=..."` split over lines). Supported: `$ORIGIN`, `$TTL`,
 //! `$INCLUDE`, `@`, relative names, an omitted owner (the previous one), TTL and class in
 //! either order, parentheses, `;` comments, quoted strings with `\"`, `\\` and `\DDD`
-//! escapes, and the types A, AAAA, TXT (SPF), MX, CNAME, PTR, NS.
+//! escapes, and the types A, AAAA, TXT (SPF), MX, CNAME, PTR, NS, SOA.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -317,6 +317,24 @@ impl State {
             "CNAME" => RData::CNAME(rdata::CNAME(self.name(&one()?)?)),
             "PTR" => RData::PTR(rdata::PTR(self.name(&one()?)?)),
             "NS" => RData::NS(rdata::NS(self.name(&one()?)?)),
+            "SOA" => {
+                let w = words();
+                let [mname, rname, serial, refresh, retry, expire, minimum] = w.as_slice() else {
+                    return Err("SOA record needs 7 fields".into());
+                };
+                let n = |v: &str| ttl(v).ok_or_else(|| format!("bad SOA number {v:?}"));
+                RData::SOA(rdata::SOA::new(
+                    self.name(mname)?,
+                    self.name(rname)?,
+                    serial
+                        .parse()
+                        .map_err(|_| format!("bad SOA serial {serial:?}"))?,
+                    n(refresh)? as i32,
+                    n(retry)? as i32,
+                    n(expire)? as i32,
+                    n(minimum)?,
+                ))
+            }
             other => return Err(format!("record type {other} is not supported here")),
         })
     }
