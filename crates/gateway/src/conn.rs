@@ -105,17 +105,10 @@ impl Conn {
         }
         // Replies are flushed only when we are about to wait for the client (RFC 2920 3.1).
         self.flush().await?;
-        let old = self.rbuf.len();
-        self.rbuf.resize(old + READ_CHUNK, 0);
-        let n = self.stream.read(&mut self.rbuf[old..]).await;
-        let n = match n {
-            Ok(n) => n,
-            Err(e) => {
-                self.rbuf.truncate(old);
-                return Err(e);
-            }
-        };
-        self.rbuf.truncate(old + n);
+        // `read_buf` fills spare capacity and sets the length only for bytes read, so a read
+        // cancelled by shutdown or a timeout leaves the buffer as it was.
+        self.rbuf.reserve(READ_CHUNK);
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
         Ok(n)
     }
 

@@ -146,7 +146,14 @@ impl<D: Decide> Session<D> {
             let max = limits.max_command_line;
             let read = tokio::select! {
                 r = timeout(limits.command_timeout(), self.conn.read_line(max)) => r,
-                _ = shutdown.changed() => continue,
+                // Err: the ServeHandle was dropped, which also means shut down.
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        self.conn.reply(reply::SHUTTING_DOWN);
+                        break;
+                    }
+                    continue;
+                }
             };
             let line = match read {
                 Err(_) => {

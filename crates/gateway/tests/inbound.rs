@@ -1,0 +1,421 @@
+//! Inbound mail (issue 4): relay control, decide-before-answering, Maildir default, session log.
+//! Real clients (swaks, Python smtplib) over loopback; the engine is a scripted test double.
+
+mod common;
+
+use common::*;
+
+const MSG_ARGS: [&str; 4] = [
+    "--from",
+    "sender@remote.test",
+    "--to",
+    "postmaster@example.org",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_to_embedded_default_lands_in_maildir_with_authentication_results() {
+    let gw = start(config("maildir")).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &[
+            &MSG_ARGS[..],
+            &["--header", "Subject: hello", "--body", "hi there"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let msgs = maildir_messages(&gw.data_dir.join("maildir"));
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let m = &msgs[0];
+    assert!(
+        m.starts_with("Return-Path: <sender@remote.test>\r\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Authentication-Results: mx.test; dmarc=pass"),
+        "{m}"
+    );
+    let log = gw.log.all();
+    assert_eq!(log.len(), 1);
+    let rec = &log[0];
+    assert_eq!(rec.outcome, "accept");
+    assert_eq!(rec.reasons, vec!["test.accept"]);
+    // Our queue id is in the Received header, the 250 reply and the log.
+    assert!(
+        m.contains(&format!(
+            "by mx.test (unspoof) with ESMTP id {}",
+            rec.queue_id
+        )),
+        "{m}"
+    );
+    assert!(
+        out.contains(&format!("queued as {}", rec.queue_id)),
+        "{out}"
+    );
+    assert!(rec.reply.starts_with("250 2.0.0"));
+    assert_eq!(rec.helo.as_deref(), Some("client.test"));
+    assert_eq!(rec.mail_from.as_deref(), Some("sender@remote.test"));
+    assert_eq!(rec.recipients, vec!["postmaster@example.org"]);
+    assert!(rec.message_id.is_some(), "swaks sets a Message-ID");
+    assert!(rec.stored_at.as_deref().unwrap().contains("/maildir/new/"));
+    assert!(gw.handle.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_session_log_writes_one_json_line_per_message() {
+    let c = config("jsonl");
+    let dir = c.data_dir.clone();
+    let decider = std::sync::Arc::new(ScriptedDecider::default());
+    let handle = unspoof_gateway::Gateway::new(c, decider)
+        .start()
+        .await
+        .unwrap();
+    for subject in ["one", "two [reject]"] {
+        swaks(
+            handle.inbound,
+            &[&MSG_ARGS[..], &["--header", &format!("Subject: {subject}")]].concat(),
+        )
+        .await;
+    }
+    assert!(handle.shutdown().await);
+    let text = std::fs::read_to_string(dir.join("sessions.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["outcome"], "accept");
+    assert_eq!(lines[1]["outcome"], "reject");
+    assert_eq!(lines[1]["client_ip"], "127.0.0.1");
+    assert_eq!(lines[1]["reasons"][0], "test.reject");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_mail_is_relayed_downstream_only_after_it_accepted() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("relay");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &[&MSG_ARGS[..], &["--header", "Subject: relay me"]].concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail_from, "sender@remote.test");
+    assert_eq!(got[0].rcpts, vec!["postmaster@example.org"]);
+    let data = String::from_utf8_lossy(&got[0].data);
+    assert!(data.starts_with("Authentication-Results: mx.test; dmarc=pass (test double)\r\nReceived: from client.test"), "{data}");
+    assert!(data.contains("Subject: relay me"));
+    let rec = &gw.log.all()[0];
+    assert_eq!(
+        rec.downstream_reply.as_deref(),
+        Some("250 2.0.0 sink queued")
+    );
+    // Nothing was written locally when a downstream exists.
+    assert!(maildir_messages(&gw.data_dir.join("maildir")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_an_open_relay() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("openrelay");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &["--from", "a@remote.test", "--to", "victim@elsewhere.test"],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(out.contains("550 5.7.1 Relaying denied"), "{out}");
+    // A look-alike domain is not ours either.
+    let mut raw = Raw::hello(gw.handle.inbound).await;
+    assert!(
+        raw.cmd("MAIL FROM:<a@remote.test>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        raw.cmd("RCPT TO:<x@example.org.evil.test>\r\n")
+            .await
+            .starts_with("550 5.7.1")
+    );
+    assert!(
+        raw.cmd("RCPT TO:<x@sub.example.org>\r\n")
+            .await
+            .starts_with("550 5.7.1")
+    );
+    assert!(raw.cmd("DATA\r\n").await.starts_with("554 5.5.1"));
+    assert!(sink.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_recipient_downstream_replies_are_passed_back() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("perrcpt");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let script = r#"
+import os, smtplib
+s = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]))
+refused = s.sendmail("a@remote.test", ["good@example.org", "bad@example.org"],
+    "From: a@remote.test\r\nTo: good@example.org\r\nSubject: two\r\n\r\nbody\r\n")
+print(refused)
+s.quit()
+"#;
+    let (code, out) = python(gw.handle.inbound.port(), script).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("'bad@example.org': (550, b'5.1.1 no such user here')"),
+        "{out}"
+    );
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpts, vec!["good@example.org"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_answers_550_with_reason_code_and_relays_nothing() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("reject");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &[&MSG_ARGS[..], &["--header", "Subject: [reject] forged"]].concat(),
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("550 5.7.1 Message rejected (test.reject)"),
+        "{out}"
+    );
+    assert!(sink.received().is_empty());
+    assert_eq!(gw.log.all()[0].outcome, "reject");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_answers_250_only_after_the_message_is_stored() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("quarantine");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &[&MSG_ARGS[..], &["--header", "Subject: [quarantine] odd"]].concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let q = maildir_messages(&gw.data_dir.join("maildir/.Quarantine"));
+    assert_eq!(q.len(), 1);
+    assert!(q[0].contains("Subject: [quarantine] odd"));
+    assert!(q[0].contains("Authentication-Results: mx.test;"));
+    assert!(
+        sink.received().is_empty(),
+        "quarantined mail must not be relayed"
+    );
+    let rec = &gw.log.all()[0];
+    assert_eq!(rec.outcome, "quarantine");
+    assert!(
+        rec.stored_at
+            .as_deref()
+            .unwrap()
+            .contains(".Quarantine/new/")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_relays_the_rewritten_message() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("tag");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &[&MSG_ARGS[..], &["--header", "Subject: [tag] hmm"]].concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let data = String::from_utf8_lossy(&sink.received()[0].data).to_string();
+    assert!(data.contains("X-Unspoof-Verdict: tag\r\n"), "{data}");
+    assert!(
+        data.starts_with("Authentication-Results: mx.test;"),
+        "{data}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_domain_sender_from_outside_is_refused_at_mail() {
+    let gw = start(config("spoof")).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &["--from", "ceo@example.org", "--to", "staff@example.org"],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(out.contains("550 5.7.1 Sender address rejected"), "{out}");
+    assert!(
+        gw.decider.seen.lock().unwrap().is_empty(),
+        "refused before DATA"
+    );
+    assert!(maildir_messages(&gw.data_dir.join("maildir")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_domain_sender_from_trusted_network_is_accepted() {
+    let mut c = config("trusted");
+    c.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let gw = start(c).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &["--from", "app@example.org", "--to", "staff@example.org"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(maildir_messages(&gw.data_dir.join("maildir")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_mail_from_is_refused_at_mail() {
+    let gw = start(config("badfrom")).await;
+    let mut raw = Raw::hello(gw.handle.inbound).await;
+    for bad in [
+        "<a@exa mple.org>",
+        "<a@-x.test>",
+        "<@x.test>",
+        "<a@>",
+        "a@x.test",
+    ] {
+        let r = raw.cmd(&format!("MAIL FROM:{bad}\r\n")).await;
+        assert!(
+            r.starts_with("553 5.1.7") || r.starts_with("501"),
+            "{bad}: {r}"
+        );
+    }
+    // The null reverse-path (bounces) is fine inbound.
+    assert!(raw.cmd("MAIL FROM:<>\r\n").await.starts_with("250"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_authentication_results_for_our_name_are_removed() {
+    let gw = start(config("arforge")).await;
+    let (code, out) = swaks(
+        gw.handle.inbound,
+        &[
+            &MSG_ARGS[..],
+            &[
+                "--add-header",
+                "Authentication-Results: mx.test; dmarc=pass header.from=bank.test",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let m = &maildir_messages(&gw.data_dir.join("maildir"))[0];
+    assert_eq!(
+        m.matches("Authentication-Results: mx.test;").count(),
+        1,
+        "{m}"
+    );
+    assert!(!m.contains("bank.test"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_get_replies_in_order() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("pipelining");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let mut raw = Raw::connect(gw.handle.inbound).await;
+    assert!(raw.reply().await.starts_with("220"));
+    let ehlo = raw.cmd("EHLO client.test\r\n").await;
+    for ext in [
+        "PIPELINING",
+        "SIZE 26214400",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "STARTTLS",
+    ] {
+        assert!(ehlo.contains(ext), "{ehlo}");
+    }
+    assert!(
+        !ehlo.contains("AUTH"),
+        "no AUTH on the inbound listener: {ehlo}"
+    );
+    // RFC 2920: MAIL, RCPT, RCPT, DATA in one packet.
+    raw.send(b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<one@example.org>\r\nRCPT TO:<nope@else.test>\r\nDATA\r\n").await;
+    assert!(raw.reply().await.starts_with("250 2.1.0"));
+    assert!(raw.reply().await.starts_with("250 2.1.5"));
+    assert!(raw.reply().await.starts_with("550 5.7.1"));
+    assert!(raw.reply().await.starts_with("354"));
+    raw.send(b"Subject: p\r\n\r\nx\r\n.\r\nQUIT\r\n").await;
+    assert!(raw.reply().await.starts_with("250 2.0.0 Ok: queued as"));
+    assert!(raw.reply().await.starts_with("221"));
+    assert_eq!(sink.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_python_and_the_log_records_tls() {
+    let gw = start(config("starttls")).await;
+    let script = r#"
+import os, smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]))
+s.starttls(context=ctx)
+s.ehlo("client.test")
+assert "starttls" not in s.esmtp_features, s.esmtp_features
+s.sendmail("a@remote.test", ["x@example.org"], "Subject: tls\r\nMessage-ID: <m1@remote.test>\r\n\r\nsecret\r\n")
+s.quit()
+"#;
+    let (code, out) = python(gw.handle.inbound.port(), script).await;
+    assert_eq!(code, 0, "{out}");
+    let rec = &gw.log.all()[0];
+    let tls = rec.tls.as_ref().expect("TLS recorded");
+    assert!(tls.version.starts_with("TLSv1_"), "{tls:?}");
+    assert_eq!(rec.message_id.as_deref(), Some("<m1@remote.test>"));
+    let m = &maildir_messages(&gw.data_dir.join("maildir"))[0];
+    assert!(m.contains("with ESMTPS id"), "{m}");
+    // The self-signed certificate was generated into the data dir.
+    assert!(gw.data_dir.join("tls/cert.pem").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_pipelined_after_starttls_is_not_executed() {
+    let gw = start(config("tlsinject")).await;
+    let mut raw = Raw::hello(gw.handle.inbound).await;
+    let r = raw.cmd("STARTTLS\r\nMAIL FROM:<a@remote.test>\r\n").await;
+    assert!(r.starts_with("554 5.5.1"), "{r}");
+    // The injected MAIL was dropped: the session has no transaction.
+    assert!(
+        raw.cmd("RCPT TO:<x@example.org>\r\n")
+            .await
+            .starts_with("503")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_stuffing_survives_the_relay() {
+    let sink = Sink::start(SinkMode::Normal).await;
+    let mut c = config("dots");
+    c.downstream = Some(sink.addr.to_string());
+    let gw = start(c).await;
+    let mut raw = Raw::hello(gw.handle.inbound).await;
+    raw.cmd("MAIL FROM:<a@remote.test>\r\n").await;
+    raw.cmd("RCPT TO:<x@example.org>\r\n").await;
+    assert!(raw.cmd("DATA\r\n").await.starts_with("354"));
+    let r = raw
+        .cmd("Subject: dots\r\n\r\n..\r\n..hidden\r\nend\r\n.\r\n")
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let data = String::from_utf8_lossy(&sink.received()[0].data).to_string();
+    assert!(
+        data.ends_with("\r\n\r\n.\r\n.hidden\r\nend\r\n"),
+        "{data:?}"
+    );
+}
