@@ -102,7 +102,7 @@ pub fn config(name: &str) -> GatewayConfig {
         reverse_dns: false,
         ..GatewayConfig::default()
     }
-}}
+}
 
 pub struct Running {
     pub handle: ServeHandle,
