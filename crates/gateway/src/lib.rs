@@ -25,6 +25,7 @@ mod conn;
 pub mod data;
 pub mod decide;
 pub mod dkim;
+pub mod engine;
 pub mod message;
 pub mod metrics;
 pub mod relay;
@@ -48,6 +49,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use config::{DkimKeyConfig, GatewayConfig, Limits, UserConfig};
 pub use decide::{Action, Decide, Decision, Envelope, Reason};
+pub use engine::EngineDecider;
 pub use session::Listener;
 pub use store::{JsonlLog, LocalDelivery, Maildir, MessageRecord, Quarantine, SessionLog};
 
