@@ -51,6 +51,7 @@ pub use config::{DkimKeyConfig, GatewayConfig, Limits, UserConfig};
 pub use decide::{Action, Decide, Decision, Envelope, Reason};
 pub use engine::EngineDecider;
 pub use session::Listener;
+
 pub use store::{JsonlLog, LocalDelivery, Maildir, MessageRecord, Quarantine, SessionLog};
 
 use metrics::Metrics;

@@ -419,3 +419,37 @@ async fn dot_stuffing_survives_the_relay() {
         "{data:?}"
     );
 }
+
+/// A PTR resolver double: every client is `client.ptr.test`.
+struct StaticPtr;
+
+impl unspoof_gateway::ReverseDns for StaticPtr {
+    fn lookup(
+        &self,
+        _: std::net::IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
+        Box::pin(async { Some("client.ptr.test".to_string()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_dns_name_goes_into_received_and_the_log() {
+    let mut c = config("rdns");
+    c.reverse_dns = true;
+    let dir = c.data_dir.clone();
+    let log = std::sync::Arc::new(MemLog::default());
+    let handle = unspoof_gateway::Gateway::new(c, std::sync::Arc::new(ScriptedDecider::default()))
+        .session_log(log.clone())
+        .reverse_dns(std::sync::Arc::new(StaticPtr))
+        .start()
+        .await
+        .unwrap();
+    let (code, out) = swaks(handle.inbound, &MSG_ARGS).await;
+    assert_eq!(code, 0, "{out}");
+    let m = &maildir_messages(&dir.join("maildir"))[0];
+    assert!(
+        m.contains("Received: from client.test (client.ptr.test [127.0.0.1])"),
+        "{m}"
+    );
+    assert_eq!(log.all()[0].reverse_dns.as_deref(), Some("client.ptr.test"));
+}
