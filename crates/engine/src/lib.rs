@@ -8,6 +8,7 @@
 //! said), [`Analysis`] (everything found, serialisable as the versioned JSON schema) and
 //! [`verdict::Verdict`] (action + reasons).
 
+pub mod address;
 pub mod auth;
 pub mod dns;
 pub mod domain;
