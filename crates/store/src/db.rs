@@ -1,0 +1,943 @@
+//! The two databases behind one set of SQL statements.
+//!
+//! Every statement is written once, with `$n` placeholders (PostgreSQL's form, which SQLite also
+//! reads), and [`on!`] expands the code that runs it once per backend, so each arm is typed for
+//! its driver. The schema differs only in type names (`migrations/sqlite`, `migrations/postgres`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Row, Type};
+
+use crate::query::{Query, Val, ip_key};
+use crate::record::{
+    MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus, SessionRecord, domain_of,
+};
+
+/// Runs `$body` with `$p` bound to the pool of whichever backend `$db` is.
+macro_rules! on {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($p) => $body,
+            Db::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Binds every value of `$vals` to `$q`, in order.
+macro_rules! bind_all {
+    ($q:expr, $vals:expr) => {{
+        let mut q = $q;
+        for v in $vals {
+            q = match v {
+                Val::I(x) => q.bind(x),
+                Val::OI(x) => q.bind(x),
+                Val::S(x) => q.bind(x),
+                Val::OS(x) => q.bind(x),
+                Val::B(x) => q.bind(x),
+            };
+        }
+        q
+    }};
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database a store URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Rows per multi-row INSERT: 32 columns × 200 rows stays far below both databases' limits on
+/// bound values (SQLite 32766, PostgreSQL 65535).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Schema versions, applied in order; the version table is `unspoof_schema`.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "sessions, messages, recipients, reasons, contacts, quarantine",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// The advisory lock that serialises migrations across a fleet sharing one PostgreSQL.
+const PG_MIGRATION_LOCK: i64 = 0x756e_7370_6f6f_66; // "unspoof"
+
+impl Db {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Opens a pool. PostgreSQL pools connect lazily, so a fleet member starts (and spools)
+    /// while its database is down; SQLite opens (and creates) the file now.
+    pub(crate) async fn connect(
+        url: &str,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Result<Db, sqlx::Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?.application_name("unspoof");
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(timeout)
+                .connect_lazy_with(opts);
+            Ok(Db::Postgres(pool))
+        } else {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                // Space of deleted records goes back to the file system at `prune`.
+                .pragma("auto_vacuum", "INCREMENTAL")
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit (the quarantine before 250) survives power loss, not only a
+                // crash of the process.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(timeout);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(timeout)
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        }
+    }
+
+    /// Applies every migration not yet applied. Safe to run from many processes at once.
+    pub(crate) async fn migrate(&self) -> Result<(), sqlx::Error> {
+        const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS unspoof_schema \
+             (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL, description TEXT NOT NULL)";
+        match self {
+            Db::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(PG_MIGRATION_LOCK)
+                    .execute(&mut *conn)
+                    .await?;
+                let result = async {
+                    sqlx::query(VERSION_TABLE).execute(&mut *conn).await?;
+                    for &(version, description, _, sql) in MIGRATIONS {
+                        let done: Option<i64> = sqlx::query_scalar(
+                            "SELECT version FROM unspoof_schema WHERE version = $1",
+                        )
+                        .bind(version)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        if done.is_some() {
+                            continue;
+                        }
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                        sqlx::query("INSERT INTO unspoof_schema VALUES ($1, $2, $3)")
+                            .bind(version)
+                            .bind(crate::record::now())
+                            .bind(description)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                    }
+                    Ok::<(), sqlx::Error>(())
+                }
+                .await;
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(PG_MIGRATION_LOCK)
+                    .execute(&mut *conn)
+                    .await;
+                result
+            }
+            Db::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlx::query(VERSION_TABLE).execute(&mut *conn).await?;
+                for &(version, description, sql, _) in MIGRATIONS {
+                    // BEGIN IMMEDIATE takes the write lock first: a second process waits
+                    // (busy_timeout), then sees the version and skips.
+                    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                    let result = async {
+                        let done: Option<i64> = sqlx::query_scalar(
+                            "SELECT version FROM unspoof_schema WHERE version = $1",
+                        )
+                        .bind(version)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        if done.is_none() {
+                            sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                            sqlx::query("INSERT INTO unspoof_schema VALUES ($1, $2, $3)")
+                                .bind(version)
+                                .bind(crate::record::now())
+                                .bind(description)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Ok::<(), sqlx::Error>(())
+                    }
+                    .await;
+                    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                    sqlx::raw_sql(end).execute(&mut *conn).await?;
+                    result?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks that the database answers.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        on!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+    }
+
+    pub(crate) async fn close(&self) {
+        on!(self, p => p.close().await)
+    }
+
+    /// Writes sessions and messages (with their recipients, reasons and first contacts) in one
+    /// transaction. A record whose id is already stored is skipped, so replays are harmless.
+    pub(crate) async fn write_batch(
+        &self,
+        sessions: &[SessionRecord],
+        messages: &[MessageRecord],
+    ) -> Result<(), sqlx::Error> {
+        let mut stmts: Vec<(String, Vec<Val>)> = Vec::new();
+        for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
+            stmts.push(insert(
+                "sessions",
+                SESSION_COLUMNS,
+                chunk.iter().map(session_values),
+                "id",
+            ));
+        }
+        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+            stmts.push(insert(
+                "messages",
+                MESSAGE_COLUMNS,
+                chunk.iter().map(message_values),
+                "id",
+            ));
+            let rcpts = chunk.iter().flat_map(rcpt_rows).collect::<Vec<_>>();
+            for rows in rcpts.chunks(ROWS_PER_STATEMENT * 4) {
+                stmts.push(insert(
+                    "message_rcpt",
+                    &["message", "address", "domain", "received_at"],
+                    rows.iter().cloned(),
+                    "message, address",
+                ));
+            }
+            let reasons = chunk.iter().flat_map(reason_rows).collect::<Vec<_>>();
+            for rows in reasons.chunks(ROWS_PER_STATEMENT * 4) {
+                stmts.push(insert(
+                    "message_reason",
+                    &["message", "code", "received_at"],
+                    rows.iter().cloned(),
+                    "message, code",
+                ));
+            }
+            let contacts = chunk.iter().flat_map(contact_rows).collect::<Vec<_>>();
+            for rows in contacts.chunks(ROWS_PER_STATEMENT * 4) {
+                stmts.push(insert(
+                    "contacts",
+                    &["sender_domain", "recipient", "first_seen"],
+                    rows.iter().cloned(),
+                    "sender_domain, recipient",
+                ));
+            }
+        }
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        on!(self, p => {
+            let mut tx = p.begin().await?;
+            for (sql, vals) in stmts {
+                bind_all!(sqlx::query(AssertSqlSafe(sql)), vals).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    pub(crate) async fn search(&self, q: &Query) -> Result<Vec<MessageRecord>, sqlx::Error> {
+        let (clause, mut vals) = q.where_clause();
+        vals.push(Val::I(q.limit()));
+        let sql = format!(
+            "SELECT {LIST_COLUMNS} FROM messages m {clause} \
+             ORDER BY m.received_at DESC, m.id DESC LIMIT ${}",
+            vals.len()
+        );
+        on!(self, p => {
+            let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), vals).fetch_all(p).await?;
+            rows.iter().map(message_from_row).collect()
+        })
+    }
+
+    pub(crate) async fn count(&self, q: &Query) -> Result<i64, sqlx::Error> {
+        let (clause, vals) = q.where_clause();
+        let sql = format!("SELECT COUNT(*) FROM messages m {clause}");
+        on!(self, p => {
+            let row = bind_all!(sqlx::query(AssertSqlSafe(sql)), vals).fetch_one(p).await?;
+            row.try_get::<i64, _>(0)
+        })
+    }
+
+    pub(crate) async fn message(&self, id: &str) -> Result<Option<MessageRecord>, sqlx::Error> {
+        let sql =
+            format!("SELECT {LIST_COLUMNS}, m.dns, m.analysis FROM messages m WHERE m.id = $1");
+        on!(self, p => {
+            let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?;
+            row.as_ref().map(|r| {
+                let mut m = message_from_row(r)?;
+                m.dns = json_col(r, "dns")?;
+                m.analysis = json_col(r, "analysis")?;
+                Ok(m)
+            }).transpose()
+        })
+    }
+
+    pub(crate) async fn session(&self, id: &str) -> Result<Option<SessionRecord>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE id = $1",
+            SESSION_COLUMNS.join(", ")
+        );
+        on!(self, p => {
+            let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?;
+            row.as_ref().map(session_from_row).transpose()
+        })
+    }
+
+    pub(crate) async fn has_seen(
+        &self,
+        sender_domain: &str,
+        recipient: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let domain = sender_domain
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        on!(self, p => {
+            let row = match recipient {
+                Some(r) => sqlx::query(
+                    "SELECT 1 FROM contacts WHERE sender_domain = $1 AND recipient = $2",
+                )
+                .bind(domain)
+                .bind(r.trim().to_ascii_lowercase())
+                .fetch_optional(p)
+                .await?,
+                None => sqlx::query("SELECT 1 FROM contacts WHERE sender_domain = $1 LIMIT 1")
+                    .bind(domain)
+                    .fetch_optional(p)
+                    .await?,
+            };
+            Ok(row.is_some())
+        })
+    }
+
+    /// Inserts a quarantined message and commits. An id already stored is kept as it was.
+    pub(crate) async fn quarantine_put(&self, q: &NewQuarantine) -> Result<(), sqlx::Error> {
+        let (sql, vals) = insert(
+            "quarantine",
+            QUARANTINE_COLUMNS,
+            std::iter::once(quarantine_values(q)),
+            "id",
+        );
+        on!(self, p => bind_all!(sqlx::query(AssertSqlSafe(sql)), vals).execute(p).await.map(|_| ()))
+    }
+
+    pub(crate) async fn quarantine_list(
+        &self,
+        status: Option<QuarantineStatus>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, sqlx::Error> {
+        let cols = QUARANTINE_LIST_COLUMNS;
+        let (sql, vals) = match status {
+            Some(s) => (
+                format!(
+                    "SELECT {cols} FROM quarantine WHERE status = $1 \
+                     ORDER BY quarantined_at DESC, id DESC LIMIT $2"
+                ),
+                vec![Val::S(s.as_str().into()), Val::I(i64::from(limit))],
+            ),
+            None => (
+                format!(
+                    "SELECT {cols} FROM quarantine ORDER BY quarantined_at DESC, id DESC LIMIT $1"
+                ),
+                vec![Val::I(i64::from(limit))],
+            ),
+        };
+        on!(self, p => {
+            let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), vals).fetch_all(p).await?;
+            rows.iter().map(|r| quarantine_from_row(r, false)).collect()
+        })
+    }
+
+    pub(crate) async fn quarantine_get(
+        &self,
+        id: &str,
+    ) -> Result<Option<QuarantineEntry>, sqlx::Error> {
+        let sql = format!("SELECT {QUARANTINE_LIST_COLUMNS}, raw FROM quarantine WHERE id = $1");
+        on!(self, p => {
+            let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?;
+            row.as_ref().map(|r| quarantine_from_row(r, true)).transpose()
+        })
+    }
+
+    /// Moves an entry from one of `from` to `to`, recording who and when (and the result).
+    /// Returns false when the entry was not in one of `from` (someone else acted first).
+    pub(crate) async fn quarantine_transition(
+        &self,
+        id: &str,
+        from: &[QuarantineStatus],
+        to: QuarantineStatus,
+        actor: &str,
+        at: i64,
+        result: Option<&str>,
+        clear_raw: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let mut vals = vec![
+            Val::S(to.as_str().into()),
+            Val::S(actor.into()),
+            Val::I(at),
+            Val::OS(result.map(str::to_string)),
+            Val::S(id.into()),
+        ];
+        let mut placeholders = Vec::new();
+        for s in from {
+            vals.push(Val::S(s.as_str().into()));
+            placeholders.push(format!("${}", vals.len()));
+        }
+        let raw = if clear_raw {
+            match self.backend() {
+                Backend::Sqlite => ", raw = X''",
+                Backend::Postgres => ", raw = ''::bytea",
+            }
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE quarantine SET status = $1, actor = $2, acted_at = $3, result = $4{raw} \
+             WHERE id = $5 AND status IN ({})",
+            placeholders.join(", ")
+        );
+        on!(self, p => {
+            let done = bind_all!(sqlx::query(AssertSqlSafe(sql)), vals).execute(p).await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Records that `recipients` have now received mail from `sender_domain` (a release).
+    pub(crate) async fn add_contacts(&self, rows: Vec<Vec<Val>>) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (sql, vals) = insert(
+            "contacts",
+            &["sender_domain", "recipient", "first_seen"],
+            rows.into_iter(),
+            "sender_domain, recipient",
+        );
+        on!(self, p => bind_all!(sqlx::query(AssertSqlSafe(sql)), vals).execute(p).await.map(|_| ()))
+    }
+
+    /// Deletes records received before `cutoff` (Unix time), in every table but `contacts`.
+    /// Returns (messages, sessions, quarantine entries) deleted.
+    pub(crate) async fn delete_before(&self, cutoff: i64) -> Result<(u64, u64, u64), sqlx::Error> {
+        on!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM message_rcpt WHERE received_at < $1")
+                .bind(cutoff).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM message_reason WHERE received_at < $1")
+                .bind(cutoff).execute(&mut *tx).await?;
+            let m = sqlx::query("DELETE FROM messages WHERE received_at < $1")
+                .bind(cutoff).execute(&mut *tx).await?.rows_affected();
+            let s = sqlx::query("DELETE FROM sessions WHERE started_at < $1")
+                .bind(cutoff).execute(&mut *tx).await?.rows_affected();
+            let q = sqlx::query("DELETE FROM quarantine WHERE quarantined_at < $1")
+                .bind(cutoff).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok((m, s, q))
+        })
+    }
+
+    /// Bytes the store accounts for: record sizes plus quarantined message sizes.
+    pub(crate) async fn total_bytes(&self) -> Result<i64, sqlx::Error> {
+        on!(self, p => {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE((SELECT SUM(bytes) FROM messages), 0) AS BIGINT), \
+                        CAST(COALESCE((SELECT SUM(bytes) FROM sessions), 0) AS BIGINT), \
+                        CAST(COALESCE((SELECT SUM(size) FROM quarantine), 0) AS BIGINT)",
+            )
+            .fetch_one(p)
+            .await?;
+            Ok(row.try_get::<i64, _>(0)? + row.try_get::<i64, _>(1)? + row.try_get::<i64, _>(2)?)
+        })
+    }
+
+    /// The newest time at which the records from that time back must go for the rest to fit in
+    /// `max_bytes`; `None` when everything fits.
+    pub(crate) async fn size_cutoff(&self, max_bytes: i64) -> Result<Option<i64>, sqlx::Error> {
+        on!(self, p => {
+            let row = sqlx::query(
+                "SELECT t FROM ( \
+                   SELECT t, SUM(b) OVER (ORDER BY t DESC ROWS UNBOUNDED PRECEDING) AS running \
+                   FROM ( \
+                     SELECT received_at AS t, bytes AS b FROM messages \
+                     UNION ALL SELECT started_at, bytes FROM sessions \
+                     UNION ALL SELECT quarantined_at, size FROM quarantine \
+                   ) u \
+                 ) w WHERE running > $1 ORDER BY t DESC LIMIT 1",
+            )
+            .bind(max_bytes)
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| r.try_get::<i64, _>(0)).transpose()
+        })
+    }
+
+    /// Gives freed pages back to the file system (SQLite); PostgreSQL's autovacuum does its own.
+    pub(crate) async fn reclaim(&self) -> Result<(), sqlx::Error> {
+        if let Db::Sqlite(p) = self {
+            sqlx::query("PRAGMA incremental_vacuum").execute(p).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `INSERT INTO table (cols) VALUES (...), (...) ON CONFLICT (key) DO NOTHING`, numbered
+/// placeholders for every row.
+fn insert(
+    table: &str,
+    cols: &[&str],
+    rows: impl Iterator<Item = Vec<Val>>,
+    key: &str,
+) -> (String, Vec<Val>) {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", cols.join(", "));
+    let mut vals = Vec::new();
+    for (i, row) in rows.enumerate() {
+        debug_assert_eq!(row.len(), cols.len());
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for (j, v) in row.into_iter().enumerate() {
+            vals.push(v);
+            if j > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", vals.len()));
+        }
+        sql.push(')');
+    }
+    sql.push_str(&format!(" ON CONFLICT ({key}) DO NOTHING"));
+    (sql, vals)
+}
+
+const SESSION_COLUMNS: &[&str] = &[
+    "id",
+    "started_at",
+    "ended_at",
+    "node",
+    "listener",
+    "client_ip",
+    "ip_key",
+    "client_port",
+    "reverse_dns",
+    "helo",
+    "tls",
+    "auth_user",
+    "messages",
+    "outcome",
+    "bytes",
+];
+
+fn session_values(s: &SessionRecord) -> Vec<Val> {
+    let bytes = 120
+        + s.id.len()
+        + s.node.len()
+        + s.reverse_dns.as_ref().map_or(0, String::len)
+        + s.helo.as_ref().map_or(0, String::len)
+        + s.tls.as_ref().map_or(0, String::len);
+    vec![
+        Val::S(s.id.clone()),
+        Val::I(s.started_at),
+        Val::OI(s.ended_at),
+        Val::S(s.node.clone()),
+        Val::S(s.listener.clone()),
+        Val::OS(s.client_ip.map(|ip| ip.to_string())),
+        Val::OS(s.client_ip.map(ip_key)),
+        Val::OI(s.client_port.map(i64::from)),
+        Val::OS(s.reverse_dns.clone()),
+        Val::OS(s.helo.clone()),
+        Val::OS(s.tls.clone()),
+        Val::OS(s.auth_user.clone()),
+        Val::I(i64::from(s.messages)),
+        Val::S(s.outcome.clone()),
+        Val::I(bytes as i64),
+    ]
+}
+
+const MESSAGE_COLUMNS: &[&str] = &[
+    "id",
+    "session_id",
+    "received_at",
+    "node",
+    "listener",
+    "queue_id",
+    "message_id",
+    "client_ip",
+    "ip_key",
+    "client_port",
+    "reverse_dns",
+    "helo",
+    "tls",
+    "auth_user",
+    "mail_from",
+    "mail_from_domain",
+    "from_header",
+    "from_domain",
+    "subject",
+    "recipients",
+    "size",
+    "action",
+    "reasons",
+    "reply",
+    "downstream_reply",
+    "stored_at",
+    "latency_us",
+    "auth_summary",
+    "trace_summary",
+    "dns",
+    "analysis",
+    "bytes",
+];
+
+/// The columns a search returns: everything but the two large JSON ones.
+const LIST_COLUMNS: &str = "m.id, m.session_id, m.received_at, m.node, m.listener, m.queue_id, \
+    m.message_id, m.client_ip, m.client_port, m.reverse_dns, m.helo, m.tls, m.auth_user, \
+    m.mail_from, m.from_header, m.subject, m.recipients, m.size, m.action, m.reasons, m.reply, \
+    m.downstream_reply, m.stored_at, m.latency_us, m.auth_summary, m.trace_summary";
+
+fn message_values(m: &MessageRecord) -> Vec<Val> {
+    let recipients = serde_json::to_string(&m.recipients).unwrap_or_else(|_| "[]".into());
+    let dns = m.dns.as_ref().map(|v| v.to_string());
+    let analysis = m.analysis.as_ref().map(|v| v.to_string());
+    let text = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    let bytes = 200
+        + recipients.len()
+        + text(&dns)
+        + text(&analysis)
+        + text(&m.subject)
+        + text(&m.reply)
+        + text(&m.downstream_reply)
+        + text(&m.auth_summary)
+        + text(&m.trace_summary)
+        + m.reasons.iter().map(|r| r.len() + 60).sum::<usize>()
+        + m.recipients.len() * 60;
+    vec![
+        Val::S(m.id.clone()),
+        Val::OS(m.session_id.clone()),
+        Val::I(m.received_at),
+        Val::S(m.node.clone()),
+        Val::S(m.listener.clone()),
+        Val::OS(m.queue_id.clone()),
+        Val::OS(
+            m.message_id
+                .as_deref()
+                .map(crate::record::normalize_message_id),
+        ),
+        Val::OS(m.client_ip.map(|ip| ip.to_string())),
+        Val::OS(m.client_ip.map(ip_key)),
+        Val::OI(m.client_port.map(i64::from)),
+        Val::OS(m.reverse_dns.clone()),
+        Val::OS(m.helo.clone()),
+        Val::OS(m.tls.clone()),
+        Val::OS(m.auth_user.clone()),
+        Val::OS(m.mail_from.clone()),
+        Val::OS(m.mail_from.as_deref().and_then(domain_of)),
+        Val::OS(m.from.clone()),
+        Val::OS(m.from.as_deref().and_then(domain_of)),
+        Val::OS(m.subject.clone()),
+        Val::S(recipients),
+        Val::I(m.size as i64),
+        Val::S(m.action.clone()),
+        Val::S(m.reasons.join(" ")),
+        Val::OS(m.reply.clone()),
+        Val::OS(m.downstream_reply.clone()),
+        Val::OS(m.stored_at.clone()),
+        Val::OI(m.latency_us.map(|l| l as i64)),
+        Val::OS(m.auth_summary.clone()),
+        Val::OS(m.trace_summary.clone()),
+        Val::OS(dns),
+        Val::OS(analysis),
+        Val::I(bytes as i64),
+    ]
+}
+
+fn rcpt_rows(m: &MessageRecord) -> Vec<Vec<Val>> {
+    let mut seen = std::collections::BTreeSet::new();
+    m.recipients
+        .iter()
+        .map(|r| r.trim().to_ascii_lowercase())
+        .filter(|r| seen.insert(r.clone()))
+        .map(|r| {
+            vec![
+                Val::S(m.id.clone()),
+                Val::S(r.clone()),
+                Val::S(domain_of(&r).unwrap_or_default()),
+                Val::I(m.received_at),
+            ]
+        })
+        .collect()
+}
+
+fn reason_rows(m: &MessageRecord) -> Vec<Vec<Val>> {
+    let mut seen = std::collections::BTreeSet::new();
+    m.reasons
+        .iter()
+        .filter(|c| seen.insert(c.as_str()))
+        .map(|c| {
+            vec![
+                Val::S(m.id.clone()),
+                Val::S(c.clone()),
+                Val::I(m.received_at),
+            ]
+        })
+        .collect()
+}
+
+/// First-contact pairs a message establishes (see `Store::has_seen`): mail that was delivered
+/// (`accept`, `tag`) makes its From domain known to each recipient; mail our own users send
+/// (`submission`) makes each recipient's domain known to the sender.
+pub(crate) fn contact_rows(m: &MessageRecord) -> Vec<Vec<Val>> {
+    let mut out = Vec::new();
+    if m.listener == "submission" {
+        if let Some(sender) = m.mail_from.as_deref().filter(|s| s.contains('@')) {
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &m.recipients {
+                if let Some(d) = domain_of(r).filter(|d| seen.insert(d.clone())) {
+                    out.push(vec![
+                        Val::S(d),
+                        Val::S(sender.trim().to_ascii_lowercase()),
+                        Val::I(m.received_at),
+                    ]);
+                }
+            }
+        }
+        return out;
+    }
+    if m.action != "accept" && m.action != "tag" {
+        return out;
+    }
+    if let Some(domain) = contact_domain(m.from.as_deref(), m.mail_from.as_deref()) {
+        out.extend(contact_pairs(&domain, &m.recipients, m.received_at));
+    }
+    out
+}
+
+/// The sender domain first contact is keyed by: the From header's (what the reader sees and
+/// DMARC aligns to), else the MAIL FROM domain.
+pub(crate) fn contact_domain(from: Option<&str>, mail_from: Option<&str>) -> Option<String> {
+    from.and_then(domain_of)
+        .or_else(|| mail_from.and_then(domain_of))
+}
+
+pub(crate) fn contact_pairs(domain: &str, recipients: &[String], at: i64) -> Vec<Vec<Val>> {
+    let mut seen = std::collections::BTreeSet::new();
+    recipients
+        .iter()
+        .map(|r| r.trim().to_ascii_lowercase())
+        .filter(|r| seen.insert(r.clone()))
+        .map(|r| vec![Val::S(domain.to_string()), Val::S(r), Val::I(at)])
+        .collect()
+}
+
+const QUARANTINE_COLUMNS: &[&str] = &[
+    "id",
+    "message_record",
+    "quarantined_at",
+    "node",
+    "queue_id",
+    "message_id",
+    "mail_from",
+    "recipients",
+    "from_header",
+    "subject",
+    "reasons",
+    "size",
+    "raw",
+    "status",
+];
+
+const QUARANTINE_LIST_COLUMNS: &str = "id, message_record, quarantined_at, node, queue_id, \
+    message_id, mail_from, recipients, from_header, subject, reasons, size, status, actor, \
+    acted_at, result";
+
+fn quarantine_values(q: &NewQuarantine) -> Vec<Val> {
+    vec![
+        Val::S(q.id.clone()),
+        Val::OS(q.message_record.clone()),
+        Val::I(q.quarantined_at),
+        Val::S(q.node.clone()),
+        Val::OS(q.queue_id.clone()),
+        Val::OS(
+            q.message_id
+                .as_deref()
+                .map(crate::record::normalize_message_id),
+        ),
+        Val::OS(q.mail_from.clone()),
+        Val::S(serde_json::to_string(&q.recipients).unwrap_or_else(|_| "[]".into())),
+        Val::OS(q.from.clone()),
+        Val::OS(q.subject.clone()),
+        Val::S(q.reasons.join(" ")),
+        Val::I(q.raw.len() as i64),
+        Val::B(q.raw.clone()),
+        Val::S(QuarantineStatus::Held.as_str().into()),
+    ]
+}
+
+// Row decoding, written once for both drivers.
+
+fn get<'r, R, T>(row: &'r R, col: &str) -> Result<T, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(col)
+}
+
+fn json_col<R>(row: &R, col: &str) -> Result<Option<serde_json::Value>, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text: Option<String> = get(row, col)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
+fn words(s: String) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+fn list(s: String) -> Result<Vec<String>, sqlx::Error> {
+    serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn ip(s: Option<String>) -> Option<std::net::IpAddr> {
+    s.and_then(|s| s.parse().ok())
+}
+
+fn message_from_row<R>(row: &R) -> Result<MessageRecord, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(MessageRecord {
+        id: get(row, "id")?,
+        session_id: get(row, "session_id")?,
+        received_at: get(row, "received_at")?,
+        node: get(row, "node")?,
+        listener: get(row, "listener")?,
+        queue_id: get(row, "queue_id")?,
+        message_id: get(row, "message_id")?,
+        client_ip: ip(get(row, "client_ip")?),
+        client_port: get::<_, Option<i64>>(row, "client_port")?.map(|p| p as u16),
+        reverse_dns: get(row, "reverse_dns")?,
+        helo: get(row, "helo")?,
+        tls: get(row, "tls")?,
+        auth_user: get(row, "auth_user")?,
+        mail_from: get(row, "mail_from")?,
+        recipients: list(get(row, "recipients")?)?,
+        from: get(row, "from_header")?,
+        subject: get(row, "subject")?,
+        size: get::<_, i64>(row, "size")? as u64,
+        action: get(row, "action")?,
+        reasons: words(get(row, "reasons")?),
+        reply: get(row, "reply")?,
+        downstream_reply: get(row, "downstream_reply")?,
+        stored_at: get(row, "stored_at")?,
+        latency_us: get::<_, Option<i64>>(row, "latency_us")?.map(|l| l as u64),
+        auth_summary: get(row, "auth_summary")?,
+        trace_summary: get(row, "trace_summary")?,
+        dns: None,
+        analysis: None,
+    })
+}
+
+fn session_from_row<R>(row: &R) -> Result<SessionRecord, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(SessionRecord {
+        id: get(row, "id")?,
+        started_at: get(row, "started_at")?,
+        ended_at: get(row, "ended_at")?,
+        node: get(row, "node")?,
+        listener: get(row, "listener")?,
+        client_ip: ip(get(row, "client_ip")?),
+        client_port: get::<_, Option<i64>>(row, "client_port")?.map(|p| p as u16),
+        reverse_dns: get(row, "reverse_dns")?,
+        helo: get(row, "helo")?,
+        tls: get(row, "tls")?,
+        auth_user: get(row, "auth_user")?,
+        messages: get::<_, i64>(row, "messages")? as u32,
+        outcome: get(row, "outcome")?,
+    })
+}
+
+fn quarantine_from_row<R>(row: &R, with_raw: bool) -> Result<QuarantineEntry, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let status: String = get(row, "status")?;
+    Ok(QuarantineEntry {
+        message: NewQuarantine {
+            id: get(row, "id")?,
+            message_record: get(row, "message_record")?,
+            quarantined_at: get(row, "quarantined_at")?,
+            node: get(row, "node")?,
+            queue_id: get(row, "queue_id")?,
+            message_id: get(row, "message_id")?,
+            mail_from: get(row, "mail_from")?,
+            recipients: list(get(row, "recipients")?)?,
+            from: get(row, "from_header")?,
+            subject: get(row, "subject")?,
+            reasons: words(get(row, "reasons")?),
+            raw: if with_raw {
+                get(row, "raw")?
+            } else {
+                Vec::new()
+            },
+        },
+        size: get::<_, i64>(row, "size")? as u64,
+        status: QuarantineStatus::parse(&status).unwrap_or(QuarantineStatus::Held),
+        actor: get(row, "actor")?,
+        acted_at: get(row, "acted_at")?,
+        result: get(row, "result")?,
+    })
+}

@@ -1,0 +1,788 @@
+//! The unspoof store: every session and message on record, the quarantine, and first contact,
+//! on SQLite (the embedded default) or PostgreSQL (a fleet writing into one database).
+//!
+//! Trust level: writes only to its database and under its spool directory; reads back what it
+//! wrote. **It knows nothing of SMTP or milter**: the front doors hand it records and raw bytes.
+//!
+//! Main types:
+//! - [`Store`]: opened from a [`StoreConfig`]; cheap to clone, shared by every task.
+//! - [`SessionRecord`], [`MessageRecord`]: what the front doors log, through
+//!   [`Store::log_session`] / [`Store::log_message`]. These never wait for the database: records
+//!   go into a bounded queue that a background task writes in batches.
+//! - [`NewQuarantine`]: a quarantined message; [`Store::quarantine_put`] returns only once it is
+//!   committed (or, with the database down, fsync'd into the local spool).
+//! - [`Query`]: the search behind `unspoof log search`.
+//!
+//! **Invariant: nothing logged is dropped.** A record is in the queue, in the database, or in
+//! the spool (`<data_dir>/spool/`, fsync'd JSON lines). The spool is replayed when the database
+//! answers again; record ids are made at the source ([`new_id`]) and every insert is
+//! `ON CONFLICT DO NOTHING`, so a replay never duplicates.
+
+mod db;
+mod query;
+mod record;
+mod spool;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout};
+
+pub use db::Backend;
+pub use query::{DEFAULT_LIMIT, Query};
+pub use record::{
+    Durable, MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus, SessionRecord,
+    domain_of, new_id, normalize_message_id, now,
+};
+
+use db::Db;
+use spool::{Spool, SpoolEntry};
+
+/// Our own faults. A database that is down is not one of them for logging (records are spooled).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("spool {0}: {1}")]
+    Spool(PathBuf, std::io::Error),
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("no quarantined message {0}")]
+    NotFound(String),
+    #[error("quarantined message {0} is {1}, not held")]
+    NotHeld(String, &'static str),
+}
+
+/// Where and how the store keeps its data. Every limit has a name and a default here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:///path/unspoof.db`, a plain file path, or `postgres://user@host/db`.
+    /// Default (empty): `<data_dir>/unspoof.db`.
+    pub url: String,
+    /// The spool lives in `<data_dir>/spool/`. Default `./unspoof-data`.
+    pub data_dir: PathBuf,
+    /// This process's name in every record (several gateways write into one database).
+    /// Default: the host name.
+    pub node: String,
+    /// `prune` deletes records and quarantined messages older than this. Default 90;
+    /// `None` keeps everything.
+    pub retention_days: Option<u32>,
+    /// `prune` deletes the oldest records until the stored bytes (records plus quarantined
+    /// messages, as the store counts them) fit. Default none.
+    pub max_bytes: Option<u64>,
+    /// Records waiting for the background writer. When it is full, records go straight to the
+    /// spool (an fsync in the caller) instead of waiting. Default 10 000.
+    pub queue_capacity: usize,
+    /// Records per transaction. Default 500.
+    pub batch_size: usize,
+    /// A record waits at most this long before its batch is written. Default 200 ms.
+    pub flush_interval_ms: u64,
+    /// While records wait in the spool, the writer tries the database this often. Default 2 s.
+    pub retry_interval_ms: u64,
+    /// How long one database operation may take before the database counts as unreachable
+    /// (and a quarantined message goes to the spool). Default 5 s.
+    pub db_timeout_ms: u64,
+    /// Connections per process. Default 4.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: String::new(),
+            data_dir: PathBuf::from("./unspoof-data"),
+            node: hostname(),
+            retention_days: Some(90),
+            max_bytes: None,
+            queue_capacity: 10_000,
+            batch_size: 500,
+            flush_interval_ms: 200,
+            retry_interval_ms: 2_000,
+            db_timeout_ms: 5_000,
+            max_connections: 4,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The defaults, with the database `url` (empty: SQLite in `data_dir`) and `data_dir`.
+    pub fn new(url: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            data_dir: data_dir.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The sqlx URL: `url` as given for PostgreSQL and `sqlite:` URLs, a path made into one.
+    pub fn database_url(&self) -> String {
+        let u = self.url.trim();
+        if u.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("unspoof.db").display())
+        } else if u.contains("://") || u.starts_with("sqlite:") {
+            u.to_string()
+        } else {
+            format!("sqlite://{u}")
+        }
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    fn db_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Counters of the write path, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Records handed to `log_*`.
+    pub logged: u64,
+    /// Records committed to the database (first try or replay).
+    pub written: u64,
+    /// Records that went to the spool (database down, or the queue full).
+    pub spooled: u64,
+    /// Spooled records and quarantined messages since written to the database.
+    pub replayed: u64,
+    /// Quarantined messages that went to the spool.
+    pub quarantine_spooled: u64,
+    /// Whether the last database operation failed.
+    pub db_down: bool,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub messages: u64,
+    pub sessions: u64,
+    pub quarantined: u64,
+    /// Bytes the store counts after pruning.
+    pub bytes_after: u64,
+}
+
+enum Entry {
+    Session(SessionRecord),
+    Message(MessageRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Shared {
+    spool: Mutex<Spool>,
+    db_down: AtomicBool,
+    migrated: AtomicBool,
+    logged: AtomicU64,
+    written: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
+    quarantine_spooled: AtomicU64,
+}
+
+impl Shared {
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the database down (reporting the change once).
+    fn down(&self, why: &dyn std::fmt::Display) {
+        if !self.db_down.swap(true, Ordering::SeqCst) {
+            eprintln!("unspoof-store: database unreachable, spooling: {why}");
+        }
+    }
+}
+
+struct Inner {
+    db: Db,
+    config: StoreConfig,
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Entry>>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The store. Clones share one database pool, one queue and one background writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .field("node", &self.inner.config.node)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the database (creating a SQLite file), applies migrations, and starts the
+    /// background writer on the current Tokio runtime. A PostgreSQL that does not answer is not
+    /// an error: the store starts with the database marked down and spools until it answers.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let spool_dir = config.spool_dir();
+        let spool = Spool::open(&spool_dir).map_err(|e| StoreError::Spool(spool_dir, e))?;
+        if let Some(parent) = config
+            .database_url()
+            .strip_prefix("sqlite://")
+            .map(PathBuf::from)
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(&parent).map_err(|e| StoreError::Spool(parent, e))?;
+        }
+        let db = Db::connect(
+            &config.database_url(),
+            config.max_connections,
+            config.db_timeout(),
+        )
+        .await?;
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            db_down: AtomicBool::new(false),
+            migrated: AtomicBool::new(false),
+            logged: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            spooled: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            quarantine_spooled: AtomicU64::new(0),
+        });
+        match timeout(config.db_timeout() * 2, db.migrate()).await {
+            Ok(Ok(())) => shared.migrated.store(true, Ordering::SeqCst),
+            Ok(Err(e)) if db.backend() == Backend::Sqlite => return Err(e.into()),
+            Err(_) if db.backend() == Backend::Sqlite => {
+                return Err(StoreError::Timeout(config.db_timeout() * 2));
+            }
+            Ok(Err(e)) => shared.down(&e),
+            Err(_) => shared.down(&"timed out"),
+        }
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let writer = Writer {
+            db: db.clone(),
+            shared: shared.clone(),
+            batch_size: config.batch_size.max(1),
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            retry_interval: Duration::from_millis(config.retry_interval_ms.max(1)),
+            db_timeout: config.db_timeout(),
+        };
+        let handle = tokio::spawn(writer.run(rx));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                shared,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.db.backend()
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = &self.inner.shared;
+        Stats {
+            logged: s.logged.load(Ordering::Relaxed),
+            written: s.written.load(Ordering::Relaxed),
+            spooled: s.spooled.load(Ordering::Relaxed),
+            replayed: s.replayed.load(Ordering::Relaxed),
+            quarantine_spooled: s.quarantine_spooled.load(Ordering::Relaxed),
+            db_down: s.db_down.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Logs a session. Never waits for the database; never fails (see the crate invariant).
+    pub fn log_session(&self, record: SessionRecord) {
+        self.enqueue(Entry::Session(record));
+    }
+
+    /// Logs a message. Never waits for the database; never fails (see the crate invariant).
+    pub fn log_message(&self, record: MessageRecord) {
+        self.enqueue(Entry::Message(record));
+    }
+
+    fn enqueue(&self, entry: Entry) {
+        let shared = &self.inner.shared;
+        shared.logged.fetch_add(1, Ordering::Relaxed);
+        let sender = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let entry = match sender {
+            Some(tx) => match tx.try_send(entry) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => e,
+            },
+            None => entry,
+        };
+        // Queue full (or store closed): straight into the spool, durably.
+        let line = match entry {
+            Entry::Session(s) => SpoolEntry::Session(s),
+            Entry::Message(m) => SpoolEntry::Message(m),
+            Entry::Flush(_) => return,
+        };
+        if let Err(e) = shared.spool().append(std::slice::from_ref(&line)) {
+            eprintln!("unspoof-store: cannot spool a record: {e}");
+        } else {
+            shared.spooled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until every record logged before the call is in the database or the spool, and
+    /// (when the database answers) the spool has been replayed.
+    pub async fn flush(&self) {
+        let sender = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(tx) = sender {
+            let (ack, done) = oneshot::channel();
+            if tx.send(Entry::Flush(ack)).await.is_ok() {
+                let _ = done.await;
+            }
+        }
+    }
+
+    /// Stops the background writer after it has written (or spooled) everything queued.
+    pub async fn close(&self) {
+        self.inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+        self.inner.db.close().await;
+    }
+
+    /// Stores a quarantined message and returns once it is durable: committed to the database,
+    /// or (database unreachable) fsync'd into the spool, from where the writer syncs it later.
+    /// The front door answers 250 only after this returned `Ok`.
+    pub async fn quarantine_put(&self, q: &NewQuarantine) -> Result<Durable, StoreError> {
+        let shared = &self.inner.shared;
+        if !shared.db_down.load(Ordering::SeqCst) && shared.migrated.load(Ordering::SeqCst) {
+            match timeout(
+                self.inner.config.db_timeout(),
+                self.inner.db.quarantine_put(q),
+            )
+            .await
+            {
+                Ok(Ok(())) => return Ok(Durable::Database),
+                Ok(Err(e)) => shared.down(&e),
+                Err(_) => shared.down(&"timed out"),
+            }
+        }
+        let dir = shared.spool().dir().to_path_buf();
+        shared
+            .spool()
+            .quarantine_put(q)
+            .map_err(|e| StoreError::Spool(dir, e))?;
+        shared.quarantine_spooled.fetch_add(1, Ordering::Relaxed);
+        Ok(Durable::Spool)
+    }
+
+    /// [`Store::quarantine_put`] for a blocking thread (the gateway's `Quarantine` trait).
+    /// Must not be called from inside an async task.
+    pub fn quarantine_put_blocking(&self, q: &NewQuarantine) -> Result<Durable, StoreError> {
+        self.inner.runtime.block_on(self.quarantine_put(q))
+    }
+
+    /// Quarantined messages, newest first, without their raw bytes.
+    pub async fn quarantine_list(
+        &self,
+        status: Option<QuarantineStatus>,
+        limit: u32,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        Ok(self.inner.db.quarantine_list(status, limit).await?)
+    }
+
+    /// One quarantined message with its raw bytes.
+    pub async fn quarantine_get(&self, id: &str) -> Result<Option<QuarantineEntry>, StoreError> {
+        Ok(self.inner.db.quarantine_get(id).await?)
+    }
+
+    /// Claims a held message for release (`held` → `releasing`, recording `actor` and the
+    /// time) and returns it with its bytes. Two people releasing at once: one gets `NotHeld`.
+    pub async fn release_begin(
+        &self,
+        id: &str,
+        actor: &str,
+    ) -> Result<QuarantineEntry, StoreError> {
+        let db = &self.inner.db;
+        let claimed = db
+            .quarantine_transition(
+                id,
+                &[QuarantineStatus::Held],
+                QuarantineStatus::Releasing,
+                actor,
+                now(),
+                None,
+                false,
+            )
+            .await?;
+        let entry = db
+            .quarantine_get(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        if !claimed {
+            return Err(StoreError::NotHeld(id.into(), entry.status.as_str()));
+        }
+        Ok(entry)
+    }
+
+    /// Finishes a release: `Ok(where)` (the downstream's reply, the Maildir path) marks it
+    /// `released` and makes its sender known to its recipients (first contact); `Err(why)`
+    /// puts it back to `held` with the error as the result.
+    pub async fn release_end(
+        &self,
+        id: &str,
+        actor: &str,
+        outcome: Result<&str, &str>,
+    ) -> Result<(), StoreError> {
+        let db = &self.inner.db;
+        let (to, result) = match outcome {
+            Ok(r) => (QuarantineStatus::Released, r),
+            Err(e) => (QuarantineStatus::Held, e),
+        };
+        db.quarantine_transition(
+            id,
+            &[QuarantineStatus::Releasing],
+            to,
+            actor,
+            now(),
+            Some(result),
+            false,
+        )
+        .await?;
+        if to == QuarantineStatus::Released
+            && let Some(e) = db.quarantine_get(id).await?
+            && let Some(domain) =
+                db::contact_domain(e.message.from.as_deref(), e.message.mail_from.as_deref())
+        {
+            db.add_contacts(db::contact_pairs(&domain, &e.message.recipients, now()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a quarantined message's bytes (`held` → `deleted`), keeping who and when.
+    /// Returns false when it was not held.
+    pub async fn quarantine_delete(&self, id: &str, actor: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .quarantine_transition(
+                id,
+                &[QuarantineStatus::Held],
+                QuarantineStatus::Deleted,
+                actor,
+                now(),
+                None,
+                true,
+            )
+            .await?)
+    }
+
+    /// Message records matching `q`, newest first, without the `dns` and `analysis` JSON
+    /// (use [`Store::message`] for the whole record).
+    pub async fn search(&self, q: &Query) -> Result<Vec<MessageRecord>, StoreError> {
+        Ok(self.inner.db.search(q).await?)
+    }
+
+    /// How many message records match `q` (its limit ignored).
+    pub async fn count(&self, q: &Query) -> Result<i64, StoreError> {
+        Ok(self.inner.db.count(q).await?)
+    }
+
+    /// The whole message record with this id.
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self.inner.db.message(id).await?)
+    }
+
+    /// The whole record for `key`: a record id, else the newest with that queue id, else the
+    /// newest with that Message-ID.
+    pub async fn find(&self, key: &str) -> Result<Option<MessageRecord>, StoreError> {
+        if let Some(m) = self.message(key).await? {
+            return Ok(Some(m));
+        }
+        for q in [
+            Query {
+                queue_id: Some(key.into()),
+                limit: Some(1),
+                ..Default::default()
+            },
+            Query {
+                message_id: Some(key.into()),
+                limit: Some(1),
+                ..Default::default()
+            },
+        ] {
+            if let Some(m) = self.search(&q).await?.into_iter().next() {
+                return self.message(&m.id).await;
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.inner.db.session(id).await?)
+    }
+
+    /// First contact: has `recipient` (with `None`: anyone at this site) ever been delivered
+    /// mail whose From domain (else MAIL FROM domain) is `sender_domain`? Delivered means the
+    /// verdict was `accept` or `tag`, or a person released it from quarantine; a user of ours
+    /// writing to the domain (submission) counts too. The front door asks before it calls the
+    /// engine and passes the answer in; on `Err` it passes "unknown".
+    pub async fn has_seen(
+        &self,
+        sender_domain: &str,
+        recipient: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        match timeout(
+            self.inner.config.db_timeout(),
+            self.inner.db.has_seen(sender_domain, recipient),
+        )
+        .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Timeout(self.inner.config.db_timeout())),
+        }
+    }
+
+    /// [`Store::has_seen`] for a blocking thread. Must not be called from inside an async task.
+    pub fn has_seen_blocking(
+        &self,
+        sender_domain: &str,
+        recipient: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .runtime
+            .block_on(self.has_seen(sender_domain, recipient))
+    }
+
+    /// Applies the retention settings at time `now` (Unix seconds): deletes what is older than
+    /// `retention_days`, then the oldest records until the rest fits in `max_bytes`. First
+    /// contacts are kept (they are what "ever" means).
+    pub async fn prune(&self, now: i64) -> Result<PruneReport, StoreError> {
+        let db = &self.inner.db;
+        let mut report = PruneReport::default();
+        let mut add = |(m, s, q): (u64, u64, u64)| {
+            report.messages += m;
+            report.sessions += s;
+            report.quarantined += q;
+        };
+        if let Some(days) = self.inner.config.retention_days {
+            add(db.delete_before(now - i64::from(days) * 86_400).await?);
+        }
+        if let Some(max) = self.inner.config.max_bytes
+            && let Some(t) = db.size_cutoff(max.min(i64::MAX as u64) as i64).await?
+        {
+            add(db.delete_before(t.saturating_add(1)).await?);
+        }
+        db.reclaim().await?;
+        report.bytes_after = db.total_bytes().await?.max(0) as u64;
+        Ok(report)
+    }
+}
+
+/// The background task: batches records into transactions, spools them when the database does
+/// not answer, and replays the spool when it does again.
+struct Writer {
+    db: Db,
+    shared: Arc<Shared>,
+    batch_size: usize,
+    flush_interval: Duration,
+    retry_interval: Duration,
+    db_timeout: Duration,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Entry>) {
+        let mut sessions: Vec<SessionRecord> = Vec::new();
+        let mut messages: Vec<MessageRecord> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        let mut retry = tokio::time::interval(self.retry_interval);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Spool files left by an earlier run (ours or a dead neighbour's) go in first.
+        self.replay().await;
+        loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                entry = rx.recv() => match entry {
+                    Some(Entry::Session(s)) => sessions.push(s),
+                    Some(Entry::Message(m)) => messages.push(m),
+                    Some(Entry::Flush(ack)) => {
+                        self.write(&mut sessions, &mut messages).await;
+                        deadline = None;
+                        self.replay().await;
+                        let _ = ack.send(());
+                        continue;
+                    }
+                    None => {
+                        self.write(&mut sessions, &mut messages).await;
+                        self.replay().await;
+                        return;
+                    }
+                },
+                _ = sleep => {
+                    self.write(&mut sessions, &mut messages).await;
+                    deadline = None;
+                    continue;
+                }
+                _ = retry.tick() => {
+                    if self.shared.db_down.load(Ordering::SeqCst)
+                        || self.shared.spool().has_pending()
+                    {
+                        self.replay().await;
+                    }
+                    continue;
+                }
+            }
+            if sessions.len() + messages.len() >= self.batch_size {
+                self.write(&mut sessions, &mut messages).await;
+                deadline = None;
+            } else if deadline.is_none() {
+                deadline = Some(Instant::now() + self.flush_interval);
+            }
+        }
+    }
+
+    /// Writes one batch to the database, or to the spool when the database is down. On
+    /// success or spool the vectors are emptied; if both fail they keep their records.
+    async fn write(&self, sessions: &mut Vec<SessionRecord>, messages: &mut Vec<MessageRecord>) {
+        let n = (sessions.len() + messages.len()) as u64;
+        if n == 0 {
+            return;
+        }
+        let shared = &self.shared;
+        if !shared.db_down.load(Ordering::SeqCst) && shared.migrated.load(Ordering::SeqCst) {
+            match timeout(self.db_timeout, self.db.write_batch(sessions, messages)).await {
+                Ok(Ok(())) => {
+                    shared.written.fetch_add(n, Ordering::Relaxed);
+                    sessions.clear();
+                    messages.clear();
+                    return;
+                }
+                Ok(Err(e)) => shared.down(&e),
+                Err(_) => shared.down(&"timed out"),
+            }
+        }
+        let entries: Vec<SpoolEntry> = sessions
+            .iter()
+            .cloned()
+            .map(SpoolEntry::Session)
+            .chain(messages.iter().cloned().map(SpoolEntry::Message))
+            .collect();
+        match shared.spool().append(&entries) {
+            Ok(()) => {
+                shared.spooled.fetch_add(n, Ordering::Relaxed);
+                sessions.clear();
+                messages.clear();
+            }
+            // Kept in memory; tried again with the next batch.
+            Err(e) => eprintln!("unspoof-store: cannot spool {n} records: {e}"),
+        }
+    }
+
+    /// Replays the spool into the database, if it answers. Stops at the first failure; what
+    /// is not replayed stays in the spool.
+    async fn replay(&self) {
+        let shared = &self.shared;
+        if !shared.migrated.load(Ordering::SeqCst) {
+            match timeout(self.db_timeout * 2, self.db.migrate()).await {
+                Ok(Ok(())) => shared.migrated.store(true, Ordering::SeqCst),
+                Ok(Err(e)) => return shared.down(&e),
+                Err(_) => return shared.down(&"timed out"),
+            }
+        }
+        match timeout(self.db_timeout, self.db.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return shared.down(&e),
+            Err(_) => return shared.down(&"timed out"),
+        }
+        let mut replayed = 0u64;
+        let mut records = 0u64;
+        let quarantine = shared.spool().quarantine_files();
+        for path in quarantine {
+            let Ok(q) = Spool::quarantine_read(&path) else {
+                continue; // Removed by a neighbour meanwhile, or unreadable: left for a person.
+            };
+            match timeout(self.db_timeout, self.db.quarantine_put(&q)).await {
+                Ok(Ok(())) => {
+                    let _ = shared.spool().quarantine_done(&path);
+                    replayed += 1;
+                }
+                Ok(Err(e)) => return shared.down(&e),
+                Err(_) => return shared.down(&"timed out"),
+            }
+        }
+        let taken = shared.spool().take_records();
+        for file in taken {
+            let Ok((entries, _torn)) = Spool::read(&file) else {
+                continue;
+            };
+            for chunk in entries.chunks(self.batch_size) {
+                let mut sessions = Vec::new();
+                let mut messages = Vec::new();
+                for e in chunk.iter().cloned() {
+                    match e {
+                        SpoolEntry::Session(s) => sessions.push(s),
+                        SpoolEntry::Message(m) => messages.push(m),
+                    }
+                }
+                match timeout(self.db_timeout, self.db.write_batch(&sessions, &messages)).await {
+                    Ok(Ok(())) => {
+                        replayed += chunk.len() as u64;
+                        records += chunk.len() as u64;
+                    }
+                    // The file stays; unlocked now, it is taken again at the next try.
+                    Ok(Err(e)) => return shared.down(&e),
+                    Err(_) => return shared.down(&"timed out"),
+                }
+            }
+            let _ = shared.spool().done(file);
+        }
+        shared.replayed.fetch_add(replayed, Ordering::Relaxed);
+        shared.written.fetch_add(records, Ordering::Relaxed);
+        if shared.db_down.swap(false, Ordering::SeqCst) {
+            eprintln!("unspoof-store: database answers again, {replayed} spooled entries written");
+        }
+    }
+}

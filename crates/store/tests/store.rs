@@ -1,0 +1,268 @@
+//! The store's behaviour, the same on both backends (`sqlite::*` and `postgres::*`).
+
+mod common;
+
+use common::message;
+use unspoof_store::{Durable, NewQuarantine, QuarantineStatus, Query, SessionRecord, StoreError};
+
+const T0: i64 = 1_763_900_000;
+
+both! {
+    async fn records_round_trip_whole(db) {
+        let store = db.open("mx1").await;
+        let session = SessionRecord {
+            id: unspoof_store::new_id(),
+            started_at: T0,
+            ended_at: Some(T0 + 3),
+            node: "mx1".into(),
+            listener: "inbound".into(),
+            client_ip: Some("2001:db8::7".parse().unwrap()),
+            client_port: Some(51000),
+            reverse_dns: Some("mail.example.com".into()),
+            helo: Some("mail.example.com".into()),
+            tls: Some("TLSv1.3 TLS_AES_256_GCM_SHA384".into()),
+            auth_user: None,
+            messages: 1,
+            outcome: "quit".into(),
+        };
+        let mut m = message("mx1", T0 + 2, "2001:db8::7", "bounce@Example.COM",
+            "Alice <alice@example.com>", &["bob@site.test"], "tag", &["dmarc.fail_policy_none"]);
+        m.session_id = Some(session.id.clone());
+        m.downstream_reply = Some("250 2.0.0 Ok: queued as 4F2".into());
+        m.dns = Some(serde_json::json!({"view": "zone files"}));
+        m.analysis = Some(serde_json::json!({"schema": "unspoof.analysis/1", "trace": {"hops": []}}));
+        store.log_session(session.clone());
+        store.log_message(m.clone());
+        store.flush().await;
+        assert_eq!(store.session(&session.id).await.unwrap(), Some(session));
+        assert_eq!(store.message(&m.id).await.unwrap(), Some(m.clone()));
+        // `find` also takes a queue id or a Message-ID.
+        let by_queue = store.find(m.queue_id.as_deref().unwrap()).await.unwrap().unwrap();
+        assert_eq!(by_queue.id, m.id);
+        let mid = format!("<{}>", m.message_id.as_deref().unwrap());
+        assert_eq!(store.find(&mid).await.unwrap().unwrap().analysis, m.analysis);
+        let s = store.stats();
+        assert_eq!((s.logged, s.written, s.spooled), (2, 2, 0));
+        store.close().await;
+    }
+
+    async fn search_filters(db) {
+        let store = db.open("mx1").await;
+        let a = message("mx1", T0, "192.0.2.10", "x@spf.example", "Boss <ceo@corp.test>",
+            &["ann@site.test", "Bob@Site.test"], "quarantine", &["impersonation.display_name", "dmarc.fail_policy_none"]);
+        let b = message("mx1", T0 + 60, "192.0.2.200", "y@other.example", "y@other.example",
+            &["carl@elsewhere.test"], "accept", &[]);
+        let c = message("mx1", T0 + 120, "198.51.100.5", "z@spf.example", "z@corp.test",
+            &["bob@site.test"], "reject", &["dmarc.reject"]);
+        for m in [&a, &b, &c] {
+            store.log_message(m.clone());
+        }
+        store.flush().await;
+        let ids = |v: Vec<unspoof_store::MessageRecord>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        let q = |f: fn(&mut Query)| { let mut q = Query::default(); f(&mut q); q };
+
+        assert_eq!(ids(store.search(&Query::default()).await.unwrap()), [c.id.clone(), b.id.clone(), a.id.clone()], "newest first");
+        let by_mid = Query { message_id: Some(format!("<{}>", b.message_id.as_deref().unwrap())), ..Default::default() };
+        assert_eq!(ids(store.search(&by_mid).await.unwrap()), [b.id.clone()]);
+        let by_queue = Query { queue_id: c.queue_id.clone(), ..Default::default() };
+        assert_eq!(ids(store.search(&by_queue).await.unwrap()), [c.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.client = Some("192.0.2.0/24".parse().unwrap()))).await.unwrap()), [b.id.clone(), a.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.client = Some("192.0.2.10/32".parse().unwrap()))).await.unwrap()), [a.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.mail_from_domain = Some("SPF.example".into()))).await.unwrap()), [c.id.clone(), a.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.from_domain = Some("corp.test".into()))).await.unwrap()), [c.id.clone(), a.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.recipient = Some("BOB@site.test".into()))).await.unwrap()), [c.id.clone(), a.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.recipient = Some("@elsewhere.test".into()))).await.unwrap()), [b.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.action = Some("reject".into()))).await.unwrap()), [c.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.reason = Some("dmarc.fail_policy_none".into()))).await.unwrap()), [a.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| { q.since = Some(T0 + 60); q.until = Some(T0 + 120); })).await.unwrap()), [b.id.clone()]);
+        assert_eq!(ids(store.search(&q(|q| q.limit = Some(1))).await.unwrap()), [c.id.clone()]);
+        let combined = q(|q| { q.mail_from_domain = Some("spf.example".into()); q.action = Some("quarantine".into()); });
+        assert_eq!(ids(store.search(&combined).await.unwrap()), [a.id.clone()]);
+        assert_eq!(store.count(&q(|q| q.recipient = Some("bob@site.test".into()))).await.unwrap(), 2);
+        assert!(store.search(&q(|q| q.reason = Some("nope".into()))).await.unwrap().is_empty());
+        store.close().await;
+    }
+
+    async fn a_record_written_twice_is_stored_once(db) {
+        let store = db.open("mx1").await;
+        let m = message("mx1", T0, "192.0.2.1", "a@b.example", "a@b.example", &["r@site.test"], "accept", &["x.y"]);
+        store.log_message(m.clone());
+        store.flush().await;
+        store.log_message(m.clone());
+        store.flush().await;
+        assert_eq!(store.count(&Query::default()).await.unwrap(), 1);
+        assert_eq!(store.count(&Query { reason: Some("x.y".into()), ..Default::default() }).await.unwrap(), 1);
+        store.close().await;
+    }
+
+    async fn quarantine_put_release_delete(db) {
+        let store = db.open("mx1").await;
+        let raw: Vec<u8> = b"From: ceo@corp.test\r\nSubject: wire\r\n\r\n\x00\xff binary \r\n.\r\n".to_vec();
+        let q = NewQuarantine {
+            id: unspoof_store::new_id(),
+            quarantined_at: T0,
+            node: "mx1".into(),
+            queue_id: Some("Q1".into()),
+            mail_from: Some("x@evil.example".into()),
+            recipients: vec!["ann@site.test".into()],
+            from: Some("ceo@corp.test".into()),
+            subject: Some("wire".into()),
+            reasons: vec!["impersonation.display_name".into()],
+            raw: raw.clone(),
+            ..Default::default()
+        };
+        assert_eq!(store.quarantine_put(&q).await.unwrap(), Durable::Database);
+        // Durable means committed: a second store (another pool) sees it at once.
+        let other = db.open("cli").await;
+        let got = other.quarantine_get(&q.id).await.unwrap().unwrap();
+        assert_eq!(got.message.raw, raw);
+        assert_eq!((got.status, got.size), (QuarantineStatus::Held, raw.len() as u64));
+        let listed = other.quarantine_list(Some(QuarantineStatus::Held), 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].message.raw.is_empty(), "listings carry no bytes");
+        assert!(!other.has_seen("corp.test", Some("ann@site.test")).await.unwrap());
+
+        let claimed = other.release_begin(&q.id, "admin@site.test").await.unwrap();
+        assert_eq!(claimed.message.raw, raw);
+        assert!(matches!(store.release_begin(&q.id, "someone").await, Err(StoreError::NotHeld(..))));
+        // A failed delivery puts it back.
+        other.release_end(&q.id, "admin@site.test", Err("connection refused")).await.unwrap();
+        assert_eq!(other.quarantine_get(&q.id).await.unwrap().unwrap().status, QuarantineStatus::Held);
+        other.release_begin(&q.id, "admin@site.test").await.unwrap();
+        other.release_end(&q.id, "admin@site.test", Ok("250 2.0.0 queued as X")).await.unwrap();
+        let done = other.quarantine_get(&q.id).await.unwrap().unwrap();
+        assert_eq!(done.status, QuarantineStatus::Released);
+        assert_eq!(done.actor.as_deref(), Some("admin@site.test"));
+        assert_eq!(done.result.as_deref(), Some("250 2.0.0 queued as X"));
+        assert!(done.acted_at.is_some());
+        // A person's release makes the sender known to the recipient.
+        assert!(other.has_seen("corp.test", Some("ann@site.test")).await.unwrap());
+        assert!(!other.quarantine_delete(&q.id, "admin").await.unwrap(), "released, not held");
+
+        let q2 = NewQuarantine { id: unspoof_store::new_id(), raw: b"x".to_vec(), ..q.clone() };
+        store.quarantine_put(&q2).await.unwrap();
+        assert!(store.quarantine_delete(&q2.id, "admin").await.unwrap());
+        let gone = store.quarantine_get(&q2.id).await.unwrap().unwrap();
+        assert_eq!(gone.status, QuarantineStatus::Deleted);
+        assert!(gone.message.raw.is_empty());
+        // The same id put twice (a spool replay) keeps the first.
+        store.quarantine_put(&q).await.unwrap();
+        assert_eq!(store.quarantine_get(&q.id).await.unwrap().unwrap().status, QuarantineStatus::Released);
+        other.close().await;
+        store.close().await;
+    }
+
+    async fn first_contact(db) {
+        let store = db.open("mx1").await;
+        assert!(!store.has_seen("partner.example", None).await.unwrap());
+        store.log_message(message("mx1", T0, "192.0.2.1", "b@bounce.partner.example",
+            "Pat <pat@Partner.example>", &["ann@site.test"], "accept", &[]));
+        // Rejected or quarantined mail establishes nothing.
+        store.log_message(message("mx1", T0, "192.0.2.1", "x@evil.example", "x@evil.example",
+            &["ann@site.test"], "reject", &["dmarc.reject"]));
+        store.log_message(message("mx1", T0, "192.0.2.1", "x@evil.example", "x@evil.example",
+            &["bob@site.test"], "quarantine", &["dmarc.quarantine"]));
+        // Our user writing to a domain makes that domain known to the user.
+        let mut out = message("mx1", T0, "10.0.0.5", "carl@site.test", "carl@site.test",
+            &["someone@newpartner.example"], "accept", &[]);
+        out.listener = "submission".into();
+        store.log_message(out);
+        store.flush().await;
+        assert!(store.has_seen("partner.example", Some("ann@site.test")).await.unwrap());
+        assert!(store.has_seen("PARTNER.example.", Some("Ann@Site.test")).await.unwrap());
+        assert!(!store.has_seen("partner.example", Some("bob@site.test")).await.unwrap());
+        assert!(store.has_seen("partner.example", None).await.unwrap());
+        assert!(!store.has_seen("evil.example", None).await.unwrap());
+        assert!(store.has_seen("newpartner.example", Some("carl@site.test")).await.unwrap());
+        store.close().await;
+    }
+
+    async fn prune_by_age_and_size(db) {
+        let mut config = db.config("mx1");
+        config.retention_days = Some(30);
+        config.max_bytes = None;
+        let store = unspoof_store::Store::open(config.clone()).await.unwrap();
+        let day = 86_400;
+        for i in 0..10 {
+            store.log_message(message("mx1", T0 - i * 10 * day, "192.0.2.1", "a@b.example",
+                "a@b.example", &["r@site.test"], "reject", &["r.x"]));
+        }
+        store.quarantine_put(&NewQuarantine { id: unspoof_store::new_id(), quarantined_at: T0 - 100 * day,
+            raw: vec![b'x'; 1000], ..Default::default() }).await.unwrap();
+        store.flush().await;
+        let report = store.prune(T0).await.unwrap();
+        // Kept: ages 0, 10, 20 and 30 days (older than 30 days go).
+        assert_eq!((report.messages, report.quarantined), (6, 1));
+        assert_eq!(store.count(&Query::default()).await.unwrap(), 4);
+        assert_eq!(store.count(&Query { reason: Some("r.x".into()), ..Default::default() }).await.unwrap(), 4);
+        store.close().await;
+
+        // Size: keep only what fits, newest first.
+        let one = report.bytes_after / 4;
+        config.retention_days = None;
+        config.max_bytes = Some(one * 2 + one / 2);
+        let store = unspoof_store::Store::open(config).await.unwrap();
+        let report = store.prune(T0).await.unwrap();
+        assert_eq!(report.messages, 2);
+        assert!(report.bytes_after <= one * 2 + one / 2);
+        let left = store.search(&Query::default()).await.unwrap();
+        assert_eq!(left.iter().map(|m| m.received_at).collect::<Vec<_>>(), [T0, T0 - 10 * day]);
+        store.close().await;
+    }
+
+    async fn a_full_queue_spills_to_the_spool_and_loses_nothing(db) {
+        let mut config = db.config("mx1");
+        config.queue_capacity = 1;
+        config.flush_interval_ms = 1_000;
+        let store = unspoof_store::Store::open(config).await.unwrap();
+        for i in 0..200 {
+            store.log_message(message("mx1", T0 + i, "192.0.2.1", "a@b.example", "a@b.example",
+                &["r@site.test"], "accept", &[]));
+        }
+        store.flush().await;
+        let s = store.stats();
+        assert!(s.spooled > 0, "{s:?}");
+        assert_eq!(store.count(&Query::default()).await.unwrap(), 200);
+        assert_eq!(s.written, 200, "{s:?}");
+        store.close().await;
+    }
+}
+
+/// The helper the front doors use to fill a record from the engine's analysis.
+#[tokio::test]
+async fn with_analysis_fills_verdict_and_summaries() {
+    use unspoof_engine::{Dns, Engine, Envelope, Policy};
+    let engine = Engine::new(Policy::default(), Dns::offline());
+    let raw = b"Received: from mail.example.com (mail.example.com [192.0.2.7]) by mx.site.test; Sun, 23 Nov 2025 10:00:00 +0000\r\n\
+From: Alice <alice@example.com>\r\nTo: bob@site.test\r\nSubject: hi\r\nMessage-ID: <m1@example.com>\r\n\r\nbody\r\n";
+    let env = Envelope {
+        ip: Some("192.0.2.7".parse().unwrap()),
+        mail_from: Some("alice@example.com".into()),
+        rcpt: vec!["bob@site.test".into()],
+        ..Default::default()
+    };
+    let analysis = engine.evaluate(raw, &env).await;
+    let m = unspoof_store::MessageRecord::default().with_analysis(&analysis);
+    assert_eq!(m.action, analysis.verdict.action.as_str());
+    assert_eq!(m.reasons, analysis.verdict.codes());
+    assert_eq!(m.message_id.as_deref(), Some("m1@example.com"));
+    assert_eq!(
+        m.from.as_deref(),
+        Some("Alice <alice@example.com>").or(m.from.as_deref())
+    );
+    assert!(
+        m.auth_summary.as_deref().unwrap().starts_with("spf="),
+        "{:?}",
+        m.auth_summary
+    );
+    assert!(
+        m.trace_summary.as_deref().unwrap().contains("hop"),
+        "{:?}",
+        m.trace_summary
+    );
+    assert_eq!(m.analysis.as_ref().unwrap()["schema"], "unspoof.analysis/1");
+    assert_eq!(
+        m.dns.as_ref().unwrap()["view"],
+        serde_json::json!(analysis.dns)
+    );
+}
