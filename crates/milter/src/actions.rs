@@ -1,0 +1,291 @@
+//! The engine's verdict as milter replies at end of message.
+//!
+//! | verdict | replies |
+//! | --- | --- |
+//! | accept | Authentication-Results at the top, then ACCEPT |
+//! | tag | AR and `X-Unspoof-Verdict`, Subject prefixed (CHGHEADER), banner (REPLBODY), ACCEPT |
+//! | quarantine | AR and `X-Unspoof-Verdict`, QUARANTINE with the reason codes, ACCEPT |
+//! | reject | REPLYCODE `550 5.7.1` with the reason codes (no edits) |
+//!
+//! On every delivered message, fields that claim to be ours but came from outside are removed
+//! first: Authentication-Results with our authserv-id (RFC 8601 5) and any
+//! `X-Unspoof-Verdict`.
+//!
+//! Edits the MTA did not allow in OPTNEG are left out; a quarantine the MTA cannot do becomes
+//! a reject (never a silent delivery).
+
+use unspoof_engine::{Action, Analysis, Policy};
+
+use crate::message::{Field, Message};
+use crate::tag;
+use crate::wire::{CHUNK_SIZE, Reply, action};
+
+/// Our verdict header.
+pub const VERDICT_HEADER: &str = "X-Unspoof-Verdict";
+
+/// What the MTA allowed in OPTNEG.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// `SMFIF_*` bits.
+    pub actions: u32,
+    /// Header values carry their leading space (SMFIP_HDR_LEADSPC).
+    pub leadspc: bool,
+}
+
+impl Caps {
+    fn can(&self, bit: u32) -> bool {
+        self.actions & bit != 0
+    }
+
+    /// A value (after the colon, CRLF folds) in the form the MTA wants.
+    fn value(&self, v: &str) -> String {
+        let v = v.trim_end_matches(['\r', '\n']).replace("\r\n", "\n");
+        match (self.leadspc, v.starts_with(' ')) {
+            (true, true) | (false, false) => v,
+            (true, false) => format!(" {v}"),
+            (false, true) => v[1..].to_string(),
+        }
+    }
+}
+
+/// The reason codes behind the verdict (those asking for its action), safe for a reply line.
+pub fn deciding_codes(analysis: &Analysis) -> String {
+    let v = &analysis.verdict;
+    let codes: Vec<String> = v
+        .reasons
+        .iter()
+        .filter(|r| r.action == v.action)
+        .map(|r| {
+            r.code
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                .collect()
+        })
+        .collect();
+    if codes.is_empty() {
+        "policy".into()
+    } else {
+        codes.join(",")
+    }
+}
+
+/// `X-Unspoof-Verdict: <action>; reasons=<codes>` (value part).
+fn verdict_value(analysis: &Analysis) -> String {
+    let codes: Vec<&str> = analysis.verdict.codes();
+    if codes.is_empty() {
+        format!(" {}", analysis.verdict.action)
+    } else {
+        format!(" {}; reasons={}", analysis.verdict.action, codes.join(","))
+    }
+}
+
+/// The authserv-id of an Authentication-Results value (RFC 8601 2.2: the first token).
+fn authserv_id(value: &str) -> String {
+    let v = value.split(';').next().unwrap_or("");
+    let v = v.trim().trim_matches('"');
+    v.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Deletes (CHGHEADER with an empty value) every field named `name` for which `pick` holds,
+/// last first so the indexes of the earlier ones stay right.
+fn delete_where(fields: &[Field], name: &str, pick: impl Fn(&Field) -> bool, out: &mut Vec<Reply>) {
+    let same: Vec<&Field> = fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case(name))
+        .collect();
+    for (i, f) in same.iter().enumerate().rev() {
+        if pick(f) {
+            out.push(Reply::ChangeHeader {
+                index: i as u32 + 1,
+                name: f.name.clone(),
+                value: String::new(),
+            });
+        }
+    }
+}
+
+/// The replies for a decided message, ending in the final one.
+pub fn replies(
+    analysis: &Analysis,
+    policy: &Policy,
+    message: &Message,
+    caps: Caps,
+    quarantine_note: Option<&str>,
+) -> Vec<Reply> {
+    let action = analysis.verdict.action;
+    let codes = deciding_codes(analysis);
+    if action == Action::Reject || (action == Action::Quarantine && !caps.can(action::QUARANTINE)) {
+        // RFC 3463 5.7.1: delivery not authorized, message refused. Generic words; the codes
+        // are stable and documented, and reveal no configuration.
+        return vec![Reply::ReplyCode(format!(
+            "550 5.7.1 Message refused by policy ({codes})"
+        ))];
+    }
+
+    let fields = message.fields();
+    let ours = policy.hostname.to_ascii_lowercase();
+    let mut out = Vec::new();
+    if caps.can(action::CHGHDRS) {
+        delete_where(
+            fields,
+            "Authentication-Results",
+            |f| authserv_id(&f.value) == ours,
+            &mut out,
+        );
+        delete_where(fields, VERDICT_HEADER, |_| true, &mut out);
+    }
+
+    let mut body = None;
+    if action == Action::Tag {
+        if caps.can(action::CHGHDRS)
+            && let Some(subject) = tag::subject(fields, &policy.tag.subject_prefix)
+        {
+            if fields
+                .iter()
+                .any(|f| f.name.eq_ignore_ascii_case("Subject"))
+            {
+                out.push(Reply::ChangeHeader {
+                    index: 1,
+                    name: "Subject".into(),
+                    value: caps.value(&subject),
+                });
+            } else if caps.can(action::ADDHDRS) {
+                out.push(Reply::AddHeader {
+                    name: "Subject".into(),
+                    value: caps.value(&subject),
+                });
+            }
+        }
+        if policy.tag.banner && caps.can(action::CHGBODY) && caps.can(action::CHGHDRS) {
+            let edit = tag::banner(fields, message.body_bytes(), &tag::banner_lines(analysis));
+            for (name, value) in edit.headers {
+                let exists = fields.iter().any(|f| f.name.eq_ignore_ascii_case(name));
+                match (value, exists) {
+                    (Some(v), true) => out.push(Reply::ChangeHeader {
+                        index: 1,
+                        name: name.into(),
+                        value: caps.value(&v),
+                    }),
+                    (Some(v), false) => out.push(Reply::AddHeader {
+                        name: name.into(),
+                        value: caps.value(&v),
+                    }),
+                    (None, true) => out.push(Reply::ChangeHeader {
+                        index: 1,
+                        name: name.into(),
+                        value: String::new(),
+                    }),
+                    (None, false) => {}
+                }
+            }
+            body = Some(edit.body);
+        }
+    }
+
+    if caps.can(action::ADDHDRS) {
+        if action != Action::Accept {
+            out.push(Reply::InsertHeader {
+                index: 0,
+                name: VERDICT_HEADER.into(),
+                value: caps.value(&verdict_value(analysis)),
+            });
+        }
+        // Inserted last at the top, so it ends up above our verdict field.
+        let ar = analysis.authentication_results(&policy.hostname);
+        if let Some((name, value)) = ar.split_once(':') {
+            out.push(Reply::InsertHeader {
+                index: 0,
+                name: name.to_string(),
+                value: caps.value(value),
+            });
+        }
+    }
+
+    // Body replacement comes after every header edit: Postfix ends a replacement at the first
+    // packet of another kind (milter8.c).
+    if let Some(body) = body {
+        for chunk in body.chunks(CHUNK_SIZE) {
+            out.push(Reply::ReplaceBody(chunk.to_vec()));
+        }
+    }
+    if action == Action::Quarantine {
+        let mut reason = format!("unspoof: {codes}");
+        if let Some(note) = quarantine_note {
+            reason.push_str("; ");
+            reason.push_str(note);
+        }
+        out.push(Reply::Quarantine(reason));
+    }
+    out.push(Reply::Accept);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_follow_leadspc() {
+        let on = Caps {
+            actions: 0,
+            leadspc: true,
+        };
+        let off = Caps {
+            actions: 0,
+            leadspc: false,
+        };
+        assert_eq!(on.value(" a;\r\n\tb\r\n"), " a;\n\tb");
+        assert_eq!(on.value("a"), " a");
+        assert_eq!(off.value(" a;\r\n\tb\r\n"), "a;\n\tb");
+    }
+
+    #[test]
+    fn authserv_ids() {
+        assert_eq!(
+            authserv_id(" mx.example.org;\r\n\tspf=pass"),
+            "mx.example.org"
+        );
+        assert_eq!(authserv_id(" MX.Example.org 1; none"), "mx.example.org");
+        assert_eq!(authserv_id(" \"mx.example.org\"; none"), "mx.example.org");
+    }
+
+    #[test]
+    fn deletes_last_first() {
+        let fields = vec![
+            Field {
+                name: "Authentication-Results".into(),
+                value: " mx; spf=pass".into(),
+            },
+            Field {
+                name: "Received".into(),
+                value: " x".into(),
+            },
+            Field {
+                name: "authentication-results".into(),
+                value: " other; spf=pass".into(),
+            },
+            Field {
+                name: "Authentication-Results".into(),
+                value: " mx; dkim=pass".into(),
+            },
+        ];
+        let mut out = Vec::new();
+        delete_where(
+            &fields,
+            "Authentication-Results",
+            |f| authserv_id(&f.value) == "mx",
+            &mut out,
+        );
+        let idx: Vec<u32> = out
+            .iter()
+            .map(|r| match r {
+                Reply::ChangeHeader { index, .. } => *index,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(idx, vec![3, 1]);
+    }
+}

@@ -1,0 +1,196 @@
+//! The message as the MTA hands it over (header callbacks, then body chunks), put back
+//! together as the raw CRLF message the engine reads.
+//!
+//! Faithful enough for DKIM: with `SMFIP_HDR_LEADSPC` negotiated (Postfix 2.6+ and Sendmail
+//! 8.14+ offer it) the value arrives exactly as written after the colon, so even
+//! `c=simple` header canonicalisation verifies. Without it the MTA eats one space after the
+//! colon (milter8.c: "Sendmail by default eats one space (not tab)") and we put one back, which
+//! is wrong only for a field written `Name:value`. What no milter sees: white space between
+//! the name and the colon (`From :` arrives as `From`), and the MTA's own Received field
+//! (Postfix hides it from milters).
+
+use std::fmt;
+
+/// One header field as received: the name, and the value after the colon with CRLF line
+/// ends (folded lines kept).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub value: String,
+}
+
+impl Field {
+    /// The value unfolded and trimmed.
+    pub fn unfolded(&self) -> String {
+        let mut out = String::with_capacity(self.value.len());
+        for part in self.value.split("\r\n") {
+            out.push_str(part);
+        }
+        out.trim().to_string()
+    }
+}
+
+impl fmt::Debug for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{:?}", self.name, self.value)
+    }
+}
+
+/// The message being received.
+#[derive(Debug, Default)]
+pub struct Message {
+    raw: Vec<u8>,
+    fields: Vec<Field>,
+    /// Offset of the body in `raw`, once the header section is closed.
+    body_at: Option<usize>,
+    /// Octets the MTA sent, kept or not.
+    size: usize,
+    oversized: bool,
+}
+
+impl Message {
+    /// Adds one header field. `leadspc`: whether HDR_LEADSPC was negotiated.
+    pub fn header(&mut self, name: &[u8], value: &[u8], leadspc: bool, max: usize) {
+        self.size += name.len() + value.len() + 4;
+        if self.over(max) || self.body_at.is_some() {
+            // A header after the body started cannot be placed; the MTA never sends one.
+            return;
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let mut v = Vec::with_capacity(value.len() + 8);
+        // Without HDR_LEADSPC one space after the colon was eaten: put it back, unless the
+        // value is empty or starts with a fold or a tab (those were not eaten).
+        if !leadspc && !value.is_empty() && !matches!(value[0], b'\t' | b'\r' | b'\n') {
+            v.push(b' ');
+        }
+        // Folded lines arrive separated by a bare LF (milter8.c: "Sendmail 8 sends multi-line
+        // headers as text separated by newline").
+        let mut prev = 0u8;
+        for &b in value {
+            if b == b'\n' && prev != b'\r' {
+                v.push(b'\r');
+            }
+            v.push(b);
+            prev = b;
+        }
+        self.raw.extend_from_slice(name.as_bytes());
+        self.raw.push(b':');
+        self.raw.extend_from_slice(&v);
+        self.raw.extend_from_slice(b"\r\n");
+        self.fields.push(Field {
+            name,
+            value: String::from_utf8_lossy(&v).into_owned(),
+        });
+    }
+
+    /// Closes the header section (end of headers, or the first body chunk).
+    pub fn end_of_headers(&mut self) {
+        if self.body_at.is_none() {
+            self.raw.extend_from_slice(b"\r\n");
+            self.body_at = Some(self.raw.len());
+        }
+    }
+
+    /// Appends a body chunk (CRLF line ends as the MTA sends them).
+    pub fn body(&mut self, chunk: &[u8], max: usize) {
+        self.end_of_headers();
+        self.size += chunk.len();
+        if self.over(max) {
+            return;
+        }
+        self.raw.extend_from_slice(chunk);
+    }
+
+    fn over(&mut self, max: usize) -> bool {
+        if self.size > max && !self.oversized {
+            self.oversized = true;
+            // Stop holding memory for a message we will not analyse.
+            self.raw = Vec::new();
+            self.fields = Vec::new();
+        }
+        self.oversized
+    }
+
+    /// Whether the message went over `max_message_size`.
+    pub fn oversized(&self) -> bool {
+        self.oversized
+    }
+
+    /// Octets the MTA sent for this message.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The header fields in order.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// The body (empty before the header section is closed).
+    pub fn body_bytes(&self) -> &[u8] {
+        self.body_at.map_or(&[][..], |at| &self.raw[at..])
+    }
+
+    /// The raw message; closes the header section first.
+    pub fn raw(&mut self) -> &[u8] {
+        self.end_of_headers();
+        &self.raw
+    }
+
+    /// Takes the raw message out (the engine runs on another task); give it back with
+    /// [`Message::restore`].
+    pub fn take_raw(&mut self) -> Vec<u8> {
+        self.end_of_headers();
+        std::mem::take(&mut self.raw)
+    }
+
+    pub fn restore(&mut self, raw: Vec<u8>) {
+        self.raw = raw;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn reassembles_with_leadspc() {
+        let mut m = Message::default();
+        m.header(b"Subject", b" hello\n\tworld", true, MAX);
+        m.header(b"X-Tight", b"v", true, MAX);
+        m.header(b"X-Empty", b"", true, MAX);
+        m.body(b"line\r\n", MAX);
+        assert_eq!(
+            m.raw(),
+            b"Subject: hello\r\n\tworld\r\nX-Tight:v\r\nX-Empty:\r\n\r\nline\r\n"
+        );
+        assert_eq!(m.fields()[0].unfolded(), "hello\tworld");
+        assert_eq!(m.body_bytes(), b"line\r\n");
+    }
+
+    #[test]
+    fn puts_back_the_eaten_space() {
+        let mut m = Message::default();
+        m.header(b"Subject", b"hello", false, MAX);
+        m.header(b"X-Two", b" spaces", false, MAX);
+        m.header(b"X-Tab", b"\tv", false, MAX);
+        m.header(b"X-Fold", b"\n\tv", false, MAX);
+        m.end_of_headers();
+        assert_eq!(
+            m.raw(),
+            b"Subject: hello\r\nX-Two:  spaces\r\nX-Tab:\tv\r\nX-Fold:\r\n\tv\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn oversized_messages_are_dropped_not_kept() {
+        let mut m = Message::default();
+        m.header(b"Subject", b" x", true, 64);
+        m.body(&[b'a'; 100], 64);
+        assert!(m.oversized());
+        assert!(m.raw().len() <= 2);
+        assert_eq!(m.size(), 113);
+    }
+}

@@ -1,0 +1,627 @@
+//! The milter protocol from the MTA's side, without an MTA: negotiation, macros, every action,
+//! the error defaults, limits and shutdown. DNS comes from an in-process zone (offline).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::net::{TcpStream, UnixStream};
+use unspoof_milter::wire::{action, proto};
+use unspoof_milter::{
+    Milter, MilterConfig, MilterHandle, OnError, QuarantineStore, Quarantined, StoreFuture,
+};
+
+async fn start_with(world: &World, tweak: impl FnOnce(&mut MilterConfig)) -> MilterHandle {
+    let mut config = MilterConfig {
+        listen: vec!["inet:127.0.0.1:0".parse().unwrap()],
+        log_verdicts: false,
+        ..MilterConfig::default()
+    };
+    tweak(&mut config);
+    Milter::new(config, world.engine(Duration::from_secs(2)).await)
+        .start()
+        .await
+        .expect("milter starts")
+}
+
+async fn start(world: &World) -> MilterHandle {
+    start_with(world, |_| {}).await
+}
+
+async fn tcp(h: &MilterHandle) -> TcpStream {
+    let s = TcpStream::connect(h.tcp_addr().unwrap()).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+const STRANGER: &str = "203.0.113.5";
+
+#[tokio::test]
+async fn negotiation_takes_what_postfix_offers() {
+    let world = World::new();
+    let h = start(&world).await;
+    let m = postfix_like(tcp(&h).await).await;
+    assert_eq!(m.version, 6);
+    assert_eq!(
+        m.actions,
+        action::ADDHDRS
+            | action::CHGHDRS
+            | action::CHGBODY
+            | action::QUARANTINE
+            | action::SETSYMLIST
+    );
+    for flag in [
+        proto::NR_CONN,
+        proto::NR_HELO,
+        proto::NR_MAIL,
+        proto::NR_RCPT,
+        proto::NR_DATA,
+        proto::NR_HDR,
+        proto::NR_EOH,
+        proto::NR_BODY,
+        proto::NOUNKNOWN,
+        proto::HDR_LEADSPC,
+    ] {
+        assert_ne!(m.protocol & flag, 0, "flag {flag:#x} not taken");
+    }
+    // We never skip a step we need.
+    for flag in [
+        proto::NOCONNECT,
+        proto::NOHELO,
+        proto::NOMAIL,
+        proto::NORCPT,
+        proto::NOHDRS,
+        proto::NOBODY,
+        proto::NOEOH,
+    ] {
+        assert_eq!(m.protocol & flag, 0, "flag {flag:#x} taken");
+    }
+    let connect = m
+        .macro_lists
+        .iter()
+        .find(|(s, _)| *s == 0)
+        .expect("connect macros");
+    assert!(connect.1.contains("{client_addr}"), "{:?}", m.macro_lists);
+    let mail = m
+        .macro_lists
+        .iter()
+        .find(|(s, _)| *s == 2)
+        .expect("mail macros");
+    assert!(mail.1.contains("{auth_authen}") && mail.1.contains('i'));
+    m.quit().await;
+}
+
+#[tokio::test]
+async fn an_old_mta_gets_a_reply_to_every_step() {
+    let world = World::new();
+    let h = start(&world).await;
+    // Sendmail 8.13 / protocol 2: no no-reply flags, no leading space, no symbol lists.
+    let mut m = Mta::negotiate(tcp(&h).await, 2, 0x3f, 0x7f).await;
+    assert_eq!(m.version, 2);
+    assert_eq!(m.protocol, 0);
+    assert_eq!(m.actions & action::SETSYMLIST, 0);
+    assert!(m.macro_lists.is_empty());
+    let raw = good_message(&world, "old mta", false);
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    let ar = o.added_value("Authentication-Results").expect("AR");
+    assert!(ar.contains("dkim=pass"), "{ar}");
+}
+
+#[tokio::test]
+async fn good_mail_gets_authentication_results_and_simple_dkim_survives() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    // Tight `X-Tight:value` and folded fields, signed c=simple: the reassembled message must be
+    // the signed one octet for octet.
+    let raw = good_message(&world, "quarterly figures", true);
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    let ar = o.added_value("Authentication-Results").expect("AR added");
+    assert!(
+        ar.starts_with(&format!(" {HOSTNAME};")),
+        "leading space with HDR_LEADSPC: {ar:?}"
+    );
+    for want in [
+        "dkim=pass",
+        "header.d=good.test",
+        "spf=pass",
+        "smtp.mailfrom=alice@good.test",
+        "dmarc=pass",
+        "smtp.remote-ip=192.0.2.10",
+    ] {
+        assert!(ar.contains(want), "{want} missing in {ar}");
+    }
+    assert!(!ar.contains('\r'), "folded with LF only: {ar:?}");
+    // Inserted at the top; accept adds no verdict field and changes nothing else.
+    assert_eq!(o.mods.len(), 1, "{o:?}");
+    assert_eq!(o.mods[0].0, b'i');
+    assert_eq!(&o.mods[0].1[..4], &[0, 0, 0, 0]);
+    assert_eq!(h.stats().accepted, 1);
+}
+
+#[tokio::test]
+async fn without_leading_space_the_eaten_space_is_put_back() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = Mta::negotiate(
+        tcp(&h).await,
+        6,
+        ALL_ACTIONS,
+        ALL_PROTOCOL & !proto::HDR_LEADSPC,
+    )
+    .await;
+    assert_eq!(m.protocol & proto::HDR_LEADSPC, 0);
+    // Every field written `Name: value`: exact after the space is put back.
+    let raw = good_message(&world, "no leadspc", false);
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    let ar = o.added_value("Authentication-Results").expect("AR");
+    assert!(
+        ar.starts_with(&format!("{HOSTNAME};")),
+        "no leading space: {ar:?}"
+    );
+    assert!(ar.contains("dkim=pass"), "{ar}");
+
+    // The documented limit: a signed `Name:value` field cannot be told from `Name: value`
+    // without HDR_LEADSPC, so a c=simple signature over it fails.
+    let raw = good_message(&world, "tight without leadspc", true);
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    let ar = o.added_value("Authentication-Results").expect("AR");
+    assert!(ar.contains("dkim=fail"), "{ar}");
+}
+
+#[tokio::test]
+async fn a_spoof_of_a_protected_domain_is_refused_with_its_code() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let raw = plain_message("The CEO <ceo@bank.test>", "urgent wire transfer");
+    let o = m
+        .message(&Transaction::new(STRANGER, "ceo@bank.test", &raw))
+        .await;
+    assert_eq!(o.code, b'y', "{o:?}");
+    assert!(o.reply.starts_with("550 5.7.1 "), "{}", o.reply);
+    assert!(o.reply.contains("spoof.own_domain"), "{}", o.reply);
+    assert!(o.mods.is_empty(), "no edits on a reject: {o:?}");
+    assert_eq!(h.stats().rejected, 1);
+}
+
+#[tokio::test]
+async fn tag_changes_subject_adds_headers_and_banner() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let raw = plain_message("Shop <news@tagme.test>", "weekly offers");
+    let o = m
+        .message(&Transaction::new(STRANGER, "news@tagme.test", &raw))
+        .await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    assert_eq!(
+        o.changed(),
+        vec![(
+            1,
+            "Subject".to_string(),
+            " [SUSPICIOUS] weekly offers".to_string()
+        )]
+    );
+    let verdict = o.added_value("X-Unspoof-Verdict").expect("verdict field");
+    assert!(verdict.starts_with(" tag; reasons="), "{verdict}");
+    assert!(verdict.contains("spf.fail"), "{verdict}");
+    assert!(
+        o.added_value("Authentication-Results")
+            .unwrap()
+            .contains("spf=fail")
+    );
+    let body = String::from_utf8(o.body().expect("body replaced")).unwrap();
+    assert!(
+        body.starts_with("*** unspoof: be careful with this message ***\r\n"),
+        "{body}"
+    );
+    assert!(
+        body.ends_with("\r\nPlease pay the invoice today.\r\n"),
+        "{body}"
+    );
+
+    let delivered = String::from_utf8(apply(&raw, &o, true)).unwrap();
+    let head = delivered.split("\r\n\r\n").next().unwrap();
+    assert!(head.starts_with("Authentication-Results: "), "{head}");
+    assert!(
+        head.contains("\r\nX-Unspoof-Verdict: tag; reasons="),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nSubject: [SUSPICIOUS] weekly offers\r\n"),
+        "{head}"
+    );
+    assert_eq!(h.stats().tagged, 1);
+}
+
+#[tokio::test]
+async fn a_large_banner_body_goes_in_chunks() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let mut raw = plain_message("Shop <news@tagme.test>", "big");
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    for _ in 0..3000 {
+        raw.extend_from_slice(line);
+    }
+    let o = m
+        .message(&Transaction::new(STRANGER, "news@tagme.test", &raw))
+        .await;
+    let chunks: Vec<usize> = o
+        .mods
+        .iter()
+        .filter(|(c, _)| *c == b'b')
+        .map(|(_, d)| d.len())
+        .collect();
+    assert!(chunks.len() >= 4, "{chunks:?}");
+    assert!(chunks.iter().all(|&n| n <= 65535), "{chunks:?}");
+    // Every header edit comes before the first body chunk.
+    let first_body = o.mods.iter().position(|(c, _)| *c == b'b').unwrap();
+    assert!(o.mods[first_body..].iter().all(|(c, _)| *c == b'b'));
+    let body = o.body().unwrap();
+    let original = &raw[raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert!(body.len() > original.len());
+    assert!(body.ends_with(original));
+}
+
+#[derive(Default)]
+struct Store {
+    got: Mutex<Vec<(Vec<u8>, Option<String>, String)>>,
+}
+
+impl QuarantineStore for Store {
+    fn store<'a>(&'a self, q: Quarantined<'a>) -> StoreFuture<'a> {
+        Box::pin(async move {
+            let mut got = self.got.lock().unwrap();
+            got.push((
+                q.raw.to_vec(),
+                q.queue_id.map(str::to_string),
+                q.analysis.verdict.action.to_string(),
+            ));
+            Ok(format!("Q-{}", got.len()))
+        })
+    }
+}
+
+#[tokio::test]
+async fn quarantine_holds_in_the_mta_and_copies_to_the_store() {
+    let world = World::new();
+    let store = Arc::new(Store::default());
+    let mut config = MilterConfig {
+        listen: vec!["inet:127.0.0.1:0".parse().unwrap()],
+        log_verdicts: false,
+        ..MilterConfig::default()
+    };
+    config.on_error = OnError::Tempfail;
+    let h = Milter::new(config, world.engine(Duration::from_secs(2)).await)
+        .with_quarantine_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut m = postfix_like(tcp(&h).await).await;
+    let raw = plain_message("Billing <billing@shady.test>", "your account");
+    let o = m
+        .message(&Transaction::new(STRANGER, "billing@shady.test", &raw))
+        .await;
+    assert_eq!(
+        o.code, b'a',
+        "the MTA's final state after QUARANTINE: {o:?}"
+    );
+    let reason = o.quarantine().expect("quarantine");
+    assert!(reason.contains("dmarc.quarantine"), "{reason}");
+    assert!(reason.contains("stored as Q-1"), "{reason}");
+    assert!(
+        o.added_value("X-Unspoof-Verdict")
+            .unwrap()
+            .starts_with(" quarantine;")
+    );
+    let got = store.got.lock().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, raw, "the store gets the message as received");
+    assert_eq!(got[0].1.as_deref(), Some("4ABCDEF"));
+    assert_eq!(got[0].2, "quarantine");
+    drop(got);
+
+    // An MTA that does not allow quarantine gets a refusal, never a silent delivery.
+    let mut m = Mta::negotiate(
+        tcp(&h).await,
+        6,
+        ALL_ACTIONS & !action::QUARANTINE,
+        ALL_PROTOCOL,
+    )
+    .await;
+    let o = m
+        .message(&Transaction::new(STRANGER, "billing@shady.test", &raw))
+        .await;
+    assert_eq!(o.code, b'y');
+    assert!(o.reply.starts_with("550 5.7.1"), "{}", o.reply);
+}
+
+#[tokio::test]
+async fn forged_results_claiming_to_be_ours_are_removed() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let mut raw = format!(
+        "Authentication-Results: other.example; spf=pass\r\n\
+         Authentication-Results: {HOSTNAME}; dkim=pass header.d=bank.test\r\n\
+         X-Unspoof-Verdict: accept\r\n"
+    )
+    .into_bytes();
+    raw.extend_from_slice(&good_message(&world, "forged", false));
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    assert_eq!(o.code, b'a');
+    // The forgery is itself a finding (tag); the deletions come first either way.
+    assert_eq!(
+        o.changed()[..2],
+        [
+            (2, "Authentication-Results".to_string(), String::new()),
+            (1, "X-Unspoof-Verdict".to_string(), String::new()),
+        ]
+    );
+    let verdict = o.added_value("X-Unspoof-Verdict").unwrap();
+    assert!(verdict.contains("trust."), "{verdict}");
+    let delivered = String::from_utf8(apply(&raw, &o, true)).unwrap();
+    assert!(delivered.contains("Authentication-Results: other.example; spf=pass"));
+    assert_eq!(
+        delivered
+            .matches(&format!("Authentication-Results: {HOSTNAME};"))
+            .count(),
+        1
+    );
+    assert_eq!(delivered.matches("X-Unspoof-Verdict:").count(), 1);
+    assert!(!delivered.contains("X-Unspoof-Verdict: accept"));
+}
+
+#[tokio::test]
+async fn macros_fill_in_what_the_commands_do_not_say() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let raw = good_message(&world, "via macros", true);
+    // CONNECT with an unknown family: the client address comes from {client_addr}.
+    let mut t = Transaction::new(SENDER_IP, "alice@good.test", &raw);
+    t.connect_family = b'U';
+    t.auth_user = Some("alice");
+    let o = m.message(&t).await;
+    let ar = o.added_value("Authentication-Results").unwrap();
+    assert!(ar.contains("smtp.remote-ip=192.0.2.10"), "{ar}");
+    assert!(ar.contains("spf=pass"), "{ar}");
+}
+
+#[tokio::test]
+async fn one_connection_many_messages_and_sessions() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let good = good_message(&world, "first", true);
+    let spoof = plain_message("ceo@bank.test", "second");
+    let t = Transaction::new(SENDER_IP, "alice@good.test", &good);
+    assert!(m.connect(&t).await.is_none());
+    assert_eq!(m.transaction(&t).await.code, b'a');
+    assert_eq!(
+        m.transaction(&Transaction::new(SENDER_IP, "ceo@bank.test", &spoof))
+            .await
+            .code,
+        b'y'
+    );
+    // An aborted transaction leaves nothing behind: a second From would make the next message
+    // ambiguous.
+    m.send(b'M', b"<x@bank.test>\0").await;
+    m.send(b'L', b"From\0 ceo@bank.test\0").await;
+    m.send(b'A', b"").await;
+    assert_eq!(m.transaction(&t).await.code, b'a');
+    // QUIT_NC: a new SMTP session on the same connection.
+    m.send(b'K', b"").await;
+    let o = m
+        .message(&Transaction::new(
+            STRANGER,
+            "news@tagme.test",
+            &plain_message("news@tagme.test", "x"),
+        ))
+        .await;
+    assert_eq!(o.code, b'a');
+    assert!(o.added_value("X-Unspoof-Verdict").unwrap().contains("tag"));
+    m.quit().await;
+    let s = h.stats();
+    assert_eq!(
+        (s.messages, s.accepted, s.rejected, s.tagged),
+        (4, 2, 1, 1),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn dns_outage_follows_on_error() {
+    let world = World::new();
+    let raw = plain_message("x@slow.test", "slow dns");
+    let t = Transaction::new(STRANGER, "x@slow.test", &raw);
+
+    let h = start_with(&world, |c| c.on_error = OnError::Tempfail).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let o = m.message(&t).await;
+    assert_eq!(o.code, b't', "{o:?}");
+    assert_eq!(h.stats().tempfailed, 1);
+
+    let h = start_with(&world, |c| c.on_error = OnError::Accept).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let o = m.message(&t).await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    let ar = o.added_value("Authentication-Results").unwrap();
+    assert!(ar.contains("temperror"), "{ar}");
+}
+
+#[tokio::test]
+async fn a_slow_engine_sends_progress_then_the_default() {
+    let world = World::new();
+    let mut config = MilterConfig {
+        listen: vec!["inet:127.0.0.1:0".parse().unwrap()],
+        log_verdicts: false,
+        ..MilterConfig::default()
+    };
+    config.limits.eval_timeout = 3;
+    config.limits.progress_interval = 1;
+    // DNS slower than the engine's budget.
+    let h = Milter::new(config, world.engine(Duration::from_secs(10)).await)
+        .start()
+        .await
+        .unwrap();
+    let mut m = postfix_like(tcp(&h).await).await;
+    let raw = plain_message("x@slow.test", "slow");
+    let started = std::time::Instant::now();
+    let o = m
+        .message(&Transaction::new(STRANGER, "x@slow.test", &raw))
+        .await;
+    assert_eq!(o.code, b't', "{o:?}");
+    assert!(o.progress >= 2, "{o:?}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert_eq!(h.stats().errors, 1);
+}
+
+#[tokio::test]
+async fn an_oversized_message_gets_the_default() {
+    let world = World::new();
+    let h = start_with(&world, |c| {
+        c.limits.max_message_size = 1000;
+        c.on_error = OnError::Tempfail;
+    })
+    .await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let mut raw = good_message(&world, "big", true);
+    raw.extend_from_slice(&[b'x'; 4000]);
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    assert_eq!(o.code, b't');
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_once() {
+    let world = World::new();
+    let h = start_with(&world, |c| c.limits.max_connections = 1).await;
+    let first = postfix_like(tcp(&h).await).await;
+    let mut second = tcp(&h).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = second
+        .write_all(b"\0\0\0\x0dO\0\0\0\x06\0\0\x01\xff\0\x1f\xff\xff")
+        .await;
+    let mut b = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut b))
+        .await
+        .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed: {n:?}");
+    assert_eq!(h.stats().refused_connections, 1);
+    first.quit().await;
+    // The slot comes back.
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut third = tcp(&h).await;
+        let _ = third
+            .write_all(b"\0\0\0\x0dO\0\0\0\x06\0\0\x01\xff\0\x1f\xff\xff")
+            .await;
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), third.read(&mut b)).await {
+            if n == 1 {
+                ok = true;
+                break;
+            }
+        }
+    }
+    assert!(ok, "a slot is free again after the first connection quit");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_messages_in_flight_and_closes_idle_connections() {
+    let world = World::new();
+    let h = start(&world).await;
+    let raw = good_message(&world, "in flight", true);
+    let t = Transaction::new(SENDER_IP, "alice@good.test", &raw);
+
+    let mut idle = postfix_like(tcp(&h).await).await;
+    assert!(idle.connect(&t).await.is_none());
+    let mut busy = postfix_like(tcp(&h).await).await;
+    assert!(busy.connect(&t).await.is_none());
+    busy.send(b'M', b"<alice@good.test>\0").await;
+    // Let the milter read MAIL before the shutdown starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let addr = h.tcp_addr().unwrap();
+    let stopping = tokio::spawn(h.shutdown());
+    assert!(idle.recv().await.is_none(), "idle connection closed");
+    // The transaction in flight still gets its verdict.
+    let o = busy.transaction(&t).await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    assert!(busy.recv().await.is_none(), "closed after its message");
+    assert!(stopping.await.unwrap(), "drained in time");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn abort_drops_everything_like_a_crash() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let addr = h.tcp_addr().unwrap();
+    h.abort().await;
+    assert!(m.recv().await.is_none());
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn unix_socket_listener() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let world = World::new();
+    let dir = TempDir::new("unix");
+    let path = dir.path().join("milter.sock");
+    let spec = format!("unix:{}", path.display());
+    let h = start_with(&world, |c| {
+        c.listen = vec![spec.parse().unwrap()];
+        c.unix_mode = "0600".into();
+    })
+    .await;
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut m = postfix_like(UnixStream::connect(&path).await.unwrap()).await;
+    let raw = good_message(&world, "over unix", true);
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    assert_eq!(o.code, b'a');
+    m.quit().await;
+    assert!(h.shutdown().await);
+    assert!(!path.exists(), "socket removed at shutdown");
+
+    // A stale socket is replaced; any other file is left alone and is an error.
+    let h = start_with(&world, |c| c.listen = vec![spec.parse().unwrap()]).await;
+    drop(h);
+    std::fs::write(&path, b"not a socket").unwrap();
+    let mut config = MilterConfig {
+        listen: vec![spec.parse().unwrap()],
+        ..MilterConfig::default()
+    };
+    config.log_verdicts = false;
+    let err = Milter::new(config, world.engine(Duration::from_secs(1)).await)
+        .start()
+        .await;
+    assert!(err.is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}
