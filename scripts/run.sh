@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults. Until the gateway lands, this analyses the sample messages
-# against the sample DNS zone: a forged message (rejected) and a genuine signed one (accepted).
+# The main job on embedded defaults: the SMTP gateway (`unspoof serve`) on loopback ports
+# (SMTP 2525, submission 5587, metrics 9425), accepting mail for `localhost` and delivering it
+# into ./unspoof-data/maildir (relative to where you run this), with the default policy.
+# Extra arguments go to `unspoof serve` (e.g. --config unspoof.toml). Stop it with Ctrl-C.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --locked -p unspoof
-status=0
-./target/release/unspoof analyze --dns-zone examples/sample.zone \
-  examples/sample-spoof.eml examples/sample-genuine.eml || status=$?
-# Exit status 3 means "the worst verdict was reject": the expected result for the forged sample.
-[ "$status" -eq 3 ] || exit "$status"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+exec cargo run --release --locked --quiet --manifest-path "$root/Cargo.toml" -p unspoof -- serve "$@"

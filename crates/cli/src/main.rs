@@ -5,6 +5,7 @@ mod analyze;
 mod forensics;
 mod inputs;
 mod render;
+mod serve;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -47,6 +48,13 @@ struct Cli {
 enum Command {
     /// Tell the truth about messages: hop trace, SPF, DKIM, DMARC, ARC and a verdict.
     Analyze(analyze::AnalyzeArgs),
+    /// Run the SMTP gateway: the site's single point of entry, refusing spoofed mail.
+    Serve(serve::ServeArgs),
+    /// DKIM keys for signing outgoing mail.
+    Dkim {
+        #[command(subcommand)]
+        command: serve::DkimCommand,
+    },
     /// Join a message with the mail server's logs: queue ids, the real client, deliveries.
     Trace(forensics::TraceArgs),
     /// Abuse and DMARC failure reports: build one for a forged message, or read one.
@@ -86,6 +94,8 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Dkim { command } => serve::dkim(command),
         Command::Trace(args) => forensics::trace(args),
         Command::Report { command } => forensics::report(command),
         Command::Policy {

@@ -37,6 +37,15 @@ pub struct Policy {
     pub actions: Actions,
     /// What users see on a tagged message.
     pub tag: TagSettings,
+    // The front doors' sections of the same file. The engine does not read them; each front
+    // door reads its own section (`GatewayConfig::load`, ...), and they are accepted here so that
+    // one `unspoof.toml` holds everything and unknown keys are still errors.
+    #[serde(rename = "gateway")]
+    _gateway: Option<toml::Table>,
+    #[serde(rename = "milter")]
+    _milter: Option<toml::Table>,
+    #[serde(rename = "store")]
+    _store: Option<toml::Table>,
 }
 
 /// A person whose name must not appear on mail from an address that is not theirs.
@@ -121,6 +130,9 @@ impl Default for Policy {
             protected_people: Vec::new(),
             actions: Actions::default(),
             tag: TagSettings::default(),
+            _gateway: None,
+            _milter: None,
+            _store: None,
         }
     }
 }

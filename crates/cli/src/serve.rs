@@ -1,0 +1,183 @@
+//! `unspoof serve` (the SMTP gateway) and `unspoof dkim keygen`.
+//!
+//! One file, `unspoof.toml`, configures everything: the policy at the top level and the
+//! gateway in `[gateway]`. Two values are shared so they are written once: the host name
+//! (`hostname` at the top level is the gateway's too, unless `[gateway]` sets its own; the
+//! engine's authserv-id is always the gateway's name) and the site's domains (`[gateway]
+//! domains` defaults to `protected_domains`).
+
+use std::{path::PathBuf, sync::Arc};
+
+use clap::{Args, Subcommand};
+use unspoof_engine::Engine;
+use unspoof_gateway::{EngineDecider, GatewayConfig};
+
+use crate::{
+    analyze::{DnsArgs, dns_view, load_policy},
+    exit,
+};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The configuration file (policy and `[gateway]`); without it, the embedded defaults:
+    /// SMTP on 127.0.0.1:2525, submission on 127.0.0.1:5587, metrics on 127.0.0.1:9425, mail
+    /// for `localhost` delivered into ./unspoof-data/maildir.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides `[gateway] data_dir`).
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+}
+
+#[derive(Subcommand)]
+pub enum DkimCommand {
+    /// Generate a DKIM signing key and print the DNS TXT record to publish.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    #[arg(long)]
+    pub domain: String,
+    #[arg(long)]
+    pub selector: String,
+    /// rsa (2048 bits) or ed25519.
+    #[arg(long, default_value = "rsa")]
+    pub algorithm: String,
+    /// Where to write the private key (PKCS#8 PEM, mode 0600; never overwritten).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn serve(args: ServeArgs) -> u8 {
+    let mut policy = match load_policy(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (mut config, file) = match &args.config {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("unspoof: cannot read {}: {e}", path.display());
+                    return exit::NO_INPUT;
+                }
+            };
+            match GatewayConfig::from_toml(&text) {
+                Ok(c) => (c, text.parse::<toml::Table>().unwrap_or_default()),
+                Err(e) => {
+                    eprintln!("unspoof: {}: {e}", path.display());
+                    return exit::CONFIG;
+                }
+            }
+        }
+        None => (GatewayConfig::default(), toml::Table::new()),
+    };
+    let section = file.get("gateway").and_then(|g| g.as_table());
+    let section_has = |key: &str| section.is_some_and(|g| g.contains_key(key));
+    if file.contains_key("hostname") && !section_has("hostname") {
+        config.hostname = policy.hostname.clone();
+    }
+    policy.hostname = config.hostname.clone();
+    if !section_has("domains") && !policy.protected_domains.is_empty() {
+        config.domains = policy.protected_domains.clone();
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("unspoof: cannot start the runtime: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    runtime.block_on(async move {
+        let dns = match dns_view(&args.dns).await {
+            Ok(d) => d,
+            Err((code, msg)) => {
+                eprintln!("unspoof: {msg}");
+                return code;
+            }
+        };
+        eprintln!(
+            "unspoof serve: SMTP on {} for {}; submission on {}; metrics on {}; {}; DNS: {}",
+            config.listen,
+            config.domains.join(", "),
+            config
+                .submission
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "off".into()),
+            config
+                .metrics
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "off".into()),
+            match &config.downstream {
+                Some(d) => format!("relaying to {d}"),
+                None => format!(
+                    "delivering into {}",
+                    config.data_dir.join("maildir").display()
+                ),
+            },
+            dns.description(),
+        );
+        let engine = Engine::new(policy, dns);
+        let decider = Arc::new(EngineDecider::new(engine, args.config.clone()));
+        match unspoof_gateway::serve(config, decider).await {
+            Ok(()) => exit::ACCEPT,
+            Err(e) => {
+                eprintln!("unspoof: {e}");
+                exit::SOFTWARE
+            }
+        }
+    })
+}
+
+pub fn dkim(command: DkimCommand) -> u8 {
+    match command {
+        DkimCommand::Keygen(args) => {
+            let alg = match args.algorithm.parse::<unspoof_gateway::dkim::Algorithm>() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("unspoof: {e}");
+                    return exit::USAGE;
+                }
+            };
+            let out = args
+                .out
+                .unwrap_or_else(|| PathBuf::from(format!("{}.{}.key", args.selector, args.domain)));
+            match unspoof_gateway::dkim::keygen(&args.domain, &args.selector, alg, &out) {
+                Ok(key) => {
+                    println!("private key written to {}", out.display());
+                    println!("publish this TXT record:");
+                    println!("{}. IN TXT {}", key.dns_name, quote_txt(&key.dns_txt));
+                    exit::ACCEPT
+                }
+                Err(e) => {
+                    eprintln!("unspoof: {e}");
+                    exit::SOFTWARE
+                }
+            }
+        }
+    }
+}
+
+/// The TXT value as master-file character-strings of at most 255 bytes (RFC 1035 3.3.14).
+fn quote_txt(value: &str) -> String {
+    let chunks: Vec<String> = value
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    if chunks.len() == 1 {
+        chunks[0].clone()
+    } else {
+        format!("( {} )", chunks.join(" "))
+    }
+}
