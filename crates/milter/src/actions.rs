@@ -14,7 +14,7 @@
 //! Edits the MTA did not allow in OPTNEG are left out; a quarantine the MTA cannot do becomes
 //! a reject (never a silent delivery).
 
-use unspoof_engine::{Action, Analysis, Policy};
+use unspoof_engine::{Action, Analysis, Policy, Reason};
 
 use crate::message::{Field, Message};
 use crate::tag;
@@ -51,17 +51,7 @@ impl Caps {
 /// The reason codes behind the verdict (those asking for its action), safe for a reply line.
 pub fn deciding_codes(analysis: &Analysis) -> String {
     let v = &analysis.verdict;
-    let codes: Vec<String> = v
-        .reasons
-        .iter()
-        .filter(|r| r.action == v.action)
-        .map(|r| {
-            r.code
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-                .collect()
-        })
-        .collect();
+    let codes = unique_codes(v.reasons.iter().filter(|r| r.action == v.action));
     if codes.is_empty() {
         "policy".into()
     } else {
@@ -69,9 +59,26 @@ pub fn deciding_codes(analysis: &Analysis) -> String {
     }
 }
 
+/// Reason codes, each once, in order, reduced to `[a-z0-9._-]` (safe in a reply line and a
+/// header field).
+pub fn unique_codes<'a>(reasons: impl Iterator<Item = &'a Reason>) -> Vec<String> {
+    let mut codes: Vec<String> = Vec::new();
+    for r in reasons {
+        let code: String = r
+            .code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
+        if !code.is_empty() && !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    codes
+}
+
 /// `X-Unspoof-Verdict: <action>; reasons=<codes>` (value part).
 fn verdict_value(analysis: &Analysis) -> String {
-    let codes: Vec<&str> = analysis.verdict.codes();
+    let codes = unique_codes(analysis.verdict.reasons.iter());
     if codes.is_empty() {
         format!(" {}", analysis.verdict.action)
     } else {

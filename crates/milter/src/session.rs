@@ -580,7 +580,7 @@ impl Session {
                     self.log(&format!(
                         "{qid} {} reasons={} client={} from=<{}> ms={}",
                         analysis.verdict.action,
-                        analysis.verdict.codes().join(","),
+                        actions::unique_codes(analysis.verdict.reasons.iter()).join(","),
                         envelope.ip.map_or("-".into(), |ip| ip.to_string()),
                         envelope.mail_from.as_deref().unwrap_or(""),
                         started.elapsed().as_millis()
