@@ -4,6 +4,7 @@
 mod analyze;
 mod forensics;
 mod inputs;
+mod milter;
 mod render;
 mod serve;
 
@@ -50,6 +51,8 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Run the SMTP gateway: the site's single point of entry, refusing spoofed mail.
     Serve(serve::ServeArgs),
+    /// Run as a milter inside Postfix or Sendmail: the same verdicts as milter replies.
+    Milter(milter::MilterArgs),
     /// DKIM keys for signing outgoing mail.
     Dkim {
         #[command(subcommand)]
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Milter(args) => milter::run(args),
         Command::Dkim { command } => serve::dkim(command),
         Command::Trace(args) => forensics::trace(args),
         Command::Report { command } => forensics::report(command),

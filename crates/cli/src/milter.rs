@@ -1,0 +1,135 @@
+//! `unspoof milter`: the engine inside Postfix or Sendmail (crates/milter).
+//!
+//! One file, `unspoof.toml`, configures it: the policy at the top level and the milter in
+//! `[milter]` (docs/milter.md). The authserv-id of our Authentication-Results is the policy's
+//! `hostname`, or the machine's host name when the file sets none. SIGHUP re-reads the policy.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use unspoof_engine::{Engine, Policy};
+use unspoof_milter::{MilterConfig, OnError};
+
+use crate::{
+    analyze::{DnsArgs, dns_view},
+    exit,
+};
+
+#[derive(Args)]
+pub struct MilterArgs {
+    /// The configuration file (policy and `[milter]`); without it the defaults: listen on
+    /// inet:127.0.0.1:8891, tempfail when no verdict can be had.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Where the MTA connects: inet:HOST:PORT, inet:PORT@HOST or unix:/path (overrides
+    /// `[milter] listen`).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// tempfail or accept, when there is no verdict (overrides `[milter] on_error`).
+    #[arg(long = "on-error")]
+    pub on_error: Option<String>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+}
+
+/// The policy with the milter's authserv-id rule applied.
+fn load_policy(path: Option<&Path>) -> Result<Policy, String> {
+    let Some(path) = path else {
+        let mut p = Policy::default();
+        p.hostname = machine_hostname().unwrap_or(p.hostname);
+        return Ok(p);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut p = Policy::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    let sets_hostname = text
+        .parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("hostname"));
+    if !sets_hostname {
+        p.hostname = machine_hostname().unwrap_or(p.hostname);
+    }
+    Ok(p)
+}
+
+fn machine_hostname() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let h = h.trim();
+    (!h.is_empty()).then(|| h.to_string())
+}
+
+pub fn run(args: MilterArgs) -> u8 {
+    let policy = match load_policy(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let mut config = match &args.config {
+        Some(path) => match MilterConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("unspoof: {e}");
+                return exit::CONFIG;
+            }
+        },
+        None => MilterConfig::default(),
+    };
+    if let Some(listen) = &args.listen {
+        match listen.parse() {
+            Ok(l) => config.listen = vec![l],
+            Err(e) => {
+                eprintln!("unspoof: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
+    if let Some(on_error) = &args.on_error {
+        match on_error.parse::<OnError>() {
+            Ok(o) => config.on_error = o,
+            Err(e) => {
+                eprintln!("unspoof: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("unspoof: cannot start the runtime: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    runtime.block_on(async move {
+        let dns = match dns_view(&args.dns).await {
+            Ok(d) => d,
+            Err((code, msg)) => {
+                eprintln!("unspoof: {msg}");
+                return code;
+            }
+        };
+        eprintln!(
+            "unspoof milter: authserv-id {}; on_error {:?}; DNS: {}",
+            policy.hostname,
+            config.on_error,
+            dns.description()
+        );
+        let engine = Engine::new(policy, dns);
+        let path = args.config.clone();
+        let reload = move |engine: &Engine| match &path {
+            Some(p) => load_policy(Some(p)).map(|p| engine.set_policy(p)),
+            None => Err("no --config file to re-read".into()),
+        };
+        match unspoof_milter::serve_with_reload(config, engine, reload).await {
+            Ok(()) => exit::ACCEPT,
+            Err(e) => {
+                eprintln!("unspoof: {e}");
+                exit::SOFTWARE
+            }
+        }
+    })
+}
