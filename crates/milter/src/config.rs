@@ -36,6 +36,12 @@ pub struct MilterConfig {
     /// own the socket's directory or the socket (Postfix: put it under
     /// `/var/spool/postfix/` when smtpd runs chrooted).
     pub unix_mode: String,
+    /// Mail from a client that logged in (SMTP AUTH, macro `{auth_authen}`) is the site's own
+    /// users' outgoing mail, not forged inbound mail: it is accepted without a verdict, with
+    /// `Authentication-Results: <id>; auth=pass smtp.auth=<user>`. The engine has no view of
+    /// submissions (a user's own-domain From from a hotel network would read as a spoof).
+    /// Default `true`; `false` judges it like any other mail.
+    pub skip_authenticated: bool,
     /// One line per message on stderr (queue id, verdict, reason codes, time). Default `true`.
     pub log_verdicts: bool,
     /// Resource limits (see [`Limits`]).
@@ -115,6 +121,7 @@ impl Default for MilterConfig {
             listen: vec![Listen::Inet(SocketAddr::from(([127, 0, 0, 1], 8891)))],
             on_error: OnError::Tempfail,
             unix_mode: "0660".into(),
+            skip_authenticated: true,
             log_verdicts: true,
             limits: Limits::default(),
         }

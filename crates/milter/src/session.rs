@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
+use unspoof_engine::auth::ar_value;
 use unspoof_engine::{Action, Analysis, Envelope, Word};
 
 use crate::actions::{self, Caps, VERDICT_HEADER};
@@ -534,6 +535,36 @@ impl Session {
         stats.messages.fetch_add(1, Ordering::Relaxed);
         let qid = self.macros.get("i").unwrap_or("-").to_string();
         let envelope = self.envelope();
+
+        if let (true, Some(user)) = (shared.config.skip_authenticated, &envelope.auth_user) {
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            if shared.config.log_verdicts {
+                self.log(&format!(
+                    "{qid} accept: authenticated submission by {user:?}, not judged"
+                ));
+            }
+            let mut replies = Vec::new();
+            if self.actions & action::ADDHDRS != 0 {
+                let hostname = shared.engine.policy().hostname.clone();
+                let value = format!(
+                    "{}; auth=pass smtp.auth={}",
+                    ar_value(&hostname),
+                    ar_value(user)
+                );
+                let value = if self.caps().leadspc {
+                    format!(" {value}")
+                } else {
+                    value
+                };
+                replies.push(Reply::InsertHeader {
+                    index: 0,
+                    name: "Authentication-Results".into(),
+                    value,
+                });
+            }
+            replies.push(Reply::Accept);
+            return self.send(w, &replies).await;
+        }
 
         let decided = if self.message.oversized() {
             Err(format!(

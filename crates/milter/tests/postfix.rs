@@ -107,7 +107,7 @@ impl Postfix {
              maillog_file_prefixes = {d}\n\
              # What docs/milter.md tells an admin to write:\n\
              smtpd_milters = inet:127.0.0.1:{milter_port}\n\
-             non_smtpd_milters = $smtpd_milters\n\
+             non_smtpd_milters =\n\
              milter_default_action = tempfail\n\
              milter_protocol = 6\n",
             d = d.display()

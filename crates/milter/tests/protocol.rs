@@ -277,9 +277,12 @@ async fn a_large_banner_body_goes_in_chunks() {
     assert!(body.ends_with(original));
 }
 
+/// (message, queue id, action) of each stored copy.
+type Stored = (Vec<u8>, Option<String>, String);
+
 #[derive(Default)]
 struct Store {
-    got: Mutex<Vec<(Vec<u8>, Option<String>, String)>>,
+    got: Mutex<Vec<Stored>>,
 }
 
 impl QuarantineStore for Store {
@@ -328,12 +331,11 @@ async fn quarantine_holds_in_the_mta_and_copies_to_the_store() {
             .unwrap()
             .starts_with(" quarantine;")
     );
-    let got = store.got.lock().unwrap();
+    let got: Vec<Stored> = store.got.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, raw, "the store gets the message as received");
     assert_eq!(got[0].1.as_deref(), Some("4ABCDEF"));
     assert_eq!(got[0].2, "quarantine");
-    drop(got);
 
     // An MTA that does not allow quarantine gets a refusal, never a silent delivery.
     let mut m = Mta::negotiate(
@@ -397,11 +399,31 @@ async fn macros_fill_in_what_the_commands_do_not_say() {
     // CONNECT with an unknown family: the client address comes from {client_addr}.
     let mut t = Transaction::new(SENDER_IP, "alice@good.test", &raw);
     t.connect_family = b'U';
-    t.auth_user = Some("alice");
     let o = m.message(&t).await;
     let ar = o.added_value("Authentication-Results").unwrap();
     assert!(ar.contains("smtp.remote-ip=192.0.2.10"), "{ar}");
     assert!(ar.contains("spf=pass"), "{ar}");
+}
+
+#[tokio::test]
+async fn authenticated_submissions_are_not_judged_unless_asked() {
+    let world = World::new();
+    let raw = plain_message("The CEO <ceo@bank.test>", "from the hotel");
+    let mut t = Transaction::new(STRANGER, "ceo@bank.test", &raw);
+    t.auth_user = Some("ceo");
+
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let o = m.message(&t).await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    assert_eq!(
+        o.added_value("Authentication-Results").as_deref(),
+        Some(&*format!(" {HOSTNAME}; auth=pass smtp.auth=ceo"))
+    );
+
+    let h = start_with(&world, |c| c.skip_authenticated = false).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    assert_eq!(m.message(&t).await.code, b'y');
 }
 
 #[tokio::test]
@@ -535,11 +557,10 @@ async fn connections_over_the_limit_are_closed_at_once() {
         let _ = third
             .write_all(b"\0\0\0\x0dO\0\0\0\x06\0\0\x01\xff\0\x1f\xff\xff")
             .await;
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), third.read(&mut b)).await {
-            if n == 1 {
-                ok = true;
-                break;
-            }
+        let got = tokio::time::timeout(Duration::from_secs(2), third.read(&mut b)).await;
+        if matches!(got, Ok(Ok(1))) {
+            ok = true;
+            break;
         }
     }
     assert!(ok, "a slot is free again after the first connection quit");

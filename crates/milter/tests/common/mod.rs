@@ -275,15 +275,18 @@ impl Outcome {
     }
 }
 
+/// A header field as octets: (name, value after the colon).
+pub type RawField = (Vec<u8>, Vec<u8>);
+
 /// The header section of `raw` as the MTA hands it over: (name, value) with folds as LF.
-pub fn split_headers(raw: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
+pub fn split_headers(raw: &[u8]) -> (Vec<RawField>, Vec<u8>) {
     let sep = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("header/body separator");
     let head = &raw[..sep + 2];
     let body = raw[sep + 4..].to_vec();
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut out: Vec<RawField> = Vec::new();
     for line in head.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
