@@ -17,9 +17,11 @@
 
 mod ambiguity;
 mod authentication;
+mod confusables;
 mod forged_trust;
 mod impersonation;
 mod lookalike;
+mod names;
 mod own_domain;
 mod reply_to;
 
