@@ -58,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         command: serve::DkimCommand,
     },
+    /// Read a password on standard input and print its argon2id hash for `[[gateway.users]]`.
+    HashPassword,
     /// Join a message with the mail server's logs: queue ids, the real client, deliveries.
     Trace(forensics::TraceArgs),
     /// Abuse and DMARC failure reports: build one for a forged message, or read one.
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Milter(args) => milter::run(args),
         Command::Dkim { command } => serve::dkim(command),
+        Command::HashPassword => serve::hash_password(),
         Command::Trace(args) => forensics::trace(args),
         Command::Report { command } => forensics::report(command),
         Command::Policy {

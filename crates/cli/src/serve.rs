@@ -168,6 +168,23 @@ pub fn dkim(command: DkimCommand) -> u8 {
     }
 }
 
+pub fn hash_password() -> u8 {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!("unspoof: give the password on standard input");
+        return exit::USAGE;
+    }
+    let hash = unspoof_gateway::auth::hash_password(line.trim_end_matches(['\r', '\n']));
+    if hash.is_empty() {
+        eprintln!("unspoof: the password could not be hashed");
+        return exit::SOFTWARE;
+    }
+    println!("{hash}");
+    exit::ACCEPT
+}
+
 /// The TXT value as master-file character-strings of at most 255 bytes (RFC 1035 3.3.14).
 fn quote_txt(value: &str) -> String {
     let chunks: Vec<String> = value

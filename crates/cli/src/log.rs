@@ -1,0 +1,428 @@
+//! `unspoof log search` and `unspoof log show`: the session and message records in the store
+//! (SQLite in the data directory, or the fleet's PostgreSQL).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use unspoof_store::{MessageRecord, Query, Store, StoreConfig};
+
+use crate::exit;
+
+/// Where the store is: the same two settings `unspoof serve` uses.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// The database: `postgres://user@host/db`, `sqlite:///path/unspoof.db` or a file path.
+    /// Default: `<data-dir>/unspoof.db`.
+    /// (Environment: `UNSPOOF_STORE`.)
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// The data directory (SQLite database, spool, Maildir).
+    #[arg(long, default_value = "./unspoof-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    pub fn config(&self) -> StoreConfig {
+        let url = self
+            .store
+            .clone()
+            .or_else(|| std::env::var("UNSPOOF_STORE").ok())
+            .unwrap_or_default();
+        let mut c = StoreConfig::new(url, &self.data_dir);
+        // The command line reads and marks; it prunes nothing.
+        c.retention_days = None;
+        c.node = format!("{}/cli", c.node);
+        c
+    }
+}
+
+#[derive(Subcommand)]
+pub enum LogCommand {
+    /// Find message records; every filter given must match. Newest first.
+    Search(SearchArgs),
+    /// Print one whole record with its hop trace: a record id, a queue id or a Message-ID.
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Message-ID (angle brackets optional).
+    #[arg(long)]
+    message_id: Option<String>,
+    /// Queue id.
+    #[arg(long)]
+    queue_id: Option<String>,
+    /// Client address or network: 192.0.2.7, 192.0.2.0/24, 2001:db8::/32.
+    #[arg(long, value_name = "IP|CIDR")]
+    client: Option<String>,
+    /// MAIL FROM domain.
+    #[arg(long, value_name = "DOMAIN")]
+    mail_from: Option<String>,
+    /// From header domain.
+    #[arg(long, value_name = "DOMAIN")]
+    from: Option<String>,
+    /// Recipient address, or @domain.
+    #[arg(long, value_name = "ADDRESS|@DOMAIN")]
+    rcpt: Option<String>,
+    /// Verdict action: accept, tag, quarantine, reject (or refused, tempfail).
+    #[arg(long)]
+    action: Option<String>,
+    /// Reason code, e.g. dmarc.reject.
+    #[arg(long)]
+    reason: Option<String>,
+    /// From this time: Unix seconds, 2026-11-23, 2026-11-23T10:00:00Z, or an age (90m, 6h, 7d).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Before this time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// At most this many records.
+    #[arg(long, default_value_t = unspoof_store::DEFAULT_LIMIT)]
+    limit: u32,
+    /// One JSON object per line instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Record id, queue id or Message-ID.
+    id: String,
+    /// The record as JSON (with the whole analysis).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: LogCommand) -> u8 {
+    let Some(rt) = runtime() else {
+        return exit::SOFTWARE;
+    };
+    rt.block_on(async {
+        match command {
+            LogCommand::Search(args) => search(args).await,
+            LogCommand::Show(args) => show(args).await,
+        }
+    })
+}
+
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("unspoof: cannot start the runtime: {e}"))
+        .ok()
+}
+
+pub(crate) async fn open(args: &StoreArgs) -> Result<Store, u8> {
+    Store::open(args.config()).await.map_err(|e| {
+        eprintln!("unspoof: store: {e}");
+        exit::SOFTWARE
+    })
+}
+
+async fn search(args: SearchArgs) -> u8 {
+    let now = unspoof_store::now();
+    let time = |s: &Option<String>| s.as_deref().map(|t| parse_time(t, now)).transpose();
+    let (since, until) = match (time(&args.since), time(&args.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("unspoof: {e}");
+            return exit::USAGE;
+        }
+    };
+    let client = match args.client.as_deref().map(parse_net).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("unspoof: --client: {e}");
+            return exit::USAGE;
+        }
+    };
+    let query = Query {
+        message_id: args.message_id,
+        queue_id: args.queue_id,
+        client,
+        mail_from_domain: args.mail_from,
+        from_domain: args.from,
+        recipient: args.rcpt,
+        action: args.action,
+        reason: args.reason,
+        since,
+        until,
+        limit: Some(args.limit),
+    };
+    let store = match open(&args.store).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let found = store.search(&query).await;
+    store.close().await;
+    let records = match found {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("unspoof: search: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    if args.json {
+        for r in &records {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    } else {
+        print_table(&records);
+    }
+    exit::ACCEPT
+}
+
+fn print_table(records: &[MessageRecord]) {
+    println!(
+        "{:<20} {:<36} {:<15} {:<10} {:<28} {:<28} REASONS",
+        "TIME (UTC)", "ID", "CLIENT", "ACTION", "MAIL FROM", "RCPT"
+    );
+    for r in records {
+        let rcpt = match r.recipients.len() {
+            0 => String::new(),
+            1 => r.recipients[0].clone(),
+            n => format!("{} (+{})", r.recipients[0], n - 1),
+        };
+        println!(
+            "{:<20} {:<36} {:<15} {:<10} {:<28} {:<28} {}",
+            format_time(r.received_at),
+            r.id,
+            r.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+            clean(&r.action),
+            clean(&cut(r.mail_from.as_deref().unwrap_or(""), 28)),
+            clean(&cut(&rcpt, 28)),
+            clean(&r.reasons.join(" "))
+        );
+    }
+    println!("{} record(s)", records.len());
+}
+
+async fn show(args: ShowArgs) -> u8 {
+    let store = match open(&args.store).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = async {
+        let Some(m) = store.find(&args.id).await? else {
+            return Ok(None);
+        };
+        let session = match &m.session_id {
+            Some(id) => store.session(id).await?,
+            None => None,
+        };
+        Ok::<_, unspoof_store::StoreError>(Some((m, session)))
+    }
+    .await;
+    store.close().await;
+    let (m, session) = match result {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            eprintln!("unspoof: no record {}", args.id);
+            return exit::NO_INPUT;
+        }
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    if args.json {
+        let v = serde_json::json!({ "message": m, "session": session });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::ACCEPT;
+    }
+    let opt = |o: &Option<String>| clean(o.as_deref().unwrap_or("-"));
+    println!("record      {}", m.id);
+    println!("received    {} ({})", format_time(m.received_at), m.received_at);
+    println!("node        {} ({})", clean(&m.node), clean(&m.listener));
+    println!("queue id    {}", opt(&m.queue_id));
+    println!("message-id  {}", opt(&m.message_id));
+    println!(
+        "client      {} port {} rdns {}",
+        m.client_ip.map(|i| i.to_string()).unwrap_or("-".into()),
+        m.client_port.map(|p| p.to_string()).unwrap_or("-".into()),
+        opt(&m.reverse_dns)
+    );
+    println!("helo        {}", opt(&m.helo));
+    println!("tls         {}", opt(&m.tls));
+    println!("auth user   {}", opt(&m.auth_user));
+    println!("mail from   {}", opt(&m.mail_from));
+    for r in &m.recipients {
+        println!("rcpt to     {}", clean(r));
+    }
+    println!("from        {}", opt(&m.from));
+    println!("subject     {}", opt(&m.subject));
+    println!("size        {}", m.size);
+    println!("verdict     {}", clean(&m.action));
+    let reasons = m.analysis.as_ref().and_then(|a| a["verdict"]["reasons"].as_array());
+    match reasons {
+        Some(rs) => {
+            for r in rs {
+                println!(
+                    "  reason    {} ({}): {}",
+                    clean(r["code"].as_str().unwrap_or("")),
+                    clean(r["action"].as_str().unwrap_or("")),
+                    clean(r["message"].as_str().unwrap_or(""))
+                );
+                for e in r["evidence"].as_array().into_iter().flatten() {
+                    println!("            evidence: {}", clean(e.as_str().unwrap_or("")));
+                }
+            }
+        }
+        None => {
+            for r in &m.reasons {
+                println!("  reason    {}", clean(r));
+            }
+        }
+    }
+    println!("auth        {}", opt(&m.auth_summary));
+    println!("trace       {}", opt(&m.trace_summary));
+    if let Some(hops) = m.analysis.as_ref().and_then(|a| a["trace"]["hops"].as_array()) {
+        for h in hops {
+            println!(
+                "  hop {:<5} {}{}",
+                h["index"].as_u64().unwrap_or(0),
+                clean(h["raw"].as_str().unwrap_or("")),
+                if h["trusted"].as_bool() == Some(true) {
+                    "  [trusted]"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    println!("reply       {}", opt(&m.reply));
+    println!("downstream  {}", opt(&m.downstream_reply));
+    println!("stored at   {}", opt(&m.stored_at));
+    if let Some(us) = m.latency_us {
+        println!("latency     {us} µs");
+    }
+    if let Some(dns) = &m.dns {
+        println!("dns         {}", clean(&dns.to_string()));
+    }
+    if let Some(s) = session {
+        println!(
+            "session     {} from {} to {}, {} message(s), ended: {}",
+            s.id,
+            format_time(s.started_at),
+            s.ended_at.map(format_time).unwrap_or("-".into()),
+            s.messages,
+            clean(&s.outcome)
+        );
+    }
+    exit::ACCEPT
+}
+
+/// Control characters from mail (a hostile HELO, a Subject) never reach the terminal as such.
+pub(crate) fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Ok(n);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is not an address or a network"))
+}
+
+/// Unix seconds; `YYYY-MM-DD[THH:MM[:SS]][Z]` (UTC); or an age before `now` (`90m`, `6h`, `7d`).
+pub(crate) fn parse_time(s: &str, now: i64) -> Result<i64, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a time (Unix seconds, 2026-11-23T10:00:00Z, or 6h/7d ago)");
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c)) {
+        if let Ok(n) = s[..s.len() - 1].parse::<i64>() {
+            let mult = match unit {
+                's' => 1,
+                'm' => 60,
+                'h' => 3_600,
+                'd' => 86_400,
+                _ => 604_800,
+            };
+            return Ok(now - n * mult);
+        }
+    }
+    let s2 = s.trim_end_matches('Z');
+    let (date, time) = s2.split_once(['T', ' ']).unwrap_or((s2, "00:00:00"));
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if d.len() != 3 || t.is_empty() || t.len() > 3 {
+        return Err(bad());
+    }
+    let days = days_from_civil(d[0], d[1], d[2]);
+    Ok(days * 86_400 + t[0] * 3_600 + t.get(1).unwrap_or(&0) * 60 + t.get(2).unwrap_or(&0))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `2026-11-23 10:00:00` (UTC).
+pub(crate) fn format_time(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3_600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_and_print() {
+        assert_eq!(parse_time("2026-11-23T10:00:00Z", 0), Ok(1_795_428_000));
+        assert_eq!(parse_time("2026-11-23", 0), Ok(1_795_392_000));
+        assert_eq!(parse_time("1795428000", 0), Ok(1_795_428_000));
+        assert_eq!(parse_time("2h", 10_000), Ok(2_800));
+        assert!(parse_time("yesterday", 0).is_err());
+        assert_eq!(format_time(1_795_428_000), "2026-11-23 10:00:00");
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+    }
+}
