@@ -85,6 +85,32 @@ struct PolicyCheckArgs {
     file: PathBuf,
 }
 
+/// `unspoof policy check`: the policy and every front door's section of the same file.
+fn check_config(file: &std::path::Path) -> u8 {
+    let checked = unspoof_engine::Policy::load(file)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            unspoof_gateway::GatewayConfig::load(file)
+                .map(|_| ())
+                .map_err(|e| format!("{}: [gateway]: {e}", file.display()))
+        })
+        .and_then(|_| {
+            unspoof_milter::MilterConfig::load(file)
+                .map(|_| ())
+                .map_err(|e| format!("{}: [milter]: {e}", file.display()))
+        });
+    match checked {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            exit::ACCEPT
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::CONFIG
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -107,16 +133,7 @@ fn main() -> ExitCode {
         Command::Report { command } => forensics::report(command),
         Command::Policy {
             command: PolicyCommand::Check(args),
-        } => match unspoof_engine::Policy::load(&args.file) {
-            Ok(_) => {
-                println!("{}: ok", args.file.display());
-                exit::ACCEPT
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                exit::CONFIG
-            }
-        },
+        } => check_config(&args.file),
     };
     ExitCode::from(code)
 }

@@ -431,3 +431,29 @@ fn malformed_messages_are_analysed_not_crashed() {
         assert_eq!(json_lines(&out).len(), 1, "case {i}");
     }
 }
+
+#[test]
+fn shipped_example_policy_is_valid_and_errors_name_the_line() {
+    let out = run(&["policy", "check", &examples("unspoof.toml")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempdir("policycheck");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "hostname = \"mx\"\n\n[actions]\nimpersonation = \"delete\"\n",
+    )
+    .unwrap();
+    let out = run(&["policy", "check", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4:"), "{err}");
+    std::fs::write(&bad, "[gateway]\nlisten = \"not an address\"\n").unwrap();
+    let out = run(&["policy", "check", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[gateway]"));
+}
