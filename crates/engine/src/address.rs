@@ -533,6 +533,10 @@ impl<'a> Lexer<'a> {
                 }
                 b'[' => self.defect(Defect::BadDomain),
                 b'\\' => {
+                    // obs-dtext's quoted-pair (RFC 5322 4.4): no host has such an address, and
+                    // the literal is kept as written so that it reads back the same.
+                    self.defect(Defect::BadDomain);
+                    out.push(b'\\');
                     i += 1;
                     if let Some(&c) = s.get(i) {
                         self.note_byte(c);

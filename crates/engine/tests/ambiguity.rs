@@ -388,3 +388,74 @@ protected_domains = ["spamassassin.taint.org", "xent.com", "linux.ie", "freshrpm
     }
     assert!(found.is_empty(), "ambiguity on ham:\n{}", found.join("\n"));
 }
+
+/// How often each `ambiguity.*` code fires on the spam and phishing corpora (printed, not
+/// asserted): `cargo test -p unspoof-engine --test ambiguity -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "survey of the shared corpora; prints counts"]
+async fn ambiguity_survey() {
+    let Some(ham) = testdata() else {
+        return;
+    };
+    let root = ham.join("../..");
+    let policy = Policy::parse(PROTECT_OTHER, "survey policy").unwrap();
+    let engine = Engine::new(policy, Dns::offline());
+    for corpus in [
+        "corpus-spamassassin/spam",
+        "corpus-phishing-pot",
+        "corpus-nazario",
+    ] {
+        let mut files = Vec::new();
+        eml_files(&root.join(corpus), &mut files);
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        for f in &files {
+            messages.push(std::fs::read(f).unwrap());
+        }
+        let mut mboxes = Vec::new();
+        mbox_files(&root.join(corpus), &mut mboxes);
+        for m in mboxes {
+            messages.extend(unspoof_engine::message::split_mbox(
+                &std::fs::read(m).unwrap(),
+            ));
+        }
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        let mut any = 0;
+        for raw in &messages {
+            let a = engine.evaluate(raw, &Envelope::default()).await;
+            let codes = ambiguity_codes(&a);
+            any += usize::from(!codes.is_empty());
+            if std::env::var_os("SURVEY_SHOW").is_some() {
+                for r in a
+                    .verdict
+                    .reasons
+                    .iter()
+                    .filter(|r| r.code.starts_with("ambiguity."))
+                {
+                    println!("  {} {:?}", r.code, r.evidence);
+                }
+            }
+            for c in codes {
+                *counts.entry(c.to_string()).or_default() += 1;
+            }
+        }
+        println!(
+            "{corpus}: {} messages, {any} with an ambiguity: {counts:?}",
+            messages.len()
+        );
+    }
+}
+
+fn mbox_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            mbox_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "mbox") {
+            out.push(p);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Inputs found by the cargo-fuzz targets in `fuzz/` (see docs/fuzzing.md), each kept as a test
+//! named after its target and what it found. A crash fixed here stays a passing test; a crash in
+//! a file owned elsewhere is an `#[ignore]`d failing test until it is fixed.
+
+use unspoof_engine::address::{Defect, parse_address_list};
+
+/// What the `address` target checks on a defect-free parse: every mailbox reads back the same
+/// through `Mailbox::address`.
+fn reads_back(input: &[u8]) {
+    let list = parse_address_list(input);
+    if !list.defects.is_empty() {
+        return;
+    }
+    for m in list.mailboxes() {
+        let written = m.address();
+        let again = parse_address_list(format!(" {written}").as_bytes());
+        let back: Vec<_> = again.mailboxes().collect();
+        assert_eq!(back.len(), 1, "{written:?} -> {again:?}");
+        assert_eq!(back[0].local_part, m.local_part, "{written:?}");
+        assert_eq!(back[0].domain_key(), m.domain_key(), "{written:?}");
+    }
+}
+
+/// fuzz/address, crash-7ab106a5: a domain literal with quoted-pairs (`[\\\\\\\2.0.2.1]`, obs-dtext)
+/// lost its backslashes, so the address written back was another domain. The literal is now
+/// kept as written and reported as a bad domain.
+#[test]
+fn address_domain_literal_with_quoted_pairs() {
+    let input = b" (foaA (b ((foa(c( Ab ) d) e)c) d)e ) x@[\\\\\\\\\\\\\\2.0.2.1]";
+    reads_back(input);
+    let list = parse_address_list(input);
+    assert!(list.has(Defect::BadDomain));
+    assert_eq!(
+        list.mailboxes().next().unwrap().domain,
+        "[\\\\\\\\\\\\\\2.0.2.1]"
+    );
+}
