@@ -152,7 +152,7 @@ fn line_end(raw: &[u8], pos: usize) -> (usize, usize) {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// Converts bare LF line endings to CRLF (RFC 5322 2.1), leaving existing CRLF alone. DKIM
