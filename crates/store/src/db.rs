@@ -200,9 +200,18 @@ impl Db {
         }
     }
 
-    /// Checks that the database answers.
+    /// Checks that the database answers. For PostgreSQL this is one fresh connection (a
+    /// refused connection fails at once, where the pool would retry until its timeout).
     pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
-        on!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+        match self {
+            Db::Postgres(p) => {
+                use sqlx::{ConnectOptions, Connection};
+                let conn = p.connect_options().connect().await?;
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+        }
     }
 
     pub(crate) async fn close(&self) {

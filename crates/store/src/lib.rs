@@ -636,7 +636,8 @@ impl Writer {
         let mut retry = tokio::time::interval(self.retry_interval);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Spool files left by an earlier run (ours or a dead neighbour's) go in first.
-        self.replay().await;
+        let mut next_retry = Instant::now();
+        self.replay_if_due(&mut next_retry).await;
         loop {
             let sleep = async {
                 match deadline {
@@ -644,36 +645,34 @@ impl Writer {
                     None => std::future::pending().await,
                 }
             };
+            // Timers first: a flood of records never starves the batch deadline or the retry.
             tokio::select! {
-                entry = rx.recv() => match entry {
-                    Some(Entry::Session(s)) => sessions.push(s),
-                    Some(Entry::Message(m)) => messages.push(m),
-                    Some(Entry::Flush(ack)) => {
-                        self.write(&mut sessions, &mut messages).await;
-                        deadline = None;
-                        self.replay().await;
-                        let _ = ack.send(());
-                        continue;
-                    }
-                    None => {
-                        self.write(&mut sessions, &mut messages).await;
-                        self.replay().await;
-                        return;
-                    }
-                },
+                biased;
                 _ = sleep => {
                     self.write(&mut sessions, &mut messages).await;
                     deadline = None;
                     continue;
                 }
                 _ = retry.tick() => {
-                    if self.shared.db_down.load(Ordering::SeqCst)
-                        || self.shared.spool().has_pending()
-                    {
-                        self.replay().await;
-                    }
+                    self.replay_if_due(&mut next_retry).await;
                     continue;
                 }
+                entry = rx.recv() => match entry {
+                    Some(Entry::Session(s)) => sessions.push(s),
+                    Some(Entry::Message(m)) => messages.push(m),
+                    Some(Entry::Flush(ack)) => {
+                        self.write(&mut sessions, &mut messages).await;
+                        deadline = None;
+                        self.replay_if_due(&mut next_retry).await;
+                        let _ = ack.send(());
+                        continue;
+                    }
+                    None => {
+                        self.write(&mut sessions, &mut messages).await;
+                        self.replay_if_due(&mut next_retry).await;
+                        return;
+                    }
+                },
             }
             if sessions.len() + messages.len() >= self.batch_size {
                 self.write(&mut sessions, &mut messages).await;
@@ -682,6 +681,21 @@ impl Writer {
                 deadline = Some(Instant::now() + self.flush_interval);
             }
         }
+    }
+
+    /// Replays the spool when there is something to replay and, if the database was down, the
+    /// retry interval has passed since the last try (a down database costs one connection
+    /// attempt per interval, not one per record).
+    async fn replay_if_due(&self, next_retry: &mut Instant) {
+        let down = self.shared.db_down.load(Ordering::SeqCst);
+        if down && Instant::now() < *next_retry {
+            return;
+        }
+        if !down && !self.shared.spool().has_pending() {
+            return;
+        }
+        self.replay().await;
+        *next_retry = Instant::now() + self.retry_interval;
     }
 
     /// Writes one batch to the database, or to the spool when the database is down. On
