@@ -44,25 +44,26 @@ impl Decide for EngineDecider {
             unspoof_engine::Action::Reject => Action::Reject,
         };
         let mut headers = analysis.authentication_results(authserv_id);
-        if action == Action::Tag {
-            // Until the engine's tag_message (issue 3) rewrites the message, the verdict is
-            // at least visible to filters downstream.
-            let codes = analysis.verdict.codes().join(", ");
-            headers.push_str(&format!("X-Unspoof-Verdict: tag; reasons={codes}\r\n"));
-        }
+        // What users and downstream filters see (issue 3): a tagged message gets the verdict
+        // header, the subject prefix and the banner; a quarantined one the verdict header, so
+        // whoever releases it sees why it was held.
+        let rewritten = match action {
+            Action::Tag => {
+                headers.push_str(&unspoof_engine::tag::verdict_header(&analysis));
+                let policy = self.engine.policy();
+                Some(unspoof_engine::tag::rewrite(raw, &analysis, &policy.tag))
+            }
+            Action::Quarantine => {
+                headers.push_str(&unspoof_engine::tag::verdict_header(&analysis));
+                None
+            }
+            Action::Accept | Action::Reject => None,
+        };
         Decision {
             action,
-            reasons: analysis
-                .verdict
-                .reasons
-                .iter()
-                .map(|r| Reason {
-                    code: r.code.clone(),
-                    message: r.message.clone(),
-                })
-                .collect(),
+            reasons: decisive_first(&analysis.verdict),
             headers,
-            rewritten: None,
+            rewritten,
         }
     }
 
@@ -74,4 +75,21 @@ impl Decide for EngineDecider {
         self.engine.set_policy(policy);
         Ok(())
     }
+}
+
+/// The verdict's reasons with the decisive ones (those asking for the verdict's own action)
+/// first and each code once: the SMTP reply names the first few, so the client reads why.
+fn decisive_first(verdict: &unspoof_engine::Verdict) -> Vec<Reason> {
+    let mut ordered: Vec<&unspoof_engine::Reason> = verdict.reasons.iter().collect();
+    ordered.sort_by_key(|r| std::cmp::Reverse(r.action));
+    let mut out: Vec<Reason> = Vec::new();
+    for r in ordered {
+        if !out.iter().any(|o| o.code == r.code) {
+            out.push(Reason {
+                code: r.code.clone(),
+                message: r.message.clone(),
+            });
+        }
+    }
+    out
 }

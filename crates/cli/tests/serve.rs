@@ -1,0 +1,195 @@
+//! `unspoof serve` with the real engine: a spoof of a protected domain is refused at the SMTP
+//! reply, a doubtful message is delivered tagged (subject, banner, verdict header), a genuine
+//! signed one is delivered with Authentication-Results. Real swaks over loopback; DNS from a
+//! zone file.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ZONE: &str = r#"
+$ORIGIN football.example.com.
+@                     IN TXT "v=spf1 ip4:213.165.64.12/32 -all"
+_dmarc                IN TXT "v=DMARC1; p=none"
+brisbane._domainkey   IN TXT "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+$ORIGIN weeklynews.org.
+@                     IN TXT "v=spf1 ip4:192.0.2.10 -all"
+"#;
+
+fn start() -> Server {
+    let dir = std::env::temp_dir().join(format!(
+        "unspoof-serve-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(dir.join("z.zone"), ZONE).unwrap();
+    std::fs::write(
+        dir.join("unspoof.toml"),
+        format!(
+            r#"hostname = "mx.shopping.example.net"
+protected_domains = ["football.example.com"]
+
+[gateway]
+data_dir = "{data}"
+listen = "127.0.0.1:{port}"
+submission = ""
+metrics = ""
+domains = ["shopping.example.net"]
+reverse_dns = false
+"#,
+            data = dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
+        .args(["serve", "--config"])
+        .arg(dir.join("unspoof.toml"))
+        .arg("--dns-zone")
+        .arg(dir.join("z.zone"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "unspoof serve did not start: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, port, dir }
+}
+
+impl Server {
+    fn swaks(&self, from: &str, data: &str) -> Output {
+        let file = self.dir.join(format!("msg-{}.eml", free_port()));
+        std::fs::write(&file, data).unwrap();
+        Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--from",
+                from,
+                "--to",
+                "suzie@shopping.example.net",
+                "--helo",
+                "client.example",
+            ])
+            .arg("--data")
+            .arg(&file)
+            .output()
+            .expect("swaks (installed by scripts/deps-gateway.sh)")
+    }
+
+    fn delivered(&self) -> Vec<String> {
+        let new = self.dir.join("data/maildir/new");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect()
+    }
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(repo().join("examples").join(name)).unwrap()
+}
+
+#[test]
+fn gateway_refuses_tags_and_accepts_with_the_real_engine() {
+    let server = start();
+
+    // 1. A spoof of our protected domain from outside: refused at the reply to DATA.
+    let out = server.swaks("joe@football.example.com", &example("sample-spoof.eml"));
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(transcript.contains("<** 550 5.7.1"), "{transcript}");
+    assert!(transcript.contains("spoof.own_domain"), "{transcript}");
+    assert!(
+        server.delivered().is_empty(),
+        "a refused message must not be delivered"
+    );
+
+    // 2. SPF fail for an unprotected domain without DMARC: delivered, tagged for the reader.
+    let news = "From: News <news@weeklynews.org>\r\nTo: suzie@shopping.example.net\r\n\
+Subject: Weekly news\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <w1@weeklynews.org>\r\n\
+MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis week: nothing new.\r\n";
+    let out = server.swaks("news@weeklynews.org", news);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(transcript.contains("<-  250"), "{transcript}");
+    let delivered = server.delivered();
+    assert_eq!(delivered.len(), 1);
+    let tagged = &delivered[0];
+    assert!(
+        tagged.contains("Subject: [SUSPICIOUS] Weekly news"),
+        "{tagged}"
+    );
+    assert!(
+        tagged.contains("X-Unspoof-Verdict: tag; reasons="),
+        "{tagged}"
+    );
+    assert!(tagged.contains("spf.fail"), "{tagged}");
+    assert!(
+        tagged.contains("Authentication-Results: mx.shopping.example.net;"),
+        "{tagged}"
+    );
+    let body = tagged.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    assert!(body.contains("This week: nothing new."), "{tagged}");
+    assert!(
+        body.starts_with("Caution:"),
+        "the banner opens the body: {tagged}"
+    );
+
+    // 3. The genuine message, DKIM-signed by football.example.com (aligned): accepted.
+    let out = server.swaks("joe@football.example.com", &example("sample-genuine.eml"));
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(transcript.contains("<-  250"), "{transcript}");
+    let delivered = server.delivered();
+    assert_eq!(delivered.len(), 2);
+    let genuine = delivered
+        .iter()
+        .find(|m| m.contains("Is dinner ready?"))
+        .unwrap();
+    assert!(
+        genuine.contains("dkim=pass header.d=football.example.com"),
+        "{genuine}"
+    );
+    assert!(genuine.contains("dmarc=pass"), "{genuine}");
+    assert!(!genuine.contains("X-Unspoof-Verdict"), "{genuine}");
+    assert!(!genuine.contains("[SUSPICIOUS]"), "{genuine}");
+}
