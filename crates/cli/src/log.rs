@@ -237,7 +237,11 @@ async fn show(args: ShowArgs) -> u8 {
     }
     let opt = |o: &Option<String>| clean(o.as_deref().unwrap_or("-"));
     println!("record      {}", m.id);
-    println!("received    {} ({})", format_time(m.received_at), m.received_at);
+    println!(
+        "received    {} ({})",
+        format_time(m.received_at),
+        m.received_at
+    );
     println!("node        {} ({})", clean(&m.node), clean(&m.listener));
     println!("queue id    {}", opt(&m.queue_id));
     println!("message-id  {}", opt(&m.message_id));
@@ -258,7 +262,10 @@ async fn show(args: ShowArgs) -> u8 {
     println!("subject     {}", opt(&m.subject));
     println!("size        {}", m.size);
     println!("verdict     {}", clean(&m.action));
-    let reasons = m.analysis.as_ref().and_then(|a| a["verdict"]["reasons"].as_array());
+    let reasons = m
+        .analysis
+        .as_ref()
+        .and_then(|a| a["verdict"]["reasons"].as_array());
     match reasons {
         Some(rs) => {
             for r in rs {
@@ -281,7 +288,11 @@ async fn show(args: ShowArgs) -> u8 {
     }
     println!("auth        {}", opt(&m.auth_summary));
     println!("trace       {}", opt(&m.trace_summary));
-    if let Some(hops) = m.analysis.as_ref().and_then(|a| a["trace"]["hops"].as_array()) {
+    if let Some(hops) = m
+        .analysis
+        .as_ref()
+        .and_then(|a| a["trace"]["hops"].as_array())
+    {
         for h in hops {
             println!(
                 "  hop {:<5} {}{}",
@@ -334,12 +345,12 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
-    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+fn parse_net(s: &str) -> Result<unspoof_store::IpNet, String> {
+    if let Ok(n) = s.parse::<unspoof_store::IpNet>() {
         return Ok(n);
     }
     s.parse::<std::net::IpAddr>()
-        .map(ipnet::IpNet::from)
+        .map(unspoof_store::IpNet::from)
         .map_err(|_| format!("{s:?} is not an address or a network"))
 }
 

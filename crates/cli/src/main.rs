@@ -4,7 +4,9 @@
 mod analyze;
 mod forensics;
 mod inputs;
+mod log;
 mod milter;
+mod quarantine;
 mod render;
 mod serve;
 
@@ -66,6 +68,16 @@ enum Command {
     Report {
         #[command(subcommand)]
         command: forensics::ReportCommand,
+    },
+    /// The session and message records: search them, show one with its trace.
+    Log {
+        #[command(subcommand)]
+        command: log::LogCommand,
+    },
+    /// Quarantined messages: list, show, release (re-inject) or delete them.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
     },
     /// Work with the policy file.
     Policy {
@@ -131,6 +143,8 @@ fn main() -> ExitCode {
         Command::HashPassword => serve::hash_password(),
         Command::Trace(args) => forensics::trace(args),
         Command::Report { command } => forensics::report(command),
+        Command::Log { command } => log::run(command),
+        Command::Quarantine { command } => quarantine::run(command),
         Command::Policy {
             command: PolicyCommand::Check(args),
         } => check_config(&args.file),

@@ -33,6 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 
 pub use db::Backend;
+/// The network type of [`Query::client`].
+pub use ipnet::IpNet;
 pub use query::{DEFAULT_LIMIT, Query};
 pub use record::{
     Durable, MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus, SessionRecord,

@@ -1,0 +1,330 @@
+//! `unspoof quarantine list | show | release | delete`: the messages the verdict held back.
+//! Release re-injects the message to the downstream MTA (SMTP), or without one delivers it
+//! into the Maildir, and records who released it and when.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use unspoof_store::{QuarantineEntry, QuarantineStatus, StoreError};
+
+use crate::exit;
+use crate::log::{StoreArgs, clean, format_time, open, runtime};
+
+#[derive(Subcommand)]
+pub enum QuarantineCommand {
+    /// Quarantined messages, newest first.
+    List(ListArgs),
+    /// One message: its envelope, reasons and status; `--raw` prints the message itself.
+    Show(ShowArgs),
+    /// Deliver a held message after all: to --downstream (SMTP host:port), else into the
+    /// Maildir.
+    Release(ReleaseArgs),
+    /// Throw a held message away (its record stays, with who and when).
+    Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// held, releasing, released, deleted or all.
+    #[arg(long, default_value = "held")]
+    status: String,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    id: String,
+    /// Print the raw message (as it would have been delivered) instead of the summary.
+    #[arg(long)]
+    raw: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    id: String,
+    /// The downstream MTA, host:port (as in `[gateway] downstream`). Without it the message
+    /// goes into --maildir.
+    #[arg(long, value_name = "HOST:PORT")]
+    downstream: Option<String>,
+    /// The Maildir for release without a downstream. Default `<data-dir>/maildir`.
+    #[arg(long, value_name = "DIR")]
+    maildir: Option<PathBuf>,
+    /// Who releases it, for the record. Default: $SUDO_USER, else $USER.
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    id: String,
+    /// Who deletes it, for the record. Default: $SUDO_USER, else $USER.
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+}
+
+pub fn run(command: QuarantineCommand) -> u8 {
+    let Some(rt) = runtime() else {
+        return exit::SOFTWARE;
+    };
+    rt.block_on(async {
+        match command {
+            QuarantineCommand::List(a) => list(a).await,
+            QuarantineCommand::Show(a) => show(a).await,
+            QuarantineCommand::Release(a) => release(a).await,
+            QuarantineCommand::Delete(a) => delete(a).await,
+        }
+    })
+}
+
+fn actor(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("SUDO_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn fail(e: StoreError) -> u8 {
+    eprintln!("unspoof: {e}");
+    match e {
+        StoreError::NotFound(_) => exit::NO_INPUT,
+        StoreError::NotHeld(..) => exit::DATA,
+        _ => exit::SOFTWARE,
+    }
+}
+
+async fn list(args: ListArgs) -> u8 {
+    let status = match args.status.as_str() {
+        "all" => None,
+        s => match QuarantineStatus::parse(s) {
+            Some(s) => Some(s),
+            None => {
+                eprintln!("unspoof: --status: held, releasing, released, deleted or all");
+                return exit::USAGE;
+            }
+        },
+    };
+    let store = match open(&args.store).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let listed = store.quarantine_list(status, args.limit).await;
+    store.close().await;
+    let entries = match listed {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+        return exit::ACCEPT;
+    }
+    println!(
+        "{:<20} {:<36} {:<9} {:>8} {:<28} {:<28} REASONS",
+        "TIME (UTC)", "ID", "STATUS", "SIZE", "FROM", "RCPT"
+    );
+    for e in &entries {
+        let m = &e.message;
+        println!(
+            "{:<20} {:<36} {:<9} {:>8} {:<28} {:<28} {}",
+            format_time(m.quarantined_at),
+            m.id,
+            e.status.as_str(),
+            e.size,
+            clean(m.from.as_deref().or(m.mail_from.as_deref()).unwrap_or("")),
+            clean(&m.recipients.join(",")),
+            clean(&m.reasons.join(" "))
+        );
+    }
+    println!("{} message(s)", entries.len());
+    exit::ACCEPT
+}
+
+async fn get(args: &StoreArgs, id: &str) -> Result<QuarantineEntry, u8> {
+    let store = open(args).await?;
+    let got = store.quarantine_get(id).await;
+    store.close().await;
+    match got {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(fail(StoreError::NotFound(id.into()))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+async fn show(args: ShowArgs) -> u8 {
+    let e = match get(&args.store, &args.id).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    if args.raw {
+        let _ = std::io::stdout().write_all(&e.message.raw);
+        return exit::ACCEPT;
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&e).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("raw");
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::ACCEPT;
+    }
+    let m = &e.message;
+    let opt = |o: &Option<String>| clean(o.as_deref().unwrap_or("-"));
+    println!("id          {}", m.id);
+    println!(
+        "quarantined {} by {}",
+        format_time(m.quarantined_at),
+        clean(&m.node)
+    );
+    println!("status      {}", e.status.as_str());
+    if let Some(at) = e.acted_at {
+        println!(
+            "            by {} at {}: {}",
+            opt(&e.actor),
+            format_time(at),
+            opt(&e.result)
+        );
+    }
+    println!("record      {}", opt(&m.message_record));
+    println!("queue id    {}", opt(&m.queue_id));
+    println!("message-id  {}", opt(&m.message_id));
+    println!("mail from   {}", opt(&m.mail_from));
+    for r in &m.recipients {
+        println!("rcpt to     {}", clean(r));
+    }
+    println!("from        {}", opt(&m.from));
+    println!("subject     {}", opt(&m.subject));
+    println!("reasons     {}", clean(&m.reasons.join(" ")));
+    println!("size        {}", e.size);
+    exit::ACCEPT
+}
+
+async fn release(args: ReleaseArgs) -> u8 {
+    let who = actor(args.by);
+    let store = match open(&args.store).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let entry = match store.release_begin(&args.id, &who).await {
+        Ok(e) => e,
+        Err(e) => {
+            store.close().await;
+            return fail(e);
+        }
+    };
+    let m = &entry.message;
+    let delivered = match &args.downstream {
+        Some(relay) => {
+            let helo = store.config().node.split('/').next().unwrap_or("localhost");
+            unspoof_forensics::send::send(
+                relay,
+                helo,
+                m.mail_from.as_deref().unwrap_or(""),
+                &m.recipients,
+                &m.raw,
+            )
+            .await
+            .map(|reply| format!("{relay}: {}", reply.trim()))
+            .map_err(|e| format!("{relay}: {e}"))
+        }
+        None => {
+            let dir = args
+                .maildir
+                .clone()
+                .unwrap_or_else(|| args.store.data_dir.join("maildir"));
+            maildir_deliver(&dir, &m.id, &m.raw)
+                .map(|p| p.display().to_string())
+                .map_err(|e| format!("{}: {e}", dir.display()))
+        }
+    };
+    let recorded = store
+        .release_end(
+            &args.id,
+            &who,
+            delivered
+                .as_deref()
+                .map(|s| s.as_ref())
+                .map_err(|e| e.as_ref()),
+        )
+        .await;
+    store.close().await;
+    if let Err(e) = recorded {
+        return fail(e);
+    }
+    match delivered {
+        Ok(to) => {
+            println!("released {} by {who}: {}", args.id, clean(&to));
+            exit::ACCEPT
+        }
+        Err(e) => {
+            eprintln!("unspoof: release {}: {} (still held)", args.id, clean(&e));
+            exit::SOFTWARE
+        }
+    }
+}
+
+async fn delete(args: DeleteArgs) -> u8 {
+    let who = actor(args.by);
+    let store = match open(&args.store).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let done = store.quarantine_delete(&args.id, &who).await;
+    let status = match &done {
+        Ok(false) => store
+            .quarantine_get(&args.id)
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.status.as_str()),
+        _ => None,
+    };
+    store.close().await;
+    match (done, status) {
+        (Ok(true), _) => {
+            println!("deleted {} by {who}", args.id);
+            exit::ACCEPT
+        }
+        (Ok(false), Some(s)) => fail(StoreError::NotHeld(args.id, s)),
+        (Ok(false), None) => fail(StoreError::NotFound(args.id)),
+        (Err(e), _) => fail(e),
+    }
+}
+
+/// Maildir delivery: write into `tmp/`, fsync, rename into `new/`, fsync `new/`.
+fn maildir_deliver(root: &Path, id: &str, raw: &[u8]) -> std::io::Result<PathBuf> {
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(root.join(sub))?;
+    }
+    let name = format!(
+        "{}.{}.released.{}",
+        unspoof_store::now(),
+        id,
+        std::process::id()
+    );
+    let tmp = root.join("tmp").join(&name);
+    let new = root.join("new").join(&name);
+    {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(raw)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &new)?;
+    File::open(root.join("new"))?.sync_all()?;
+    Ok(new)
+}

@@ -1,0 +1,345 @@
+//! `unspoof log` and `unspoof quarantine` against real databases: records from two writers
+//! sharing one PostgreSQL found by one `unspoof log search`; a quarantined message released
+//! into an SMTP sink (PostgreSQL) and into the Maildir (SQLite in the data directory).
+//! PostgreSQL: `UNSPOOF_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`, started by
+//! `scripts/deps-store.sh`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use unspoof_store::{MessageRecord, NewQuarantine, Store, StoreConfig, new_id};
+
+fn unspoof(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unspoof"))
+        .args(args)
+        .env_remove("UNSPOOF_STORE")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn psql(server: &str, sql: &str) {
+    let ok = Command::new("psql")
+        .arg(format!("{server}/postgres"))
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{sql}");
+}
+
+struct Db {
+    server: String,
+    name: String,
+    dir: PathBuf,
+}
+
+impl Db {
+    fn new() -> Db {
+        let server = std::env::var("UNSPOOF_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("unspoof_cli_test_{}", std::process::id());
+        psql(&server, &format!("DROP DATABASE IF EXISTS {name}"));
+        psql(&server, &format!("CREATE DATABASE {name}"));
+        let dir = std::env::temp_dir().join(format!("unspoof-cli-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Db { server, name, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        psql(
+            &self.server,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn record(node: &str, i: usize) -> MessageRecord {
+    MessageRecord {
+        id: new_id(),
+        received_at: 1_795_428_000 + i as i64,
+        node: node.into(),
+        listener: "inbound".into(),
+        queue_id: Some(format!("{node}-{i}")),
+        message_id: Some(format!("{node}.{i}@partner.example")),
+        client_ip: Some("192.0.2.7".parse().unwrap()),
+        mail_from: Some("a@partner.example".into()),
+        recipients: vec!["ann@site.test".into()],
+        from: Some("a@partner.example".into()),
+        action: if i % 2 == 0 { "accept" } else { "reject" }.into(),
+        reasons: if i % 2 == 0 {
+            vec![]
+        } else {
+            vec!["dmarc.reject".into()]
+        },
+        ..Default::default()
+    }
+}
+
+/// An SMTP server that accepts one message and hands back its DATA.
+fn smtp_sink() -> (String, std::thread::JoinHandle<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        w.write_all(b"220 sink ESMTP\r\n").unwrap();
+        let mut data = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap() == 0 {
+                return data;
+            }
+            let cmd = line.to_ascii_uppercase();
+            if cmd.starts_with("DATA") {
+                w.write_all(b"354 go ahead\r\n").unwrap();
+                loop {
+                    let mut l = Vec::new();
+                    r.read_until(b'\n', &mut l).unwrap();
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    data.extend_from_slice(&l);
+                }
+                w.write_all(b"250 2.0.0 Ok: queued as SINK1\r\n").unwrap();
+            } else if cmd.starts_with("QUIT") {
+                let _ = w.write_all(b"221 bye\r\n");
+                return data;
+            } else {
+                w.write_all(b"250 ok\r\n").unwrap();
+            }
+        }
+    });
+    (addr, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_one_search_and_a_release_downstream() {
+    let db = Db::new();
+    let url = db.url();
+    for node in ["mx1", "mx2"] {
+        let mut c = StoreConfig::new(url.clone(), db.dir.join(node));
+        c.node = node.into();
+        let store = Store::open(c).await.unwrap();
+        for i in 0..50 {
+            store.log_message(record(node, i));
+        }
+        store.close().await;
+    }
+    let data_dir = db.dir.join("cli");
+    let data = data_dir.to_str().unwrap();
+
+    let out = stdout(&unspoof(&[
+        "log",
+        "search",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+        "--rcpt",
+        "@site.test",
+        "--limit",
+        "1000",
+        "--json",
+    ]));
+    let found: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(found.len(), 100);
+    for node in ["mx1", "mx2"] {
+        assert_eq!(found.iter().filter(|r| r["node"] == node).count(), 50);
+    }
+    let table = stdout(&unspoof(&[
+        "log",
+        "search",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+        "--reason",
+        "dmarc.reject",
+        "--client",
+        "192.0.2.0/24",
+        "--since",
+        "2026-11-23T10:00:00Z",
+    ]));
+    assert!(table.ends_with("50 record(s)\n"), "{table}");
+    let show = stdout(&unspoof(&[
+        "log",
+        "show",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+        "mx2-7",
+    ]));
+    assert!(show.contains("queue id    mx2-7"), "{show}");
+    assert!(show.contains("reason    dmarc.reject"), "{show}");
+
+    // Quarantine: list, show --raw, release into an SMTP sink.
+    let raw = b"From: ceo@corp.test\r\nSubject: wire\r\n\r\n.leading dot\r\nbody\r\n".to_vec();
+    let q = NewQuarantine {
+        id: new_id(),
+        quarantined_at: 1_795_428_000,
+        node: "mx1".into(),
+        mail_from: Some("x@evil.example".into()),
+        recipients: vec!["ann@site.test".into()],
+        from: Some("ceo@corp.test".into()),
+        reasons: vec!["impersonation.display_name".into()],
+        raw: raw.clone(),
+        ..Default::default()
+    };
+    let store = Store::open(StoreConfig::new(url.clone(), db.dir.join("mx1")))
+        .await
+        .unwrap();
+    store.quarantine_put(&q).await.unwrap();
+    store.close().await;
+    let list = stdout(&unspoof(&[
+        "quarantine",
+        "list",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+    ]));
+    assert!(
+        list.contains(&q.id) && list.contains("impersonation.display_name"),
+        "{list}"
+    );
+    let shown = unspoof(&[
+        "quarantine",
+        "show",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+        "--raw",
+        &q.id,
+    ]);
+    assert_eq!(shown.stdout, raw);
+
+    let (sink, got) = smtp_sink();
+    let out = stdout(&unspoof(&[
+        "quarantine",
+        "release",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+        "--downstream",
+        &sink,
+        "--by",
+        "alice",
+        &q.id,
+    ]));
+    assert!(out.contains("released") && out.contains("SINK1"), "{out}");
+    // The sink sees the dot-stuffed line; un-stuffing gives the message back.
+    let delivered = got.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&delivered).replace("\r\n..", "\r\n."),
+        String::from_utf8_lossy(&raw)
+    );
+    let json = stdout(&unspoof(&[
+        "quarantine",
+        "list",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+        "--status",
+        "released",
+        "--json",
+    ]));
+    let e: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (e["status"].as_str(), e["actor"].as_str()),
+        (Some("released"), Some("alice"))
+    );
+    // A second release is refused.
+    let again = unspoof(&[
+        "quarantine",
+        "release",
+        "--store",
+        &url,
+        "--data-dir",
+        data,
+        &q.id,
+    ]);
+    assert_eq!(again.status.code(), Some(65));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_into_the_maildir_with_sqlite_in_the_data_dir() {
+    let dir = std::env::temp_dir().join(format!("unspoof-cli-sqlite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(StoreConfig::new("", &dir)).await.unwrap();
+    let q = NewQuarantine {
+        id: new_id(),
+        recipients: vec!["ann@site.test".into()],
+        raw: b"Subject: x\r\n\r\ny\r\n".to_vec(),
+        ..Default::default()
+    };
+    store.quarantine_put(&q).await.unwrap();
+    let q2 = NewQuarantine {
+        id: new_id(),
+        ..q.clone()
+    };
+    store.quarantine_put(&q2).await.unwrap();
+    store.close().await;
+    let data = dir.to_str().unwrap();
+    let out = stdout(&unspoof(&[
+        "quarantine",
+        "release",
+        "--data-dir",
+        data,
+        "--by",
+        "bob",
+        &q.id,
+    ]));
+    let path = out.trim().rsplit(": ").next().unwrap().to_string();
+    assert!(path.starts_with(&format!("{data}/maildir/new/")), "{out}");
+    assert_eq!(std::fs::read(&path).unwrap(), q.raw);
+    let out = stdout(&unspoof(&[
+        "quarantine",
+        "delete",
+        "--data-dir",
+        data,
+        "--by",
+        "bob",
+        &q2.id,
+    ]));
+    assert!(out.starts_with("deleted"), "{out}");
+    let all = stdout(&unspoof(&[
+        "quarantine",
+        "list",
+        "--data-dir",
+        data,
+        "--status",
+        "all",
+    ]));
+    assert!(all.contains("released") && all.contains("deleted"), "{all}");
+    let missing = unspoof(&["quarantine", "show", "--data-dir", data, "no-such-id"]);
+    assert_eq!(missing.status.code(), Some(66));
+    let _ = std::fs::remove_dir_all(&dir);
+}
