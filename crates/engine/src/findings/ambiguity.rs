@@ -21,13 +21,16 @@
 //! | `ambiguity.from_malformed` | From syntax that parsers repair differently (unbalanced quotes, parentheses or brackets, NUL, backslash outside quotes, `@` in a quoted local part, ...), even where the readings agree |
 //! | `ambiguity.encoded_address` | an address that exists only inside an RFC 2047 encoded-word of From (RFC 2047 5 forbids encoded-words in an addr-spec) |
 //! | `ambiguity.route_address` | a source route `<@a,@b:user@d>` in From, Sender or Resent-From (RFC 5322 4.4 obs-route) |
-//! | `ambiguity.sender_domain` | Sender or Resent-From shows a protected domain of another organisation than From, and nothing authenticates it |
+//! | `ambiguity.sender_domain` | Sender or Resent-From shows a protected domain of another organisation than From, and nothing authenticates it (see below) |
 //! | `ambiguity.mail_from_route` | MAIL FROM with a source route (RFC 5321 4.1.2 A-d-l; C.) |
 //! | `ambiguity.mail_from_malformed` | MAIL FROM with unbalanced parentheses, quotes or brackets, several `@`, NUL, ... |
 //! | `ambiguity.dkim_domain` | a DKIM-Signature whose `d=` or `s=` holds a NUL or characters no domain has, or occurs twice (RFC 6376 3.2) |
 //!
-//! Sender and Resent-From of another organisation are what every mailing list writes, so
-//! `ambiguity.sender_domain` is raised only when the domain they put on screen is protected.
+//! Sender and Resent-From of another organisation are what every mailing list writes (164 of the
+//! 300 ham messages have one), so `ambiguity.sender_domain` is raised only when the domain they
+//! put on screen is protected, is not the organisation of MAIL FROM (the list pattern: Sender and
+//! envelope name the list, and the own-domain check judges a protected MAIL FROM), and nothing
+//! authenticates it (an aligned DKIM or SPF pass, or our own network).
 
 use super::Context;
 use crate::{
@@ -202,9 +205,8 @@ fn from_fields<'a>(ctx: &Context<'a>) -> Vec<FromField<'a>> {
         }
         let (at, line) = lines[i];
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-            if i > skip
-                && let Some(value) = named_from(line.trim_ascii_start())
-            {
+            // Also as the first line, where it continues nothing: parsers skip it or take it.
+            if let Some(value) = named_from(line.trim_ascii_start()) {
                 out.push(FromField {
                     kind: FromKind::Hidden,
                     raw: &section[at..at + line.len()],
@@ -499,8 +501,10 @@ fn sender_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Fou
             // A Sender in the organisation the envelope names is the on-behalf-of pattern of
             // every mailing list; whether that organisation really sent the message is for SPF
             // and the own-domain check on MAIL FROM to judge.
+            // Addresses merely mentioned in its display name are the impersonation check's.
             let shown: Vec<&str> = readings
                 .iter()
+                .filter(|r| r.style != Style::Mentioned)
                 .map(|r| r.domain.as_str())
                 .filter(|d| ctx.policy.is_protected(d))
                 .filter(|d| !from_domains.iter().any(|f| same(f, d)))
