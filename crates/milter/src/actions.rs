@@ -3,25 +3,27 @@
 //! | verdict | replies |
 //! | --- | --- |
 //! | accept | Authentication-Results at the top, then ACCEPT |
-//! | tag | AR and `X-Unspoof-Verdict`, Subject prefixed (CHGHEADER), banner (REPLBODY), ACCEPT |
+//! | tag | AR and `X-Unspoof-Verdict`, the engine's rewrite (`unspoof_engine::tag`: subject prefix, banner) as CHGHEADER/INSHEADER and REPLBODY, ACCEPT |
 //! | quarantine | AR and `X-Unspoof-Verdict`, QUARANTINE with the reason codes, ACCEPT |
 //! | reject | REPLYCODE `550 5.7.1` with the reason codes (no edits) |
 //!
 //! On every delivered message, fields that claim to be ours but came from outside are removed
 //! first: Authentication-Results with our authserv-id (RFC 8601 5) and any
-//! `X-Unspoof-Verdict`.
+//! `X-Unspoof-Verdict` (for a tag, the rewrite removes those).
 //!
 //! Edits the MTA did not allow in OPTNEG are left out; a quarantine the MTA cannot do becomes
 //! a reject (never a silent delivery).
 
 use unspoof_engine::{Action, Analysis, Policy, Reason};
 
-use crate::message::{Field, Message};
-use crate::tag;
+use crate::edits::{self, HeaderEdit};
+use unspoof_engine::message::RawHeader;
+
+use crate::message::Message;
 use crate::wire::{CHUNK_SIZE, Reply, action};
 
 /// Our verdict header.
-pub const VERDICT_HEADER: &str = "X-Unspoof-Verdict";
+pub const VERDICT_HEADER: &str = unspoof_engine::tag::VERDICT_HEADER;
 
 /// What the MTA allowed in OPTNEG.
 #[derive(Debug, Clone, Copy)]
@@ -76,18 +78,9 @@ pub fn unique_codes<'a>(reasons: impl Iterator<Item = &'a Reason>) -> Vec<String
     codes
 }
 
-/// `X-Unspoof-Verdict: <action>; reasons=<codes>` (value part).
-fn verdict_value(analysis: &Analysis) -> String {
-    let codes = unique_codes(analysis.verdict.reasons.iter());
-    if codes.is_empty() {
-        format!(" {}", analysis.verdict.action)
-    } else {
-        format!(" {}; reasons={}", analysis.verdict.action, codes.join(","))
-    }
-}
-
 /// The authserv-id of an Authentication-Results value (RFC 8601 2.2: the first token).
-fn authserv_id(value: &str) -> String {
+fn authserv_id(value: &[u8]) -> String {
+    let value = String::from_utf8_lossy(value);
     let v = value.split(';').next().unwrap_or("");
     let v = v.trim().trim_matches('"');
     v.split_whitespace()
@@ -98,16 +91,18 @@ fn authserv_id(value: &str) -> String {
 
 /// Deletes (CHGHEADER with an empty value) every field named `name` for which `pick` holds,
 /// last first so the indexes of the earlier ones stay right.
-fn delete_where(fields: &[Field], name: &str, pick: impl Fn(&Field) -> bool, out: &mut Vec<Reply>) {
-    let same: Vec<&Field> = fields
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case(name))
-        .collect();
+fn delete_where(
+    fields: &[RawHeader<'_>],
+    name: &str,
+    pick: impl Fn(&RawHeader<'_>) -> bool,
+    out: &mut Vec<Reply>,
+) {
+    let same: Vec<&RawHeader<'_>> = fields.iter().filter(|f| f.is(name)).collect();
     for (i, f) in same.iter().enumerate().rev() {
         if pick(f) {
             out.push(Reply::ChangeHeader {
                 index: i as u32 + 1,
-                name: f.name.clone(),
+                name: String::from_utf8_lossy(f.name_trimmed()).into_owned(),
                 value: String::new(),
             });
         }
@@ -132,73 +127,64 @@ pub fn replies(
         ))];
     }
 
-    let fields = message.fields();
+    let headers = message.headers();
+    let fields = &headers.fields;
     let ours = policy.hostname.to_ascii_lowercase();
     let mut out = Vec::new();
     if caps.can(action::CHGHDRS) {
         delete_where(
             fields,
             "Authentication-Results",
-            |f| authserv_id(&f.value) == ours,
+            |f| authserv_id(f.value) == ours,
             &mut out,
         );
-        delete_where(fields, VERDICT_HEADER, |_| true, &mut out);
     }
 
     let mut body = None;
     if action == Action::Tag {
-        if caps.can(action::CHGHDRS)
-            && let Some(subject) = tag::subject(fields, &policy.tag.subject_prefix)
-        {
-            if fields
-                .iter()
-                .any(|f| f.name.eq_ignore_ascii_case("Subject"))
-            {
-                out.push(Reply::ChangeHeader {
-                    index: 1,
-                    name: "Subject".into(),
-                    value: caps.value(&subject),
-                });
-            } else if caps.can(action::ADDHDRS) {
-                out.push(Reply::AddHeader {
-                    name: "Subject".into(),
-                    value: caps.value(&subject),
-                });
-            }
-        }
-        if policy.tag.banner && caps.can(action::CHGBODY) && caps.can(action::CHGHDRS) {
-            let edit = tag::banner(fields, message.body_bytes(), &tag::banner_lines(analysis));
-            for (name, value) in edit.headers {
-                let exists = fields.iter().any(|f| f.name.eq_ignore_ascii_case(name));
-                match (value, exists) {
-                    (Some(v), true) => out.push(Reply::ChangeHeader {
-                        index: 1,
-                        name: name.into(),
-                        value: caps.value(&v),
-                    }),
-                    (Some(v), false) => out.push(Reply::AddHeader {
-                        name: name.into(),
-                        value: caps.value(&v),
-                    }),
-                    (None, true) => out.push(Reply::ChangeHeader {
-                        index: 1,
-                        name: name.into(),
-                        value: String::new(),
-                    }),
-                    (None, false) => {}
+        // What users see is the engine's (unspoof_engine::tag), the same as through the
+        // gateway; here it becomes edits of the MTA's copy.
+        let raw = message.bytes();
+        let rewritten = unspoof_engine::tag::rewrite(raw, analysis, &policy.tag);
+        let (header_edits, new_body) = edits::diff(raw, &rewritten);
+        for e in header_edits {
+            match e {
+                HeaderEdit::Change { index, name, value } if caps.can(action::CHGHDRS) => {
+                    let value = if value.is_empty() {
+                        value
+                    } else {
+                        caps.value(&value)
+                    };
+                    out.push(Reply::ChangeHeader { index, name, value });
                 }
+                HeaderEdit::Insert { name, value } if caps.can(action::ADDHDRS) => {
+                    out.push(Reply::InsertHeader {
+                        index: 0,
+                        name,
+                        value: caps.value(&value),
+                    });
+                }
+                _ => {}
             }
-            body = Some(edit.body);
         }
+        // A new body may need its new Content-* fields: only both, or neither.
+        if caps.can(action::CHGBODY) && caps.can(action::CHGHDRS) {
+            body = new_body;
+        }
+    } else if caps.can(action::CHGHDRS) {
+        delete_where(fields, VERDICT_HEADER, |_| true, &mut out);
     }
 
     if caps.can(action::ADDHDRS) {
         if action != Action::Accept {
-            out.push(Reply::InsertHeader {
-                index: 0,
-                name: VERDICT_HEADER.into(),
-                value: caps.value(&verdict_value(analysis)),
-            });
+            let field = unspoof_engine::tag::verdict_header(analysis);
+            if let Some((name, value)) = field.split_once(':') {
+                out.push(Reply::InsertHeader {
+                    index: 0,
+                    name: name.to_string(),
+                    value: caps.value(value),
+                });
+            }
         }
         // Inserted last at the top, so it ends up above our verdict field.
         let ar = analysis.authentication_results(&policy.hostname);
@@ -252,38 +238,22 @@ mod tests {
     #[test]
     fn authserv_ids() {
         assert_eq!(
-            authserv_id(" mx.example.org;\r\n\tspf=pass"),
+            authserv_id(b" mx.example.org;\r\n\tspf=pass"),
             "mx.example.org"
         );
-        assert_eq!(authserv_id(" MX.Example.org 1; none"), "mx.example.org");
-        assert_eq!(authserv_id(" \"mx.example.org\"; none"), "mx.example.org");
+        assert_eq!(authserv_id(b" MX.Example.org 1; none"), "mx.example.org");
+        assert_eq!(authserv_id(b" \"mx.example.org\"; none"), "mx.example.org");
     }
 
     #[test]
     fn deletes_last_first() {
-        let fields = vec![
-            Field {
-                name: "Authentication-Results".into(),
-                value: " mx; spf=pass".into(),
-            },
-            Field {
-                name: "Received".into(),
-                value: " x".into(),
-            },
-            Field {
-                name: "authentication-results".into(),
-                value: " other; spf=pass".into(),
-            },
-            Field {
-                name: "Authentication-Results".into(),
-                value: " mx; dkim=pass".into(),
-            },
-        ];
+        let raw = b"Authentication-Results: mx; spf=pass\r\nReceived: x\r\nauthentication-results: other; spf=pass\r\nAuthentication-Results: mx; dkim=pass\r\n\r\n";
+        let fields = unspoof_engine::message::Headers::parse(raw).fields;
         let mut out = Vec::new();
         delete_where(
             &fields,
             "Authentication-Results",
-            |f| authserv_id(&f.value) == "mx",
+            |f| authserv_id(f.value) == "mx",
             &mut out,
         );
         let idx: Vec<u32> = out

@@ -14,8 +14,8 @@
 //!    ([`message`]);
 //! 3. at end of message the engine decides, with SMFIR_PROGRESS while it works;
 //! 4. [`actions`] turns the verdict into replies: reject `550 5.7.1 ... (codes)`, quarantine
-//!    (the MTA's hold, plus [`QuarantineStore`]), tag (headers, subject, banner via
-//!    [`tag`]), accept (Authentication-Results). When there is no verdict (timeout, engine
+//!    (the MTA's hold, plus [`QuarantineStore`]), tag (the engine's rewrite with subject prefix
+//!    and banner, as edits via [`edits`]), accept (Authentication-Results). When there is no verdict (timeout, engine
 //!    failure, DNS outage, oversized message) [`OnError`] decides: tempfail or accept.
 //!
 //! Entry points: [`serve`] (what `unspoof milter` calls: runs until SIGTERM) and [`Milter`]
@@ -23,9 +23,9 @@
 
 pub mod actions;
 pub mod config;
+pub mod edits;
 pub mod message;
 mod session;
-pub mod tag;
 pub mod wire;
 
 use std::future::Future;
@@ -268,9 +268,16 @@ async fn accept_loop(
         let rx = shutdown.clone();
         sessions.spawn(async move {
             let _permit = permit;
+            // Borrowed halves: no lock between reader and writer.
             match stream {
-                Stream::Tcp(s) => session::run(s, peer, shared, rx).await,
-                Stream::Unix(s) => session::run(s, peer, shared, rx).await,
+                Stream::Tcp(mut s) => {
+                    let (r, w) = s.split();
+                    session::run(r, w, peer, shared, rx).await
+                }
+                Stream::Unix(mut s) => {
+                    let (r, w) = s.split();
+                    session::run(r, w, peer, shared, rx).await
+                }
             }
         });
     }

@@ -9,38 +9,12 @@
 //! the name and the colon (`From :` arrives as `From`), and the MTA's own Received field
 //! (Postfix hides it from milters).
 
-use std::fmt;
-
-/// One header field as received: the name, and the value after the colon with CRLF line
-/// ends (folded lines kept).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Field {
-    pub name: String,
-    pub value: String,
-}
-
-impl Field {
-    /// The value unfolded and trimmed.
-    pub fn unfolded(&self) -> String {
-        let mut out = String::with_capacity(self.value.len());
-        for part in self.value.split("\r\n") {
-            out.push_str(part);
-        }
-        out.trim().to_string()
-    }
-}
-
-impl fmt::Debug for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{:?}", self.name, self.value)
-    }
-}
+use unspoof_engine::message::Headers;
 
 /// The message being received.
 #[derive(Debug, Default)]
 pub struct Message {
     raw: Vec<u8>,
-    fields: Vec<Field>,
     /// Offset of the body in `raw`, once the header section is closed.
     body_at: Option<usize>,
     /// Octets the MTA sent, kept or not.
@@ -56,31 +30,28 @@ impl Message {
             // A header after the body started cannot be placed; the MTA never sends one.
             return;
         }
-        let name = String::from_utf8_lossy(name).into_owned();
-        let mut v = Vec::with_capacity(value.len() + 8);
+        self.raw.reserve(name.len() + value.len() + 8);
+        self.raw.extend_from_slice(name);
+        self.raw.push(b':');
         // Without HDR_LEADSPC one space after the colon was eaten: put it back, unless the
         // value is empty or starts with a fold or a tab (those were not eaten).
         if !leadspc && !value.is_empty() && !matches!(value[0], b'\t' | b'\r' | b'\n') {
-            v.push(b' ');
+            self.raw.push(b' ');
         }
         // Folded lines arrive separated by a bare LF (milter8.c: "Sendmail 8 sends multi-line
         // headers as text separated by newline").
-        let mut prev = 0u8;
-        for &b in value {
-            if b == b'\n' && prev != b'\r' {
-                v.push(b'\r');
+        let mut rest = value;
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..i];
+            self.raw.extend_from_slice(line);
+            if !line.ends_with(b"\r") {
+                self.raw.push(b'\r');
             }
-            v.push(b);
-            prev = b;
+            self.raw.push(b'\n');
+            rest = &rest[i + 1..];
         }
-        self.raw.extend_from_slice(name.as_bytes());
-        self.raw.push(b':');
-        self.raw.extend_from_slice(&v);
+        self.raw.extend_from_slice(rest);
         self.raw.extend_from_slice(b"\r\n");
-        self.fields.push(Field {
-            name,
-            value: String::from_utf8_lossy(&v).into_owned(),
-        });
     }
 
     /// Closes the header section (end of headers, or the first body chunk).
@@ -106,7 +77,6 @@ impl Message {
             self.oversized = true;
             // Stop holding memory for a message we will not analyse.
             self.raw = Vec::new();
-            self.fields = Vec::new();
         }
         self.oversized
     }
@@ -121,9 +91,14 @@ impl Message {
         self.size
     }
 
-    /// The header fields in order.
-    pub fn fields(&self) -> &[Field] {
-        &self.fields
+    /// The header fields in order, as the engine splits them.
+    pub fn headers(&self) -> Headers<'_> {
+        Headers::parse(self.head())
+    }
+
+    /// The header section, with its closing blank line once the section is closed.
+    fn head(&self) -> &[u8] {
+        &self.raw[..self.body_at.unwrap_or(self.raw.len())]
     }
 
     /// The body (empty before the header section is closed).
@@ -131,21 +106,15 @@ impl Message {
         self.body_at.map_or(&[][..], |at| &self.raw[at..])
     }
 
+    /// The raw message as kept so far (the header section closed at end of headers).
+    pub fn bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
     /// The raw message; closes the header section first.
     pub fn raw(&mut self) -> &[u8] {
         self.end_of_headers();
         &self.raw
-    }
-
-    /// Takes the raw message out (the engine runs on another task); give it back with
-    /// [`Message::restore`].
-    pub fn take_raw(&mut self) -> Vec<u8> {
-        self.end_of_headers();
-        std::mem::take(&mut self.raw)
-    }
-
-    pub fn restore(&mut self, raw: Vec<u8>) {
-        self.raw = raw;
     }
 }
 
@@ -166,7 +135,9 @@ mod tests {
             m.raw(),
             b"Subject: hello\r\n\tworld\r\nX-Tight:v\r\nX-Empty:\r\n\r\nline\r\n"
         );
-        assert_eq!(m.fields()[0].unfolded(), "hello\tworld");
+        let h = m.headers();
+        assert_eq!(h.fields.len(), 3);
+        assert_eq!(h.fields[0].value_unfolded(), "hello\tworld");
         assert_eq!(m.body_bytes(), b"line\r\n");
     }
 

@@ -8,10 +8,12 @@
 //! wrong ends in a reply or a closed connection, never a silent wait.
 
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
@@ -141,15 +143,6 @@ fn dns_outage(a: &Analysis) -> bool {
                     || auth.dkim.iter().any(|d| d.result == Word::TempError))))
 }
 
-/// Aborts the engine task if the session goes away first.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 enum Flow {
     Continue,
     Close,
@@ -172,17 +165,20 @@ pub(crate) struct Session {
     message: Message,
 }
 
-/// Serves one MTA connection to its end. Never panics on what the MTA sends.
-pub(crate) async fn run<S>(
-    stream: S,
+/// Serves one MTA connection (its read and write halves) to its end. Never panics on what
+/// the MTA sends.
+pub(crate) async fn run<R, W>(
+    r: R,
+    mut w: W,
     peer: String,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
-    let (r, mut w) = tokio::io::split(stream);
-    let mut r = BufReader::with_capacity(64 * 1024, r);
+    // Small: body chunks larger than the buffer are read straight into the packet buffer.
+    let mut r = BufReader::with_capacity(8 * 1024, r);
     let mut session = Session {
         shared,
         peer,
@@ -217,7 +213,10 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         let limits = self.shared.config.limits.clone();
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut buf = Vec::with_capacity(4 * 1024);
+        // One shutdown watch for the connection's life, polled while idle.
+        let stop = stopped(shutdown.clone());
+        tokio::pin!(stop);
         loop {
             // Outside a transaction a shutdown closes the connection at once; inside one the
             // message is finished first.
@@ -232,7 +231,7 @@ impl Session {
             let got = if idle {
                 tokio::select! {
                     biased;
-                    _ = stopped(shutdown.clone()) => return,
+                    _ = &mut stop => return,
                     got = read => got,
                 }
             } else {
@@ -495,30 +494,28 @@ impl Session {
         }
     }
 
-    /// Runs the engine on its own task, sending progress while it works.
+    /// Runs the engine on the message, sending progress while it works. A panic in the engine
+    /// is caught and becomes an error, like a timeout.
     async fn evaluate<W: AsyncWrite + Unpin>(
         &self,
-        raw: Vec<u8>,
-        envelope: Envelope,
+        envelope: &Envelope,
         w: &mut W,
-    ) -> std::io::Result<Result<(Analysis, Vec<u8>), String>> {
+    ) -> std::io::Result<Result<Analysis, String>> {
         let limits = &self.shared.config.limits;
-        let engine = self.shared.engine.clone();
-        let mut task = AbortOnDrop(tokio::spawn(async move {
-            let analysis = engine.evaluate(&raw, &envelope).await;
-            (analysis, raw)
-        }));
+        let engine = &self.shared.engine;
+        let run = AssertUnwindSafe(engine.evaluate(self.message.bytes(), envelope)).catch_unwind();
+        tokio::pin!(run);
         let deadline = tokio::time::sleep(limits.eval_timeout());
         tokio::pin!(deadline);
         let every = limits.progress_interval();
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
+            // The engine first: with warm caches it is done on the first poll and the timers
+            // are never even registered.
             tokio::select! {
-                done = &mut task.0 => {
-                    return Ok(done.map_err(|e| {
-                        if e.is_panic() { "the engine panicked".to_string() }
-                        else { "the engine task was cancelled".to_string() }
-                    }));
+                biased;
+                done = &mut run => {
+                    return Ok(done.map_err(|_| "the engine panicked".to_string()));
                 }
                 _ = &mut deadline => {
                     return Ok(Err(format!("no verdict within eval_timeout ({} s)", limits.eval_timeout)));
@@ -572,10 +569,9 @@ impl Session {
                 self.message.size()
             ))
         } else {
-            let raw = self.message.take_raw();
-            match self.evaluate(raw, envelope.clone(), w).await? {
-                Ok((analysis, raw)) => {
-                    self.message.restore(raw);
+            self.message.end_of_headers();
+            match self.evaluate(&envelope, w).await? {
+                Ok(analysis) => {
                     if dns_outage(&analysis) && shared.config.on_error == OnError::Tempfail {
                         Err("DNS did not answer for the checks DMARC rests on".to_string())
                     } else {
@@ -654,15 +650,14 @@ impl Session {
 
     /// Hands the message to the quarantine store, if there is one; the note names the copy.
     async fn store_quarantined(
-        &mut self,
+        &self,
         analysis: &Analysis,
         envelope: &Envelope,
         qid: &str,
     ) -> Option<String> {
         let store = self.shared.store.clone()?;
-        let raw = self.message.raw().to_vec();
         let item = Quarantined {
-            raw: &raw,
+            raw: self.message.bytes(),
             analysis,
             envelope,
             queue_id: (qid != "-").then_some(qid),

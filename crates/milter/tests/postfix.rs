@@ -356,7 +356,9 @@ async fn postfix_runs_the_milter() {
     let t = text(&delivered);
     let body = &t[t.find("\n\n").unwrap() + 2..];
     assert!(
-        body.starts_with("*** unspoof: be careful with this message ***"),
+        body.starts_with(
+            "Caution: unspoof could not confirm this message is from who it claims to be"
+        ),
         "{body}"
     );
     assert!(body.contains("Please pay the invoice today."), "{body}");

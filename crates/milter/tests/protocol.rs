@@ -225,7 +225,9 @@ async fn tag_changes_subject_adds_headers_and_banner() {
     );
     let body = String::from_utf8(o.body().expect("body replaced")).unwrap();
     assert!(
-        body.starts_with("*** unspoof: be careful with this message ***\r\n"),
+        body.starts_with(
+            "Caution: unspoof could not confirm this message is from who it claims to be"
+        ),
         "{body}"
     );
     assert!(
@@ -245,6 +247,50 @@ async fn tag_changes_subject_adds_headers_and_banner() {
         "{head}"
     );
     assert_eq!(h.stats().tagged, 1);
+}
+
+#[tokio::test]
+async fn a_tagged_multipart_message_gets_the_engines_banner_in_each_part() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let raw = b"From: Shop <news@tagme.test>\r\n\
+To: bob@example.net\r\n\
+Subject: =?utf-8?q?caf=C3=A9?= offers\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"b1\"\r\n\
+\r\n\
+--b1\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+Caf=C3=A9 offers this week.\r\n\
+--b1\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+\r\n\
+<html><body><p>Offers</p></body></html>\r\n\
+--b1--\r\n";
+    let o = m
+        .message(&Transaction::new(STRANGER, "news@tagme.test", raw))
+        .await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    let delivered = String::from_utf8(apply(raw, &o, true)).unwrap();
+    assert!(
+        delivered.contains("\r\nSubject: [SUSPICIOUS] =?utf-8?q?caf=C3=A9?= offers\r\n"),
+        "{delivered}"
+    );
+    assert!(delivered.contains("Content-Type: multipart/alternative; boundary=\"b1\"\r\n"));
+    let body = &delivered[delivered.find("\r\n\r\n").unwrap()..];
+    assert_eq!(body.matches("--b1\r\n").count(), 2, "{body}");
+    assert!(body.contains("--b1--"));
+    // Both alternatives carry the banner (the text part stays quoted-printable).
+    assert_eq!(
+        body.matches("unspoof could not confirm").count(),
+        2,
+        "{body}"
+    );
+    assert!(body.contains("Caf=C3=A9 offers this week."), "{body}");
+    assert!(body.contains("<p>Offers</p>"), "{body}");
 }
 
 #[tokio::test]
