@@ -196,7 +196,7 @@ pub(crate) async fn run<R, W>(
         message: Message::default(),
     };
     session.serve(&mut r, &mut w, shutdown).await;
-    let _ = w.shutdown().await;
+    // Dropping the socket closes it (FIN after what was written): no separate shutdown call.
 }
 
 pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
