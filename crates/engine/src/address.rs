@@ -27,6 +27,10 @@ pub const MAX_INPUT: usize = 64 * 1024;
 /// parsers that recurse do, and stop reading at different depths).
 pub const MAX_NESTING: usize = 16;
 
+/// Readings kept per value: distinct (style, domain) pairs beyond this are dropped, so that a
+/// value listing thousands of domains costs its callers no more than a few dozen.
+pub const MAX_READINGS: usize = 64;
+
 /// Bytes of one encoded-word (RFC 2047 2 says 75; real mail exceeds it, so we allow more).
 const MAX_ENCODED_WORD: usize = 1024;
 
@@ -778,16 +782,20 @@ impl Parser {
 
     /// address (RFC 5322 3.4): mailbox or group.
     fn address(&mut self, in_group: bool) -> Option<Address> {
-        let words = self.words();
+        let mut words = self.words();
+        // Groups do not nest (RFC 5322 3.4): an inner `name:` is dropped and its members read as
+        // the outer group's, which also keeps the recursion at two levels whatever the input.
+        while in_group && !words.is_empty() && self.peek_special() == Some(b':') {
+            self.defect(Defect::NestedGroup);
+            self.bump();
+            words = self.words();
+        }
         match self.peek_special() {
             Some(b'<') => {
                 let name = Self::phrase_text(&words);
                 self.angle_addr(name).map(Address::Mailbox)
             }
             Some(b':') if !words.is_empty() => {
-                if in_group {
-                    self.defect(Defect::NestedGroup);
-                }
                 let name = Self::phrase_text(&words).unwrap_or_default();
                 self.bump();
                 let members = self
@@ -1094,7 +1102,10 @@ pub fn parse_path(value: &[u8]) -> Path {
 fn push_reading(out: &mut Vec<Reading>, style: Style, domain: Option<String>) {
     if let Some(domain) = domain {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if !domain.is_empty() && !out.iter().any(|r| r.style == style && r.domain == domain) {
+        if !domain.is_empty()
+            && out.len() < MAX_READINGS
+            && !out.iter().any(|r| r.style == style && r.domain == domain)
+        {
             out.push(Reading { style, domain });
         }
     }
@@ -1128,7 +1139,7 @@ fn naive_readings(text: &[u8], out: &mut Vec<Reading>) {
 }
 
 /// What each parser style reads from one address-list value: the strict parse's domains first,
-/// then each other style's, each (style, domain) once.
+/// then each other style's, each (style, domain) once, at most [`MAX_READINGS`].
 pub fn readings(value: &[u8]) -> Vec<Reading> {
     let list = parse_address_list(value);
     let mut ignored = Vec::new();
@@ -1472,6 +1483,16 @@ mod tests {
     }
 
     #[test]
+    fn groups_do_not_nest() {
+        let l = parse_address_list(b" a: b: c@d.example;;");
+        assert!(l.has(Defect::NestedGroup));
+        assert_eq!(l.mailboxes().count(), 1);
+        // 32 768 levels would overflow the stack of a parser that recursed into each.
+        let l = parse_address_list(&b"a:".repeat(MAX_INPUT));
+        assert!(l.has(Defect::NestedGroup) && l.has(Defect::TooLong));
+    }
+
+    #[test]
     fn bounded() {
         let deep = [b"(".repeat(100_000), b"a@b.com".to_vec()].concat();
         let l = parse_address_list(&deep);
@@ -1480,5 +1501,9 @@ mod tests {
         let l = parse_address_list(&many);
         assert!(l.has(Defect::TooLong));
         assert_eq!(l.mailboxes().count(), MAX_INPUT / 8);
+        let distinct: Vec<u8> = (0..8000)
+            .flat_map(|i| format!("a@d{i}.example,").into_bytes())
+            .collect();
+        assert_eq!(readings(&distinct).len(), MAX_READINGS);
     }
 }

@@ -35,3 +35,14 @@ fn address_domain_literal_with_quoted_pairs() {
         "[\\\\\\\\\\\\\\2.0.2.1]"
     );
 }
+
+/// Not found by fuzz/address but by reading the parser for what its short inputs cannot reach:
+/// each `name:` inside a group opened a nested group by recursion, so 64 KiB of `a:` overflowed
+/// the stack. Groups no longer nest (RFC 5322 3.4 has no nested groups).
+#[test]
+fn address_nested_groups_do_not_recurse() {
+    let list = parse_address_list(&b"a:".repeat(40_000));
+    assert!(list.has(Defect::NestedGroup));
+    let list = parse_address_list(b" outer: inner: x@example.com;;");
+    assert_eq!(list.mailboxes().count(), 1);
+}

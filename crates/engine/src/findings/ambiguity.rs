@@ -266,6 +266,8 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
         .map(|r| r.domain.clone())
         .collect();
     every_domain.extend(common.iter().cloned());
+    every_domain.sort();
+    every_domain.dedup();
 
     if froms.len() > 1 {
         add(
@@ -626,6 +628,8 @@ fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
     for f in froms {
         from_domains.extend(address::readings(f.value).into_iter().map(|r| r.domain));
     }
+    from_domains.sort();
+    from_domains.dedup();
     for h in ctx.headers.all("DKIM-Signature").take(MAX_FROM_FIELDS) {
         let mut problems = Vec::new();
         let mut domains = from_domains.clone();
