@@ -331,6 +331,37 @@ async fn postfix_runs_the_milter() {
         again.auth.dkim
     );
 
+    // Issue 7: the log lines this real Postfix wrote join the delivered message to its queue id
+    // and confirm the client of our topmost Received header (written by Postfix itself).
+    let log_lines =
+        unspoof_forensics::logs::read(pf.log().as_bytes(), "maillog", 2026).expect("read maillog");
+    let from_log = engine.evaluate(&delivered, &Envelope::default()).await;
+    let joined = unspoof_forensics::join::join(
+        from_log.message.message_id.as_deref(),
+        &from_log.trace,
+        &log_lines,
+    );
+    assert_eq!(
+        joined.queue_ids.len(),
+        1,
+        "queue id of the good message in:\n{}",
+        pf.log()
+    );
+    assert!(
+        matches!(
+            joined.hop_check,
+            unspoof_forensics::join::HopCheck::Confirmed { .. }
+        ),
+        "{:?}\n{}",
+        joined.hop_check,
+        pf.log()
+    );
+    assert!(
+        joined.deliveries.iter().any(|d| d.status == "sent"),
+        "{:?}",
+        joined.deliveries
+    );
+
     // (a) A spoof of the protected domain is refused in the SMTP reply to DATA.
     let spoof = plain_message("The CEO <ceo@bank.test>", "urgent wire");
     let (code, out) = swaks(&pf, "ceo@bank.test", &spoof, work.path(), "spoof").await;
