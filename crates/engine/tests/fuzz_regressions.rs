@@ -46,3 +46,35 @@ fn address_nested_groups_do_not_recurse() {
     let list = parse_address_list(b" outer: inner: x@example.com;;");
     assert_eq!(list.mailboxes().count(), 1);
 }
+
+/// The whole verdict (as fuzz/verdict_offline runs it) on a message whose From lists 50 000
+/// mailboxes (900 KB): it must finish in seconds, as it does for every other finding.
+/// Found by feeding hand-made oversized inputs to the verdict_offline fuzz binary (a 3.4 MB From
+/// ran for over 300 s): `findings::impersonation::visible_text` lower-cases the whole decoded
+/// From value once per mailbox, quadratic in the size of the field.
+#[test]
+#[ignore = "fuzz timeout: crates/engine/src/findings/impersonation.rs (visible_text is quadratic), reported"]
+fn verdict_huge_from_finishes() {
+    use std::{sync::mpsc, time::Duration};
+    use unspoof_engine::{Dns, Engine, Envelope, Policy};
+
+    let mut raw = b"From: ".to_vec();
+    for i in 0..50_000 {
+        raw.extend_from_slice(format!("a@d{i}.example, ").as_bytes());
+    }
+    raw.extend_from_slice(b"b@example.com\r\nSubject: x\r\n\r\nbody\r\n");
+    let policy = Policy::parse("protected_domains = [\"example.com\"]", "p").unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let a =
+            rt.block_on(Engine::new(policy, Dns::offline()).evaluate(&raw, &Envelope::default()));
+        let _ = tx.send(a.verdict.action);
+    });
+    let action = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the verdict on a 900 KB From took more than 20 s");
+    assert_eq!(action, unspoof_engine::Action::Reject);
+}

@@ -33,10 +33,12 @@
 //! authenticates it (an aligned DKIM or SPF pass, or our own network).
 
 use super::Context;
+use std::{cell::RefCell, collections::HashMap};
+
 use crate::{
     address::{self, Defect, Reading, Style},
     auth::Word,
-    domain::same_organisation,
+    domain::registrable,
     message::is_mbox,
     verdict::{Action, Reason},
 };
@@ -93,8 +95,8 @@ struct Found {
     code: &'static str,
     message: String,
     evidence: Vec<String>,
-    /// Every domain any reading involves: one protected makes it a reject.
-    domains: Vec<String>,
+    /// The first protected domain that any reading involves: it makes the finding a reject.
+    protected: Option<String>,
 }
 
 /// Adds a finding, merging it into an earlier one with the same code.
@@ -106,25 +108,71 @@ fn add(found: &mut Vec<Found>, f: Found) {
                     g.evidence.push(e);
                 }
             }
-            g.domains.extend(f.domains);
+            if g.protected.is_none() {
+                g.protected = f.protected;
+            }
         }
         None => found.push(f),
     }
 }
 
+/// The first protected domain among `domains`.
+fn protected_in<'a>(
+    ctx: &Context<'_>,
+    domains: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    domains
+        .into_iter()
+        .find(|d| ctx.policy.is_protected(d))
+        .map(str::to_string)
+}
+
+/// Registrable domains, each looked up once per message (IDNA and the PSL are the costly part
+/// of comparing readings).
+#[derive(Default)]
+struct Orgs(RefCell<HashMap<String, Option<String>>>);
+
+impl Orgs {
+    fn org(&self, d: &str) -> Option<String> {
+        if let Some(o) = self.0.borrow().get(d) {
+            return o.clone();
+        }
+        let o = registrable(d);
+        self.0.borrow_mut().insert(d.to_string(), o.clone());
+        o
+    }
+
+    /// Equal, or the same registrable domain.
+    fn same(&self, a: &str, b: &str) -> bool {
+        a == b || self.org(a).is_some_and(|x| Some(x) == self.org(b))
+    }
+}
+
+/// The distinct domains of `ctx.from` (mail-parser's reading), at most [`address::MAX_READINGS`]
+/// for comparisons: a From with thousands of mailboxes is already `ambiguity.from_several`.
+fn common_domains(ctx: &Context<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in &ctx.from {
+        if out.len() >= address::MAX_READINGS {
+            break;
+        }
+        if !m.domain.is_empty() && !out.contains(&m.domain) {
+            out.push(m.domain.clone());
+        }
+    }
+    out
+}
+
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     let mut found = Vec::new();
     let froms = from_fields(ctx);
-    from_checks(ctx, &froms, &mut found);
-    sender_checks(ctx, &froms, &mut found);
+    let orgs = Orgs::default();
+    from_checks(ctx, &orgs, &froms, &mut found);
+    sender_checks(ctx, &orgs, &froms, &mut found);
     mail_from_checks(ctx, &mut found);
     dkim_checks(ctx, &froms, &mut found);
     for f in found {
-        let mut domains = f.domains;
-        domains.sort();
-        domains.dedup();
-        let protected = domains.iter().find(|d| ctx.policy.is_protected(d));
-        let (action, message) = match protected {
+        let (action, message) = match &f.protected {
             Some(d) => (
                 Action::Reject,
                 format!(
@@ -241,33 +289,22 @@ fn named_from(line: &[u8]) -> Option<&[u8]> {
     rest.strip_prefix(b":")
 }
 
-/// Equal, or the same registrable domain.
-fn same(a: &str, b: &str) -> bool {
-    a == b || same_organisation(a, b)
-}
-
 /// A reading for the message: `style reads domain`.
 fn describe(label: &str, domain: &str) -> String {
     format!("{label} reads {domain}")
 }
 
-fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found>) {
+fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &mut Vec<Found>) {
     let all_readings: Vec<Vec<Reading>> =
         froms.iter().map(|f| address::readings(f.value)).collect();
-    let common: Vec<String> = ctx
-        .from
-        .iter()
-        .map(|m| m.domain.clone())
-        .filter(|d| !d.is_empty())
-        .collect();
-    let mut every_domain: Vec<String> = all_readings
-        .iter()
-        .flatten()
-        .map(|r| r.domain.clone())
-        .collect();
-    every_domain.extend(common.iter().cloned());
-    every_domain.sort();
-    every_domain.dedup();
+    let common = common_domains(ctx);
+    // Every mailbox mail-parser read counts for the action, not only the first ones compared.
+    let common_protected = protected_in(ctx, ctx.from.iter().map(|m| m.domain.as_str()));
+    let every_protected = protected_in(
+        ctx,
+        all_readings.iter().flatten().map(|r| r.domain.as_str()),
+    )
+    .or_else(|| common_protected.clone());
 
     if froms.len() > 1 {
         add(
@@ -283,7 +320,7 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                     .take(MAX_FIELDS_SHOWN)
                     .map(|f| escape(f.raw))
                     .collect(),
-                domains: every_domain.clone(),
+                protected: every_protected.clone(),
             },
         );
     }
@@ -309,17 +346,21 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                 code,
                 message: message.to_string(),
                 evidence: vec![escape(f.raw)],
-                domains: every_domain.clone(),
+                protected: every_protected.clone(),
             },
         );
     }
 
     for (f, readings) in froms.iter().zip(&all_readings) {
         let list = address::parse_address_list(f.value);
-        let mut domains: Vec<String> = readings.iter().map(|r| r.domain.clone()).collect();
-        if f.first {
-            domains.extend(common.iter().cloned());
-        }
+        let protected =
+            protected_in(ctx, readings.iter().map(|r| r.domain.as_str())).or_else(|| {
+                if f.first {
+                    common_protected.clone()
+                } else {
+                    None
+                }
+            });
         let evidence = vec![escape(f.raw)];
         let count = list.mailboxes().count();
         if count == 0 {
@@ -329,7 +370,7 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                     code: "ambiguity.from_empty",
                     message: "the From field holds no mailbox that a strict parser can read, so each program guesses the author its own way".into(),
                     evidence: evidence.clone(),
-                    domains: domains.clone(),
+                    protected: protected.clone(),
                 },
             );
         } else if count > 1 {
@@ -341,7 +382,7 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                         "the From field holds {count} mailboxes: a program that shows the first and one that checks another disagree about the author"
                     ),
                     evidence: evidence.clone(),
-                    domains: domains.clone(),
+                    protected: protected.clone(),
                 },
             );
         }
@@ -372,7 +413,7 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
         }
         let disagree: Vec<&(String, &str)> = others
             .iter()
-            .filter(|(_, d)| !strict.iter().any(|s| same(s, d)))
+            .filter(|(_, d)| !strict.iter().any(|s| orgs.same(s, d)))
             .collect();
         let tricks: Vec<&str> = list
             .defects
@@ -400,7 +441,7 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                         said.join("; ")
                     ),
                     evidence: evidence.clone(),
-                    domains: domains.clone(),
+                    protected: protected.clone(),
                 },
             );
         } else if !tricks.is_empty() {
@@ -413,14 +454,16 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                         tricks.join(", ")
                     ),
                     evidence: evidence.clone(),
-                    domains: domains.clone(),
+                    protected: protected.clone(),
                 },
             );
         }
 
         let hidden: Vec<&str> = readings
             .iter()
-            .filter(|r| r.style == Style::EncodedWord && !strict.iter().any(|s| same(s, &r.domain)))
+            .filter(|r| {
+                r.style == Style::EncodedWord && !strict.iter().any(|s| orgs.same(s, &r.domain))
+            })
             .map(|r| r.domain.as_str())
             .collect();
         if !hidden.is_empty() {
@@ -438,17 +481,22 @@ fn from_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                         hidden.join(", ")
                     ),
                     evidence: evidence.clone(),
-                    domains: domains.clone(),
+                    protected: protected.clone(),
                 },
             );
         }
         if list.has(Defect::RouteAddress) {
-            add(found, route_finding("From", &evidence, readings));
+            add(found, route_finding(ctx, "From", &evidence, readings));
         }
     }
 }
 
-fn route_finding(field: &str, evidence: &[String], readings: &[Reading]) -> Found {
+fn route_finding(
+    ctx: &Context<'_>,
+    field: &str,
+    evidence: &[String],
+    readings: &[Reading],
+) -> Found {
     let route: Vec<&str> = readings
         .iter()
         .filter(|r| r.style == Style::Route)
@@ -461,7 +509,7 @@ fn route_finding(field: &str, evidence: &[String], readings: &[Reading]) -> Foun
             route.join(", ")
         ),
         evidence: evidence.to_vec(),
-        domains: readings.iter().map(|r| r.domain.clone()).collect(),
+        protected: protected_in(ctx, readings.iter().map(|r| r.domain.as_str())),
     }
 }
 
@@ -470,22 +518,29 @@ fn route_finding(field: &str, evidence: &[String], readings: &[Reading]) -> Foun
 
 /// Whether `domain` is authenticated for this message: an aligned-by-organisation DKIM pass or
 /// SPF pass.
-fn authenticated(ctx: &Context<'_>, domain: &str) -> bool {
+fn authenticated(ctx: &Context<'_>, orgs: &Orgs, domain: &str) -> bool {
     let auth = ctx.auth;
     auth.dkim
         .iter()
-        .any(|d| d.result == Word::Pass && same(&d.domain.to_ascii_lowercase(), domain))
-        || (auth.spf.result == Word::Pass && same(&auth.spf.domain.to_ascii_lowercase(), domain))
+        .any(|d| d.result == Word::Pass && orgs.same(&d.domain.to_ascii_lowercase(), domain))
+        || (auth.spf.result == Word::Pass
+            && orgs.same(&auth.spf.domain.to_ascii_lowercase(), domain))
 }
 
-fn sender_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found>) {
-    let mut from_domains: Vec<String> = ctx.from.iter().map(|m| m.domain.clone()).collect();
+fn sender_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &mut Vec<Found>) {
+    // The From domains compared with, capped like every reading: past the cap a Sender may be
+    // reported that a longer comparison would have excused, never the other way round.
+    let mut from_domains = common_domains(ctx);
     for f in froms.iter().filter(|f| f.kind == FromKind::Plain) {
-        from_domains.extend(
-            address::parse_address_list(f.value)
-                .mailboxes()
-                .map(|m| m.domain_key()),
-        );
+        for m in address::parse_address_list(f.value).mailboxes() {
+            if from_domains.len() >= 2 * address::MAX_READINGS {
+                break;
+            }
+            let d = m.domain_key();
+            if !from_domains.contains(&d) {
+                from_domains.push(d);
+            }
+        }
     }
     let internal = ctx.envelope.ip.is_some_and(|ip| ctx.policy.is_internal(ip));
     let mail_from = ctx.mail_from_domain();
@@ -495,7 +550,7 @@ fn sender_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Fou
             let evidence = vec![escape(&ctx.raw[h.offset.min(end)..end])];
             let readings = address::readings(h.value);
             if address::parse_address_list(h.value).has(Defect::RouteAddress) {
-                add(found, route_finding(name, &evidence, &readings));
+                add(found, route_finding(ctx, name, &evidence, &readings));
             }
             if internal {
                 continue;
@@ -509,9 +564,9 @@ fn sender_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Fou
                 .filter(|r| r.style != Style::Mentioned)
                 .map(|r| r.domain.as_str())
                 .filter(|d| ctx.policy.is_protected(d))
-                .filter(|d| !from_domains.iter().any(|f| same(f, d)))
-                .filter(|d| !mail_from.as_deref().is_some_and(|m| same(m, d)))
-                .filter(|d| !authenticated(ctx, d))
+                .filter(|d| !from_domains.iter().any(|f| orgs.same(f, d)))
+                .filter(|d| !mail_from.as_deref().is_some_and(|m| orgs.same(m, d)))
+                .filter(|d| !authenticated(ctx, orgs, d))
                 .collect();
             let Some(&domain) = shown.first() else {
                 continue;
@@ -527,7 +582,7 @@ fn sender_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Fou
                         "{name} puts {domain}, one of our domains, on screen beside a From in {from}, another organisation, and nothing authenticates {domain}: some programs show {name} as the sender"
                     ),
                     evidence,
-                    domains: readings.iter().map(|r| r.domain.clone()).collect(),
+                    protected: Some(domain.to_string()),
                 },
             );
         }
@@ -543,7 +598,7 @@ fn mail_from_checks(ctx: &Context<'_>, found: &mut Vec<Found>) {
     };
     let path = address::parse_path(mail_from.as_bytes());
     let readings = address::path_readings(mail_from.as_bytes());
-    let domains: Vec<String> = readings.iter().map(|r| r.domain.clone()).collect();
+    let protected = protected_in(ctx, readings.iter().map(|r| r.domain.as_str()));
     let evidence = vec![format!("MAIL FROM:<{}>", escape(mail_from.as_bytes()))];
     let field = if ctx.envelope.inferred.contains(&"mail_from") {
         "the Return-Path (standing in for MAIL FROM)"
@@ -565,7 +620,7 @@ fn mail_from_checks(ctx: &Context<'_>, found: &mut Vec<Found>) {
                     route.join(", ")
                 ),
                 evidence: evidence.clone(),
-                domains: domains.clone(),
+                protected: protected.clone(),
             },
         );
     }
@@ -595,7 +650,7 @@ fn mail_from_checks(ctx: &Context<'_>, found: &mut Vec<Found>) {
                     }
                 ),
                 evidence,
-                domains,
+                protected,
             },
         );
     }
@@ -624,15 +679,21 @@ fn domain_like(v: &[u8]) -> bool {
 }
 
 fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found>) {
-    let mut from_domains: Vec<String> = ctx.from.iter().map(|m| m.domain.clone()).collect();
+    // Alignment compares d= with From: a protected From makes a DKIM ambiguity a reject too.
+    let mut from_protected = None;
     for f in froms {
-        from_domains.extend(address::readings(f.value).into_iter().map(|r| r.domain));
+        from_protected = from_protected.or_else(|| {
+            protected_in(
+                ctx,
+                address::readings(f.value).iter().map(|r| r.domain.as_str()),
+            )
+        });
     }
-    from_domains.sort();
-    from_domains.dedup();
+    let from_protected =
+        from_protected.or_else(|| protected_in(ctx, ctx.from.iter().map(|m| m.domain.as_str())));
     for h in ctx.headers.all("DKIM-Signature").take(MAX_FROM_FIELDS) {
         let mut problems = Vec::new();
-        let mut domains = from_domains.clone();
+        let mut domains: Vec<String> = Vec::new();
         for tag in ["d", "s"] {
             let values: Vec<&[u8]> = h
                 .value
@@ -684,7 +745,8 @@ fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                     problems.join("; ")
                 ),
                 evidence: vec![escape(&ctx.raw[h.offset.min(end)..end])],
-                domains,
+                protected: protected_in(ctx, domains.iter().map(String::as_str))
+                    .or_else(|| from_protected.clone()),
             },
         );
     }
