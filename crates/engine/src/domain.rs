@@ -33,8 +33,14 @@ mod tests {
 
     #[test]
     fn registrable_domains() {
-        assert_eq!(registrable("WwW.Example.COM").as_deref(), Some("example.com"));
-        assert_eq!(registrable("a.b.example.co.uk").as_deref(), Some("example.co.uk"));
+        assert_eq!(
+            registrable("WwW.Example.COM").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            registrable("a.b.example.co.uk").as_deref(),
+            Some("example.co.uk")
+        );
         assert_eq!(registrable("com"), None);
         assert_eq!(registrable(".example.com"), None);
         assert!(same_organisation("mail.example.com", "example.com"));

@@ -55,7 +55,9 @@ async fn ham_is_never_quarantined_or_rejected() {
     assert_eq!(files.len(), 300, "the ham corpus should hold 300 messages");
 
     let policy = Policy::parse(POLICY, "ham policy").unwrap();
-    let dns = Dns::zones(Zone::new(), Duration::from_secs(2)).await.unwrap();
+    let dns = Dns::zones(Zone::new(), Duration::from_secs(2))
+        .await
+        .unwrap();
     let engine = Engine::new(policy, dns);
     let mut blocked = Vec::new();
     let mut tagged = 0;
@@ -73,6 +75,14 @@ async fn ham_is_never_quarantined_or_rejected() {
             Action::Accept => {}
         }
     }
-    println!("ham: {} messages, {tagged} tagged, {} quarantined or rejected", files.len(), blocked.len());
-    assert!(blocked.is_empty(), "false positives:\n{}", blocked.join("\n"));
+    println!(
+        "ham: {} messages, {tagged} tagged, {} quarantined or rejected",
+        files.len(),
+        blocked.len()
+    );
+    assert!(
+        blocked.is_empty(),
+        "false positives:\n{}",
+        blocked.join("\n")
+    );
 }
