@@ -486,6 +486,23 @@ impl Db {
         })
     }
 
+    /// Refreshes the planner's statistics. Without them, after a bulk load, both planners
+    /// take `ORDER BY received_at LIMIT n` as the cheap path and walk the time index past a
+    /// million rows to find one Message-ID (measured: 340 ms instead of 0.1 ms on PostgreSQL).
+    pub(crate) async fn analyze(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Postgres(p) => {
+                sqlx::query("ANALYZE sessions, messages, message_rcpt, message_reason, contacts, quarantine")
+                    .execute(p)
+                    .await?;
+            }
+            Db::Sqlite(p) => {
+                sqlx::query("ANALYZE").execute(p).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Gives freed pages back to the file system (SQLite); PostgreSQL's autovacuum does its own.
     pub(crate) async fn reclaim(&self) -> Result<(), sqlx::Error> {
         if let Db::Sqlite(p) = self {

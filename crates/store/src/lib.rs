@@ -594,6 +594,12 @@ impl Store {
             .block_on(self.has_seen(sender_domain, recipient))
     }
 
+    /// Refreshes the databases' planner statistics (`ANALYZE`); `prune` does it too. Run it
+    /// after a bulk load: searches then pick the right index.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        Ok(self.inner.db.analyze().await?)
+    }
+
     /// Applies the retention settings at time `now` (Unix seconds): deletes what is older than
     /// `retention_days`, then the oldest records until the rest fits in `max_bytes`. First
     /// contacts are kept (they are what "ever" means).
@@ -614,6 +620,7 @@ impl Store {
             add(db.delete_before(t.saturating_add(1)).await?);
         }
         db.reclaim().await?;
+        db.analyze().await?;
         report.bytes_after = db.total_bytes().await?.max(0) as u64;
         Ok(report)
     }
