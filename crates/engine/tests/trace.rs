@@ -1,5 +1,5 @@
 //! `build_trace` on real messages (tests/fixtures/trace, see SOURCES.md there) and, when the
-//! shared corpora are present, on every file of /work/shared/testdata/corpus-*.
+//! shared corpora are present, on every file of ../shared/testdata/corpus-*.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use unspoof_engine::trace::{
     TOO_MANY_HOPS, Trace, TrustConfig, UNPARSEABLE, build_trace,
 };
 
-const CORPORA: &str = "/work/shared/testdata";
+const CORPORA: &str = "../shared/testdata";
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
