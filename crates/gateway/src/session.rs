@@ -224,8 +224,11 @@ impl<D: Decide> Session<D> {
             Request::Ehlo { host } => self.hello(host, true).await,
             Request::Helo { host } => self.hello(host, false).await,
             Request::Mail { from } => self.mail(from).await,
-            Request::Rcpt { to } => self.rcpt(to.address).await,
-            Request::Data => return self.data(shutdown).await,
+            // The futures of RCPT (downstream connect), DATA (engine, relay, store) and
+            // STARTTLS (handshake) are large; boxed, they exist only while they run, and the
+            // state every idle session keeps stays small (see `docs/gateway.md`, memory).
+            Request::Rcpt { to } => Box::pin(self.rcpt(to.address)).await,
+            Request::Data => return Box::pin(self.data(shutdown)).await,
             Request::Rset => {
                 self.reset_transaction().await;
                 self.conn.reply(reply::RESET_OK);
@@ -237,7 +240,7 @@ impl<D: Decide> Session<D> {
             }
             Request::Vrfy { .. } => self.conn.reply(reply::VRFY),
             Request::Help { .. } => self.conn.reply(reply::HELP),
-            Request::StartTls => return self.starttls().await,
+            Request::StartTls => return Box::pin(self.starttls()).await,
             Request::Auth {
                 mechanism,
                 initial_response,
