@@ -75,13 +75,17 @@ pub(crate) struct Conn {
     wbuf: Vec<u8>,
 }
 
-const READ_CHUNK: usize = 16 * 1024;
+/// Read size inside DATA.
+const DATA_CHUNK: usize = 16 * 1024;
+/// Read size for command lines: a session that only talks (or idles) keeps a small buffer;
+/// the buffer grows to `DATA_CHUNK` at its first DATA.
+const COMMAND_CHUNK: usize = 1024;
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Self {
         Conn {
             stream: Stream::Plain(stream),
-            rbuf: Vec::with_capacity(READ_CHUNK),
+            rbuf: Vec::new(),
             rpos: 0,
             wbuf: Vec::with_capacity(1024),
         }
@@ -98,7 +102,7 @@ impl Conn {
         self.rpos = 0;
     }
 
-    async fn fill(&mut self) -> io::Result<usize> {
+    async fn fill(&mut self, chunk: usize) -> io::Result<usize> {
         if self.rpos == self.rbuf.len() {
             self.rbuf.clear();
             self.rpos = 0;
@@ -107,7 +111,7 @@ impl Conn {
         self.flush().await?;
         // `read_buf` fills spare capacity and sets the length only for bytes read, so a read
         // cancelled by shutdown or a timeout leaves the buffer as it was.
-        self.rbuf.reserve(READ_CHUNK);
+        self.rbuf.reserve(chunk);
         let n = self.stream.read_buf(&mut self.rbuf).await?;
         Ok(n)
     }
@@ -140,7 +144,7 @@ impl Conn {
                 }
             }
             self.rpos = self.rbuf.len();
-            if self.fill().await? == 0 {
+            if self.fill(COMMAND_CHUNK).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -156,7 +160,7 @@ impl Conn {
                 }
                 self.rpos = self.rbuf.len();
             }
-            if self.fill().await? == 0 {
+            if self.fill(DATA_CHUNK).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
