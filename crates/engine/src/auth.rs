@@ -22,11 +22,10 @@ use mail_auth::{
     common::crypto::Algorithm,
     dkim::DkimError,
     dmarc::{Alignment, Policy as DmarcPolicy, verify::DmarcParameters},
-    spf::verify::SpfParameters,
 };
 use serde::Serialize;
 
-use crate::{dns::Dns, spf_explain};
+use crate::{dns::Dns, spf_explain, spf_strict};
 
 /// An RFC 8601 result word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -253,8 +252,9 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
     let spf_budget = budget * 2;
 
     // SPF: HELO identity (RFC 7208 2.3) and MAIL FROM identity (2.4). A null sender is checked
-    // as postmaster@HELO, which is what mail-auth does for an empty sender.
-    let helo_params = SpfParameters::verify_ehlo(ip, input.helo, input.host_domain);
+    // as postmaster@HELO, which is what mail-auth does for an empty sender. mail-auth evaluates;
+    // spf_strict adds the RFC 7208 checks it skips (identity syntax, record syntax, one record,
+    // void lookups) and says why when that changes the result.
     let mail_from_for_spf: String = if input.mail_from.is_empty() {
         format!("postmaster@{}", input.helo)
     } else if input.mail_from.starts_with('@') {
@@ -264,35 +264,48 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
     } else {
         input.mail_from.to_string()
     };
-    let mf_params =
-        SpfParameters::verify_mail_from(ip, input.helo, input.host_domain, &mail_from_for_spf);
-
+    let (helo, host) = (input.helo, input.host_domain);
     let spf_helo = async {
         if input.helo.is_empty() {
             return None;
         }
-        bounded(spf_budget, auth.verify_spf(dns.params(helo_params))).await
+        bounded(
+            spf_budget,
+            spf_strict::check_host(dns, auth, ip, helo, host, None),
+        )
+        .await
     };
-    let spf_mf = bounded(spf_budget, auth.verify_spf(dns.params(mf_params)));
+    let spf_mf = bounded(
+        spf_budget,
+        spf_strict::check_host(dns, auth, ip, helo, host, Some(&mail_from_for_spf)),
+    );
     let dkim = bounded(budget * 2, auth.verify_dkim(dns.params(&message)));
     let arc = bounded(budget * 2, auth.verify_arc(dns.params(&message)));
     let (spf_helo, spf_mf, dkim_out, arc_out) = tokio::join!(spf_helo, spf_mf, dkim, arc);
 
-    let spf_mf_out = spf_mf.unwrap_or_else(|| {
-        mail_auth::SpfOutput::new(domain_of(&mail_from_for_spf).unwrap_or("").to_string())
-            .with_result(SpfResult::TempError)
-    });
+    let (spf_mf_out, spf_mf_problem) = match spf_mf {
+        Some(checked) => (checked.output, checked.problem),
+        None => (
+            mail_auth::SpfOutput::new(domain_of(&mail_from_for_spf).unwrap_or("").to_string())
+                .with_result(SpfResult::TempError),
+            None,
+        ),
+    };
     let dkim_out: Vec<DkimOutput<'_>> = dkim_out.unwrap_or_default();
 
     let mut spf = spf_check("mailfrom", &mail_from_for_spf, &spf_mf_out);
-    if spf.result != Word::None && spf.result != Word::TempError {
+    if spf_mf_problem.is_some() {
+        spf.mechanism = spf_mf_problem;
+    } else if spf.result != Word::None && spf.result != Word::TempError {
         spf.mechanism =
             spf_explain::explain(dns, ip, &spf.domain, &mail_from_for_spf, input.helo).await;
     }
     let spf_helo = match spf_helo {
-        Some(out) => {
-            let mut c = spf_check("helo", input.helo, &out);
-            if c.result != Word::None && c.result != Word::TempError {
+        Some(checked) => {
+            let mut c = spf_check("helo", input.helo, &checked.output);
+            if checked.problem.is_some() {
+                c.mechanism = checked.problem;
+            } else if c.result != Word::None && c.result != Word::TempError {
                 let sender = format!("postmaster@{}", input.helo);
                 c.mechanism = spf_explain::explain(dns, ip, input.helo, &sender, input.helo).await;
             }

@@ -16,6 +16,7 @@ pub mod findings;
 pub mod message;
 pub mod policy;
 mod spf_explain;
+mod spf_strict;
 pub mod tag;
 pub mod trace;
 pub mod verdict;
