@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Load benchmark of the SMTP gateway (`unspoof serve`), issue 4: msg/s, the latency the gateway
+# adds over sending straight to the downstream (p50, p99), CPU per message of the gateway
+# process, and its memory with 1,000 idle connections. Not a test: it prints figures and
+# fails only if something does not run.
+#
+#   scripts/bench-gateway.sh                     # N=20000 messages per phase, C=32, K=20
+#   N=5000 scripts/bench-gateway.sh              # quicker
+#   PROFILE=1 scripts/bench-gateway.sh           # also `perf record` the gateway (throughput phase)
+#
+# Set-up (everything on loopback):
+# - a private network namespace ($NETNS, default unspoof-gwbench) with only `lo`, to which the
+#   corpus's sender addresses are added (192.0.2.10, 203.0.113.66, ...), so the load generator
+#   connects *from* each message's real sending IP and the engine's SPF/DMARC results are the
+#   bench kit's expected ones; NETNS= runs on the host's loopback instead (every message then
+#   comes from 127.0.0.1, SPF fails, and the verdict mix differs);
+# - the corpus: the bench kit's messages (../shared/bench/data: 2000 multipart messages of
+#   4-25 KB, DKIM/ARC-signed, 16 scenarios, envelope in manifest.jsonl; the 80 IPv6 ones are
+#   skipped because the gateway listens on IPv4) and the kit's zone files, served by the
+#   gateway itself (`--dns-zone`, negative answers with SOA, so warm means no query at all);
+# - the sink (crates/gateway/examples/sink.rs) as downstream MTA: accepts and discards;
+# - the gateway: `unspoof serve --config <generated unspoof.toml> --dns-zone ...` with
+#   [gateway] downstream = the sink, reverse_dns = false, domains = ["recvbench.com"],
+#   metrics on, submission off, the default limits except max_connections = IDLE + 100;
+# - the load generator (crates/gateway/examples/smtp_load.rs).
+#
+# Steps: build (release); measure the sink alone; start the gateway; warm it up (every corpus
+# message once: DNS caches, allocator, connections); then for each phase run the same load
+# straight to the sink ("direct") and through the gateway ("gateway"), back to back:
+#   A. full speed, C connections, K messages per connection, pipelined     -> msg/s, CPU/msg
+#   B. full speed, one message per connection                              -> msg/s
+#   C. RATE msg/s (default 3000), K per connection, pipelined               -> added latency
+#   D. RATE msg/s, K per connection, not pipelined                          -> added latency
+#   E. RATE msg/s, one message per connection                               -> added latency
+# then IDLE (default 1000) idle connections (EHLO done) for VmRSS, the gateway's own
+# per-outcome latency from its session log, and its /metrics.
+#
+# Output: $OUT (default target/bench-gateway/<date>): results.jsonl (one RESULT per run),
+# report.txt (the summary table), sessions.jsonl, serve.log, metrics.txt, perf files.
+set -eo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KIT=${BENCH_KIT:-$REPO/../shared/bench}
+N=${N:-20000}
+C=${C:-32}
+K=${K:-20}
+RATE=${RATE:-3000}
+IDLE=${IDLE:-1000}
+NETNS=${NETNS-unspoof-gwbench}
+OUT=${OUT:-$REPO/target/bench-gateway/$(date -u +%Y%m%dT%H%M%SZ)}
+log() { printf '\n== %s\n' "$*"; }
+
+MANIFEST=$KIT/data/manifest.jsonl
+if [ ! -f "$MANIFEST" ]; then
+  echo "bench-gateway: no corpus at $KIT/data; generate it with the kit's gen.py" >&2
+  echo "  (cd $KIT && . ./env.sh && \$PY gen.py -n 2000), or set BENCH_KIT" >&2
+  exit 1
+fi
+MANIFEST=$(cd "$(dirname "$MANIFEST")" && pwd)/manifest.jsonl
+ZONES=()
+for z in "$(dirname "$MANIFEST")"/zones/*.zone; do ZONES+=(--dns-zone "$z"); done
+
+log "building (release): unspoof, and the sink and load generator examples"
+(cd "$REPO" && cargo build --release -p unspoof && \
+  cargo build --release -p unspoof-gateway --example sink --example smtp_load)
+BIN=$REPO/target/release/unspoof
+SINK=$REPO/target/release/examples/sink
+LOAD=$REPO/target/release/examples/smtp_load
+
+mkdir -p "$OUT"
+DATA=$OUT/data
+rm -rf "$DATA"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+
+# --- network namespace ---------------------------------------------------------------------
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$NETNS" ]; then ip netns del "$NETNS" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+if [ -n "$NETNS" ]; then
+  ip netns list | grep -qw "$NETNS" && ip netns del "$NETNS"
+  ip netns add "$NETNS"
+  ip netns exec "$NETNS" ip link set lo up
+  # Every IPv4 sending address of the corpus, so connections can come from it.
+  python3 -c '
+import json, sys
+ips = {json.loads(l)["ip"] for l in open(sys.argv[1]) if l.strip()}
+print("\n".join(sorted(i for i in ips if ":" not in i)))' "$MANIFEST" |
+    while read -r ip; do ip netns exec "$NETNS" ip addr add "$ip/32" dev lo; done
+  NS=(ip netns exec "$NETNS")
+  SINK_PORT=10025 GW_PORT=2525 METRICS_PORT=9425
+  BIND=--bind-source
+else
+  NS=()
+  read -r SINK_PORT GW_PORT METRICS_PORT < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+  BIND=
+fi
+# Room for IDLE connections plus the load, on both sides of each connection.
+ulimit -n $(( (IDLE + 2 * C) * 2 + 1024 ))
+
+# --- the sink, alone ---------------------------------------------------------------------
+log "sink on 127.0.0.1:$SINK_PORT"
+"${NS[@]}" "$SINK" --listen "127.0.0.1:$SINK_PORT" --threads 1 > "$OUT/sink.log" 2>&1 &
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+for _ in $(seq 50); do grep -q listening "$OUT/sink.log" && break; sleep 0.1; done
+
+load() {  # load LABEL PORT ARGS... : one load-generator run, its RESULT line into results.jsonl
+  local label=$1 port=$2; shift 2
+  "${NS[@]}" "$LOAD" --addr "127.0.0.1:$port" --manifest "$MANIFEST" $BIND --rcpt-domain recvbench.com \
+    --label "$label" "$@" \
+    2>&1 | tee "$OUT/$label.txt"
+  grep '^RESULT ' "$OUT/$label.txt" | sed 's/^RESULT //' >> "$RESULTS"
+}
+
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+log "the sink alone (it must not be the bottleneck); load average $LOADAVG"
+load sink-alone "$SINK_PORT" -n "$N" -c "$C" -k "$K" --watch sink="$SINK_PID"
+
+# --- the gateway ---------------------------------------------------------------------------
+cat > "$OUT/unspoof.toml" <<EOF
+# Generated by scripts/bench-gateway.sh
+hostname = "gw.recvbench.com"
+protected_domains = ["recvbench.com"]
+
+[gateway]
+data_dir = "$DATA"
+listen = "127.0.0.1:$GW_PORT"
+submission = ""
+metrics = "127.0.0.1:$METRICS_PORT"
+downstream = "127.0.0.1:$SINK_PORT"
+domains = ["recvbench.com"]
+reverse_dns = false
+
+[gateway.limits]
+max_connections = $(( IDLE + 100 ))
+EOF
+log "gateway on 127.0.0.1:$GW_PORT, relaying to the sink; config $OUT/unspoof.toml"
+"${NS[@]}" "$BIN" serve --config "$OUT/unspoof.toml" "${ZONES[@]}" > "$OUT/serve.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+for _ in $(seq 100); do
+  "${NS[@]}" python3 -c "import socket; socket.create_connection(('127.0.0.1', $GW_PORT), 1)" \
+    2>/dev/null && break
+  kill -0 "$GW_PID" 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
+  sleep 0.2
+done
+WATCH=(--watch gateway="$GW_PID" --watch sink="$SINK_PID")
+
+log "warm-up: every corpus message once through the gateway"
+load warmup "$GW_PORT" -n 2000 -c "$C" -k "$K" > /dev/null
+grep -v '"label": *"warmup"' "$RESULTS" > "$RESULTS.tmp" || true
+mv "$RESULTS.tmp" "$RESULTS"
+
+phase() {  # phase NAME ARGS... : direct, then gateway, with the same load
+  local name=$1; shift
+  log "phase $name: $*"
+  load "$name-direct" "$SINK_PORT" "$@" --watch sink="$SINK_PID"
+  if [ -n "$PROFILE" ] && [ "$name" = A ]; then
+    perf record -F 499 --call-graph dwarf,16384 -p "$GW_PID" -o "$OUT/perf.data" 2> "$OUT/perf.log" &
+    PERF_PID=$!
+    sleep 0.5
+  fi
+  load "$name-gateway" "$GW_PORT" "$@" "${WATCH[@]}"
+  if [ -n "$PERF_PID" ]; then
+    kill -INT "$PERF_PID"; wait "$PERF_PID" || true; PERF_PID=
+  fi
+}
+phase A -n "$N" -c "$C" -k "$K"
+phase B -n "$(( N / 4 ))" -c "$C" -k 1
+phase C -n "$(( RATE * 5 ))" -c "$C" -k "$K" --rate "$RATE"
+phase D -n "$(( RATE * 5 ))" -c "$C" -k "$K" --rate "$RATE" --no-pipelining
+phase E -n "$(( RATE * 3 ))" -c "$C" -k 1 --rate "$RATE"
+
+log "$IDLE idle connections (EHLO done) to the gateway"
+"${NS[@]}" "$LOAD" --addr "127.0.0.1:$GW_PORT" --idle "$IDLE" --watch gateway="$GW_PID" |
+  tee "$OUT/idle.txt"
+grep '^RESULT ' "$OUT/idle.txt" | sed 's/^RESULT //' >> "$RESULTS"
+
+"${NS[@]}" python3 -c "
+import urllib.request
+print(urllib.request.urlopen('http://127.0.0.1:$METRICS_PORT/metrics', timeout=5).read().decode())
+" > "$OUT/metrics.txt"
+
+log "stopping the gateway (SIGTERM) and the sink"
+kill -TERM "$GW_PID"; wait "$GW_PID" || true
+kill -TERM "$SINK_PID"; wait "$SINK_PID" || true
+PIDS=()
+cp "$DATA/sessions.jsonl" "$OUT/sessions.jsonl"
+
+if [ -n "$PROFILE" ] && [ -f "$OUT/perf.data" ]; then
+  perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+    grep -v '^$' | head -80 > "$OUT/perf-self.txt" || true
+  perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
+    grep -v '^$' | head -120 > "$OUT/perf-children.txt" || true
+fi
+
+log "report"
+python3 "$REPO/scripts/bench/gateway_report.py" "$RESULTS" "$OUT/sessions.jsonl" \
+  --machine "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+  --load "$LOADAVG" --commit "$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- crates || echo '+dirty')" \
+  | tee "$OUT/report.txt"
+echo "files in $OUT"
