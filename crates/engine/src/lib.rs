@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod contact;
 pub mod dns;
 pub mod domain;
 pub mod findings;
@@ -52,6 +53,12 @@ pub struct Envelope {
     pub received_at: Option<i64>,
     /// The SASL login of a submission client.
     pub auth_user: Option<String>,
+    /// Whether the message's sender domain is new to its recipients: `Some(true)` when at
+    /// least one recipient has never been delivered mail from it, `Some(false)` when all have,
+    /// `None` when nobody knows (no store, or it did not answer in time). The front door asks
+    /// its store before it calls the engine ([`contact::first_contact`]); the engine does no
+    /// I/O of its own.
+    pub first_contact: Option<bool>,
 }
 
 /// The envelope as the analysis used it, and which parts were reconstructed from the message.
@@ -64,6 +71,9 @@ pub struct EnvelopeReport {
     /// Fields taken from the message instead of SMTP: `ip`, `helo` (from the origin hop),
     /// `mail_from` (from Return-Path).
     pub inferred: Vec<&'static str>,
+    /// The front door's first-contact answer ([`Envelope::first_contact`]); absent if unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_contact: Option<bool>,
 }
 
 /// A short identification of the message for reports.
@@ -189,6 +199,7 @@ impl Engine {
             mail_from,
             rcpt: envelope.rcpt.clone(),
             inferred,
+            first_contact: envelope.first_contact,
         };
         let context = findings::Context::new(&raw, &headers, &envelope, &auth, &trace, &policy);
         let verdict = Verdict::from_reasons(findings::collect(&context));

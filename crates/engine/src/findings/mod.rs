@@ -13,11 +13,13 @@
 //! | `lookalike` | `lookalike.*` |
 //! | `reply_to` | `reply_to.diversion` |
 //! | `forged_trust` | `trust.*` |
+//! | `contact` | `contact.*` (reads the reasons before it) |
 //! | (trace) | `trace.*`, `header.*` |
 
 mod ambiguity;
 mod authentication;
 mod confusables;
+mod contact;
 mod forged_trust;
 mod impersonation;
 mod lookalike;
@@ -117,7 +119,7 @@ impl<'a> Context<'a> {
 }
 
 /// Reads From and Reply-To with mail-parser, the parser most mail software resembles.
-fn read_addresses(headers: &Headers<'_>) -> (Vec<Mailbox>, Vec<Mailbox>) {
+pub(crate) fn read_addresses(headers: &Headers<'_>) -> (Vec<Mailbox>, Vec<Mailbox>) {
     let mut block = Vec::new();
     for name in ["From", "Reply-To"] {
         if let Some(h) = headers.first(name) {
@@ -155,6 +157,7 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     lookalike::check(ctx, &mut out);
     reply_to::check(ctx, &mut out);
     forged_trust::check(ctx, &mut out);
+    contact::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
         if let Some(hop) = a.hop.and_then(|i| ctx.trace.hops.get(i)) {

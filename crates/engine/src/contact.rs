@@ -1,0 +1,142 @@
+//! First contact: "has this recipient ever been delivered mail from this sender domain?"
+//!
+//! The answer lives in the front door's store, not here: the engine does no I/O beyond DNS.
+//! So the front door asks before it calls the engine ([`first_contact`]) and passes the answer
+//! in [`Envelope::first_contact`](crate::Envelope::first_contact); the finding that uses it is
+//! `findings/contact.rs`. The same message with the same answer always gets the same verdict.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use crate::{Envelope, Headers, findings, message};
+
+/// How long a front door waits for the answer before it decides without it ("unknown"): a
+/// slow database must not hold mail up.
+pub const FIRST_CONTACT_BUDGET: Duration = Duration::from_millis(500);
+
+/// Most recipients asked about per message: a message to a long list is a first contact as
+/// soon as one of these has never heard from the sender.
+pub const MAX_RECIPIENTS_ASKED: usize = 16;
+
+/// Where delivered mail is remembered (the store). `None` from [`ContactHistory::has_seen`]
+/// means "could not tell" (the database is down or slow), never a guess.
+pub trait ContactHistory: Send + Sync {
+    /// Has `recipient` ever been delivered mail whose sender domain was `sender_domain`?
+    fn has_seen<'a>(
+        &'a self,
+        sender_domain: &'a str,
+        recipient: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<bool>> + Send + 'a>>;
+}
+
+/// The sender domain first contact is keyed on: the domain of the first From mailbox, read as
+/// the findings read it, else the MAIL FROM domain; lower case, without a trailing dot.
+pub fn sender_domain(raw: &[u8], mail_from: Option<&str>) -> Option<String> {
+    let raw = message::to_crlf(raw);
+    let headers = Headers::parse(&raw);
+    let (from, _) = findings::read_addresses(&headers);
+    from.into_iter()
+        .map(|m| m.domain)
+        .find(|d| !d.is_empty())
+        .or_else(|| {
+            let (_, d) = mail_from?.rsplit_once('@')?;
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            (!d.is_empty()).then_some(d)
+        })
+}
+
+/// The first-contact answer for one message, as [`Envelope::first_contact`] wants it:
+/// `Some(true)` if a recipient (of the first [`MAX_RECIPIENTS_ASKED`]) has never been
+/// delivered mail from the sender domain, `Some(false)` if all have, `None` if there is no
+/// sender domain, no recipient, or the history did not answer everything within `budget`.
+pub async fn first_contact(
+    history: &dyn ContactHistory,
+    raw: &[u8],
+    envelope: &Envelope,
+    budget: Duration,
+) -> Option<bool> {
+    let domain = sender_domain(raw, envelope.mail_from.as_deref())?;
+    if envelope.rcpt.is_empty() {
+        return None;
+    }
+    let ask = async {
+        for rcpt in envelope.rcpt.iter().take(MAX_RECIPIENTS_ASKED) {
+            if !history.has_seen(&domain, rcpt).await? {
+                return Some(true);
+            }
+        }
+        Some(false)
+    };
+    tokio::time::timeout(budget, ask).await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    struct Seen(HashSet<(String, String)>, bool);
+
+    impl ContactHistory for Seen {
+        fn has_seen<'a>(
+            &'a self,
+            d: &'a str,
+            r: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Option<bool>> + Send + 'a>> {
+            let known = self.0.contains(&(d.to_string(), r.to_string()));
+            let answers = self.1;
+            Box::pin(async move {
+                if answers {
+                    Some(known)
+                } else {
+                    std::future::pending().await
+                }
+            })
+        }
+    }
+
+    fn envelope(rcpt: &[&str]) -> Envelope {
+        Envelope {
+            mail_from: Some("bounce@esp.example".into()),
+            rcpt: rcpt.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    const MSG: &[u8] = b"From: \"Ann\" <ann@Partner.Example.>\nSubject: x\n\nbody\n";
+
+    #[test]
+    fn keyed_on_the_from_domain_else_mail_from() {
+        assert_eq!(
+            sender_domain(MSG, Some("b@esp.example")).as_deref(),
+            Some("partner.example")
+        );
+        assert_eq!(
+            sender_domain(b"Subject: no from\r\n\r\n", Some("b@ESP.example")).as_deref(),
+            Some("esp.example")
+        );
+        assert_eq!(sender_domain(b"Subject: x\r\n\r\n", Some("")), None);
+    }
+
+    #[tokio::test]
+    async fn new_if_any_recipient_has_not_heard_from_the_domain() {
+        let seen = Seen(
+            [("partner.example".to_string(), "bob@us.example".to_string())].into(),
+            true,
+        );
+        let t = Duration::from_secs(1);
+        let one = envelope(&["bob@us.example"]);
+        assert_eq!(first_contact(&seen, MSG, &one, t).await, Some(false));
+        let two = envelope(&["bob@us.example", "carol@us.example"]);
+        assert_eq!(first_contact(&seen, MSG, &two, t).await, Some(true));
+        assert_eq!(first_contact(&seen, MSG, &envelope(&[]), t).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_history_that_does_not_answer_is_unknown_not_new() {
+        let silent = Seen(HashSet::new(), false);
+        let env = envelope(&["bob@us.example"]);
+        let answer = first_contact(&silent, MSG, &env, Duration::from_millis(50)).await;
+        assert_eq!(answer, None);
+    }
+}
