@@ -7,6 +7,11 @@
 #   scripts/bench-gateway.sh                     # N=20000 messages per phase, C=32, K=20
 #   N=5000 scripts/bench-gateway.sh              # quicker
 #   PROFILE=1 scripts/bench-gateway.sh           # also `perf record` the gateway (throughput phase)
+#   STORE_URL='postgres:///gwbench?host=/var/run/postgresql&user=postgres' scripts/bench-gateway.sh
+#                                                # the store in PostgreSQL, over its unix socket
+#                                                # (the netns has its own loopback); the database
+#                                                # must exist. Default: SQLite in the data
+#                                                # directory, the embedded default.
 #
 # Set-up (everything on loopback):
 # - a private network namespace ($NETNS, default unspoof-gwbench) with only `lo`, to which the
@@ -22,6 +27,7 @@
 # - the gateway: `unspoof serve --config <generated unspoof.toml> --dns-zone ...` with
 #   [gateway] downstream = the sink, reverse_dns = false, domains = ["recvbench.com"],
 #   metrics on, submission off, the default limits except max_connections = IDLE + 100;
+#   [store] url = $STORE_URL (every message and session recorded, first contact asked);
 # - the load generator (crates/gateway/examples/smtp_load.rs).
 #
 # Steps: build (release); measure the sink alone; start the gateway; warm it up (every corpus
@@ -46,6 +52,7 @@ K=${K:-20}
 RATE=${RATE:-3000}
 IDLE=${IDLE:-1000}
 NETNS=${NETNS-unspoof-gwbench}
+STORE_URL=${STORE_URL:-}
 OUT=${OUT:-$REPO/target/bench-gateway/$(date -u +%Y%m%dT%H%M%SZ)}
 log() { printf '\n== %s\n' "$*"; }
 
@@ -141,6 +148,9 @@ reverse_dns = false
 
 [gateway.limits]
 max_connections = $(( IDLE + 100 ))
+
+[store]
+url = "$STORE_URL"
 EOF
 log "gateway on 127.0.0.1:$GW_PORT, relaying to the sink; config $OUT/unspoof.toml"
 "${NS[@]}" "$BIN" serve --config "$OUT/unspoof.toml" "${ZONES[@]}" > "$OUT/serve.log" 2>&1 &

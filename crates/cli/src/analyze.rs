@@ -56,6 +56,10 @@ pub struct AnalyzeArgs {
     /// Unix time the message arrived, for date checks (default: the topmost Received date).
     #[arg(long = "received-at")]
     pub received_at: Option<i64>,
+    /// Whether the sender domain was new to the recipients (yes/no), as the gateway's or the
+    /// milter's store answered; replays a stored verdict exactly (`contact.*` reasons).
+    #[arg(long = "first-contact", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
+    pub first_contact: Option<bool>,
 }
 
 /// Where DNS answers come from; shared by every command that runs the engine.
@@ -254,6 +258,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         rcpt: args.rcpt.clone(),
         received_at: args.received_at,
         auth_user: None,
+        first_contact: args.first_contact,
     }
 }
 
@@ -309,6 +314,7 @@ fn batch_jobs(manifest: &Path) -> Result<Vec<Job>, String> {
                 rcpt: entry.rcpt,
                 received_at: None,
                 auth_user: None,
+                first_contact: None,
             },
         });
     }

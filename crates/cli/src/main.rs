@@ -9,6 +9,7 @@ mod milter;
 mod quarantine;
 mod render;
 mod serve;
+mod store_adapter;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -97,7 +98,8 @@ struct PolicyCheckArgs {
     file: PathBuf,
 }
 
-/// `unspoof policy check`: the policy and every front door's section of the same file.
+/// `unspoof policy check`: the policy and every front door's section of the same file, and
+/// `[store]`.
 fn check_config(file: &std::path::Path) -> u8 {
     let checked = unspoof_engine::Policy::load(file)
         .map_err(|e| e.to_string())
@@ -110,6 +112,13 @@ fn check_config(file: &std::path::Path) -> u8 {
             unspoof_milter::MilterConfig::load(file)
                 .map(|_| ())
                 .map_err(|e| format!("{}: [milter]: {e}", file.display()))
+        })
+        .and_then(|_| {
+            let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+            let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+            store_adapter::store_config(Some(&table), ".".as_ref(), "")
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", file.display()))
         });
     match checked {
         Ok(()) => {

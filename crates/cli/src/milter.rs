@@ -5,15 +5,38 @@
 //! `hostname`, or the machine's host name when the file sets none. SIGHUP re-reads the policy.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 use unspoof_engine::{Engine, Policy};
 use unspoof_milter::{MilterConfig, OnError};
 
+use unspoof_store::{Store, StoreConfig};
+
 use crate::{
     analyze::{DnsArgs, dns_view},
     exit,
+    serve::redact_password,
+    store_adapter::{MilterStore, contact_history, spawn_prune, store_config},
 };
+
+/// `[store]` of the configuration file, if it has one (the spool goes under `./unspoof-data`
+/// unless the section sets `data_dir`).
+fn milter_store_config(path: Option<&Path>, node: &str) -> Result<Option<StoreConfig>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    if !file.contains_key("store") {
+        return Ok(None);
+    }
+    let default_dir = StoreConfig::default().data_dir;
+    store_config(Some(&file), &default_dir, node)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
 
 #[derive(Args)]
 pub struct MilterArgs {
@@ -94,6 +117,14 @@ pub fn run(args: MilterArgs) -> u8 {
         }
     }
 
+    let store_config = match milter_store_config(args.config.as_deref(), &policy.hostname) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return exit::CONFIG;
+        }
+    };
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,18 +149,50 @@ pub fn run(args: MilterArgs) -> u8 {
             config.on_error,
             dns.description()
         );
+        // The store only when the file has a [store] section: a milter usually runs as an
+        // unprivileged service beside an MTA that keeps its own logs and hold queue.
+        let store = match &store_config {
+            Some(c) => match Store::open(c.clone()).await {
+                Ok(s) => {
+                    eprintln!(
+                        "unspoof milter: store {} ({:?}), node {}",
+                        redact_password(&s.config().database_url()),
+                        s.backend(),
+                        s.config().node
+                    );
+                    spawn_prune(s.clone());
+                    Some(s)
+                }
+                Err(e) => {
+                    eprintln!("unspoof: store: {e}");
+                    return exit::CONFIG;
+                }
+            },
+            None => None,
+        };
         let engine = Engine::new(policy, dns);
+        let mut milter = unspoof_milter::Milter::new(config, engine);
+        if let Some(s) = &store {
+            milter = milter
+                .with_quarantine_store(Arc::new(MilterStore(s.clone())))
+                .with_message_log(Arc::new(MilterStore(s.clone())))
+                .with_contact_history(contact_history(s));
+        }
         let path = args.config.clone();
         let reload = move |engine: &Engine| match &path {
             Some(p) => load_policy(Some(p)).map(|p| engine.set_policy(p)),
             None => Err("no --config file to re-read".into()),
         };
-        match unspoof_milter::serve_with_reload(config, engine, reload).await {
+        let code = match unspoof_milter::serve_with_reload(milter, reload).await {
             Ok(()) => exit::ACCEPT,
             Err(e) => {
                 eprintln!("unspoof: {e}");
                 exit::SOFTWARE
             }
+        };
+        if let Some(s) = store {
+            s.close().await;
         }
+        code
     })
 }

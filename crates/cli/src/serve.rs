@@ -10,18 +10,21 @@ use std::{path::PathBuf, sync::Arc};
 
 use clap::{Args, Subcommand};
 use unspoof_engine::Engine;
-use unspoof_gateway::{EngineDecider, GatewayConfig};
+use unspoof_gateway::{EngineDecider, Gateway, GatewayConfig, JsonlLog, SessionLog, SessionLogs};
+use unspoof_store::Store;
 
 use crate::{
     analyze::{DnsArgs, dns_view, load_policy},
     exit,
+    store_adapter::{GatewayStore, contact_history, spawn_prune, store_config},
 };
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The configuration file (policy and `[gateway]`); without it, the embedded defaults:
-    /// SMTP on 127.0.0.1:2525, submission on 127.0.0.1:5587, metrics on 127.0.0.1:9425, mail
-    /// for `localhost` delivered into ./unspoof-data/maildir.
+    /// The configuration file (policy, `[gateway]` and `[store]`); without it, the embedded
+    /// defaults: SMTP on 127.0.0.1:2525, submission on 127.0.0.1:5587, metrics on
+    /// 127.0.0.1:9425, mail for `localhost` delivered into ./unspoof-data/maildir, records and
+    /// the quarantine in ./unspoof-data/unspoof.db (SQLite).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Data directory (overrides `[gateway] data_dir`).
@@ -87,6 +90,26 @@ pub fn serve(args: ServeArgs) -> u8 {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    // The gateway's host name names it in the fleet's records unless [store] says otherwise.
+    let store_config = match store_config(Some(&file), &config.data_dir, &config.hostname) {
+        Ok(c) => c,
+        Err(e) => {
+            let name = args.config.as_deref().unwrap_or("unspoof.toml".as_ref());
+            eprintln!("unspoof: {}: {e}", name.display());
+            return exit::CONFIG;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        eprintln!("unspoof: {}: {e}", config.data_dir.display());
+        return exit::SOFTWARE;
+    }
+    let jsonl = match JsonlLog::open(&config.data_dir.join("sessions.jsonl")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("unspoof: {}/sessions.jsonl: {e}", config.data_dir.display());
+            return exit::SOFTWARE;
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,15 +150,40 @@ pub fn serve(args: ServeArgs) -> u8 {
             },
             dns.description(),
         );
+        // A PostgreSQL that is down does not stop the gateway: records are spooled and the
+        // quarantine falls back to the spool until it answers.
+        let store = match Store::open(store_config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("unspoof: store: {e}");
+                return exit::CONFIG;
+            }
+        };
+        eprintln!(
+            "unspoof serve: store {} ({:?}), node {}",
+            redact_password(&store.config().database_url()),
+            store.backend(),
+            store.config().node
+        );
+        spawn_prune(store.clone());
         let engine = Engine::new(policy, dns);
-        let decider = Arc::new(EngineDecider::new(engine, args.config.clone()));
-        match unspoof_gateway::serve(config, decider).await {
+        let decider = EngineDecider::new(engine, args.config.clone())
+            .with_contact_history(contact_history(&store));
+        let logs: Vec<Arc<dyn SessionLog>> =
+            vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
+        let gateway = Gateway::new(config, Arc::new(decider))
+            .quarantine(Arc::new(GatewayStore(store.clone())))
+            .session_log(Arc::new(SessionLogs(logs)));
+        let code = match unspoof_gateway::serve(gateway).await {
             Ok(()) => exit::ACCEPT,
             Err(e) => {
                 eprintln!("unspoof: {e}");
                 exit::SOFTWARE
             }
-        }
+        };
+        // Writes what is still queued (or spools it) before the process ends.
+        store.close().await;
+        code
     })
 }
 
@@ -183,6 +231,20 @@ pub fn hash_password() -> u8 {
     }
     println!("{hash}");
     exit::ACCEPT
+}
+
+/// A database URL for the log, without its password.
+pub(crate) fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
 }
 
 /// The TXT value as master-file character-strings of at most 255 bytes (RFC 1035 3.3.14).

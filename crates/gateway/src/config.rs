@@ -1,7 +1,7 @@
 //! The `[gateway]` section of `unspoof.toml`: every key, its default, and what it is for.
 //!
 //! Every limit lives in [`Limits`], with its default and its overload behaviour next to it, so
-//! there is one place to read them (and SECURITY.md copies this table).
+//! there is one place to read them (docs/gateway.md copies this table for administrators).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

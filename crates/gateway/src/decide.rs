@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The SMTP envelope of one message, as the engine sees it (mirrors `unspoof_engine::Envelope`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub struct Reason {
 }
 
 /// The engine's answer for one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Decision {
     pub action: Action,
     pub reasons: Vec<Reason>,
@@ -67,6 +68,9 @@ pub struct Decision {
     /// For [`Action::Tag`]: the rewritten message (banner, subject prefix, verdict header).
     /// `None` relays the message as received.
     pub rewritten: Option<Vec<u8>>,
+    /// The engine's whole analysis, for the records (the store keeps it with the message);
+    /// nothing in the gateway decides on it. `None` from test doubles.
+    pub analysis: Option<Arc<unspoof_engine::Analysis>>,
 }
 
 /// The engine as the gateway uses it. Implemented by the adapter over `unspoof_engine::Engine`

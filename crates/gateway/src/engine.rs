@@ -2,7 +2,9 @@
 //! `unspoof serve` runs. Translates envelopes and verdicts; decides nothing itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use unspoof_engine::contact::{ContactHistory, FIRST_CONTACT_BUDGET, first_contact};
 use unspoof_engine::{Engine, Policy};
 
 use crate::decide::{Action, Decide, Decision, Envelope, Reason};
@@ -11,6 +13,7 @@ use crate::decide::{Action, Decide, Decision, Envelope, Reason};
 pub struct EngineDecider {
     engine: Engine,
     policy_path: Option<PathBuf>,
+    contacts: Option<Arc<dyn ContactHistory>>,
 }
 
 impl EngineDecider {
@@ -18,7 +21,15 @@ impl EngineDecider {
         EngineDecider {
             engine,
             policy_path,
+            contacts: None,
         }
+    }
+
+    /// Asks `history` (the store) whether the sender is new to the recipients before each
+    /// decision, so the engine can weigh a first contact (`contact.*`).
+    pub fn with_contact_history(mut self, history: Arc<dyn ContactHistory>) -> Self {
+        self.contacts = Some(history);
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -28,14 +39,19 @@ impl EngineDecider {
 
 impl Decide for EngineDecider {
     async fn decide(&self, raw: &[u8], envelope: &Envelope, authserv_id: &str) -> Decision {
-        let env = unspoof_engine::Envelope {
+        let mut env = unspoof_engine::Envelope {
             ip: envelope.ip,
             helo: envelope.helo.clone(),
             mail_from: envelope.mail_from.clone(),
             rcpt: envelope.rcpt.clone(),
             received_at: envelope.received_at,
             auth_user: envelope.auth_user.clone(),
+            first_contact: None,
         };
+        if let Some(history) = &self.contacts {
+            env.first_contact =
+                first_contact(history.as_ref(), raw, &env, FIRST_CONTACT_BUDGET).await;
+        }
         let analysis = self.engine.evaluate(raw, &env).await;
         let action = match analysis.verdict.action {
             unspoof_engine::Action::Accept => Action::Accept,
@@ -64,6 +80,7 @@ impl Decide for EngineDecider {
             reasons: decisive_first(&analysis.verdict),
             headers,
             rewritten,
+            analysis: Some(Arc::new(analysis)),
         }
     }
 

@@ -52,7 +52,10 @@ pub use decide::{Action, Decide, Decision, Envelope, Reason};
 pub use engine::EngineDecider;
 pub use session::Listener;
 
-pub use store::{JsonlLog, LocalDelivery, Maildir, MessageRecord, Quarantine, SessionLog};
+pub use store::{
+    JsonlLog, LocalDelivery, Maildir, MessageRecord, Quarantine, QuarantineItem, SessionLog,
+    SessionLogs, SessionRecord, TlsInfo,
+};
 
 use metrics::Metrics;
 use session::Session;
@@ -346,14 +349,14 @@ impl ServeHandle {
 }
 
 /// Runs the gateway until SIGTERM or SIGINT (then drains), reloading the policy on SIGHUP.
-/// This is what `unspoof serve` calls.
-pub async fn serve<D: Decide>(config: GatewayConfig, decider: Arc<D>) -> Result<(), GatewayError> {
+/// This is what `unspoof serve` calls, with the store plugged in through the builder.
+pub async fn serve<D: Decide>(gateway: Gateway<D>) -> Result<(), GatewayError> {
     use tokio::signal::unix::{SignalKind, signal};
     let sig = |k| signal(k).map_err(|e| GatewayError::Io("signal handler".into(), e));
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
-    let handle = Gateway::new(config, decider).start().await?;
+    let handle = gateway.start().await?;
     eprintln!(
         "unspoof: SMTP on {}, submission on {}, metrics on {}",
         handle.inbound,

@@ -24,7 +24,7 @@ use crate::decide::{Action, Decide, Envelope};
 use crate::message;
 use crate::relay::{Downstream, RelayError};
 use crate::reply;
-use crate::store::{MessageRecord, TlsInfo};
+use crate::store::{MessageRecord, QuarantineItem, SessionRecord, TlsInfo};
 
 /// Which listener a session came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,12 @@ enum Rdns {
 
 pub(crate) struct Session<D: Decide> {
     shared: Arc<Shared<D>>,
+    /// UUIDv7: unique across the gateways of a fleet.
+    id: String,
+    started_unix: i64,
+    messages: u32,
+    /// How the session ended, for its record (see [`SessionRecord::outcome`]).
+    end: &'static str,
     conn: Conn,
     listener: Listener,
     peer: SocketAddr,
@@ -101,6 +107,10 @@ impl<D: Decide> Session<D> {
         };
         Session {
             shared,
+            id: uuid::Uuid::now_v7().to_string(),
+            started_unix: unix_now(),
+            messages: 0,
+            end: "dropped",
             conn: Conn::new(tcp),
             listener,
             peer,
@@ -137,10 +147,12 @@ impl<D: Decide> Session<D> {
         loop {
             if *shutdown.borrow() && !self.conn.has_buffered_input() {
                 self.conn.reply(reply::SHUTTING_DOWN);
+                self.end = "shutdown";
                 break;
             }
             if self.started.elapsed() > limits.session_timeout() {
                 self.conn.reply(reply::TIMEOUT);
+                self.end = "timeout";
                 break;
             }
             let max = limits.max_command_line;
@@ -150,6 +162,7 @@ impl<D: Decide> Session<D> {
                 changed = shutdown.changed() => {
                     if changed.is_err() {
                         self.conn.reply(reply::SHUTTING_DOWN);
+                        self.end = "shutdown";
                         break;
                     }
                     continue;
@@ -158,6 +171,7 @@ impl<D: Decide> Session<D> {
             let line = match read {
                 Err(_) => {
                     self.conn.reply(reply::TIMEOUT);
+                    self.end = "timeout";
                     break;
                 }
                 Ok(Err(_)) => break,
@@ -172,6 +186,7 @@ impl<D: Decide> Session<D> {
             }
             if self.errors >= limits.max_errors {
                 self.conn.reply(reply::TOO_MANY_ERRORS);
+                self.end = "errors";
                 break;
             }
         }
@@ -179,6 +194,22 @@ impl<D: Decide> Session<D> {
         if let Some(d) = self.downstream.take() {
             d.quit().await;
         }
+        let record = SessionRecord {
+            id: std::mem::take(&mut self.id),
+            started_at: self.started_unix,
+            ended_at: unix_now(),
+            listener: self.listener.as_str(),
+            client_ip: self.peer.ip().to_string(),
+            client_port: self.peer.port(),
+            reverse_dns: self.reverse_name().await,
+            helo: self.helo.take(),
+            tls: self.tls.take(),
+            auth_user: self.auth_user.take(),
+            messages: self.messages,
+            outcome: self.end,
+        };
+        let log = self.shared.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.session(&record)).await;
     }
 
     fn error(&mut self, text: &str) {
@@ -236,6 +267,7 @@ impl<D: Decide> Session<D> {
             Request::Noop { .. } => self.conn.reply(reply::OK),
             Request::Quit => {
                 self.conn.reply(reply::BYE);
+                self.end = "quit";
                 return Flow::Close;
             }
             Request::Vrfy { .. } => self.conn.reply(reply::VRFY),
@@ -598,9 +630,11 @@ impl<D: Decide> Session<D> {
             Ok(Err(_)) => return Flow::Close,
             Err(_) => {
                 self.conn.reply(reply::TIMEOUT);
+                self.end = "timeout";
                 return Flow::Close;
             }
         }
+        self.messages += 1;
         self.end_of_data(reader).await;
         self.reset_transaction().await;
         Flow::Continue
@@ -655,6 +689,7 @@ impl<D: Decide> Session<D> {
         let record = MessageRecord {
             time: now,
             queue_id,
+            session_id: self.id.clone(),
             listener: self.listener.as_str(),
             client_ip: self.peer.ip().to_string(),
             client_port: self.peer.port(),
@@ -672,6 +707,7 @@ impl<D: Decide> Session<D> {
             downstream_reply: out.downstream_reply,
             stored_at: out.stored_at,
             latency_us: latency.as_micros() as u64,
+            analysis: out.analysis,
         };
         let log = self.shared.log.clone();
         let _ = tokio::task::spawn_blocking(move || log.record(&record)).await;
@@ -696,6 +732,7 @@ impl<D: Decide> Session<D> {
             return;
         };
         out.reasons = decision.reasons.iter().map(|r| r.code.clone()).collect();
+        out.analysis = decision.analysis.clone();
         match decision.action {
             Action::Reject => {
                 out.outcome = "reject".into();
@@ -709,9 +746,15 @@ impl<D: Decide> Session<D> {
                     .with_our_headers(queue_id, envelope, &decision.headers, &msg)
                     .await;
                 let q = self.shared.quarantine.clone();
-                let (qid, env) = (queue_id.to_string(), envelope.clone());
-                let stored =
-                    tokio::task::spawn_blocking(move || q.quarantine(&qid, &env, &full)).await;
+                let item = QuarantineItem {
+                    queue_id: queue_id.to_string(),
+                    session_id: self.id.clone(),
+                    envelope: envelope.clone(),
+                    message: full,
+                    reasons: out.reasons.clone(),
+                    analysis: decision.analysis.clone(),
+                };
+                let stored = tokio::task::spawn_blocking(move || q.quarantine(&item)).await;
                 match stored {
                     Ok(Ok(at)) => {
                         out.outcome = "quarantine".into();
@@ -870,6 +913,7 @@ struct Outcome {
     reply: String,
     downstream_reply: Option<String>,
     stored_at: Option<String>,
+    analysis: Option<Arc<unspoof_engine::Analysis>>,
 }
 
 impl Default for Outcome {
@@ -880,6 +924,7 @@ impl Default for Outcome {
             reply: reply::LOCAL_ERROR.into(),
             downstream_reply: None,
             stored_at: None,
+            analysis: None,
         }
     }
 }

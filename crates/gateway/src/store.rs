@@ -7,17 +7,34 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::decide::Envelope;
 
+/// A message the engine quarantined, with what identifies it to whoever reviews the
+/// quarantine.
+#[derive(Debug, Clone)]
+pub struct QuarantineItem {
+    /// Our queue id, also in our Received header.
+    pub queue_id: String,
+    /// The session the message came in ([`SessionRecord::id`]).
+    pub session_id: String,
+    pub envelope: Envelope,
+    /// The message as it will be released: our headers (Received, Authentication-Results,
+    /// X-Unspoof-Verdict) prepended.
+    pub message: Vec<u8>,
+    /// The engine's reason codes, decisive first.
+    pub reasons: Vec<String>,
+    /// The engine's whole analysis (`None` from test doubles).
+    pub analysis: Option<Arc<unspoof_engine::Analysis>>,
+}
+
 /// Stores quarantined messages. Called from a blocking thread.
 pub trait Quarantine: Send + Sync + 'static {
-    /// Stores `message` (our headers already prepended) durably; returns where it went.
-    fn quarantine(&self, queue_id: &str, envelope: &Envelope, message: &[u8])
-    -> io::Result<String>;
+    /// Stores the message durably; returns where it went (a path, a quarantine id).
+    fn quarantine(&self, item: &QuarantineItem) -> io::Result<String>;
 }
 
 /// Final delivery when no downstream MTA is configured. Called from a blocking thread.
@@ -83,8 +100,8 @@ impl LocalDelivery for Maildir {
 }
 
 impl Quarantine for Maildir {
-    fn quarantine(&self, queue_id: &str, _: &Envelope, message: &[u8]) -> io::Result<String> {
-        self.store(queue_id, message)
+    fn quarantine(&self, item: &QuarantineItem) -> io::Result<String> {
+        self.store(&item.queue_id, &item.message)
             .map(|p| p.display().to_string())
     }
 }
@@ -103,6 +120,8 @@ pub struct MessageRecord {
     pub time: i64,
     /// Our queue id, also in our Received header.
     pub queue_id: String,
+    /// The SMTP session (connection) it came in: [`SessionRecord::id`].
+    pub session_id: String,
     /// `inbound` or `submission`.
     pub listener: &'static str,
     pub client_ip: String,
@@ -128,11 +147,61 @@ pub struct MessageRecord {
     pub stored_at: Option<String>,
     /// Microseconds from end of data to our reply.
     pub latency_us: u64,
+    /// The engine's whole analysis, for a store that keeps it (not written to the JSON line,
+    /// which stays one short line per message). `None` when the engine did not run.
+    #[serde(skip)]
+    pub analysis: Option<Arc<unspoof_engine::Analysis>>,
 }
 
-/// Receives one record per message. Called from a blocking thread.
+/// One SMTP connection, written when it ends, whether or not it carried a message: a client
+/// refused at RCPT or cut off by a limit is on record too.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    /// A UUIDv7, unique across gateway processes; [`MessageRecord::session_id`] points here.
+    pub id: String,
+    /// Unix times of the connect and of the end.
+    pub started_at: i64,
+    pub ended_at: i64,
+    /// `inbound` or `submission`.
+    pub listener: &'static str,
+    pub client_ip: String,
+    pub client_port: u16,
+    pub reverse_dns: Option<String>,
+    pub helo: Option<String>,
+    pub tls: Option<TlsInfo>,
+    pub auth_user: Option<String>,
+    /// Messages that reached the end of DATA.
+    pub messages: u32,
+    /// How it ended: `quit`, `dropped` (the client went away), `timeout`, `errors` (too many
+    /// errors), `shutdown` (we stopped; also a TLS handshake or DATA read that failed is `dropped`).
+    pub outcome: &'static str,
+}
+
+/// Receives one record per message and one per session. Called from a blocking thread.
 pub trait SessionLog: Send + Sync + 'static {
     fn record(&self, record: &MessageRecord);
+
+    /// A session ended. The default ignores it (the JSON lines log is one line per message).
+    fn session(&self, record: &SessionRecord) {
+        let _ = record;
+    }
+}
+
+/// Several session logs, each given every record (e.g. `sessions.jsonl` and the store).
+pub struct SessionLogs(pub Vec<Arc<dyn SessionLog>>);
+
+impl SessionLog for SessionLogs {
+    fn record(&self, record: &MessageRecord) {
+        for log in &self.0 {
+            log.record(record);
+        }
+    }
+
+    fn session(&self, record: &SessionRecord) {
+        for log in &self.0 {
+            log.session(record);
+        }
+    }
 }
 
 /// The default session log: JSON lines appended to a file (`<data>/sessions.jsonl`).

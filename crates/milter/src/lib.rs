@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use unspoof_engine::contact::ContactHistory;
 use unspoof_engine::{Analysis, Engine, Envelope};
 
 pub use config::{Limits, Listen, MilterConfig, OnError};
@@ -68,6 +69,34 @@ pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> +
 /// logs. A failure is logged and the MTA still holds the message.
 pub trait QuarantineStore: Send + Sync + 'static {
     fn store<'a>(&'a self, message: Quarantined<'a>) -> StoreFuture<'a>;
+}
+
+/// What the milter did with one message, for the store's records (`unspoof log search`).
+pub struct Decided<'a> {
+    /// The engine's analysis; `None` when there was no verdict (see `outcome`).
+    pub analysis: Option<&'a Analysis>,
+    pub envelope: &'a Envelope,
+    /// The MTA's queue id (macro `i`).
+    pub queue_id: Option<&'a str>,
+    /// The client's name as the MTA resolved it (CONNECT), when it is not `[ip]`.
+    pub client_name: Option<&'a str>,
+    /// `accept`, `tag`, `quarantine`, `reject`; `tempfail` or `unchecked` (no verdict,
+    /// `on_error` decided); `skipped` (an authenticated submission, not judged).
+    pub outcome: &'a str,
+    /// Reason codes, each once, in the verdict's order; or why there was no verdict.
+    pub reasons: Vec<String>,
+    /// Where the store put a quarantined copy (its id).
+    pub stored_at: Option<&'a str>,
+    /// The message size in octets.
+    pub size: usize,
+    /// Microseconds from end of message to our reply.
+    pub latency_us: u64,
+}
+
+/// Receives one record per message. Called on the runtime: must not block (the store queues
+/// the record and writes it in the background).
+pub trait MessageLog: Send + Sync + 'static {
+    fn record(&self, message: &Decided<'_>);
 }
 
 /// Counters since start.
@@ -130,6 +159,8 @@ pub(crate) struct Shared {
     pub engine: Engine,
     pub config: MilterConfig,
     pub store: Option<Arc<dyn QuarantineStore>>,
+    pub log: Option<Arc<dyn MessageLog>>,
+    pub contacts: Option<Arc<dyn ContactHistory>>,
     pub stats: Counters,
 }
 
@@ -138,6 +169,8 @@ pub struct Milter {
     config: MilterConfig,
     engine: Engine,
     store: Option<Arc<dyn QuarantineStore>>,
+    log: Option<Arc<dyn MessageLog>>,
+    contacts: Option<Arc<dyn ContactHistory>>,
 }
 
 enum Bound {
@@ -151,12 +184,27 @@ impl Milter {
             config,
             engine,
             store: None,
+            log: None,
+            contacts: None,
         }
     }
 
     /// Copies quarantined messages into `store` as well as the MTA's hold queue.
     pub fn with_quarantine_store(mut self, store: Arc<dyn QuarantineStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Records every message's envelope, verdict and outcome in `log`.
+    pub fn with_message_log(mut self, log: Arc<dyn MessageLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Asks `history` (the store) whether the sender is new to the recipients before each
+    /// verdict (`contact.*` reasons).
+    pub fn with_contact_history(mut self, history: Arc<dyn ContactHistory>) -> Self {
+        self.contacts = Some(history);
         self
     }
 
@@ -192,6 +240,8 @@ impl Milter {
             engine: self.engine,
             config,
             store: self.store,
+            log: self.log,
+            contacts: self.contacts,
             stats: Counters::default(),
         });
         let (tx, rx) = watch::channel(false);
@@ -380,11 +430,7 @@ impl Drop for MilterHandle {
 /// Runs the milter until SIGTERM or SIGINT, then drains (what `unspoof milter` calls).
 /// SIGHUP calls `reload` (e.g. re-read the policy into the engine); its error is logged and
 /// the old policy kept.
-pub async fn serve_with_reload<F>(
-    config: MilterConfig,
-    engine: Engine,
-    reload: F,
-) -> Result<(), MilterError>
+pub async fn serve_with_reload<F>(milter: Milter, reload: F) -> Result<(), MilterError>
 where
     F: Fn(&Engine) -> Result<(), String>,
 {
@@ -393,7 +439,7 @@ where
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
-    let handle = Milter::new(config, engine).start().await?;
+    let handle = milter.start().await?;
     let list: Vec<String> = handle.listening().iter().map(|l| l.to_string()).collect();
     eprintln!("unspoof milter: listening on {}", list.join(", "));
     loop {
@@ -415,5 +461,8 @@ where
 
 /// [`serve_with_reload`] without a reload (SIGHUP is logged and ignored).
 pub async fn serve(config: MilterConfig, engine: Engine) -> Result<(), MilterError> {
-    serve_with_reload(config, engine, |_| Err("no reload configured".into())).await
+    serve_with_reload(Milter::new(config, engine), |_| {
+        Err("no reload configured".into())
+    })
+    .await
 }

@@ -17,13 +17,14 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
+use unspoof_engine::contact::{FIRST_CONTACT_BUDGET, first_contact};
 use unspoof_engine::{Action, Analysis, Envelope, Word};
 
 use crate::actions::{self, Caps, VERDICT_HEADER};
 use crate::config::OnError;
 use crate::message::Message;
 use crate::wire::{self, Command, Reply, action, proto, stage};
-use crate::{Quarantined, Shared};
+use crate::{Decided, Quarantined, Shared};
 
 /// Edits we may ask for. Recipients and the sender are never changed.
 const WANTED_ACTIONS: u32 =
@@ -484,6 +485,7 @@ impl Session {
             rcpt,
             received_at,
             auth_user: m.get("auth_authen").map(str::to_string),
+            first_contact: None,
         }
     }
 
@@ -531,7 +533,7 @@ impl Session {
         let stats = &shared.stats;
         stats.messages.fetch_add(1, Ordering::Relaxed);
         let qid = self.macros.get("i").unwrap_or("-").to_string();
-        let envelope = self.envelope();
+        let mut envelope = self.envelope();
 
         if let (true, Some(user)) = (shared.config.skip_authenticated, &envelope.auth_user) {
             stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -560,9 +562,21 @@ impl Session {
                 });
             }
             replies.push(Reply::Accept);
+            self.record(&envelope, &qid, None, "skipped", Vec::new(), None, started);
             return self.send(w, &replies).await;
         }
 
+        if let Some(history) = &shared.contacts
+            && !self.message.oversized()
+        {
+            envelope.first_contact = first_contact(
+                history.as_ref(),
+                self.message.bytes(),
+                &envelope,
+                FIRST_CONTACT_BUDGET,
+            )
+            .await;
+        }
         let decided = if self.message.oversized() {
             Err(format!(
                 "message of {} octets is over max_message_size",
@@ -585,10 +599,11 @@ impl Session {
         let replies = match decided {
             Ok(analysis) => {
                 let policy = shared.engine.policy();
-                let mut note = None;
+                let mut stored = None;
                 if analysis.verdict.action == Action::Quarantine {
-                    note = self.store_quarantined(&analysis, &envelope, &qid).await;
+                    stored = self.store_quarantined(&analysis, &envelope, &qid).await;
                 }
+                let note = stored.as_ref().map(|id| format!("stored as {id}"));
                 let replies = actions::replies(
                     &analysis,
                     &policy,
@@ -613,10 +628,34 @@ impl Session {
                         started.elapsed().as_millis()
                     ));
                 }
+                let codes = actions::unique_codes(analysis.verdict.reasons.iter());
+                let outcome = analysis.verdict.action.as_str();
+                self.record(
+                    &envelope,
+                    &qid,
+                    Some(&analysis),
+                    outcome,
+                    codes,
+                    stored.as_deref(),
+                    started,
+                );
                 replies
             }
             Err(why) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
+                let outcome = match shared.config.on_error {
+                    OnError::Tempfail => "tempfail",
+                    OnError::Accept => "unchecked",
+                };
+                self.record(
+                    &envelope,
+                    &qid,
+                    None,
+                    outcome,
+                    vec![why.clone()],
+                    None,
+                    started,
+                );
                 match shared.config.on_error {
                     OnError::Tempfail => {
                         stats.tempfailed.fetch_add(1, Ordering::Relaxed);
@@ -648,7 +687,34 @@ impl Session {
         self.send(w, &replies).await
     }
 
-    /// Hands the message to the quarantine store, if there is one; the note names the copy.
+    /// Hands the message's record to the message log, if there is one.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        envelope: &Envelope,
+        qid: &str,
+        analysis: Option<&Analysis>,
+        outcome: &str,
+        reasons: Vec<String>,
+        stored_at: Option<&str>,
+        started: Instant,
+    ) {
+        let Some(log) = &self.shared.log else { return };
+        let client_name = self.client_name.as_deref().filter(|n| !n.starts_with('['));
+        log.record(&Decided {
+            analysis,
+            envelope,
+            queue_id: (qid != "-").then_some(qid),
+            client_name,
+            outcome,
+            reasons,
+            stored_at,
+            size: self.message.size(),
+            latency_us: started.elapsed().as_micros() as u64,
+        });
+    }
+
+    /// Hands the message to the quarantine store, if there is one; returns the copy's id.
     async fn store_quarantined(
         &self,
         analysis: &Analysis,
@@ -664,7 +730,7 @@ impl Session {
         };
         let timeout = self.shared.config.limits.eval_timeout();
         match tokio::time::timeout(timeout, store.store(item)).await {
-            Ok(Ok(id)) => Some(format!("stored as {id}")),
+            Ok(Ok(id)) => Some(id),
             Ok(Err(e)) => {
                 self.log(&format!(
                     "{qid} quarantine store failed (MTA hold only): {e}"

@@ -626,6 +626,26 @@ impl Store {
     }
 }
 
+/// First contact for the engine (`unspoof_engine::contact`): the front doors ask the store
+/// before each decision. A database that is down or slow answers "could not tell" (`None`),
+/// never a guess.
+impl unspoof_engine::contact::ContactHistory for Store {
+    fn has_seen<'a>(
+        &'a self,
+        sender_domain: &'a str,
+        recipient: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            if self.inner.shared.db_down.load(Ordering::SeqCst) {
+                return None;
+            }
+            Store::has_seen(self, sender_domain, Some(recipient))
+                .await
+                .ok()
+        })
+    }
+}
+
 /// The background task: batches records into transactions, spools them when the database does
 /// not answer, and replays the spool when it does again.
 struct Writer {

@@ -51,6 +51,7 @@ impl Decide for ScriptedDecider {
             }],
             headers: format!("Authentication-Results: {authserv_id}; dmarc=pass (test double)\r\n"),
             rewritten,
+            analysis: None,
         }
     }
 

@@ -1,0 +1,228 @@
+//! The store behind the front doors: `[store]` of `unspoof.toml`, and the thin adapters that
+//! hand the gateway's and the milter's records and quarantined messages to `unspoof_store`.
+//!
+//! The gateway and the milter know nothing of the store, and the store nothing of SMTP or the
+//! milter protocol; this file is the only place that knows both sides of each seam.
+
+use std::{io, path::Path, sync::Arc, time::Duration};
+
+use unspoof_store::{MessageRecord, NewQuarantine, SessionRecord, Store, StoreConfig, new_id, now};
+
+/// How often the front doors apply the retention settings (`Store::prune`).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The `[store]` section of the configuration file, with the front door's data directory and
+/// node name where the section does not set them. Every key is `StoreConfig`'s (unknown keys
+/// are errors).
+pub fn store_config(
+    file: Option<&toml::Table>,
+    data_dir: &Path,
+    node: &str,
+) -> Result<StoreConfig, String> {
+    let section = file.and_then(|t| t.get("store"));
+    let mut config: StoreConfig = match section {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[store]: {}", e.message()))?,
+        None => StoreConfig::default(),
+    };
+    let sets = |key: &str| {
+        section
+            .and_then(|s| s.as_table())
+            .is_some_and(|t| t.contains_key(key))
+    };
+    if !sets("data_dir") {
+        config.data_dir = data_dir.to_path_buf();
+    }
+    if !sets("node") && !node.is_empty() {
+        config.node = node.to_string();
+    }
+    Ok(config)
+}
+
+/// Applies the retention settings now and then every [`PRUNE_EVERY`], for as long as the
+/// process runs. A failure is reported and tried again next time.
+pub fn spawn_prune(store: Store) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            match store.prune(now()).await {
+                Ok(r) if r.messages + r.sessions + r.quarantined > 0 => eprintln!(
+                    "unspoof: retention: deleted {} messages, {} sessions, {} quarantined",
+                    r.messages, r.sessions, r.quarantined
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("unspoof: retention: {e}"),
+            }
+        }
+    });
+}
+
+/// The store as the gateway's quarantine and session log.
+#[derive(Clone)]
+pub struct GatewayStore(pub Store);
+
+impl unspoof_gateway::Quarantine for GatewayStore {
+    fn quarantine(&self, item: &unspoof_gateway::QuarantineItem) -> io::Result<String> {
+        let env = &item.envelope;
+        let mut q = NewQuarantine {
+            id: new_id(),
+            message_record: None,
+            quarantined_at: env.received_at.unwrap_or_else(now),
+            node: self.0.config().node.clone(),
+            queue_id: Some(item.queue_id.clone()),
+            mail_from: env.mail_from.clone(),
+            recipients: env.rcpt.clone(),
+            reasons: item.reasons.clone(),
+            raw: item.message.clone(),
+            ..Default::default()
+        };
+        if let Some(a) = &item.analysis {
+            q.message_id = a
+                .message
+                .message_id
+                .as_deref()
+                .map(unspoof_store::normalize_message_id);
+            q.from = a.message.from.clone();
+            q.subject = a.message.subject.clone();
+        }
+        // Called from a blocking thread: returns once committed, or fsync'd into the spool
+        // when the database is down. The gateway answers 250 only after this.
+        self.0
+            .quarantine_put_blocking(&q)
+            .map(|_| q.id)
+            .map_err(io::Error::other)
+    }
+}
+
+impl unspoof_gateway::SessionLog for GatewayStore {
+    fn record(&self, r: &unspoof_gateway::MessageRecord) {
+        let mut record = MessageRecord {
+            id: new_id(),
+            session_id: Some(r.session_id.clone()),
+            received_at: r.time,
+            node: self.0.config().node.clone(),
+            listener: r.listener.to_string(),
+            queue_id: Some(r.queue_id.clone()),
+            message_id: r
+                .message_id
+                .as_deref()
+                .map(unspoof_store::normalize_message_id),
+            client_ip: r.client_ip.parse().ok(),
+            client_port: Some(r.client_port),
+            reverse_dns: r.reverse_dns.clone(),
+            helo: r.helo.clone(),
+            tls: r.tls.as_ref().map(tls_text),
+            auth_user: r.auth_user.clone(),
+            mail_from: r.mail_from.clone(),
+            recipients: r.recipients.clone(),
+            size: r.size as u64,
+            reply: Some(r.reply.clone()),
+            downstream_reply: r.downstream_reply.clone(),
+            stored_at: r.stored_at.clone(),
+            latency_us: Some(r.latency_us),
+            ..Default::default()
+        };
+        if let Some(a) = &r.analysis {
+            record = record.with_analysis(a);
+        }
+        // What happened is the gateway's word, not only the engine's: a message the engine
+        // accepted may still have been refused downstream (`tempfail`, `refused`).
+        record.action = r.outcome.clone();
+        record.reasons = r.reasons.clone();
+        self.0.log_message(record);
+    }
+
+    fn session(&self, s: &unspoof_gateway::SessionRecord) {
+        self.0.log_session(SessionRecord {
+            id: s.id.clone(),
+            started_at: s.started_at,
+            ended_at: Some(s.ended_at),
+            node: self.0.config().node.clone(),
+            listener: s.listener.to_string(),
+            client_ip: s.client_ip.parse().ok(),
+            client_port: Some(s.client_port),
+            reverse_dns: s.reverse_dns.clone(),
+            helo: s.helo.clone(),
+            tls: s.tls.as_ref().map(tls_text),
+            auth_user: s.auth_user.clone(),
+            messages: s.messages,
+            outcome: s.outcome.to_string(),
+        });
+    }
+}
+
+fn tls_text(t: &unspoof_gateway::TlsInfo) -> String {
+    format!("{} {}", t.version, t.cipher)
+}
+
+/// The store as the engine's first-contact history (`contact.*` reasons).
+pub fn contact_history(store: &Store) -> Arc<dyn unspoof_engine::contact::ContactHistory> {
+    Arc::new(store.clone())
+}
+
+/// The store as the milter's quarantine copy and message log.
+#[derive(Clone)]
+pub struct MilterStore(pub Store);
+
+impl unspoof_milter::QuarantineStore for MilterStore {
+    fn store<'a>(&'a self, m: unspoof_milter::Quarantined<'a>) -> unspoof_milter::StoreFuture<'a> {
+        Box::pin(async move {
+            let a = m.analysis;
+            let q = NewQuarantine {
+                id: new_id(),
+                message_record: None,
+                quarantined_at: m.envelope.received_at.unwrap_or_else(now),
+                node: self.0.config().node.clone(),
+                queue_id: m.queue_id.map(str::to_string),
+                message_id: a
+                    .message
+                    .message_id
+                    .as_deref()
+                    .map(unspoof_store::normalize_message_id),
+                mail_from: m.envelope.mail_from.clone(),
+                recipients: m.envelope.rcpt.clone(),
+                from: a.message.from.clone(),
+                subject: a.message.subject.clone(),
+                reasons: a.verdict.codes().into_iter().map(String::from).collect(),
+                raw: m.raw.to_vec(),
+            };
+            self.0
+                .quarantine_put(&q)
+                .await
+                .map(|_| q.id)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl unspoof_milter::MessageLog for MilterStore {
+    fn record(&self, d: &unspoof_milter::Decided<'_>) {
+        let env = d.envelope;
+        let mut record = MessageRecord {
+            id: new_id(),
+            received_at: env.received_at.unwrap_or_else(now),
+            node: self.0.config().node.clone(),
+            listener: "milter".into(),
+            queue_id: d.queue_id.map(str::to_string),
+            client_ip: env.ip,
+            reverse_dns: d.client_name.map(str::to_string),
+            helo: env.helo.clone(),
+            auth_user: env.auth_user.clone(),
+            mail_from: env.mail_from.clone(),
+            recipients: env.rcpt.clone(),
+            size: d.size as u64,
+            stored_at: d.stored_at.map(str::to_string),
+            latency_us: Some(d.latency_us),
+            ..Default::default()
+        };
+        if let Some(a) = d.analysis {
+            record = record.with_analysis(a);
+        }
+        record.action = d.outcome.to_string();
+        record.reasons = d.reasons.clone();
+        self.0.log_message(record);
+    }
+}
