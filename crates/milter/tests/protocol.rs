@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use common::*;
 use tokio::net::{TcpStream, UnixStream};
+use unspoof_engine::contact::ContactHistory;
 use unspoof_milter::wire::{action, proto};
 use unspoof_milter::{
-    Milter, MilterConfig, MilterHandle, OnError, QuarantineStore, Quarantined, StoreFuture,
+    Decided, MessageLog, Milter, MilterConfig, MilterHandle, OnError, QuarantineStore, Quarantined,
+    StoreFuture,
 };
 
 async fn start_with(world: &World, tweak: impl FnOnce(&mut MilterConfig)) -> MilterHandle {
@@ -691,4 +693,107 @@ async fn unix_socket_listener() {
         .await;
     assert!(err.is_err());
     assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}
+
+/// What the message log received: (queue id, outcome, reasons, had an analysis, first contact).
+type Logged = (Option<String>, String, Vec<String>, bool, Option<bool>);
+
+#[derive(Default)]
+struct MemLog(Mutex<Vec<Logged>>);
+
+impl MessageLog for MemLog {
+    fn record(&self, d: &Decided<'_>) {
+        self.0.lock().unwrap().push((
+            d.queue_id.map(str::to_string),
+            d.outcome.to_string(),
+            d.reasons.clone(),
+            d.analysis.is_some(),
+            d.envelope.first_contact,
+        ));
+    }
+}
+
+/// A contact history that knows only the pairs given, and remembers what it was asked.
+#[derive(Default)]
+struct Contacts {
+    known: Vec<(String, String)>,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl ContactHistory for Contacts {
+    fn has_seen<'a>(
+        &'a self,
+        domain: &'a str,
+        rcpt: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((domain.to_string(), rcpt.to_string()));
+        let known = self.known.iter().any(|(d, r)| d == domain && r == rcpt);
+        Box::pin(async move { Some(known) })
+    }
+}
+
+#[tokio::test]
+async fn every_message_is_recorded_and_first_contact_comes_from_the_history() {
+    let world = World::new();
+    let log = Arc::new(MemLog::default());
+    let contacts = Arc::new(Contacts {
+        known: vec![("good.test".into(), "bob@example.net".into())],
+        ..Default::default()
+    });
+    let config = MilterConfig {
+        listen: vec!["inet:127.0.0.1:0".parse().unwrap()],
+        log_verdicts: false,
+        ..MilterConfig::default()
+    };
+    let h = Milter::new(config, world.engine(Duration::from_secs(2)).await)
+        .with_message_log(log.clone())
+        .with_contact_history(contacts.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut m = postfix_like(tcp(&h).await).await;
+
+    // A known correspondent: accepted, no contact reason.
+    let good = good_message(&world, "quarterly figures", false);
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &good))
+        .await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    // A stranger (shady.test has never written to bob): quarantined, and a first contact.
+    let shady = plain_message("Billing <billing@shady.test>", "your account");
+    let o = m
+        .message(&Transaction::new(STRANGER, "billing@shady.test", &shady))
+        .await;
+    assert!(o.quarantine().is_some(), "{o:?}");
+    // An authenticated submission is not judged, nor asked about, but still on record.
+    let own = plain_message("The CEO <ceo@bank.test>", "from the hotel");
+    let mut t = Transaction::new(STRANGER, "ceo@bank.test", &own);
+    t.auth_user = Some("ceo");
+    assert_eq!(m.message(&t).await.code, b'a');
+
+    let got = log.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let qid = Some("4ABCDEF".to_string());
+    assert_eq!((&got[0].0, got[0].1.as_str()), (&qid, "accept"));
+    assert!(got[0].3, "the analysis goes with the record");
+    assert_eq!(got[0].4, Some(false));
+    assert!(
+        !got[0].2.iter().any(|c| c.starts_with("contact.")),
+        "{got:#?}"
+    );
+    assert_eq!(got[1].1, "quarantine");
+    assert_eq!(got[1].4, Some(true));
+    assert!(got[1].2.iter().any(|c| c == "dmarc.quarantine"), "{got:#?}");
+    assert!(got[1].2.iter().any(|c| c == "contact.first"), "{got:#?}");
+    assert_eq!((got[2].1.as_str(), got[2].3), ("skipped", false));
+    assert_eq!(
+        *contacts.asked.lock().unwrap(),
+        vec![
+            ("good.test".to_string(), "bob@example.net".to_string()),
+            ("shady.test".to_string(), "bob@example.net".to_string()),
+        ]
+    );
 }
