@@ -262,8 +262,8 @@ async fn show(args: ShowArgs) -> u8 {
     println!("subject     {}", opt(&m.subject));
     println!("size        {}", m.size);
     println!("verdict     {}", clean(&m.action));
-    let reasons = m
-        .analysis
+    let analysis = m.analysis.as_ref().map(|a| a.value());
+    let reasons = analysis
         .as_ref()
         .and_then(|a| a["verdict"]["reasons"].as_array());
     match reasons {
@@ -288,8 +288,7 @@ async fn show(args: ShowArgs) -> u8 {
     }
     println!("auth        {}", opt(&m.auth_summary));
     println!("trace       {}", opt(&m.trace_summary));
-    if let Some(hops) = m
-        .analysis
+    if let Some(hops) = analysis
         .as_ref()
         .and_then(|a| a["trace"]["hops"].as_array())
     {

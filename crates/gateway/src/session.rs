@@ -208,8 +208,7 @@ impl<D: Decide> Session<D> {
             messages: self.messages,
             outcome: self.end,
         };
-        let log = self.shared.log.clone();
-        let _ = tokio::task::spawn_blocking(move || log.session(&record)).await;
+        self.shared.log.session(&record);
     }
 
     fn error(&mut self, text: &str) {
@@ -684,6 +683,10 @@ impl<D: Decide> Session<D> {
         }
         self.tx = Some(tx);
         self.conn.reply(&out.reply);
+        // The client waits for this reply (it ends a PIPELINING group, RFC 2920 3.1), so it
+        // goes out now, not after the record below is written. A write error shows at the
+        // next read.
+        let _ = self.conn.flush().await;
         let latency = ended.elapsed();
         self.shared.metrics.message(&out.outcome, latency);
         let record = MessageRecord {
@@ -709,8 +712,7 @@ impl<D: Decide> Session<D> {
             latency_us: latency.as_micros() as u64,
             analysis: out.analysis,
         };
-        let log = self.shared.log.clone();
-        let _ = tokio::task::spawn_blocking(move || log.record(&record)).await;
+        self.shared.log.record(&record);
     }
 
     /// Inbound: the engine decides, then we act.

@@ -177,7 +177,9 @@ pub struct SessionRecord {
     pub outcome: &'static str,
 }
 
-/// Receives one record per message and one per session. Called from a blocking thread.
+/// Receives one record per message and one per session. Called on the runtime, after the
+/// client has its reply: an implementation must not wait (append a line, hand the record to a
+/// queue); a thread hop per message would cost more than the record.
 pub trait SessionLog: Send + Sync + 'static {
     fn record(&self, record: &MessageRecord);
 

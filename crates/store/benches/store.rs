@@ -82,7 +82,7 @@ fn record(rng: &mut Rng, i: u64, n: u64) -> MessageRecord {
             "schema": "unspoof.analysis/1",
             "verdict": {"action": action, "reasons": reasons.iter().map(|c| serde_json::json!({"code": c, "action": action, "message": "generated"})).collect::<Vec<_>>()},
             "trace": {"hops": [{"index": 0, "raw": format!("from mail.d{domain}.example by mx.site.test")}]},
-        })),
+        }).into()),
         reasons,
         ..Default::default()
     }

@@ -37,8 +37,8 @@ pub use db::Backend;
 pub use ipnet::IpNet;
 pub use query::{DEFAULT_LIMIT, Query};
 pub use record::{
-    Durable, MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus, SessionRecord,
-    domain_of, new_id, normalize_message_id, now,
+    Durable, JsonText, MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus,
+    SessionRecord, domain_of, new_id, normalize_message_id, now,
 };
 
 use db::Db;
@@ -183,8 +183,17 @@ enum Entry {
     Flush(oneshot::Sender<()>),
 }
 
+/// Most (sender domain, recipient) pairs remembered in memory by [`Store::has_seen`]; when
+/// full the memory starts again empty (the database still knows every pair).
+const KNOWN_CONTACTS_MAX: usize = 100_000;
+
 struct Shared {
     spool: Mutex<Spool>,
+    /// Pairs known to have had mail delivered: from the database's positive answers and from
+    /// the delivered messages this process logged (so they count before the writer commits
+    /// them). Only positive answers are kept: a pair once seen stays seen, while a negative
+    /// answer may change as soon as another gateway of the fleet delivers one.
+    known_contacts: Mutex<std::collections::HashSet<(String, String)>>,
     db_down: AtomicBool,
     migrated: AtomicBool,
     logged: AtomicU64,
@@ -197,6 +206,25 @@ struct Shared {
 impl Shared {
     fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
         self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn knows_contact(&self, domain: &str, recipient: &str) -> bool {
+        let known = self
+            .known_contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        known.contains(&(domain.to_string(), recipient.to_string()))
+    }
+
+    fn remember_contact(&self, domain: String, recipient: String) {
+        let mut known = self
+            .known_contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_CONTACTS_MAX {
+            known.clear();
+        }
+        known.insert((domain, recipient));
     }
 
     /// Marks the database down (reporting the change once).
@@ -255,6 +283,7 @@ impl Store {
         .await?;
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
+            known_contacts: Mutex::new(std::collections::HashSet::new()),
             db_down: AtomicBool::new(false),
             migrated: AtomicBool::new(false),
             logged: AtomicU64::new(0),
@@ -321,6 +350,9 @@ impl Store {
 
     /// Logs a message. Never waits for the database; never fails (see the crate invariant).
     pub fn log_message(&self, record: MessageRecord) {
+        for (domain, recipient) in db::contact_keys(&record) {
+            self.inner.shared.remember_contact(domain, recipient);
+        }
         self.enqueue(Entry::Message(record));
     }
 
@@ -572,15 +604,25 @@ impl Store {
         sender_domain: &str,
         recipient: Option<&str>,
     ) -> Result<bool, StoreError> {
-        match timeout(
+        let key = recipient.map(|r| db::contact_key(sender_domain, r));
+        if let Some((d, r)) = &key
+            && self.inner.shared.knows_contact(d, r)
+        {
+            return Ok(true);
+        }
+        let seen = match timeout(
             self.inner.config.db_timeout(),
             self.inner.db.has_seen(sender_domain, recipient),
         )
         .await
         {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(StoreError::Timeout(self.inner.config.db_timeout())),
+            Ok(r) => r?,
+            Err(_) => return Err(StoreError::Timeout(self.inner.config.db_timeout())),
+        };
+        if let (true, Some((d, r))) = (seen, key) {
+            self.inner.shared.remember_contact(d, r);
         }
+        Ok(seen)
     }
 
     /// [`Store::has_seen`] for a blocking thread. Must not be called from inside an async task.
@@ -636,6 +678,10 @@ impl unspoof_engine::contact::ContactHistory for Store {
         recipient: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
         Box::pin(async move {
+            let (d, r) = db::contact_key(sender_domain, recipient);
+            if self.inner.shared.knows_contact(&d, &r) {
+                return Some(true);
+            }
             if self.inner.shared.db_down.load(Ordering::SeqCst) {
                 return None;
             }

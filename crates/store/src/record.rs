@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A new record id: a UUIDv7 in its 36-character text form. Ids made later sort later.
 pub fn new_id() -> String {
@@ -100,14 +100,15 @@ pub struct MessageRecord {
     /// (free-form JSON; [`MessageRecord::with_analysis`] fills it from the analysis).
     pub dns: Option<serde_json::Value>,
     /// The engine's whole `Analysis` (schema `unspoof.analysis/1`), verdict and trace included.
-    pub analysis: Option<serde_json::Value>,
+    pub analysis: Option<JsonText>,
 }
 
 impl MessageRecord {
     /// Fills the verdict, the From/Subject/Message-ID, the authentication and trace summaries,
-    /// the DNS evidence and the whole analysis JSON from the engine's answer.
+    /// the DNS evidence and the whole analysis JSON from the engine's answer. The analysis is
+    /// serialised once, straight to text (a busy gateway logs thousands a second), and the
+    /// summaries are read from the typed analysis.
     pub fn with_analysis(mut self, analysis: &unspoof_engine::Analysis) -> Self {
-        let v = serde_json::to_value(analysis).unwrap_or(serde_json::Value::Null);
         self.action = analysis.verdict.action.as_str().to_string();
         self.reasons = analysis
             .verdict
@@ -128,11 +129,49 @@ impl MessageRecord {
         if self.subject.is_none() {
             self.subject = analysis.message.subject.clone();
         }
-        self.auth_summary = Some(auth_summary(&v));
-        self.trace_summary = Some(trace_summary(&v));
-        self.dns = Some(dns_evidence(&v));
-        self.analysis = Some(v);
+        self.auth_summary = Some(auth_summary(&analysis.auth));
+        self.trace_summary = Some(trace_summary(&analysis.trace));
+        self.dns = Some(dns_evidence(analysis));
+        self.analysis = serde_json::to_string(analysis).ok().map(JsonText);
         self
+    }
+}
+
+/// JSON kept as text: the engine's whole analysis, written and read back as it was made. It
+/// serialises as the JSON it holds (not as a string), so `unspoof log show --json` prints an
+/// object; [`JsonText::value`] parses it when a reader needs to walk it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(pub String);
+
+impl JsonText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The parsed value (`Null` if the text is not JSON, which the store never writes).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for JsonText {
+    fn from(v: serde_json::Value) -> Self {
+        JsonText(v.to_string())
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Ok(JsonText(raw.get().to_string()))
     }
 }
 
@@ -156,46 +195,35 @@ pub fn domain_of(address: &str) -> Option<String> {
     (!d.is_empty()).then_some(d)
 }
 
-fn word(v: &serde_json::Value) -> &str {
-    v.get("result").and_then(|r| r.as_str()).unwrap_or("none")
-}
-
-fn auth_summary(v: &serde_json::Value) -> String {
-    let auth = &v["auth"];
-    let dkim = auth["dkim"]
-        .as_array()
-        .map(|sigs| {
-            if sigs.is_empty() {
-                "none".to_string()
-            } else {
-                sigs.iter()
-                    .map(|s| format!("{}({})", word(s), s["domain"].as_str().unwrap_or("?")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }
-        })
-        .unwrap_or_else(|| "none".into());
+/// `spf=pass dkim=pass(example.com),fail(other.example) dmarc=pass arc=none`.
+fn auth_summary(auth: &unspoof_engine::AuthResults) -> String {
+    let dkim = if auth.dkim.is_empty() {
+        "none".to_string()
+    } else {
+        auth.dkim
+            .iter()
+            .map(|s| format!("{}({})", s.result, s.domain))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     format!(
         "spf={} dkim={} dmarc={} arc={}",
-        word(&auth["spf"]),
-        dkim,
-        word(&auth["dmarc"]),
-        word(&auth["arc"])
+        auth.spf.result, dkim, auth.dmarc.result, auth.arc.result
     )
 }
 
-fn trace_summary(v: &serde_json::Value) -> String {
-    let trace = &v["trace"];
-    let hops = trace["hops"].as_array().map_or(0, |h| h.len());
+/// `3 hops; origin 192.0.2.7 (mail.example.com); anomalies: trace.private_origin`.
+fn trace_summary(trace: &unspoof_engine::Trace) -> String {
+    let hops = trace.hops.len();
     let mut s = format!("{hops} hop{}", if hops == 1 { "" } else { "s" });
-    if let Some(ip) = trace["origin"]["ip"].as_str() {
-        s.push_str(&format!("; origin {ip}"));
-        if let Some(r) = trace["origin"]["rdns"].as_str() {
+    if let Some(origin) = &trace.origin {
+        s.push_str(&format!("; origin {}", origin.ip));
+        if let Some(r) = &origin.rdns {
             s.push_str(&format!(" ({r})"));
         }
     }
-    if let Some(an) = trace["anomalies"].as_array().filter(|a| !a.is_empty()) {
-        let codes: Vec<&str> = an.iter().filter_map(|a| a["code"].as_str()).collect();
+    if !trace.anomalies.is_empty() {
+        let codes: Vec<&str> = trace.anomalies.iter().map(|a| a.code).collect();
         s.push_str(&format!("; anomalies: {}", codes.join(" ")));
     }
     s
@@ -203,26 +231,27 @@ fn trace_summary(v: &serde_json::Value) -> String {
 
 /// The DNS view and what the verdict rests on from DNS: the SPF path, the DMARC policy, each
 /// DKIM key's result and every reason's evidence.
-fn dns_evidence(v: &serde_json::Value) -> serde_json::Value {
-    let auth = &v["auth"];
-    let evidence: Vec<serde_json::Value> = v["verdict"]["reasons"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            let ev = r.get("evidence")?.as_array()?;
-            Some(serde_json::json!({ "code": r["code"], "evidence": ev }))
-        })
+fn dns_evidence(a: &unspoof_engine::Analysis) -> serde_json::Value {
+    let auth = &a.auth;
+    let evidence: Vec<serde_json::Value> = a
+        .verdict
+        .reasons
+        .iter()
+        .filter(|r| !r.evidence.is_empty())
+        .map(|r| serde_json::json!({ "code": r.code, "evidence": r.evidence }))
+        .collect();
+    let dkim: Vec<serde_json::Value> = auth
+        .dkim
+        .iter()
+        .map(|s| serde_json::json!({ "domain": s.domain, "selector": s.selector, "result": s.result }))
         .collect();
     serde_json::json!({
-        "view": v["dns"],
-        "spf": { "domain": auth["spf"]["domain"], "result": auth["spf"]["result"],
-                 "mechanism": auth["spf"]["mechanism"] },
-        "dmarc": { "domain": auth["dmarc"]["domain"], "result": auth["dmarc"]["result"],
-                   "policy": auth["dmarc"]["policy"] },
-        "dkim": auth["dkim"].as_array().map(|s| s.iter().map(|s| serde_json::json!({
-            "domain": s["domain"], "selector": s["selector"], "result": s["result"]
-        })).collect::<Vec<_>>()),
+        "view": a.dns,
+        "spf": { "domain": auth.spf.domain, "result": auth.spf.result,
+                 "mechanism": auth.spf.mechanism },
+        "dmarc": { "domain": auth.dmarc.domain, "result": auth.dmarc.result,
+                   "policy": auth.dmarc.policy },
+        "dkim": dkim,
         "reasons": evidence,
     })
 }

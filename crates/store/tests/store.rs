@@ -30,7 +30,7 @@ both! {
         m.session_id = Some(session.id.clone());
         m.downstream_reply = Some("250 2.0.0 Ok: queued as 4F2".into());
         m.dns = Some(serde_json::json!({"view": "zone files"}));
-        m.analysis = Some(serde_json::json!({"schema": "unspoof.analysis/1", "trace": {"hops": []}}));
+        m.analysis = Some(serde_json::json!({"schema": "unspoof.analysis/1", "trace": {"hops": []}}).into());
         store.log_session(session.clone());
         store.log_message(m.clone());
         store.flush().await;
@@ -167,7 +167,15 @@ both! {
             &["someone@newpartner.example"], "accept", &[]);
         out.listener = "submission".into();
         store.log_message(out);
+        // This process knows at once what it delivered, before the writer commits it.
+        assert!(store.has_seen("Partner.example", Some("ann@site.test")).await.unwrap());
+        assert!(!store.has_seen("evil.example", Some("ann@site.test")).await.unwrap());
         store.flush().await;
+        // Another process (a fleet member) learns it from the database.
+        let other = db.open("mx2").await;
+        assert!(other.has_seen("partner.example", Some("ann@site.test")).await.unwrap());
+        assert!(!other.has_seen("partner.example", Some("bob@site.test")).await.unwrap());
+        other.close().await;
         assert!(store.has_seen("partner.example", Some("ann@site.test")).await.unwrap());
         assert!(store.has_seen("PARTNER.example.", Some("Ann@Site.test")).await.unwrap());
         assert!(!store.has_seen("partner.example", Some("bob@site.test")).await.unwrap());
@@ -260,7 +268,25 @@ From: Alice <alice@example.com>\r\nTo: bob@site.test\r\nSubject: hi\r\nMessage-I
         "{:?}",
         m.trace_summary
     );
-    assert_eq!(m.analysis.as_ref().unwrap()["schema"], "unspoof.analysis/1");
+    assert_eq!(
+        m.analysis.as_ref().unwrap().value()["schema"],
+        "unspoof.analysis/1"
+    );
+    // The analysis is stored as the engine's JSON, whole.
+    assert_eq!(
+        m.analysis.as_ref().unwrap().value(),
+        serde_json::to_value(&analysis).unwrap()
+    );
+    assert_eq!(
+        m.auth_summary.as_deref(),
+        Some(
+            format!(
+                "spf={} dkim=none dmarc={} arc={}",
+                analysis.auth.spf.result, analysis.auth.dmarc.result, analysis.auth.arc.result
+            )
+            .as_str()
+        )
+    );
     assert_eq!(
         m.dns.as_ref().unwrap()["view"],
         serde_json::json!(analysis.dns)
