@@ -431,16 +431,12 @@ impl<D: Decide> Session<D> {
         let (Some(d), Some(tx)) = (&mut self.downstream, &mut self.tx) else {
             return reply::LOCAL_ERROR.to_string();
         };
-        let result = async {
-            if !d.in_transaction {
-                let r = d.mail(&tx.mail_from, tx.eightbit, tx.smtputf8).await?;
-                if !r.is_positive() {
-                    return Ok(r);
-                }
-            }
+        let result = if d.in_transaction {
             d.rcpt(to).await
-        }
-        .await;
+        } else {
+            d.mail_rcpt(&tx.mail_from, tx.eightbit, tx.smtputf8, to)
+                .await
+        };
         match result {
             Ok(r) => {
                 if r.is_positive() {

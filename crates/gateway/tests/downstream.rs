@@ -113,3 +113,45 @@ async fn one_downstream_connection_serves_several_transactions() {
     let rcpts: Vec<_> = got.iter().map(|m| m.rcpts.clone()).collect();
     assert_eq!(rcpts, vec![vec!["r0@example.org"], vec!["r2@example.org"]]);
 }
+
+/// MAIL and the first RCPT go downstream in one write when the downstream offers PIPELINING;
+/// either way a sender the downstream refuses is refused to the client at RCPT with the
+/// downstream's own reply, and the next transaction on the same connections goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_refused_downstream_is_refused_at_rcpt_with_or_without_pipelining() {
+    for mode in [SinkMode::Normal, SinkMode::NoPipelining] {
+        let sink = Sink::start(mode).await;
+        let mut c = config("mail-refused");
+        c.downstream = Some(sink.addr.to_string());
+        let gw = start(c).await;
+        let mut raw = Raw::hello(gw.handle.inbound).await;
+        assert!(
+            raw.cmd("MAIL FROM:<bad@remote.test>\r\n")
+                .await
+                .starts_with("250")
+        );
+        let r = raw.cmd("RCPT TO:<r0@example.org>\r\n").await;
+        assert!(r.starts_with("553 5.7.1 sender refused here"), "{r}");
+        assert!(raw.cmd("DATA\r\n").await.starts_with("554"), "no recipient");
+        assert!(raw.cmd("RSET\r\n").await.starts_with("250"));
+        assert!(
+            raw.cmd("MAIL FROM:<a@remote.test>\r\n")
+                .await
+                .starts_with("250")
+        );
+        assert!(
+            raw.cmd("RCPT TO:<r1@example.org>\r\n")
+                .await
+                .starts_with("250")
+        );
+        let r = raw.cmd("RCPT TO:<bad1@example.org>\r\n").await;
+        assert!(r.starts_with("550 5.1.1"), "{r}");
+        assert!(raw.cmd("DATA\r\n").await.starts_with("354"));
+        let r = raw.cmd("Subject: yes\r\n\r\nm1\r\n.\r\n").await;
+        assert!(r.starts_with("250"), "{r}");
+        let got = sink.received();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].mail_from, "a@remote.test");
+        assert_eq!(got[0].rcpts, vec!["r1@example.org"]);
+    }
+}

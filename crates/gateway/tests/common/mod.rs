@@ -152,8 +152,11 @@ pub struct SinkMessage {
 
 #[derive(Debug, Clone)]
 pub enum SinkMode {
-    /// Accepts everything except recipients starting with `bad`.
+    /// Offers PIPELINING (as Postfix does); accepts everything except senders and recipients
+    /// starting with `bad`.
     Normal,
+    /// As `Normal`, without PIPELINING: the relay then waits for each reply in turn.
+    NoPipelining,
     /// Answers end-of-data with this reply line.
     DataReply(&'static str),
     /// Reads the data, then never answers.
@@ -202,11 +205,23 @@ async fn sink_session(s: TcpStream, mode: SinkMode, out: Arc<Mutex<Vec<SinkMessa
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         let upper = text.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            "250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n".into()
+            if matches!(mode, SinkMode::NoPipelining) {
+                "250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n".into()
+            } else {
+                "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n".into()
+            }
         } else if upper.starts_with("MAIL FROM:") {
-            from = text[10..].trim_matches(['<', '>', ' ']).to_string();
+            let sender = text[10..].trim_matches(['<', '>', ' ']).to_string();
             rcpts.clear();
-            "250 2.1.0 ok\r\n".into()
+            if sender.starts_with("bad") {
+                from.clear();
+                "553 5.7.1 sender refused here\r\n".into()
+            } else {
+                from = sender;
+                "250 2.1.0 ok\r\n".into()
+            }
+        } else if upper.starts_with("RCPT TO:") && from.is_empty() {
+            "503 5.5.1 need MAIL first\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
             let to = text[8..].trim_matches(['<', '>', ' ']).to_string();
             if to.starts_with("bad") {
@@ -235,7 +250,7 @@ async fn sink_session(s: TcpStream, mode: SinkMode, out: Arc<Mutex<Vec<SinkMessa
                 data,
             });
             match &mode {
-                SinkMode::Normal => "250 2.0.0 sink queued\r\n".into(),
+                SinkMode::Normal | SinkMode::NoPipelining => "250 2.0.0 sink queued\r\n".into(),
                 SinkMode::DataReply(r) => format!("{r}\r\n"),
                 SinkMode::HangAfterData => {
                     let mut buf = [0u8; 64];
