@@ -321,6 +321,25 @@ fn two_gateways_one_postgres_and_a_quarantine_that_survives_kill_9() {
         assert!(r["session_id"].as_str().is_some(), "{r}");
     }
 
+    // `log show` by Message-ID: the whole analysis, and the SMTP session it came in.
+    let shown = unspoof(&[
+        "log",
+        "show",
+        &to_b[0].id,
+        "--store",
+        &db.url,
+        "--data-dir",
+        cli_dir().to_str().unwrap(),
+        "--json",
+    ]);
+    let shown: Value = serde_json::from_str(&ok_stdout(&shown)).unwrap();
+    assert_eq!(shown["message"]["analysis"]["schema"], "unspoof.analysis/1");
+    let session = &shown["session"];
+    assert_eq!(session["node"], "gw-b", "{shown:#}");
+    assert_eq!(session["helo"], "client.example");
+    assert_eq!(session["messages"], 6);
+    assert_eq!(session["outcome"], "quit");
+
     // A message that fails DMARC at p=quarantine: 250 only once it is stored; then kill -9.
     let held = Msg::new("held", "Strict <billing@strict.example>", RCPT);
     let mut a = a;
