@@ -231,16 +231,29 @@ impl Policy {
         }
     }
 
-    /// Whether `domain` is one of ours or a subdomain of one.
+    /// Whether `domain` is one of ours or a subdomain of one. Compares as if `domain` were
+    /// ASCII-lower-cased (without making the lower-case copy: this runs for every domain every
+    /// finding looks at).
     pub fn is_protected(&self, domain: &str) -> bool {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = domain.trim_end_matches('.').as_bytes();
         self.protected_domains.iter().any(|p| {
-            domain == *p
-                || domain
-                    .strip_suffix(p.as_str())
-                    .is_some_and(|s| s.ends_with('.'))
+            let p = p.as_bytes();
+            let Some(split) = domain.len().checked_sub(p.len()) else {
+                return false;
+            };
+            lowercased_equals(&domain[split..], p)
+                && (split == 0 || domain[split - 1] == b'.')
         })
     }
+}
+
+/// Whether `text` with its ASCII letters lower-cased equals `lower`, byte for byte.
+fn lowercased_equals(text: &[u8], lower: &[u8]) -> bool {
+    text.len() == lower.len()
+        && text
+            .iter()
+            .zip(lower)
+            .all(|(t, l)| t.to_ascii_lowercase() == *l)
 }
 
 #[cfg(test)]
@@ -268,5 +281,9 @@ mod tests {
         assert!(p.is_protected("example.com"));
         assert!(p.is_protected("mail.example.com."));
         assert!(!p.is_protected("notexample.com"));
+        assert!(p.is_protected("Mail.EXAMPLE.com.."));
+        assert!(!p.is_protected("com"));
+        assert!(!p.is_protected(""));
+        assert!(!p.is_protected(".example.co"));
     }
 }
