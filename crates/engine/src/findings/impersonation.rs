@@ -126,15 +126,18 @@ fn visible_text(raw: &str, from: &[Mailbox]) -> String {
             _ => {}
         }
     }
+    // ASCII case folding keeps byte offsets, so `i` is an offset into `text` too. The lower-case
+    // copy is made once and edited alongside `text` (lower-casing " " gives " "): one copy per
+    // mailbox made a From of 50,000 mailboxes quadratic.
+    let mut lower = text.to_ascii_lowercase();
     for mb in from {
         if mb.address.is_empty() {
             continue;
         }
-        // ASCII case folding keeps byte offsets, so `i` is an offset into `text` too.
-        let lower = text.to_ascii_lowercase();
         let addr = mb.address.to_ascii_lowercase();
         if let Some(i) = lower.find(&addr) {
             text.replace_range(i..i + addr.len(), " ");
+            lower.replace_range(i..i + addr.len(), " ");
         }
     }
     text
@@ -148,6 +151,9 @@ fn display_name(
     people: &[(&ProtectedPerson, Name)],
     out: &mut Vec<Reason>,
 ) {
+    if people.is_empty() {
+        return; // nobody to impersonate: no need to read the name
+    }
     let shown = Name::parse(display);
     if shown.is_empty() {
         return;
@@ -257,10 +263,17 @@ fn address_in_name(
     }
 }
 
+/// The characters whose compatibility decomposition (NFKD) holds `@`: `@`, the small ﹫ and the
+/// fullwidth ＠ (the test `only_these_decompose_to_at` checks every code point).
+const AT_SIGNS: [char; 3] = ['@', '\u{fe6b}', '\u{ff20}'];
+
 /// The email addresses written in a display name: `(address, domain in lower case)`.
 /// Confusable-free after NFKD (fullwidth ＠ and letters become ASCII); invisible characters
 /// are dropped first so that `ceo@ou\u{200b}rs.com` reads as a reader sees it.
 fn addresses_in(display: &str) -> Vec<(String, String)> {
+    if !display.contains(AT_SIGNS) {
+        return Vec::new(); // no `@` even after NFKD: spare the normalisation
+    }
     let chars: Vec<char> = strip_marks(display)
         .chars()
         .filter(|c| !is_invisible(*c))
@@ -320,6 +333,16 @@ mod tests {
         assert!(addresses_in("Joe @ home").is_empty());
         assert!(addresses_in("joe@localhost").is_empty());
         assert!(addresses_in("@ours.com").is_empty());
+    }
+
+    #[test]
+    fn only_these_decompose_to_at() {
+        use unicode_normalization::UnicodeNormalization;
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let mut buf = [0u8; 4];
+            let has_at = c.encode_utf8(&mut buf).nfkd().any(|d| d == '@');
+            assert_eq!(has_at, AT_SIGNS.contains(&c), "{c:?} (U+{:04X})", c as u32);
+        }
     }
 
     #[test]
