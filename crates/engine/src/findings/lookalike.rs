@@ -68,6 +68,8 @@ struct Split {
     registrable: String,
     /// The registrable label, Unicode form, lower case.
     label: String,
+    /// [`fold`] of `label`: every rule compares it, so it is folded once.
+    folded_label: String,
     /// The whole name without its public suffix, Unicode form (`secure.paypal-login`).
     head: String,
     /// The whole name, Unicode form.
@@ -92,9 +94,11 @@ fn split(domain: &str) -> Option<Split> {
     }
     let ascii = idna::domain_to_ascii(domain.trim_end_matches('.')).ok()?;
     let head_ascii = ascii.strip_suffix(suffix)?.strip_suffix('.')?;
+    let label = to_unicode(label_ascii);
     Some(Split {
         registrable: to_unicode(&reg),
-        label: to_unicode(label_ascii),
+        folded_label: fold(&label),
+        label,
         head: to_unicode(head_ascii),
         whole: to_unicode(&ascii),
     })
@@ -152,18 +156,25 @@ struct Hit {
 }
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
-    let protected: Vec<(String, Split)> = ctx
+    // Each protected domain that can be split, with its registrable domain for the
+    // same-organisation test.
+    let protected: Vec<(Option<String>, Split)> = ctx
         .policy
         .protected_domains
         .iter()
-        .filter_map(|p| Some((p.clone(), split(p)?)))
+        .filter_map(|p| Some((registrable(p), split(p)?)))
         .collect();
     if protected.is_empty() {
         return;
     }
     for sender in senders(ctx) {
         let d = &sender.domain;
-        if ctx.policy.is_protected(d) || protected.iter().any(|(p, _)| same_organisation(d, p)) {
+        if ctx.policy.is_protected(d) {
+            continue;
+        }
+        // `same_organisation(d, p)` for every protected p, with d's registrable domain once.
+        let org = registrable(d);
+        if org.is_some() && protected.iter().any(|(p_org, _)| *p_org == org) {
             continue;
         }
         let Some(s) = split(d) else { continue };
@@ -221,7 +232,7 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
             why,
         })
     };
-    let (sf, pf) = (fold(&s.label), fold(&p.label));
+    let (sf, pf) = (&s.folded_label, &p.folded_label);
     // UTS #39 section 4: confusable when the skeletons agree.
     if s.label != p.label && sf == pf {
         return hit(
@@ -240,7 +251,7 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
             MAX_EDIT_DISTANCE
         };
         let distance = strsim::damerau_levenshtein(&s.label, &p.label)
-            .min(strsim::damerau_levenshtein(&sf, &pf));
+            .min(strsim::damerau_levenshtein(sf, pf));
         if (1..=limit).contains(&distance) {
             return hit(
                 "lookalike.edit_distance",
@@ -270,7 +281,7 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
     if plen >= COUSIN_WORD_MIN_LEN
         && s.head
             .split(['.', '-', '_'])
-            .any(|w| !w.is_empty() && fold(w) == pf)
+            .any(|w| !w.is_empty() && fold(w) == *pf)
     {
         return hit(
             "lookalike.cousin",
@@ -279,11 +290,11 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
     }
     for word in s.label.split(['-', '_']) {
         let w = fold(word);
-        if w == pf {
+        if w == *pf {
             continue;
         }
-        if (plen >= COUSIN_PREFIX_MIN_LEN && w.starts_with(&pf))
-            || (plen >= COUSIN_SUFFIX_MIN_LEN && w.ends_with(&pf))
+        if (plen >= COUSIN_PREFIX_MIN_LEN && w.starts_with(pf.as_str()))
+            || (plen >= COUSIN_SUFFIX_MIN_LEN && w.ends_with(pf.as_str()))
         {
             return hit(
                 "lookalike.cousin",
