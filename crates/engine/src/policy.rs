@@ -3,12 +3,15 @@
 //! One file, read once and shared; every key has a default that is safe for a site that sets
 //! only its domains. `examples/unspoof.toml` documents every key.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Arc, OnceLock},
+};
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::{trace::TrustConfig, verdict::Action};
+use crate::{findings::PolicyData, trace::TrustConfig, verdict::Action};
 
 /// Offset of the `n`-th occurrence of `needle` in `text`.
 fn nth_offset(text: &str, needle: &str, n: usize) -> Option<usize> {
@@ -46,6 +49,30 @@ pub struct Policy {
     _milter: Option<toml::Table>,
     #[serde(rename = "store")]
     _store: Option<toml::Table>,
+    /// What the findings derive from the protected domains and people, made on first use
+    /// ([`Policy::findings_data`]) instead of once per message.
+    #[serde(skip)]
+    findings_data: FindingsCache,
+}
+
+/// A policy's [`PolicyData`], made once. A clone starts empty: it may be edited before use.
+#[derive(Default)]
+struct FindingsCache(OnceLock<Arc<PolicyData>>);
+
+impl Clone for FindingsCache {
+    fn clone(&self) -> Self {
+        FindingsCache::default()
+    }
+}
+
+impl std::fmt::Debug for FindingsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "made"
+        } else {
+            "not made yet"
+        })
+    }
 }
 
 /// A person whose name must not appear on mail from an address that is not theirs.
@@ -133,6 +160,7 @@ impl Default for Policy {
             _gateway: None,
             _milter: None,
             _store: None,
+            findings_data: FindingsCache::default(),
         }
     }
 }
@@ -216,6 +244,21 @@ impl Policy {
                     .strip_suffix(t.as_str())
                     .is_some_and(|s| s.ends_with('.'))
         })
+    }
+
+    /// What the findings derive from this policy's protected domains and people: made on the
+    /// first call and kept. The fields are public, so a policy changed after that gets data
+    /// made afresh for it (the comparison costs far less than the making).
+    pub(crate) fn findings_data(&self) -> Arc<PolicyData> {
+        let made = self
+            .findings_data
+            .0
+            .get_or_init(|| Arc::new(PolicyData::new(self)));
+        if made.is_for(self) {
+            made.clone()
+        } else {
+            Arc::new(PolicyData::new(self))
+        }
     }
 
     /// Whether `ip` is in the internal networks.

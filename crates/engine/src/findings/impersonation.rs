@@ -56,12 +56,11 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     if ctx.from.is_empty() {
         return;
     }
-    let people: Vec<(&ProtectedPerson, Name)> = ctx
-        .policy
-        .protected_people
+    let policy_data = ctx.policy.findings_data();
+    let people: Vec<(&ProtectedPerson, &Name)> = policy_data
+        .people
         .iter()
-        .map(|p| (p, Name::parse(&p.name)))
-        .filter(|(_, n)| !n.is_empty())
+        .map(|(i, name)| (&ctx.policy.protected_people[*i], name))
         .collect();
     let raw_from = ctx.headers.first("From").map(|h| h.value_unfolded());
     let mut found = Vec::new();
@@ -148,7 +147,7 @@ fn display_name(
     ctx: &Context<'_>,
     mailboxes: &[&Mailbox],
     display: &str,
-    people: &[(&ProtectedPerson, Name)],
+    people: &[(&ProtectedPerson, &Name)],
     out: &mut Vec<Reason>,
 ) {
     if people.is_empty() {

@@ -65,6 +65,7 @@ pub const COUSIN_PREFIX_MIN_LEN: usize = 5;
 pub const COUSIN_SUFFIX_MIN_LEN: usize = 6;
 
 /// A domain split for comparison.
+#[derive(Debug)]
 struct Split {
     /// The registrable domain, Unicode form.
     registrable: String,
@@ -160,6 +161,27 @@ fn senders(ctx: &Context<'_>) -> Vec<Sender> {
     out
 }
 
+/// A protected domain that can be split for comparison, with its registrable domain for the
+/// same-organisation test. Made once per policy ([`super::PolicyData`]).
+#[derive(Debug)]
+pub(crate) struct Protected {
+    org: Option<String>,
+    split: Split,
+}
+
+/// The protected domains that can be split, in policy order.
+pub(crate) fn protected(domains: &[String]) -> Vec<Protected> {
+    domains
+        .iter()
+        .filter_map(|p| {
+            Some(Protected {
+                org: registrable(p),
+                split: split(p)?,
+            })
+        })
+        .collect()
+}
+
 /// What made a sender domain a lookalike of a protected one.
 struct Hit {
     code: &'static str,
@@ -168,14 +190,8 @@ struct Hit {
 }
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
-    // Each protected domain that can be split, with its registrable domain for the
-    // same-organisation test.
-    let protected: Vec<(Option<String>, Split)> = ctx
-        .policy
-        .protected_domains
-        .iter()
-        .filter_map(|p| Some((registrable(p), split(p)?)))
-        .collect();
+    let policy_data = ctx.policy.findings_data();
+    let protected = &policy_data.lookalike;
     if protected.is_empty() {
         return;
     }
@@ -186,7 +202,7 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         }
         // `same_organisation(d, p)` for every protected p, with d's registrable domain once.
         let org = registrable(d);
-        if org.is_some() && protected.iter().any(|(p_org, _)| *p_org == org) {
+        if org.is_some() && protected.iter().any(|p| p.org == org) {
             continue;
         }
         let Some(s) = split(d) else { continue };
@@ -194,7 +210,9 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
             .fields
             .iter()
             .any(|f| matches!(*f, "From" | "Reply-To"));
-        let hit = protected.iter().find_map(|(_, p)| compare(&s, p, visible));
+        let hit = protected
+            .iter()
+            .find_map(|p| compare(&s, &p.split, visible));
         let evidence: Vec<String> = sender.fields.iter().map(|f| format!("{f}: {d}")).collect();
         let seen_in = sender.fields.join(", ");
         if let Some(hit) = &hit {
