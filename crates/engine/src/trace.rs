@@ -498,7 +498,7 @@ fn chain_matches(newer: &Hop, by: &str) -> Option<bool> {
     if is_vague_name(&by) {
         return None;
     }
-    let names: Vec<String> = [newer.from_helo.as_deref(), newer.from_rdns.as_deref()]
+    let mut names: Vec<String> = [newer.from_helo.as_deref(), newer.from_rdns.as_deref()]
         .into_iter()
         .flatten()
         .map(received::norm_host)
@@ -506,6 +506,8 @@ fn chain_matches(newer: &Hop, by: &str) -> Option<bool> {
             !is_vague_name(n) && !n.contains('@') && received::parse_ip_literal(n).is_none()
         })
         .collect();
+    // The HELO and the reverse name are often the same name: compare it once.
+    names.dedup();
     if names.is_empty() {
         return None;
     }

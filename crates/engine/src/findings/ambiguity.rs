@@ -252,10 +252,7 @@ fn from_fields<'a>(ctx: &Context<'a>) -> Vec<FromField<'a>> {
     let mut lines: Vec<(usize, &[u8])> = Vec::new();
     let mut pos = 0;
     while pos < section.len() {
-        let end = section[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(section.len(), |n| pos + n);
+        let end = memchr::memchr(b'\n', &section[pos..]).map_or(section.len(), |n| pos + n);
         let line = &section[pos..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         lines.push((pos, line));
