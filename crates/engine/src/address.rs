@@ -1002,10 +1002,10 @@ fn parse_list(value: &[u8]) -> ParsedList {
     }
     let addresses = p.list(false);
     let mut defects = p.defects;
-    let encoded_domains: Vec<String> = decode_encoded_words(&text)
+    let words = decode_encoded_words(&text);
+    let encoded_domains: Vec<String> = words
         .iter()
-        .flat_map(|word| addresses_in_text(word.as_bytes()))
-        .map(|(_, domain)| domain)
+        .flat_map(|word| domains_in_text(word.as_bytes()))
         .collect();
     if !encoded_domains.is_empty() {
         push_defect(&mut defects, Defect::AddressInEncodedWord);
@@ -1192,7 +1192,7 @@ pub fn read_address_list(value: &[u8]) -> (AddressList, Vec<Reading>) {
         }
     }
     naive_readings(&text, &mut out);
-    for (_, domain) in addresses_in_text(&text) {
+    for domain in domains_in_text(&text) {
         push_reading(&mut out, Style::Mentioned, Some(&domain));
     }
     for domain in &encoded_domains {
@@ -1238,7 +1238,7 @@ pub fn read_path(value: &[u8]) -> (Path, Vec<Reading>) {
         }
     }
     naive_readings(&text, &mut out);
-    for (_, domain) in addresses_in_text(&text) {
+    for domain in domains_in_text(&text) {
         push_reading(&mut out, Style::Mentioned, Some(&domain));
     }
     (path, out)
@@ -1367,23 +1367,33 @@ pub fn decode_encoded_words(text: &[u8]) -> Vec<String> {
 /// `local@domain` addresses in free text (a decoded display name): each `@` with a local part
 /// before it and a domain holding a dot after it. Returns (address, domain).
 pub fn addresses_in_text(text: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (at, _) in text.iter().enumerate().filter(|&(_, &b)| b == b'@') {
+    found_addresses(text)
+        .map(|(local, domain)| {
+            let address = format!("{}@{domain}", String::from_utf8_lossy(local));
+            (address, domain)
+        })
+        .collect()
+}
+
+/// The domains of [`addresses_in_text`], for callers that need no more (the readings).
+fn domains_in_text(text: &[u8]) -> impl Iterator<Item = String> + '_ {
+    found_addresses(text).map(|(_, domain)| domain)
+}
+
+/// The addresses of [`addresses_in_text`] as (local part, domain).
+fn found_addresses(text: &[u8]) -> impl Iterator<Item = (&[u8], String)> + '_ {
+    memchr::memchr_iter(b'@', text).filter_map(move |at| {
         let start = text[..at]
             .iter()
             .rposition(|&b| !(is_atext(b) || b == b'.'))
             .map_or(0, |p| p + 1);
         let local = &text[start..at];
-        let Some(domain) = domain_after_at(&text[at + 1..]) else {
-            continue;
-        };
+        let domain = domain_after_at(&text[at + 1..])?;
         if local.is_empty() || !(domain.contains('.') || domain.starts_with('[')) {
-            continue;
+            return None;
         }
-        let address = format!("{}@{domain}", String::from_utf8_lossy(local));
-        out.push((address, domain));
-    }
-    out
+        Some((local, domain))
+    })
 }
 
 #[cfg(test)]
