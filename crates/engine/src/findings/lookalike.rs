@@ -89,7 +89,11 @@ fn to_unicode(ascii: &str) -> String {
 }
 
 fn split(domain: &str) -> Option<Split> {
-    let reg = registrable(domain)?;
+    split_with(domain, registrable(domain)?)
+}
+
+/// [`split`] of `domain`, whose registrable domain `reg` the caller already has.
+fn split_with(domain: &str, reg: String) -> Option<Split> {
     let suffix = psl::suffix_str(&reg)?;
     let label_ascii = reg.strip_suffix(suffix)?.strip_suffix('.')?;
     if label_ascii.is_empty() {
@@ -200,12 +204,18 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         if ctx.policy.is_protected(d) {
             continue;
         }
-        // `same_organisation(d, p)` for every protected p, with d's registrable domain once.
-        let org = registrable(d);
-        if org.is_some() && protected.iter().any(|p| p.org == org) {
+        // `same_organisation(d, p)` for every protected p, with d's registrable domain looked
+        // up once, for that and for the split.
+        let Some(org) = registrable(d) else { continue };
+        if protected
+            .iter()
+            .any(|p| p.org.as_deref() == Some(org.as_str()))
+        {
             continue;
         }
-        let Some(s) = split(d) else { continue };
+        let Some(s) = split_with(d, org) else {
+            continue;
+        };
         let visible = sender
             .fields
             .iter()
