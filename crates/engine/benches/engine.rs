@@ -67,7 +67,8 @@ const RSA_B: &str = include_str!("data/bench-rsa-b.pem");
 const MX: &str = "mx.recvbench.com";
 
 /// The policy `scripts/bench-gateway.sh` gives the gateway.
-const GATEWAY_POLICY: &str = "hostname = \"gw.recvbench.com\"\nprotected_domains = [\"recvbench.com\"]\n";
+const GATEWAY_POLICY: &str =
+    "hostname = \"gw.recvbench.com\"\nprotected_domains = [\"recvbench.com\"]\n";
 
 // ------------------------------------------------------------------------------------------
 // Keys and DNS data
@@ -1388,14 +1389,8 @@ fn main() {
     ] {
         h.bench(name, n, || {
             for ((m, a), headers) in msgs.iter().zip(&analyses).zip(&parsed) {
-                let context = findings::Context::new(
-                    &m.raw,
-                    headers,
-                    &a.envelope,
-                    &a.auth,
-                    &a.trace,
-                    policy,
-                );
+                let context =
+                    findings::Context::new(&m.raw, headers, &a.envelope, &a.auth, &a.trace, policy);
                 black_box(findings::collect(black_box(&context)));
             }
         });

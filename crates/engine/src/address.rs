@@ -1148,7 +1148,11 @@ fn naive_readings(text: &[u8], out: &mut Vec<Reading>) {
         }
     }
     if let Some(at) = text.iter().rposition(|&b| b == b'@') {
-        push_reading(out, Style::LastAt, domain_after_at(&text[at + 1..]).as_deref());
+        push_reading(
+            out,
+            Style::LastAt,
+            domain_after_at(&text[at + 1..]).as_deref(),
+        );
     }
     if let Some(nul) = text.iter().position(|&b| b == 0) {
         let before = &text[..nul];

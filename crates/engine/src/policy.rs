@@ -284,8 +284,7 @@ impl Policy {
             let Some(split) = domain.len().checked_sub(p.len()) else {
                 return false;
             };
-            lowercased_equals(&domain[split..], p)
-                && (split == 0 || domain[split - 1] == b'.')
+            lowercased_equals(&domain[split..], p) && (split == 0 || domain[split - 1] == b'.')
         })
     }
 }
