@@ -51,14 +51,11 @@ fn address_nested_groups_do_not_recurse() {
 /// mailboxes (900 KB): it must finish in seconds, as it does for every other finding.
 /// Found by feeding hand-made oversized inputs to the verdict_offline fuzz binary (a 3.4 MB From
 /// ran for over 300 s): `findings::impersonation::visible_text` lower-cased the whole decoded
-/// From value once per mailbox, and `findings::lookalike` looked each From domain up in the
-/// list of those seen before with a linear scan, both quadratic in the size of the field. Both
-/// are fixed; what is left is visible_text's search for each mailbox's address from the start
-/// of the text (and the text's shift after each removal), still quadratic: 2 s in release, 8 s
-/// in a debug build on the shared 2-core machine and 16 s with other builds running, too close
-/// to the 20 s bound to run in CI.
+/// From value once per mailbox, `findings::lookalike` looked each From domain up in the
+/// list of those seen before with a linear scan, and visible_text searched for each address
+/// from the start of the text: all quadratic in the size of the field. Now 5.7 s in a debug
+/// build on the shared 2-core machine, linear work spread over the findings.
 #[test]
-#[ignore = "fuzz timeout: crates/engine/src/findings/impersonation.rs (visible_text searches each address from the start), reported"]
 fn verdict_huge_from_finishes() {
     use std::{sync::mpsc, time::Duration};
     use unspoof_engine::{Dns, Engine, Envelope, Policy};
