@@ -210,3 +210,24 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_data_follows_a_changed_policy() {
+        let mut policy = Policy::parse(
+            "protected_domains = [\"example.com\"]\n[[protected_people]]\nname = \"Joe SixPack\"\naddresses = [\"joe@example.com\"]\n",
+            "test policy",
+        )
+        .unwrap();
+        assert_eq!(policy.findings_data().lookalike.len(), 1);
+        assert_eq!(policy.findings_data().people.len(), 1);
+        policy.protected_domains.push("example.org".into());
+        policy.protected_people[0].name = "Dr.".into(); // reads as no name at all
+        assert_eq!(policy.findings_data().lookalike.len(), 2);
+        assert!(policy.findings_data().people.is_empty());
+        assert_eq!(policy.clone().findings_data().lookalike.len(), 2);
+    }
+}
