@@ -20,7 +20,17 @@
 //! median of several rounds with the range; wall-clock msg/s beside them.
 //!
 //! Options (after `--`): a substring filter on bench names, `--quick` (fewer, shorter rounds),
-//! `--list`. Example: `cargo bench -p unspoof-engine -- evaluate`.
+//! `--list`, `--passes N`. Example: `cargo bench -p unspoof-engine -- evaluate`.
+//!
+//! `--passes N` runs each selected bench exactly N passes over the corpus (after one warm-up
+//! pass) and prints no timing: it is for counting instructions, which other load on a shared
+//! machine does not change. The measured passes run inside [`measured_passes`], so callgrind can
+//! collect them alone:
+//!
+//! ```sh
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured_passes*' \
+//!     target/release/deps/engine-<hash> --bench --passes 5 'evaluate (warm, negatives'
+//! ```
 
 use std::{
     collections::BTreeMap,
@@ -47,7 +57,7 @@ use mail_auth::{
 use unspoof_engine::{
     Dns, Engine, Envelope, Headers, Policy, auth,
     dns::{CachedParameters, Zone},
-    message, trace,
+    findings, message, trace,
 };
 
 const RSA_A: &str = include_str!("data/bench-rsa-a.pem");
@@ -55,6 +65,10 @@ const RSA_B: &str = include_str!("data/bench-rsa-b.pem");
 
 /// Where our MX is; the topmost Received header names it.
 const MX: &str = "mx.recvbench.com";
+
+/// The policy `scripts/bench-gateway.sh` gives the gateway.
+const GATEWAY_POLICY: &str =
+    "hostname = \"gw.recvbench.com\"\nprotected_domains = [\"recvbench.com\"]\n";
 
 // ------------------------------------------------------------------------------------------
 // Keys and DNS data
@@ -878,6 +892,8 @@ struct Opts {
     filter: Vec<String>,
     quick: bool,
     list: bool,
+    /// Run each bench exactly this many passes, untimed (for callgrind).
+    passes: Option<usize>,
 }
 
 struct Row {
@@ -905,6 +921,12 @@ impl Harness {
         }
         if self.opts.list {
             println!("{name}");
+            return;
+        }
+        if let Some(passes) = self.opts.passes {
+            pass();
+            measured_passes(passes, &mut pass);
+            println!("{name}: {passes} passes of {per_pass} messages (untimed)");
             return;
         }
         let (rounds, round_time) = if self.opts.quick {
@@ -955,6 +977,15 @@ impl Harness {
             row.wall_msgs
         );
         self.rows.push(row);
+    }
+}
+
+/// Runs `pass` `n` times. Never inlined, so that `valgrind --tool=callgrind
+/// --toggle-collect='*measured_passes*'` counts exactly these passes.
+#[inline(never)]
+fn measured_passes(n: usize, pass: &mut impl FnMut()) {
+    for _ in 0..n {
+        pass();
     }
 }
 
@@ -1035,11 +1066,20 @@ fn main() {
         filter: Vec::new(),
         quick: std::env::var_os("UNSPOOF_BENCH_QUICK").is_some(),
         list: false,
+        passes: None,
     };
-    for a in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => opts.quick = true,
             "--list" => opts.list = true,
+            "--passes" => {
+                opts.passes = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .expect("--passes needs a number"),
+                )
+            }
             s if s.starts_with("--") => {} // --bench and other cargo/libtest flags
             s => opts.filter.push(s.to_string()),
         }
@@ -1210,6 +1250,18 @@ fn main() {
             }
         })
     });
+    // The gateway bench's policy (scripts/bench-gateway.sh): one protected domain, so the
+    // lookalike and own-domain checks have something to compare with.
+    let gateway_policy = Policy::parse(GATEWAY_POLICY, "gateway bench policy").expect("policy");
+    soa_engine.set_policy(gateway_policy.clone());
+    h.bench("engine/evaluate (warm, gateway policy)", n, || {
+        rt.block_on(async {
+            for m in &msgs {
+                black_box(soa_engine.evaluate(black_box(&m.raw), &m.envelope).await);
+            }
+        })
+    });
+    soa_engine.set_policy(Policy::default());
     h.bench("  message::to_crlf", n, || {
         for m in &msgs {
             black_box(message::to_crlf(black_box(&m.raw)));
@@ -1330,6 +1382,19 @@ fn main() {
             black_box(serde_json::to_vec(black_box(a)).expect("json"));
         }
     });
+
+    for (name, policy) in [
+        ("  findings::collect", &policy),
+        ("  findings::collect (gateway policy)", &gateway_policy),
+    ] {
+        h.bench(name, n, || {
+            for ((m, a), headers) in msgs.iter().zip(&analyses).zip(&parsed) {
+                let context =
+                    findings::Context::new(&m.raw, headers, &a.envelope, &a.auth, &a.trace, policy);
+                black_box(findings::collect(black_box(&context)));
+            }
+        });
+    }
 
     if !h.opts.list && !h.rows.is_empty() {
         let get = |p: &str| h.rows.iter().find(|r| r.name.trim() == p).map(|r| r.cpu_us);

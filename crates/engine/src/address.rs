@@ -964,6 +964,19 @@ fn lex(value: &[u8], mode: Mode, mut defects: Vec<Defect>) -> (Vec<Tok>, Vec<Def
 /// Parses an RFC 5322 address list (From, Sender, Reply-To, To, ...). `value` is the raw field
 /// value after the colon, folding and all.
 pub fn parse_address_list(value: &[u8]) -> AddressList {
+    parse_list(value).list
+}
+
+/// An address-list value parsed, with what [`readings`] needs besides the parse.
+struct ParsedList {
+    list: AddressList,
+    /// The value cut and unfolded ([`prepare`]).
+    text: Vec<u8>,
+    /// The domains of the addresses inside its decoded encoded-words, in order.
+    encoded_domains: Vec<String>,
+}
+
+fn parse_list(value: &[u8]) -> ParsedList {
     let mut defects = Vec::new();
     let text = prepare(value, &mut defects);
     let (toks, defects, _) = lex(&text, Mode::Header, defects);
@@ -989,12 +1002,19 @@ pub fn parse_address_list(value: &[u8]) -> AddressList {
     }
     let addresses = p.list(false);
     let mut defects = p.defects;
-    for word in decode_encoded_words(&text) {
-        if !addresses_in_text(word.as_bytes()).is_empty() {
-            push_defect(&mut defects, Defect::AddressInEncodedWord);
-        }
+    let words = decode_encoded_words(&text);
+    let encoded_domains: Vec<String> = words
+        .iter()
+        .flat_map(|word| domains_in_text(word.as_bytes()))
+        .collect();
+    if !encoded_domains.is_empty() {
+        push_defect(&mut defects, Defect::AddressInEncodedWord);
     }
-    AddressList { addresses, defects }
+    ParsedList {
+        list: AddressList { addresses, defects },
+        text,
+        encoded_domains,
+    }
 }
 
 /// Parses an RFC 5321 reverse-path (MAIL FROM), with or without its angle brackets.
@@ -1099,13 +1119,13 @@ pub fn parse_path(value: &[u8]) -> Path {
 // ---------------------------------------------------------------------------------------------
 // Readings
 
-fn push_reading(out: &mut Vec<Reading>, style: Style, domain: Option<String>) {
+fn push_reading(out: &mut Vec<Reading>, style: Style, domain: Option<&str>) {
+    if out.len() >= MAX_READINGS {
+        return;
+    }
     if let Some(domain) = domain {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if !domain.is_empty()
-            && out.len() < MAX_READINGS
-            && !out.iter().any(|r| r.style == style && r.domain == domain)
-        {
+        if !domain.is_empty() && !out.iter().any(|r| r.style == style && r.domain == domain) {
             out.push(Reading { style, domain });
         }
     }
@@ -1123,17 +1143,25 @@ fn naive_readings(text: &[u8], out: &mut Vec<Reading>) {
             push_reading(
                 out,
                 Style::AngleBrackets,
-                domain_after_at(&inside[at + 1..]),
+                domain_after_at(&inside[at + 1..]).as_deref(),
             );
         }
     }
     if let Some(at) = text.iter().rposition(|&b| b == b'@') {
-        push_reading(out, Style::LastAt, domain_after_at(&text[at + 1..]));
+        push_reading(
+            out,
+            Style::LastAt,
+            domain_after_at(&text[at + 1..]).as_deref(),
+        );
     }
     if let Some(nul) = text.iter().position(|&b| b == 0) {
         let before = &text[..nul];
         if let Some(at) = before.iter().rposition(|&b| b == b'@') {
-            push_reading(out, Style::BeforeNul, domain_after_at(&before[at + 1..]));
+            push_reading(
+                out,
+                Style::BeforeNul,
+                domain_after_at(&before[at + 1..]).as_deref(),
+            );
         }
     }
 }
@@ -1141,54 +1169,64 @@ fn naive_readings(text: &[u8], out: &mut Vec<Reading>) {
 /// What each parser style reads from one address-list value: the strict parse's domains first,
 /// then each other style's, each (style, domain) once, at most [`MAX_READINGS`].
 pub fn readings(value: &[u8]) -> Vec<Reading> {
-    let list = parse_address_list(value);
-    let mut ignored = Vec::new();
-    let text = prepare(value, &mut ignored);
+    read_address_list(value).1
+}
+
+/// [`parse_address_list`] and [`readings`] of one value, parsed once.
+pub fn read_address_list(value: &[u8]) -> (AddressList, Vec<Reading>) {
+    let ParsedList {
+        list,
+        text,
+        encoded_domains,
+    } = parse_list(value);
     let mut out = Vec::new();
     for m in list.mailboxes() {
-        push_reading(&mut out, Style::Strict, Some(m.domain.clone()));
+        push_reading(&mut out, Style::Strict, Some(&m.domain));
     }
     for m in list.mailboxes() {
         if let Some(at) = m.local_part.find('@') {
             push_reading(
                 &mut out,
                 Style::FirstAt,
-                domain_after_at(&m.local_part.as_bytes()[at + 1..]),
+                domain_after_at(&m.local_part.as_bytes()[at + 1..]).as_deref(),
             );
         }
         for r in &m.route {
-            push_reading(&mut out, Style::Route, Some(r.clone()));
+            push_reading(&mut out, Style::Route, Some(r));
         }
     }
     naive_readings(&text, &mut out);
-    for (_, domain) in addresses_in_text(&text) {
-        push_reading(&mut out, Style::Mentioned, Some(domain));
+    for domain in domains_in_text(&text) {
+        push_reading(&mut out, Style::Mentioned, Some(&domain));
     }
-    for word in decode_encoded_words(&text) {
-        for (_, domain) in addresses_in_text(word.as_bytes()) {
-            push_reading(&mut out, Style::EncodedWord, Some(domain));
-        }
+    for domain in &encoded_domains {
+        push_reading(&mut out, Style::EncodedWord, Some(domain));
     }
-    out
+    (list, out)
 }
 
 /// What each parser style reads from an RFC 5321 path.
 pub fn path_readings(value: &[u8]) -> Vec<Reading> {
+    read_path(value).1
+}
+
+/// [`parse_path`] and [`path_readings`] of one value, parsed once.
+pub fn read_path(value: &[u8]) -> (Path, Vec<Reading>) {
     let path = parse_path(value);
     let mut ignored = Vec::new();
     let text = prepare(value, &mut ignored);
     let mut out = Vec::new();
     if let Some(m) = &path.mailbox {
-        push_reading(&mut out, Style::Strict, Some(m.domain.clone()));
+        push_reading(&mut out, Style::Strict, Some(&m.domain));
         if let Some(at) = m.local_part.find('@') {
             push_reading(
                 &mut out,
                 Style::FirstAt,
-                domain_after_at(&m.local_part.as_bytes()[at + 1..]),
+                domain_after_at(&m.local_part.as_bytes()[at + 1..]).as_deref(),
             );
         }
         for r in &m.route {
-            push_reading(&mut out, Style::Route, Some(r.clone()));
+            push_reading(&mut out, Style::Route, Some(r));
         }
     }
     if let Some(at) = text.iter().position(|&b| b == b'@')
@@ -1196,14 +1234,18 @@ pub fn path_readings(value: &[u8]) -> Vec<Reading> {
     {
         // A splitter at the first `@` (quotes not honoured), outside a route.
         if !text[..at].iter().all(|&b| b == b'<' || b == b' ') {
-            push_reading(&mut out, Style::FirstAt, domain_after_at(&text[at + 1..]));
+            push_reading(
+                &mut out,
+                Style::FirstAt,
+                domain_after_at(&text[at + 1..]).as_deref(),
+            );
         }
     }
     naive_readings(&text, &mut out);
-    for (_, domain) in addresses_in_text(&text) {
-        push_reading(&mut out, Style::Mentioned, Some(domain));
+    for domain in domains_in_text(&text) {
+        push_reading(&mut out, Style::Mentioned, Some(&domain));
     }
-    out
+    (path, out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1329,23 +1371,33 @@ pub fn decode_encoded_words(text: &[u8]) -> Vec<String> {
 /// `local@domain` addresses in free text (a decoded display name): each `@` with a local part
 /// before it and a domain holding a dot after it. Returns (address, domain).
 pub fn addresses_in_text(text: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (at, _) in text.iter().enumerate().filter(|&(_, &b)| b == b'@') {
+    found_addresses(text)
+        .map(|(local, domain)| {
+            let address = format!("{}@{domain}", String::from_utf8_lossy(local));
+            (address, domain)
+        })
+        .collect()
+}
+
+/// The domains of [`addresses_in_text`], for callers that need no more (the readings).
+fn domains_in_text(text: &[u8]) -> impl Iterator<Item = String> + '_ {
+    found_addresses(text).map(|(_, domain)| domain)
+}
+
+/// The addresses of [`addresses_in_text`] as (local part, domain).
+fn found_addresses(text: &[u8]) -> impl Iterator<Item = (&[u8], String)> + '_ {
+    memchr::memchr_iter(b'@', text).filter_map(move |at| {
         let start = text[..at]
             .iter()
             .rposition(|&b| !(is_atext(b) || b == b'.'))
             .map_or(0, |p| p + 1);
         let local = &text[start..at];
-        let Some(domain) = domain_after_at(&text[at + 1..]) else {
-            continue;
-        };
+        let domain = domain_after_at(&text[at + 1..])?;
         if local.is_empty() || !(domain.contains('.') || domain.starts_with('[')) {
-            continue;
+            return None;
         }
-        let address = format!("{}@{domain}", String::from_utf8_lossy(local));
-        out.push((address, domain));
-    }
-    out
+        Some((local, domain))
+    })
 }
 
 #[cfg(test)]

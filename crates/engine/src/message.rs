@@ -35,21 +35,26 @@ impl RawHeader<'_> {
     }
 }
 
-/// Unfolds a header value (RFC 5322 2.2.3) and trims it.
+/// Unfolds a header value (RFC 5322 2.2.3) and trims it: every CR and LF removed (a CRLF pair
+/// and a lone CR or LF alike), surrounding ASCII whitespace trimmed, invalid UTF-8 replaced.
 pub fn unfold(value: &[u8]) -> String {
+    let value = value.trim_ascii_start();
     let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        match value[i] {
-            b'\r' if value.get(i + 1) == Some(&b'\n') => i += 2,
-            b'\n' | b'\r' => i += 1,
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    let mut rest = value;
+    while let Some(at) = memchr::memchr2(b'\r', b'\n', rest) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at + 1..];
     }
-    String::from_utf8_lossy(out.trim_ascii()).into_owned()
+    out.extend_from_slice(rest);
+    // Trailing whitespace, and leading whitespace that a line break hid from the first trim.
+    let end = out.trim_ascii_end().len();
+    out.truncate(end);
+    let start = out.len() - out.trim_ascii_start().len();
+    out.drain(..start);
+    match String::from_utf8(out) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 /// The header section of a message, split into fields.
@@ -235,6 +240,15 @@ mod tests {
         assert_eq!(h.fields.len(), 2);
         assert_eq!(h.fields[1].value_unfolded(), "one two");
         assert_eq!(&raw[h.body_offset..], b"body\r\n");
+    }
+
+    #[test]
+    fn unfolds_and_trims() {
+        assert_eq!(unfold(b" a\r\n\tb \r\n"), "a\tb");
+        assert_eq!(unfold(b"\r\n a\rb\nc\r\r\n"), "abc");
+        assert_eq!(unfold(b"\r\n\r\n \r \n"), "");
+        assert_eq!(unfold(b" \xff x \xc3"), "\u{fffd} x \u{fffd}");
+        assert_eq!(unfold(b""), "");
     }
 
     #[test]

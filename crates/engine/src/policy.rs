@@ -3,12 +3,15 @@
 //! One file, read once and shared; every key has a default that is safe for a site that sets
 //! only its domains. `examples/unspoof.toml` documents every key.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Arc, OnceLock},
+};
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::{trace::TrustConfig, verdict::Action};
+use crate::{findings::PolicyData, trace::TrustConfig, verdict::Action};
 
 /// Offset of the `n`-th occurrence of `needle` in `text`.
 fn nth_offset(text: &str, needle: &str, n: usize) -> Option<usize> {
@@ -46,6 +49,30 @@ pub struct Policy {
     _milter: Option<toml::Table>,
     #[serde(rename = "store")]
     _store: Option<toml::Table>,
+    /// What the findings derive from the protected domains and people, made on first use
+    /// ([`Policy::findings_data`]) instead of once per message.
+    #[serde(skip)]
+    findings_data: FindingsCache,
+}
+
+/// A policy's [`PolicyData`], made once. A clone starts empty: it may be edited before use.
+#[derive(Default)]
+struct FindingsCache(OnceLock<Arc<PolicyData>>);
+
+impl Clone for FindingsCache {
+    fn clone(&self) -> Self {
+        FindingsCache::default()
+    }
+}
+
+impl std::fmt::Debug for FindingsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "made"
+        } else {
+            "not made yet"
+        })
+    }
 }
 
 /// A person whose name must not appear on mail from an address that is not theirs.
@@ -133,6 +160,7 @@ impl Default for Policy {
             _gateway: None,
             _milter: None,
             _store: None,
+            findings_data: FindingsCache::default(),
         }
     }
 }
@@ -218,6 +246,21 @@ impl Policy {
         })
     }
 
+    /// What the findings derive from this policy's protected domains and people: made on the
+    /// first call and kept. The fields are public, so a policy changed after that gets data
+    /// made afresh for it (the comparison costs far less than the making).
+    pub(crate) fn findings_data(&self) -> Arc<PolicyData> {
+        let made = self
+            .findings_data
+            .0
+            .get_or_init(|| Arc::new(PolicyData::new(self)));
+        if made.is_for(self) {
+            made.clone()
+        } else {
+            Arc::new(PolicyData::new(self))
+        }
+    }
+
     /// Whether `ip` is in the internal networks.
     pub fn is_internal(&self, ip: std::net::IpAddr) -> bool {
         self.internal_networks.iter().any(|n| n.contains(&ip))
@@ -231,16 +274,28 @@ impl Policy {
         }
     }
 
-    /// Whether `domain` is one of ours or a subdomain of one.
+    /// Whether `domain` is one of ours or a subdomain of one. Compares as if `domain` were
+    /// ASCII-lower-cased (without making the lower-case copy: this runs for every domain every
+    /// finding looks at).
     pub fn is_protected(&self, domain: &str) -> bool {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = domain.trim_end_matches('.').as_bytes();
         self.protected_domains.iter().any(|p| {
-            domain == *p
-                || domain
-                    .strip_suffix(p.as_str())
-                    .is_some_and(|s| s.ends_with('.'))
+            let p = p.as_bytes();
+            let Some(split) = domain.len().checked_sub(p.len()) else {
+                return false;
+            };
+            lowercased_equals(&domain[split..], p) && (split == 0 || domain[split - 1] == b'.')
         })
     }
+}
+
+/// Whether `text` with its ASCII letters lower-cased equals `lower`, byte for byte.
+fn lowercased_equals(text: &[u8], lower: &[u8]) -> bool {
+    text.len() == lower.len()
+        && text
+            .iter()
+            .zip(lower)
+            .all(|(t, l)| t.to_ascii_lowercase() == *l)
 }
 
 #[cfg(test)]
@@ -268,5 +323,9 @@ mod tests {
         assert!(p.is_protected("example.com"));
         assert!(p.is_protected("mail.example.com."));
         assert!(!p.is_protected("notexample.com"));
+        assert!(p.is_protected("Mail.EXAMPLE.com.."));
+        assert!(!p.is_protected("com"));
+        assert!(!p.is_protected(""));
+        assert!(!p.is_protected(".example.co"));
     }
 }

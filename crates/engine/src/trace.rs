@@ -230,22 +230,23 @@ pub fn build_trace(
             continue;
         }
         let raw = field.value_unfolded();
-        let p = received::parse(field.value, &raw);
+        let mut p = received::parse(field.value, &raw);
+        // The texts move into the hop; `walk_trust` reads only the flags left in `p`.
         hops.push(Hop {
             index: hops.len(),
             raw,
             parsed: p.parsed,
-            from_helo: p.from_helo.clone(),
-            from_rdns: p.from_rdns.clone(),
+            from_helo: p.from_helo.take(),
+            from_rdns: p.from_rdns.take(),
             from_ip: p.from_ip,
-            by: p.by.clone(),
-            via: p.via.clone(),
-            with: p.with.clone(),
-            id: p.id.clone(),
-            for_addr: p.for_addr.clone(),
-            date: p.date.clone(),
+            by: p.by.take(),
+            via: p.via.take(),
+            with: p.with.take(),
+            id: p.id.take(),
+            for_addr: p.for_addr.take(),
+            date: p.date.take(),
             timestamp: p.timestamp,
-            tls: p.tls.clone(),
+            tls: p.tls.take(),
             delay_secs: None,
             trusted: false,
         });
@@ -497,7 +498,7 @@ fn chain_matches(newer: &Hop, by: &str) -> Option<bool> {
     if is_vague_name(&by) {
         return None;
     }
-    let names: Vec<String> = [newer.from_helo.as_deref(), newer.from_rdns.as_deref()]
+    let mut names: Vec<String> = [newer.from_helo.as_deref(), newer.from_rdns.as_deref()]
         .into_iter()
         .flatten()
         .map(received::norm_host)
@@ -505,18 +506,24 @@ fn chain_matches(newer: &Hop, by: &str) -> Option<bool> {
             !is_vague_name(n) && !n.contains('@') && received::parse_ip_literal(n).is_none()
         })
         .collect();
+    // The HELO and the reverse name are often the same name: compare it once.
+    names.dedup();
     if names.is_empty() {
         return None;
     }
     let by_org = org_domain(&by);
     let by_host = distinctive_host_label(&by);
-    let by_label = org_label(&by);
+    let by_label = org_label(&by_org);
     Some(names.iter().any(|n| {
-        *n == by
-            || org_domain(n) == by_org
+        if *n == by {
+            return true;
+        }
+        // The registrable domain (a PSL look-up) once per name, for the three rules that use it.
+        let n_org = org_domain(n);
+        n_org == by_org
             || (by_host.is_some() && distinctive_host_label(n) == by_host)
-            || (by_label.is_some() && org_label(n) == by_label)
-            || same_provider(&org_domain(n), &by_org)
+            || (by_label.is_some() && org_label(&n_org) == by_label)
+            || same_provider(&n_org, &by_org)
     }))
 }
 
@@ -584,11 +591,10 @@ fn distinctive_host_label(name: &str) -> Option<&str> {
 }
 
 /// The registrable domain without its public suffix (`t-online` for `t-online.de`), so one
-/// organisation under several top-level domains matches.
-fn org_label(name: &str) -> Option<String> {
-    let org = org_domain(name);
+/// organisation under several top-level domains matches. `org` is [`org_domain`] of the name.
+fn org_label(org: &str) -> Option<&str> {
     let label = org.split('.').next()?;
-    (label.len() >= 3 && label != org).then(|| label.to_string())
+    (label.len() >= 3 && label != org).then_some(label)
 }
 
 fn check_date_header(headers: &Headers<'_>, reference: Option<i64>, anomalies: &mut Vec<Anomaly>) {
@@ -601,7 +607,7 @@ fn check_date_header(headers: &Headers<'_>, reference: Option<i64>, anomalies: &
         return;
     };
     let value = field.value_unfolded();
-    let Some((_, t)) = received::parse_date(&value) else {
+    let Some(t) = received::parse_timestamp(&value) else {
         anomalies.push(Anomaly {
             code: DATE_UNPARSEABLE,
             hop: None,

@@ -36,7 +36,7 @@ use super::Context;
 use std::{cell::RefCell, collections::HashMap};
 
 use crate::{
-    address::{self, Defect, Reading, Style},
+    address::{self, AddressList, Defect, Reading, Style},
     auth::Word,
     domain::registrable,
     message::is_mbox,
@@ -207,10 +207,25 @@ struct FromField<'a> {
     kind: FromKind,
     /// The whole field as on the wire, for evidence.
     raw: &'a [u8],
-    /// The bytes after the colon.
-    value: &'a [u8],
     /// Whether this is the field the common parsers (mail-parser, [`Context::from`]) read.
     first: bool,
+    /// The strict parse of the bytes after the colon and what each parser style reads from
+    /// them: parsed once here, read by every check below.
+    list: AddressList,
+    readings: Vec<Reading>,
+}
+
+impl<'a> FromField<'a> {
+    fn new(kind: FromKind, raw: &'a [u8], value: &'a [u8], first: bool) -> Self {
+        let (list, readings) = address::read_address_list(value);
+        FromField {
+            kind,
+            raw,
+            first,
+            list,
+            readings,
+        }
+    }
 }
 
 /// Every From-like field of the header section, in message order.
@@ -224,12 +239,12 @@ fn from_fields<'a>(ctx: &Context<'a>) -> Vec<FromField<'a>> {
         } else {
             FromKind::SpacedName
         };
-        out.push(FromField {
+        out.push(FromField::new(
             kind,
-            raw: &ctx.raw[h.offset.min(end)..end],
-            value: h.value,
-            first: !first_seen,
-        });
+            &ctx.raw[h.offset.min(end)..end],
+            h.value,
+            !first_seen,
+        ));
         first_seen = true;
     }
     // Lines of the header section: hidden ` From:` continuations and names folded across lines.
@@ -237,10 +252,7 @@ fn from_fields<'a>(ctx: &Context<'a>) -> Vec<FromField<'a>> {
     let mut lines: Vec<(usize, &[u8])> = Vec::new();
     let mut pos = 0;
     while pos < section.len() {
-        let end = section[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(section.len(), |n| pos + n);
+        let end = memchr::memchr(b'\n', &section[pos..]).map_or(section.len(), |n| pos + n);
         let line = &section[pos..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         lines.push((pos, line));
@@ -255,12 +267,12 @@ fn from_fields<'a>(ctx: &Context<'a>) -> Vec<FromField<'a>> {
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
             // Also as the first line, where it continues nothing: parsers skip it or take it.
             if let Some(value) = named_from(line.trim_ascii_start()) {
-                out.push(FromField {
-                    kind: FromKind::Hidden,
-                    raw: &section[at..at + line.len()],
+                out.push(FromField::new(
+                    FromKind::Hidden,
+                    &section[at..at + line.len()],
                     value,
-                    first: false,
-                });
+                    false,
+                ));
             }
         } else if line.trim_ascii().eq_ignore_ascii_case(b"From")
             && let Some(&(next_at, next)) = lines.get(i + 1)
@@ -268,12 +280,12 @@ fn from_fields<'a>(ctx: &Context<'a>) -> Vec<FromField<'a>> {
             && next.trim_ascii_start().first() == Some(&b':')
         {
             let colon = next.iter().position(|&b| b == b':').unwrap_or(0);
-            out.push(FromField {
-                kind: FromKind::FoldedName,
-                raw: &section[at..next_at + next.len()],
-                value: &next[colon + 1..],
-                first: false,
-            });
+            out.push(FromField::new(
+                FromKind::FoldedName,
+                &section[at..next_at + next.len()],
+                &next[colon + 1..],
+                false,
+            ));
         }
     }
     out
@@ -295,14 +307,15 @@ fn describe(label: &str, domain: &str) -> String {
 }
 
 fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &mut Vec<Found>) {
-    let all_readings: Vec<Vec<Reading>> =
-        froms.iter().map(|f| address::readings(f.value)).collect();
     let common = common_domains(ctx);
     // Every mailbox mail-parser read counts for the action, not only the first ones compared.
     let common_protected = protected_in(ctx, ctx.from.iter().map(|m| m.domain.as_str()));
     let every_protected = protected_in(
         ctx,
-        all_readings.iter().flatten().map(|r| r.domain.as_str()),
+        froms
+            .iter()
+            .flat_map(|f| &f.readings)
+            .map(|r| r.domain.as_str()),
     )
     .or_else(|| common_protected.clone());
 
@@ -351,8 +364,8 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
         );
     }
 
-    for (f, readings) in froms.iter().zip(&all_readings) {
-        let list = address::parse_address_list(f.value);
+    for f in froms {
+        let (list, readings) = (&f.list, &f.readings);
         let protected =
             protected_in(ctx, readings.iter().map(|r| r.domain.as_str())).or_else(|| {
                 if f.first {
@@ -361,7 +374,8 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
                     None
                 }
             });
-        let evidence = vec![escape(f.raw)];
+        // Built only for a finding: most From fields have none.
+        let evidence = || vec![escape(f.raw)];
         let count = list.mailboxes().count();
         if count == 0 {
             add(
@@ -369,7 +383,7 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
                 Found {
                     code: "ambiguity.from_empty",
                     message: "the From field holds no mailbox that a strict parser can read, so each program guesses the author its own way".into(),
-                    evidence: evidence.clone(),
+                    evidence: evidence(),
                     protected: protected.clone(),
                 },
             );
@@ -381,7 +395,7 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
                     message: format!(
                         "the From field holds {count} mailboxes: a program that shows the first and one that checks another disagree about the author"
                     ),
-                    evidence: evidence.clone(),
+                    evidence: evidence(),
                     protected: protected.clone(),
                 },
             );
@@ -394,7 +408,7 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
             .filter(|r| r.style == Style::Strict)
             .map(|r| r.domain.as_str())
             .collect();
-        let mut others: Vec<(String, &str)> = readings
+        let mut others: Vec<(&str, &str)> = readings
             .iter()
             .filter(|r| {
                 !matches!(
@@ -402,16 +416,12 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
                     Style::Strict | Style::Route | Style::EncodedWord | Style::Mentioned
                 )
             })
-            .map(|r| (r.style.as_str().to_string(), r.domain.as_str()))
+            .map(|r| (r.style.as_str(), r.domain.as_str()))
             .collect();
         if f.first {
-            others.extend(
-                common
-                    .iter()
-                    .map(|d| ("mail-parser".to_string(), d.as_str())),
-            );
+            others.extend(common.iter().map(|d| ("mail-parser", d.as_str())));
         }
-        let disagree: Vec<&(String, &str)> = others
+        let disagree: Vec<&(&str, &str)> = others
             .iter()
             .filter(|(_, d)| !strict.iter().any(|s| orgs.same(s, d)))
             .collect();
@@ -440,7 +450,7 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
                         "parsers read different sender domains in the From field: {}{tail}",
                         said.join("; ")
                     ),
-                    evidence: evidence.clone(),
+                    evidence: evidence(),
                     protected: protected.clone(),
                 },
             );
@@ -453,7 +463,7 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
                         "the From field is malformed in ways that parsers repair differently: {}",
                         tricks.join(", ")
                     ),
-                    evidence: evidence.clone(),
+                    evidence: evidence(),
                     protected: protected.clone(),
                 },
             );
@@ -480,13 +490,13 @@ fn from_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found: &
                         "the From field hides an address in {} inside an RFC 2047 encoded-word: programs that decode before they parse, and people, read it as the sender, but {real}",
                         hidden.join(", ")
                     ),
-                    evidence: evidence.clone(),
+                    evidence: evidence(),
                     protected: protected.clone(),
                 },
             );
         }
         if list.has(Defect::RouteAddress) {
-            add(found, route_finding(ctx, "From", &evidence, readings));
+            add(found, route_finding(ctx, "From", &evidence(), readings));
         }
     }
 }
@@ -532,7 +542,7 @@ fn sender_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found:
     // reported that a longer comparison would have excused, never the other way round.
     let mut from_domains = common_domains(ctx);
     for f in froms.iter().filter(|f| f.kind == FromKind::Plain) {
-        for m in address::parse_address_list(f.value).mailboxes() {
+        for m in f.list.mailboxes() {
             if from_domains.len() >= 2 * address::MAX_READINGS {
                 break;
             }
@@ -547,10 +557,10 @@ fn sender_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found:
     for name in ["Sender", "Resent-From"] {
         for h in ctx.headers.all(name).take(MAX_FROM_FIELDS) {
             let end = (h.offset + h.name.len() + 1 + h.value.len()).min(ctx.raw.len());
-            let evidence = vec![escape(&ctx.raw[h.offset.min(end)..end])];
-            let readings = address::readings(h.value);
-            if address::parse_address_list(h.value).has(Defect::RouteAddress) {
-                add(found, route_finding(ctx, name, &evidence, &readings));
+            let evidence = || vec![escape(&ctx.raw[h.offset.min(end)..end])];
+            let (list, readings) = address::read_address_list(h.value);
+            if list.has(Defect::RouteAddress) {
+                add(found, route_finding(ctx, name, &evidence(), &readings));
             }
             if internal {
                 continue;
@@ -581,7 +591,7 @@ fn sender_checks(ctx: &Context<'_>, orgs: &Orgs, froms: &[FromField<'_>], found:
                     message: format!(
                         "{name} puts {domain}, one of our domains, on screen beside a From in {from}, another organisation, and nothing authenticates {domain}: some programs show {name} as the sender"
                     ),
-                    evidence,
+                    evidence: evidence(),
                     protected: Some(domain.to_string()),
                 },
             );
@@ -596,10 +606,9 @@ fn mail_from_checks(ctx: &Context<'_>, found: &mut Vec<Found>) {
     let Some(mail_from) = ctx.envelope.mail_from.as_deref() else {
         return;
     };
-    let path = address::parse_path(mail_from.as_bytes());
-    let readings = address::path_readings(mail_from.as_bytes());
+    let (path, readings) = address::read_path(mail_from.as_bytes());
     let protected = protected_in(ctx, readings.iter().map(|r| r.domain.as_str()));
-    let evidence = vec![format!("MAIL FROM:<{}>", escape(mail_from.as_bytes()))];
+    let evidence = || vec![format!("MAIL FROM:<{}>", escape(mail_from.as_bytes()))];
     let field = if ctx.envelope.inferred.contains(&"mail_from") {
         "the Return-Path (standing in for MAIL FROM)"
     } else {
@@ -619,7 +628,7 @@ fn mail_from_checks(ctx: &Context<'_>, found: &mut Vec<Found>) {
                     "{field} holds a source route through {} (RFC 5321 says to ignore it): SPF checks one domain, a relay that honours the route sends to another",
                     route.join(", ")
                 ),
-                evidence: evidence.clone(),
+                evidence: evidence(),
                 protected: protected.clone(),
             },
         );
@@ -649,7 +658,7 @@ fn mail_from_checks(ctx: &Context<'_>, found: &mut Vec<Found>) {
                         read.join("; ")
                     }
                 ),
-                evidence,
+                evidence: evidence(),
                 protected,
             },
         );
@@ -680,20 +689,16 @@ fn domain_like(v: &[u8]) -> bool {
 
 fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found>) {
     // Alignment compares d= with From: a protected From makes a DKIM ambiguity a reject too.
-    let mut from_protected = None;
-    for f in froms {
-        from_protected = from_protected.or_else(|| {
-            protected_in(
-                ctx,
-                address::readings(f.value).iter().map(|r| r.domain.as_str()),
-            )
-        });
-    }
-    let from_protected =
-        from_protected.or_else(|| protected_in(ctx, ctx.from.iter().map(|m| m.domain.as_str())));
+    // Only needed for a finding, so only looked up then.
+    let from_protected = || {
+        froms
+            .iter()
+            .find_map(|f| protected_in(ctx, f.readings.iter().map(|r| r.domain.as_str())))
+            .or_else(|| protected_in(ctx, ctx.from.iter().map(|m| m.domain.as_str())))
+    };
     for h in ctx.headers.all("DKIM-Signature").take(MAX_FROM_FIELDS) {
         let mut problems = Vec::new();
-        let mut domains: Vec<String> = Vec::new();
+        let mut d_values: Vec<&[u8]> = Vec::new();
         for tag in ["d", "s"] {
             let values: Vec<&[u8]> = h
                 .value
@@ -720,20 +725,22 @@ fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                     };
                     problems.push(format!("{tag}={} holds {what}", escape(v)));
                 }
-                if tag == "d" {
-                    // Every reading of it: the whole, and each piece between bad bytes.
-                    domains.extend(
-                        v.split(|&b| {
-                            !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b >= 0x80)
-                        })
-                        .filter_map(address::domain_after_at),
-                    );
-                    domains.extend(address::domain_after_at(v));
-                }
+            }
+            if tag == "d" {
+                d_values = values;
             }
         }
         if problems.is_empty() {
             continue;
+        }
+        // Every reading of each d=: each piece between bad bytes, and the whole.
+        let mut domains: Vec<String> = Vec::new();
+        for v in &d_values {
+            domains.extend(
+                v.split(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b >= 0x80))
+                    .filter_map(address::domain_after_at),
+            );
+            domains.extend(address::domain_after_at(v));
         }
         let end = (h.offset + h.name.len() + 1 + h.value.len()).min(ctx.raw.len());
         add(
@@ -746,7 +753,7 @@ fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                 ),
                 evidence: vec![escape(&ctx.raw[h.offset.min(end)..end])],
                 protected: protected_in(ctx, domains.iter().map(String::as_str))
-                    .or_else(|| from_protected.clone()),
+                    .or_else(from_protected),
             },
         );
     }

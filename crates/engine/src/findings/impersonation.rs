@@ -37,6 +37,8 @@
 //! signature of the same organisation, a colleague's assistant, a shared mailbox or our own
 //! ticket system may show whatever name it likes.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::{
     Context, Mailbox,
     confusables::{is_invisible, strip_marks},
@@ -56,12 +58,11 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     if ctx.from.is_empty() {
         return;
     }
-    let people: Vec<(&ProtectedPerson, Name)> = ctx
-        .policy
-        .protected_people
+    let policy_data = ctx.policy.findings_data();
+    let people: Vec<(&ProtectedPerson, &Name)> = policy_data
+        .people
         .iter()
-        .map(|p| (p, Name::parse(&p.name)))
-        .filter(|(_, n)| !n.is_empty())
+        .map(|(i, name)| (&ctx.policy.protected_people[*i], name))
         .collect();
     let raw_from = ctx.headers.first("From").map(|h| h.value_unfolded());
     let mut found = Vec::new();
@@ -126,18 +127,111 @@ fn visible_text(raw: &str, from: &[Mailbox]) -> String {
             _ => {}
         }
     }
+    remove_addresses(&text, from)
+}
+
+/// `text` with each mailbox's address removed, in mailbox order: the first occurrence (ASCII
+/// letters compared without case) in the text as the removals before it left it, replaced by
+/// one space.
+///
+/// Done the plain way (search the text from its start, splice in the space) that is quadratic
+/// in a From of thousands of mailboxes. So the text is kept as it was, with the removed spans
+/// (each standing for one space) beside it: an address without a space can only match inside
+/// what is left of the text, never across a removed span, so its first occurrence is the first
+/// one in the original text that touches no removed span; and an address with an `@` can only
+/// start `k` bytes before an `@` of the text (`k` = where its own first `@` is), so only the
+/// `@`s not yet removed are tried. An address with a space may match across a removed span's
+/// space: for it the current text is built and searched as is.
+fn remove_addresses(text: &str, from: &[Mailbox]) -> String {
+    // ASCII case folding keeps byte offsets, so offsets into `lower` are offsets into `text`.
+    let lower = text.to_ascii_lowercase().into_bytes();
+    // Removed spans of `text`, start -> end; disjoint, each shown as one space.
+    let mut removed: BTreeMap<usize, usize> = BTreeMap::new();
+    // The `@`s of `text` outside every removed span.
+    let mut ats: BTreeSet<usize> = memchr::memchr_iter(b'@', &lower).collect();
+    let touches_removed = |removed: &BTreeMap<usize, usize>, start: usize, end: usize| {
+        removed
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &e)| e > start)
+    };
     for mb in from {
         if mb.address.is_empty() {
             continue;
         }
-        // ASCII case folding keeps byte offsets, so `i` is an offset into `text` too.
-        let lower = text.to_ascii_lowercase();
-        let addr = mb.address.to_ascii_lowercase();
-        if let Some(i) = lower.find(&addr) {
-            text.replace_range(i..i + addr.len(), " ");
+        let addr = mb.address.to_ascii_lowercase().into_bytes();
+        let fits = |start: usize| {
+            lower.get(start..start + addr.len()) == Some(&addr[..])
+                && !touches_removed(&removed, start, start + addr.len())
+        };
+        let found = if addr.contains(&b' ') {
+            find_in_current(&lower, &removed, &addr)
+        } else if let Some(k) = memchr::memchr(b'@', &addr) {
+            ats.iter()
+                .filter_map(|&at| at.checked_sub(k))
+                .find(|&start| fits(start))
+                .map(|start| (start, start + addr.len()))
+        } else {
+            // Every occurrence, overlapping ones included (memmem's iterator skips those).
+            let finder = memchr::memmem::Finder::new(&addr);
+            let mut from = 0;
+            let mut found = None;
+            while let Some(at) = lower.get(from..).and_then(|rest| finder.find(rest)) {
+                if fits(from + at) {
+                    found = Some((from + at, from + at + addr.len()));
+                    break;
+                }
+                from += at + 1;
+            }
+            found
+        };
+        if let Some((start, end)) = found {
+            // Spans inside the new one (an address with a space matched across them) merge.
+            let inside: Vec<usize> = removed.range(start..end).map(|(&s, _)| s).collect();
+            for s in inside {
+                removed.remove(&s);
+            }
+            removed.insert(start, end);
+            let gone: Vec<usize> = ats.range(start..end).copied().collect();
+            for at in gone {
+                ats.remove(&at);
+            }
         }
     }
-    text
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    for (&start, &end) in &removed {
+        out.push_str(&text[pos..start]);
+        out.push(' ');
+        pos = end;
+    }
+    out.push_str(&text[pos..]);
+    out
+}
+
+/// The first occurrence of `addr` in the current text (`lower` with each removed span shown as
+/// one space), as a span of `lower`: a match that includes a removed span's space covers all of
+/// that span.
+fn find_in_current(
+    lower: &[u8],
+    removed: &BTreeMap<usize, usize>,
+    addr: &[u8],
+) -> Option<(usize, usize)> {
+    let mut current = Vec::with_capacity(lower.len());
+    // For each byte of `current`, the span of `lower` it shows.
+    let mut spans = Vec::with_capacity(lower.len());
+    let mut pos = 0;
+    for (&start, &end) in removed {
+        current.extend_from_slice(&lower[pos..start]);
+        spans.extend((pos..start).map(|i| (i, i + 1)));
+        current.push(b' ');
+        spans.push((start, end));
+        pos = end;
+    }
+    current.extend_from_slice(&lower[pos..]);
+    spans.extend((pos..lower.len()).map(|i| (i, i + 1)));
+    let at = memchr::memmem::find(&current, addr)?;
+    Some((spans[at].0, spans[at + addr.len() - 1].1))
 }
 
 /// A protected person's name on an address that is not theirs.
@@ -145,9 +239,12 @@ fn display_name(
     ctx: &Context<'_>,
     mailboxes: &[&Mailbox],
     display: &str,
-    people: &[(&ProtectedPerson, Name)],
+    people: &[(&ProtectedPerson, &Name)],
     out: &mut Vec<Reason>,
 ) {
+    if people.is_empty() {
+        return; // nobody to impersonate: no need to read the name
+    }
     let shown = Name::parse(display);
     if shown.is_empty() {
         return;
@@ -257,10 +354,17 @@ fn address_in_name(
     }
 }
 
+/// The characters whose compatibility decomposition (NFKD) holds `@`: `@`, the small ﹫ and the
+/// fullwidth ＠ (the test `only_these_decompose_to_at` checks every code point).
+const AT_SIGNS: [char; 3] = ['@', '\u{fe6b}', '\u{ff20}'];
+
 /// The email addresses written in a display name: `(address, domain in lower case)`.
 /// Confusable-free after NFKD (fullwidth ＠ and letters become ASCII); invisible characters
 /// are dropped first so that `ceo@ou\u{200b}rs.com` reads as a reader sees it.
 fn addresses_in(display: &str) -> Vec<(String, String)> {
+    if !display.contains(AT_SIGNS) {
+        return Vec::new(); // no `@` even after NFKD: spare the normalisation
+    }
     let chars: Vec<char> = strip_marks(display)
         .chars()
         .filter(|c| !is_invisible(*c))
@@ -320,6 +424,65 @@ mod tests {
         assert!(addresses_in("Joe @ home").is_empty());
         assert!(addresses_in("joe@localhost").is_empty());
         assert!(addresses_in("@ours.com").is_empty());
+    }
+
+    /// What `remove_addresses` must give: the plain way, each search from the start of the
+    /// text as the earlier removals left it.
+    fn remove_addresses_plainly(text: &str, from: &[Mailbox]) -> String {
+        let mut text = text.to_string();
+        for mb in from {
+            if mb.address.is_empty() {
+                continue;
+            }
+            let lower = text.to_ascii_lowercase();
+            let addr = mb.address.to_ascii_lowercase();
+            if let Some(i) = lower.find(&addr) {
+                text.replace_range(i..i + addr.len(), " ");
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn removes_addresses_as_the_plain_way_does() {
+        // Small alphabets make many overlaps, repeats, spaces inside addresses and matches
+        // across removed spans.
+        const PIECES: &[&str] = &[
+            "a", "B", "@", ".", " ", "b", "\u{e9}", "x@y.z", "A@b", "  ", "@@", "a b",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let text: String = (0..next(24)).map(|_| PIECES[next(PIECES.len())]).collect();
+            let from: Vec<Mailbox> = (0..next(6))
+                .map(|_| {
+                    let address: String =
+                        (0..next(5)).map(|_| PIECES[next(PIECES.len())]).collect();
+                    Mailbox::new(None, &address)
+                })
+                .collect();
+            assert_eq!(
+                remove_addresses(&text, &from),
+                remove_addresses_plainly(&text, &from),
+                "{text:?} {:?}",
+                from.iter().map(|m| &m.address).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn only_these_decompose_to_at() {
+        use unicode_normalization::UnicodeNormalization;
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let mut buf = [0u8; 4];
+            let has_at = c.encode_utf8(&mut buf).nfkd().any(|d| d == '@');
+            assert_eq!(has_at, AT_SIGNS.contains(&c), "{c:?} (U+{:04X})", c as u32);
+        }
     }
 
     #[test]

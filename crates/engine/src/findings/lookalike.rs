@@ -37,6 +37,8 @@
 //! `key.com` protected, edit distance would flag `kay.com` and `keys.com`, and a run-in match
 //! would flag `monkey.com`; with `chase.com`, a suffix match would flag `purchase.com`.
 
+use std::collections::HashMap;
+
 use super::{
     Context,
     confusables::{fold, is_mixed_script},
@@ -63,11 +65,14 @@ pub const COUSIN_PREFIX_MIN_LEN: usize = 5;
 pub const COUSIN_SUFFIX_MIN_LEN: usize = 6;
 
 /// A domain split for comparison.
+#[derive(Debug)]
 struct Split {
     /// The registrable domain, Unicode form.
     registrable: String,
     /// The registrable label, Unicode form, lower case.
     label: String,
+    /// [`fold`] of `label`: every rule compares it, so it is folded once.
+    folded_label: String,
     /// The whole name without its public suffix, Unicode form (`secure.paypal-login`).
     head: String,
     /// The whole name, Unicode form.
@@ -84,7 +89,11 @@ fn to_unicode(ascii: &str) -> String {
 }
 
 fn split(domain: &str) -> Option<Split> {
-    let reg = registrable(domain)?;
+    split_with(domain, registrable(domain)?)
+}
+
+/// [`split`] of `domain`, whose registrable domain `reg` the caller already has.
+fn split_with(domain: &str, reg: String) -> Option<Split> {
     let suffix = psl::suffix_str(&reg)?;
     let label_ascii = reg.strip_suffix(suffix)?.strip_suffix('.')?;
     if label_ascii.is_empty() {
@@ -92,9 +101,11 @@ fn split(domain: &str) -> Option<Split> {
     }
     let ascii = idna::domain_to_ascii(domain.trim_end_matches('.')).ok()?;
     let head_ascii = ascii.strip_suffix(suffix)?.strip_suffix('.')?;
+    let label = to_unicode(label_ascii);
     Some(Split {
         registrable: to_unicode(&reg),
-        label: to_unicode(label_ascii),
+        folded_label: fold(&label),
+        label,
         head: to_unicode(head_ascii),
         whole: to_unicode(&ascii),
     })
@@ -127,21 +138,52 @@ fn senders(ctx: &Context<'_>) -> Vec<Sender> {
                 .map(|d| ("DKIM d=", d.domain.trim_end_matches('.').to_lowercase())),
         );
     }
+    // In first-seen order; the index finds a domain seen before without a scan of `out`, which
+    // made a From of 50,000 mailboxes quadratic.
     let mut out: Vec<Sender> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for (field, domain) in list {
         if domain.is_empty() {
             continue;
         }
-        match out.iter_mut().find(|s| s.domain == domain) {
-            Some(s) if !s.fields.contains(&field) => s.fields.push(field),
-            Some(_) => {}
-            None => out.push(Sender {
-                domain,
-                fields: vec![field],
-            }),
+        match index.get(&domain) {
+            Some(&i) => {
+                let s = &mut out[i];
+                if !s.fields.contains(&field) {
+                    s.fields.push(field);
+                }
+            }
+            None => {
+                index.insert(domain.clone(), out.len());
+                out.push(Sender {
+                    domain,
+                    fields: vec![field],
+                });
+            }
         }
     }
     out
+}
+
+/// A protected domain that can be split for comparison, with its registrable domain for the
+/// same-organisation test. Made once per policy ([`super::PolicyData`]).
+#[derive(Debug)]
+pub(crate) struct Protected {
+    org: Option<String>,
+    split: Split,
+}
+
+/// The protected domains that can be split, in policy order.
+pub(crate) fn protected(domains: &[String]) -> Vec<Protected> {
+    domains
+        .iter()
+        .filter_map(|p| {
+            Some(Protected {
+                org: registrable(p),
+                split: split(p)?,
+            })
+        })
+        .collect()
 }
 
 /// What made a sender domain a lookalike of a protected one.
@@ -152,26 +194,35 @@ struct Hit {
 }
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
-    let protected: Vec<(String, Split)> = ctx
-        .policy
-        .protected_domains
-        .iter()
-        .filter_map(|p| Some((p.clone(), split(p)?)))
-        .collect();
+    let policy_data = ctx.policy.findings_data();
+    let protected = &policy_data.lookalike;
     if protected.is_empty() {
         return;
     }
     for sender in senders(ctx) {
         let d = &sender.domain;
-        if ctx.policy.is_protected(d) || protected.iter().any(|(p, _)| same_organisation(d, p)) {
+        if ctx.policy.is_protected(d) {
             continue;
         }
-        let Some(s) = split(d) else { continue };
+        // `same_organisation(d, p)` for every protected p, with d's registrable domain looked
+        // up once, for that and for the split.
+        let Some(org) = registrable(d) else { continue };
+        if protected
+            .iter()
+            .any(|p| p.org.as_deref() == Some(org.as_str()))
+        {
+            continue;
+        }
+        let Some(s) = split_with(d, org) else {
+            continue;
+        };
         let visible = sender
             .fields
             .iter()
             .any(|f| matches!(*f, "From" | "Reply-To"));
-        let hit = protected.iter().find_map(|(_, p)| compare(&s, p, visible));
+        let hit = protected
+            .iter()
+            .find_map(|p| compare(&s, &p.split, visible));
         let evidence: Vec<String> = sender.fields.iter().map(|f| format!("{f}: {d}")).collect();
         let seen_in = sender.fields.join(", ");
         if let Some(hit) = &hit {
@@ -221,7 +272,7 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
             why,
         })
     };
-    let (sf, pf) = (fold(&s.label), fold(&p.label));
+    let (sf, pf) = (&s.folded_label, &p.folded_label);
     // UTS #39 section 4: confusable when the skeletons agree.
     if s.label != p.label && sf == pf {
         return hit(
@@ -240,7 +291,7 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
             MAX_EDIT_DISTANCE
         };
         let distance = strsim::damerau_levenshtein(&s.label, &p.label)
-            .min(strsim::damerau_levenshtein(&sf, &pf));
+            .min(strsim::damerau_levenshtein(sf, pf));
         if (1..=limit).contains(&distance) {
             return hit(
                 "lookalike.edit_distance",
@@ -270,7 +321,7 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
     if plen >= COUSIN_WORD_MIN_LEN
         && s.head
             .split(['.', '-', '_'])
-            .any(|w| !w.is_empty() && fold(w) == pf)
+            .any(|w| !w.is_empty() && fold(w) == *pf)
     {
         return hit(
             "lookalike.cousin",
@@ -279,11 +330,11 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
     }
     for word in s.label.split(['-', '_']) {
         let w = fold(word);
-        if w == pf {
+        if w == *pf {
             continue;
         }
-        if (plen >= COUSIN_PREFIX_MIN_LEN && w.starts_with(&pf))
-            || (plen >= COUSIN_SUFFIX_MIN_LEN && w.ends_with(&pf))
+        if (plen >= COUSIN_PREFIX_MIN_LEN && w.starts_with(pf.as_str()))
+            || (plen >= COUSIN_SUFFIX_MIN_LEN && w.ends_with(pf.as_str()))
         {
             return hit(
                 "lookalike.cousin",

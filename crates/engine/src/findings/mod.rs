@@ -35,6 +35,52 @@ use crate::{
     verdict::{Action, Reason},
 };
 
+/// What the findings derive from the policy alone, made once per policy
+/// ([`Policy::findings_data`]) instead of once per message.
+#[derive(Debug)]
+pub(crate) struct PolicyData {
+    /// The protected domains and people's names it was made from.
+    domains: Vec<String>,
+    names: Vec<String>,
+    /// The protected domains that can be compared with a lookalike.
+    pub(crate) lookalike: Vec<lookalike::Protected>,
+    /// Each protected person's name parsed, by index in `protected_people` (names that read as
+    /// nothing left out).
+    pub(crate) people: Vec<(usize, names::Name)>,
+}
+
+impl PolicyData {
+    pub(crate) fn new(policy: &Policy) -> Self {
+        PolicyData {
+            domains: policy.protected_domains.clone(),
+            names: policy
+                .protected_people
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+            lookalike: lookalike::protected(&policy.protected_domains),
+            people: policy
+                .protected_people
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i, names::Name::parse(&p.name)))
+                .filter(|(_, n)| !n.is_empty())
+                .collect(),
+        }
+    }
+
+    /// Whether this was made from `policy`'s protected domains and people's names.
+    pub(crate) fn is_for(&self, policy: &Policy) -> bool {
+        self.domains == policy.protected_domains
+            && self.names.len() == policy.protected_people.len()
+            && self
+                .names
+                .iter()
+                .zip(&policy.protected_people)
+                .all(|(n, p)| *n == p.name)
+    }
+}
+
 /// One mailbox of the From header, as the common parsers (mail-parser) read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailbox {
@@ -166,4 +212,25 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
         out.push(r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_data_follows_a_changed_policy() {
+        let mut policy = Policy::parse(
+            "protected_domains = [\"example.com\"]\n[[protected_people]]\nname = \"Joe SixPack\"\naddresses = [\"joe@example.com\"]\n",
+            "test policy",
+        )
+        .unwrap();
+        assert_eq!(policy.findings_data().lookalike.len(), 1);
+        assert_eq!(policy.findings_data().people.len(), 1);
+        policy.protected_domains.push("example.org".into());
+        policy.protected_people[0].name = "Dr.".into(); // reads as no name at all
+        assert_eq!(policy.findings_data().lookalike.len(), 2);
+        assert!(policy.findings_data().people.is_empty());
+        assert_eq!(policy.clone().findings_data().lookalike.len(), 2);
+    }
 }

@@ -41,20 +41,28 @@ pub(crate) struct ParsedReceived {
 }
 
 /// Words outside comments and quoted strings, and where the last top-level `;` is.
-struct TopLevel {
-    words: Vec<String>,
+struct TopLevel<'a> {
+    /// Slices of the value: a word is a run of characters that nothing splits.
+    words: Vec<&'a str>,
     last_semicolon: Option<usize>,
 }
 
 /// Splits an unfolded header value into its top-level words, skipping comments
 /// (nested, with `\` escapes) and quoted strings. Linear in the input.
-fn top_level(value: &str) -> TopLevel {
+fn top_level(value: &str) -> TopLevel<'_> {
     let mut words = Vec::new();
     let mut last_semicolon = None;
     let mut depth: u32 = 0;
     let mut in_quote = false;
     let mut escaped = false;
-    let mut word = String::new();
+    // Where the word being read started. Every character that does not end a word extends it,
+    // so a word is always one contiguous slice of `value`.
+    let mut word_start: Option<usize> = None;
+    let mut flush = |start: &mut Option<usize>, end: usize| {
+        if let Some(s) = start.take() {
+            words.push(&value[s..end]);
+        }
+    };
     for (pos, ch) in value.char_indices() {
         if escaped {
             escaped = false;
@@ -73,35 +81,31 @@ fn top_level(value: &str) -> TopLevel {
         match ch {
             '(' => {
                 depth = depth.saturating_add(1);
-                flush(&mut word, &mut words);
+                flush(&mut word_start, pos);
             }
             ')' => {
                 depth = depth.saturating_sub(1);
-                flush(&mut word, &mut words);
+                flush(&mut word_start, pos);
             }
             _ if depth > 0 => {}
             '"' => {
                 in_quote = true;
-                flush(&mut word, &mut words);
+                flush(&mut word_start, pos);
             }
             ';' => {
                 last_semicolon = Some(pos);
-                flush(&mut word, &mut words);
+                flush(&mut word_start, pos);
             }
-            c if c.is_whitespace() => flush(&mut word, &mut words),
-            c => word.push(c),
+            c if c.is_whitespace() => flush(&mut word_start, pos),
+            _ => {
+                word_start.get_or_insert(pos);
+            }
         }
     }
-    flush(&mut word, &mut words);
+    flush(&mut word_start, value.len());
     TopLevel {
         words,
         last_semicolon,
-    }
-}
-
-fn flush(word: &mut String, words: &mut Vec<String>) {
-    if !word.is_empty() {
-        words.push(std::mem::take(word));
     }
 }
 
@@ -153,6 +157,20 @@ pub(crate) fn parse_date(text: &str) -> Option<(String, i64)> {
     valid_date(&dt)
 }
 
+/// Whether `needle` (ASCII) occurs in `hay` when ASCII letters are compared without case: what
+/// `to_ascii_lowercase().contains(needle)` says, without the lower-cased copy.
+fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The unix time of an RFC 5322 date-time, or None when it is not a valid date: [`parse_date`]
+/// without the RFC 3339 text, for callers that only compare times.
+pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
+    let dt = super::guard(|| DateTime::parse_rfc822(text))??;
+    dt.is_valid().then(|| dt.to_timestamp())
+}
+
 fn is_tls_protocol(with: &str) -> bool {
     // RFC 3848 / RFC 6531 keywords that mean TLS was used: ESMTPS, ESMTPSA, LMTPS, LMTPSA,
     // UTF8SMTPS, UTF8SMTPSA, UTF8LMTPS, UTF8LMTPSA, plus SMTPS (Gmail) and HTTPS.
@@ -172,7 +190,7 @@ pub(crate) fn parse(raw_value: &[u8], unfolded: &str) -> ParsedReceived {
         .iter()
         .position(|w| w.eq_ignore_ascii_case("with"))
         .and_then(|i| top.words.get(i + 1))
-        .map(|w| w.trim_end_matches([';', ',']).to_string())
+        .map(|w| w.trim_end_matches([';', ',']))
         .filter(|w| !w.is_empty());
 
     let mut buf = Vec::with_capacity(raw_value.len() + 1);
@@ -187,10 +205,12 @@ pub(crate) fn parse(raw_value: &[u8], unfolded: &str) -> ParsedReceived {
     let mut out = ParsedReceived {
         has_from_clause,
         has_by_clause,
-        invoked_by_uid: unfolded.to_ascii_lowercase().contains("invoked by uid"),
-        content_scanner: with_word
-            .as_deref()
-            .is_some_and(|w| w.to_ascii_lowercase().starts_with("qmail-scanner")),
+        invoked_by_uid: contains_ignore_ascii_case(unfolded.as_bytes(), b"invoked by uid"),
+        content_scanner: with_word.is_some_and(|w| {
+            w.as_bytes()
+                .get(..b"qmail-scanner".len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(b"qmail-scanner"))
+        }),
         ..Default::default()
     };
 
@@ -212,7 +232,7 @@ pub(crate) fn parse(raw_value: &[u8], unfolded: &str) -> ParsedReceived {
     let Some(r) = rcvd else {
         // mail-parser found nothing it recognises. A date alone still counts as parsed.
         out.parsed = out.timestamp.is_some();
-        out.with = with_word;
+        out.with = with_word.map(str::to_string);
         return out;
     };
     out.parsed = true;
@@ -266,7 +286,10 @@ pub(crate) fn parse(raw_value: &[u8], unfolded: &str) -> ParsedReceived {
         .as_deref()
         .map(|s| s.trim_matches(['<', '>']).to_string())
         .and_then(non_empty);
-    out.with = r.with.map(|p| p.as_str().to_string()).or(with_word);
+    out.with = r
+        .with
+        .map(|p| p.as_str().to_string())
+        .or_else(|| with_word.map(str::to_string));
     out.local_protocol = matches!(r.with, Some(Protocol::Local));
 
     out.tls = match (r.tls_version, r.tls_cipher.as_deref()) {
