@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
 use unspoof_engine::{Action, Analysis, Envelope, Word};
@@ -168,7 +168,7 @@ pub(crate) struct Session {
 /// Serves one MTA connection (its read and write halves) to its end. Never panics on what
 /// the MTA sends.
 pub(crate) async fn run<R, W>(
-    r: R,
+    mut r: R,
     mut w: W,
     peer: String,
     shared: Arc<Shared>,
@@ -177,8 +177,6 @@ pub(crate) async fn run<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // Small: body chunks larger than the buffer are read straight into the packet buffer.
-    let mut r = BufReader::with_capacity(8 * 1024, r);
     let mut session = Session {
         shared,
         peer,
@@ -213,22 +211,67 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         let limits = self.shared.config.limits.clone();
-        let mut buf = Vec::with_capacity(4 * 1024);
+        let max = limits.max_packet_size;
+        let mut packets = wire::PacketReader::default();
         // One shutdown watch for the connection's life, polled while idle.
         let stop = stopped(shutdown.clone());
         tokio::pin!(stop);
+        // One timer for the connection's life, moved on (never earlier) as packets come: the
+        // next packet must be complete within `idle_timeout` of when we began to wait for it.
+        let idle = limits.idle_timeout();
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        let mut deadline = Some(timer.deadline());
         loop {
-            // Outside a transaction a shutdown closes the connection at once; inside one the
-            // message is finished first.
-            let idle = !self.in_transaction;
-            if idle && *shutdown.borrow() {
-                return;
+            // Every complete packet already read, without another read.
+            loop {
+                // Outside a transaction a shutdown closes the connection at once; inside one
+                // the message is finished first.
+                if !self.in_transaction && *shutdown.borrow() {
+                    return;
+                }
+                let packet = match packets.next(max) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.protocol_error(&e.to_string());
+                        return;
+                    }
+                };
+                deadline = None;
+                let cmd = match wire::parse(packet) {
+                    Ok(cmd) => cmd,
+                    Err(e) => {
+                        self.protocol_error(&e.to_string());
+                        return;
+                    }
+                };
+                match self.handle(cmd, w).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Close) => return,
+                    Err(e) => {
+                        self.log(&format!("connection lost: {e}"));
+                        return;
+                    }
+                }
             }
-            let read = tokio::time::timeout(
-                limits.idle_timeout(),
-                wire::read_packet(r, &mut buf, limits.max_packet_size),
-            );
-            let got = if idle {
+            if !self.in_transaction {
+                packets.shrink();
+            }
+            let due = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle);
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            // Outside a transaction a shutdown ends the wait.
+            let idle_wait = !self.in_transaction;
+            let read = async {
+                tokio::select! {
+                    biased;
+                    got = packets.fill(r) => Some(got),
+                    _ = &mut timer => None,
+                }
+            };
+            let got = if idle_wait {
                 tokio::select! {
                     biased;
                     _ = &mut stop => return,
@@ -238,33 +281,15 @@ impl Session {
                 read.await
             };
             let err = match got {
-                Ok(Ok(Ok(true))) => None,
-                Ok(Ok(Ok(false))) => return,
-                Ok(Ok(Err(e))) => Some(e.to_string()),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    Some("connection closed inside a packet".into())
-                }
-                Ok(Err(_)) => return,
-                Err(_) => Some(format!("no packet for {} s", limits.idle_timeout)),
+                Some(Ok(0)) if packets.is_empty() => return,
+                Some(Ok(0)) => Some("connection closed inside a packet".to_string()),
+                Some(Ok(_)) => None,
+                Some(Err(_)) => return,
+                None => Some(format!("no packet for {} s", limits.idle_timeout)),
             };
             if let Some(e) = err {
                 self.protocol_error(&e);
                 return;
-            }
-            let cmd = match wire::parse(&buf) {
-                Ok(cmd) => cmd,
-                Err(e) => {
-                    self.protocol_error(&e.to_string());
-                    return;
-                }
-            };
-            match self.handle(cmd, w).await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Close) => return,
-                Err(e) => {
-                    self.log(&format!("connection lost: {e}"));
-                    return;
-                }
             }
         }
     }
@@ -503,20 +528,29 @@ impl Session {
     ) -> std::io::Result<Result<Analysis, String>> {
         let limits = &self.shared.config.limits;
         let engine = &self.shared.engine;
-        let run = AssertUnwindSafe(engine.evaluate(self.message.bytes(), envelope)).catch_unwind();
-        tokio::pin!(run);
-        let deadline = tokio::time::sleep(limits.eval_timeout());
+        let begun = tokio::time::Instant::now();
+        // Boxed: the engine's future is large, and inline it would make every connection's
+        // task that large (allocated and copied at each accept).
+        let mut run =
+            Box::pin(AssertUnwindSafe(engine.evaluate(self.message.bytes(), envelope)).catch_unwind());
+        let panicked = |_| "the engine panicked".to_string();
+        // The engine first: with warm caches it is done on the first poll and no timer is made.
+        let first = std::future::poll_fn(|cx| match run.as_mut().poll(cx) {
+            std::task::Poll::Ready(done) => std::task::Poll::Ready(Some(done)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        if let Some(done) = first {
+            return Ok(done.map_err(panicked));
+        }
+        let deadline = tokio::time::sleep_until(begun + limits.eval_timeout());
         tokio::pin!(deadline);
         let every = limits.progress_interval();
-        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut progress = tokio::time::interval_at(begun + every, every);
         loop {
-            // The engine first: with warm caches it is done on the first poll and the timers
-            // are never even registered.
             tokio::select! {
                 biased;
-                done = &mut run => {
-                    return Ok(done.map_err(|_| "the engine panicked".to_string()));
-                }
+                done = &mut run => return Ok(done.map_err(panicked)),
                 _ = &mut deadline => {
                     return Ok(Err(format!("no verdict within eval_timeout ({} s)", limits.eval_timeout)));
                 }

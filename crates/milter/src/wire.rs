@@ -251,29 +251,88 @@ pub fn parse(packet: &[u8]) -> Result<Command<'_>, ProtocolError> {
     })
 }
 
-/// Reads one packet into `buf` (letter + data). `Ok(false)` on a clean end of stream before
-/// the first length octet; a stream that ends inside a packet is an error.
-pub async fn read_packet<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Result<bool, ProtocolError>> {
-    let mut len = [0u8; 4];
-    match reader.read(&mut len[..1]).await? {
-        0 => return Ok(Ok(false)),
-        _ => reader.read_exact(&mut len[1..]).await?,
-    };
-    let n = u32::from_be_bytes(len) as usize;
-    if n == 0 {
-        return Ok(Err(ProtocolError::Empty));
+/// The octets read from the MTA and not yet handled. One read takes whatever the MTA has
+/// written (with the no-reply steps negotiated, usually a whole message's packets at once) and
+/// [`PacketReader::next`] hands out every complete packet in place: no read per packet, no copy
+/// per packet.
+#[derive(Debug)]
+pub struct PacketReader {
+    /// `buf[start..]` is not handled yet; reads append at `buf.len()`.
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// The read size a connection starts with: a typical message in one read, and a body chunk
+/// of the MTA's (at most 65535 octets) without growing.
+pub const READ_BUFFER: usize = 64 * 1024;
+
+impl Default for PacketReader {
+    fn default() -> Self {
+        Self::with_capacity(READ_BUFFER)
     }
-    if n > max {
-        return Ok(Err(ProtocolError::TooLarge(n, max)));
+}
+
+impl PacketReader {
+    pub fn with_capacity(capacity: usize) -> Self {
+        PacketReader {
+            buf: Vec::with_capacity(capacity),
+            start: 0,
+        }
     }
-    buf.clear();
-    buf.resize(n, 0);
-    reader.read_exact(buf).await?;
-    Ok(Ok(true))
+
+    /// The next complete packet already read (letter + data, without the length), or `None`
+    /// when more octets must be read first. A length of 0 or over `max` is an error as soon as
+    /// its 4 octets are in, before the rest is read.
+    pub fn next(&mut self, max: usize) -> Result<Option<&[u8]>, ProtocolError> {
+        let avail = &self.buf[self.start..];
+        let Some(n) = be32(avail, 0) else {
+            return Ok(None);
+        };
+        let n = n as usize;
+        if n == 0 {
+            return Err(ProtocolError::Empty);
+        }
+        if n > max {
+            return Err(ProtocolError::TooLarge(n, max));
+        }
+        if avail.len() - 4 < n {
+            return Ok(None);
+        }
+        let at = self.start + 4;
+        self.start = at + n;
+        Ok(Some(&self.buf[at..at + n]))
+    }
+
+    /// Whether every octet read so far was handed out (a clean place for the stream to end).
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// Reads what the MTA has sent, at least one octet; `Ok(0)` at end of stream. Room is made
+    /// for the whole packet being read (its length was checked by [`PacketReader::next`]).
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> std::io::Result<usize> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+        } else if self.start > 0 {
+            // A packet's first part: to the front (each octet moves at most once).
+            self.buf.drain(..self.start);
+        }
+        self.start = 0;
+        let need = be32(&self.buf, 0).map_or(4, |n| n as usize + 4);
+        let spare = self.buf.capacity() - self.buf.len();
+        let want = need.saturating_sub(self.buf.len()).max(4096);
+        if spare < want {
+            self.buf.reserve(want);
+        }
+        reader.read_buf(&mut self.buf).await
+    }
+
+    /// Gives back memory a large packet took, once nothing is pending.
+    pub fn shrink(&mut self) {
+        if self.is_empty() && self.buf.capacity() > READ_BUFFER {
+            *self = Self::default();
+        }
+    }
 }
 
 /// One reply to the MTA.
