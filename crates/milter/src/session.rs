@@ -23,7 +23,7 @@ use crate::actions::{self, Caps, VERDICT_HEADER};
 use crate::config::OnError;
 use crate::message::Message;
 use crate::wire::{self, Command, Reply, action, proto, stage};
-use crate::{Quarantined, Shared};
+use crate::{Peer, Quarantined, Shared};
 
 /// Edits we may ask for. Recipients and the sender are never changed.
 const WANTED_ACTIONS: u32 =
@@ -61,10 +61,11 @@ const MACRO_LISTS: &[(u32, &str)] = &[
 /// accepted but not passed to the engine, which does not judge by recipient count.
 const MAX_RCPT: usize = 10_000;
 
-/// Macros by the command they came with; the latest stage wins on lookup.
+/// Macros by the command they came with, each stage as the MTA sent it (`name\0value\0...`,
+/// made valid UTF-8); the latest stage wins on lookup.
 #[derive(Default)]
 struct Macros {
-    stages: Vec<(u8, Vec<(String, String)>)>,
+    stages: Vec<(u8, String)>,
 }
 
 /// Lookup order: the latest stage of a message first (libmilter keeps one list per stage).
@@ -74,38 +75,37 @@ fn bare(name: &str) -> &str {
     name.trim_start_matches('{').trim_end_matches('}')
 }
 
+/// The name/value pairs of one stage (see [`wire::macro_pairs`]).
+fn pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    let text = text.strip_suffix('\0').unwrap_or(text);
+    let mut parts = text.split('\0').filter(move |_| !text.is_empty());
+    std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+}
+
 impl Macros {
-    fn set(&mut self, stage: u8, pairs: Vec<(&[u8], &[u8])>) {
-        let list = pairs
-            .into_iter()
-            .map(|(n, v)| {
-                (
-                    bare(&String::from_utf8_lossy(n)).to_string(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
-            .collect();
+    /// The macros that came with the next command `stage`, as the MACRO packet's data.
+    fn set(&mut self, stage: u8, data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
         match self.stages.iter_mut().find(|(s, _)| *s == stage) {
-            Some(slot) => slot.1 = list,
-            None => self.stages.push((stage, list)),
+            Some(slot) => {
+                slot.1.clear();
+                slot.1.push_str(&text);
+            }
+            None => self.stages.push((stage, text.into_owned())),
         }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
         let name = bare(name);
-        let rank = |s: u8| {
-            STAGE_ORDER
-                .iter()
-                .position(|&x| x == s)
-                .unwrap_or(usize::MAX)
-        };
-        let mut stages: Vec<&(u8, Vec<(String, String)>)> = self.stages.iter().collect();
-        stages.sort_by_key(|(s, _)| rank(*s));
-        stages
+        let known = STAGE_ORDER
             .iter()
-            .flat_map(|(_, l)| l.iter())
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .filter_map(|&s| self.stages.iter().find(|(x, _)| *x == s));
+        let other = self.stages.iter().filter(|(s, _)| !STAGE_ORDER.contains(s));
+        known
+            .chain(other)
+            .flat_map(|(_, text)| pairs(text))
+            .find(|(n, _)| bare(n) == name)
+            .map(|(_, v)| v)
             .filter(|v| !v.is_empty())
     }
 
@@ -150,7 +150,7 @@ enum Flow {
 
 pub(crate) struct Session {
     shared: Arc<Shared>,
-    peer: String,
+    peer: Peer,
     negotiated: bool,
     version: u32,
     actions: u32,
@@ -170,7 +170,7 @@ pub(crate) struct Session {
 pub(crate) async fn run<R, W>(
     mut r: R,
     mut w: W,
-    peer: String,
+    peer: Peer,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) where
@@ -327,7 +327,7 @@ impl Session {
         w: &mut W,
         replies: &[Reply],
     ) -> std::io::Result<()> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(512);
         for r in replies {
             r.encode(&mut out);
         }
@@ -391,6 +391,11 @@ impl Session {
                         .map(|(s, n)| (*s, n.to_string()))
                         .collect();
                 }
+                if self.actions & action::SETSYMLIST != 0 {
+                    // The queue id comes with end of message (asked for above): DATA is one
+                    // step and two packets we do not need.
+                    self.protocol |= proto::NODATA & offered_protocol;
+                }
                 self.negotiated = true;
                 self.reset_connection();
                 self.send(
@@ -405,8 +410,8 @@ impl Session {
                 .await?;
                 Ok(Flow::Continue)
             }
-            Command::Macro { stage, pairs } => {
-                self.macros.set(stage, pairs);
+            Command::Macro { stage, data } => {
+                self.macros.set(stage, data);
                 Ok(Flow::Continue)
             }
             Command::Connect {
@@ -720,15 +725,21 @@ mod tests {
     #[test]
     fn macros_latest_stage_wins_and_message_ones_are_forgotten() {
         let mut m = Macros::default();
-        m.set(b'C', vec![(b"{client_addr}", b"192.0.2.1"), (b"j", b"mx")]);
-        m.set(b'M', vec![(b"i", b"Q1"), (b"{auth_authen}", b"joe")]);
-        m.set(b'E', vec![(b"i", b"Q2")]);
+        m.set(b'C', b"{client_addr}\x00192.0.2.1\0j\0mx\0");
+        m.set(b'M', b"i\0Q1\0{auth_authen}\0joe\0");
+        m.set(b'E', b"i\0Q2\0");
         assert_eq!(m.get("i"), Some("Q2"));
         assert_eq!(m.get("{auth_authen}"), Some("joe"));
         assert_eq!(m.get("client_addr"), Some("192.0.2.1"));
         m.clear_message();
         assert_eq!(m.get("i"), None);
         assert_eq!(m.get("j"), Some("mx"));
+        // A stage sent again replaces the old one; an empty value is no value.
+        m.set(b'C', b"j\0\0{client_addr}");
+        assert_eq!(m.get("j"), None);
+        assert_eq!(m.get("{client_addr}"), None);
+        m.set(b'C', b"j\0\xffmx\0");
+        assert_eq!(m.get("j"), Some("\u{fffd}mx"));
     }
 
     #[test]

@@ -130,11 +130,9 @@ pub enum Command<'a> {
         actions: u32,
         protocol: u32,
     },
-    /// Macros for the command `stage` that follows (`'C'`, `'M'`, ...), as name/value pairs.
-    Macro {
-        stage: u8,
-        pairs: Vec<(&'a [u8], &'a [u8])>,
-    },
+    /// Macros for the command `stage` that follows (`'C'`, `'M'`, ...): name/value pairs as
+    /// NUL-terminated strings, read with [`macro_pairs`].
+    Macro { stage: u8, data: &'a [u8] },
     Connect {
         hostname: &'a [u8],
         /// `b'4'`, `b'6'`, `b'L'` (unix socket) or `b'U'` (unknown).
@@ -172,6 +170,19 @@ fn strings(data: &[u8]) -> Vec<&[u8]> {
     data.split(|&b| b == 0).collect()
 }
 
+/// The first NUL-terminated string (all of `data` when there is no NUL).
+fn first_str(data: &[u8]) -> &[u8] {
+    memchr::memchr(0, data).map_or(data, |end| &data[..end])
+}
+
+/// The name/value pairs of a MACRO packet's data. An odd count means a name without its value:
+/// the pairs before it are kept.
+pub fn macro_pairs(data: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let data = data.strip_suffix(b"\0").unwrap_or(data);
+    let mut parts = data.split(|&b| b == 0).filter(move |_| !data.is_empty());
+    std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+}
+
 /// The first NUL-terminated string and the rest.
 fn cstr(data: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = memchr::memchr(0, data)?;
@@ -200,13 +211,10 @@ pub fn parse(packet: &[u8]) -> Result<Command<'_>, ProtocolError> {
             }
         }
         cmd::MACRO => {
-            let (&stage, rest) = data
+            let (&stage, data) = data
                 .split_first()
                 .ok_or(ProtocolError::Malformed("MACRO"))?;
-            let list = strings(rest);
-            // An odd count means a name without its value: keep the pairs we have.
-            let pairs = list.chunks_exact(2).map(|p| (p[0], p[1])).collect();
-            Command::Macro { stage, pairs }
+            Command::Macro { stage, data }
         }
         cmd::CONNECT => {
             let (hostname, rest) = cstr(data).ok_or(ProtocolError::Malformed("CONNECT"))?;
@@ -228,7 +236,7 @@ pub fn parse(packet: &[u8]) -> Result<Command<'_>, ProtocolError> {
                 address,
             }
         }
-        cmd::HELO => Command::Helo(strings(data).first().copied().unwrap_or(b"")),
+        cmd::HELO => Command::Helo(first_str(data)),
         cmd::MAIL => Command::Mail(strings(data)),
         cmd::RCPT => Command::Rcpt(strings(data)),
         cmd::DATA => Command::Data,
@@ -246,7 +254,7 @@ pub fn parse(packet: &[u8]) -> Result<Command<'_>, ProtocolError> {
         cmd::ABORT => Command::Abort,
         cmd::QUIT => Command::Quit,
         cmd::QUIT_NC => Command::QuitNewConnection,
-        cmd::UNKNOWN => Command::Unknown(strings(data).first().copied().unwrap_or(b"")),
+        cmd::UNKNOWN => Command::Unknown(first_str(data)),
         other => return Err(ProtocolError::UnknownCommand(other as char)),
     })
 }
@@ -379,7 +387,15 @@ pub enum Reply {
 
 fn push_cstr(out: &mut Vec<u8>, s: &[u8]) {
     // A NUL inside would end the string early on the other side: never send one.
-    out.extend(s.iter().map(|&b| if b == 0 { b' ' } else { b }));
+    let at = out.len();
+    out.extend_from_slice(s);
+    if memchr::memchr(0, s).is_some() {
+        for b in &mut out[at..] {
+            if *b == 0 {
+                *b = b' ';
+            }
+        }
+    }
     out.push(0);
 }
 
@@ -476,16 +492,28 @@ mod tests {
                 protocol: 0x1fffff
             })
         );
+        let Ok(Command::Macro { stage, data }) =
+            parse(b"DCj\0mx.example\0{client_addr}\x00192.0.2.1\0")
+        else {
+            panic!("not a macro packet");
+        };
+        assert_eq!(stage, b'C');
         assert_eq!(
-            parse(b"DCj\0mx.example\0{client_addr}\x00192.0.2.1\0"),
-            Ok(Command::Macro {
-                stage: b'C',
-                pairs: vec![
-                    (&b"j"[..], &b"mx.example"[..]),
-                    (&b"{client_addr}"[..], &b"192.0.2.1"[..])
-                ]
-            })
+            macro_pairs(data).collect::<Vec<_>>(),
+            vec![
+                (&b"j"[..], &b"mx.example"[..]),
+                (&b"{client_addr}"[..], &b"192.0.2.1"[..])
+            ]
         );
+        // A name without its value is dropped; no data, no pairs.
+        assert_eq!(
+            macro_pairs(b"j\0mx\0i").collect::<Vec<_>>(),
+            vec![(&b"j"[..], &b"mx"[..])]
+        );
+        assert_eq!(macro_pairs(b"").count(), 0);
+        assert_eq!(macro_pairs(b"\0").count(), 0);
+        assert_eq!(parse(b"Hclient.example\0"), Ok(Command::Helo(b"client.example")));
+        assert_eq!(parse(b"H"), Ok(Command::Helo(b"")));
         assert_eq!(
             parse(b"Cmail.example\x004\x00\x19192.0.2.1\0"),
             Ok(Command::Connect {
