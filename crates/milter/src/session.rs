@@ -78,7 +78,10 @@ fn bare(name: &str) -> &str {
 /// The name/value pairs of one stage (see [`wire::macro_pairs`]).
 fn pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
     let text = text.strip_suffix('\0').unwrap_or(text);
-    let mut parts = text.split('\0').filter(move |_| !text.is_empty());
+    let mut parts = text.split('\0');
+    if text.is_empty() {
+        parts.next();
+    }
     std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
 }
 
@@ -101,12 +104,14 @@ impl Macros {
             .iter()
             .filter_map(|&s| self.stages.iter().find(|(x, _)| *x == s));
         let other = self.stages.iter().filter(|(s, _)| !STAGE_ORDER.contains(s));
-        known
-            .chain(other)
-            .flat_map(|(_, text)| pairs(text))
-            .find(|(n, _)| bare(n) == name)
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
+        for (_, text) in known.chain(other) {
+            for (n, v) in pairs(text) {
+                if bare(n) == name {
+                    return Some(v).filter(|v| !v.is_empty());
+                }
+            }
+        }
+        None
     }
 
     /// Forgets the macros of the message (MAIL and later), keeping the connection's.
