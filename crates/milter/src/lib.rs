@@ -7,9 +7,11 @@
 //! loopback or a unix socket. **This is the only crate that knows the milter protocol.**
 //!
 //! The path of one message:
-//! 1. [`wire`] reads packets (bounded by [`Limits`]) and parses them into commands;
-//! 2. the session (`session.rs`) negotiates options (no replies before end of message, header
-//!    values with their leading space), keeps the envelope from CONNECT/HELO/MAIL/RCPT and the
+//! 1. [`wire`] reads packets (bounded by [`Limits`]; one read takes every packet the MTA has
+//!    sent, [`wire::PacketReader`]) and parses them in place into commands;
+//! 2. the session (`session.rs`) negotiates options (no replies before end of message, no DATA
+//!    step when the queue id comes with end of message, header values with their leading
+//!    space), keeps the envelope from CONNECT/HELO/MAIL/RCPT and the
 //!    macros, and puts the message back together from the header and body callbacks
 //!    ([`message`]);
 //! 3. at end of message the engine decides, with SMFIR_PROGRESS while it works;

@@ -77,12 +77,11 @@ fn bare(name: &str) -> &str {
 
 /// The name/value pairs of one stage (see [`wire::macro_pairs`]).
 fn pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    let text = text.strip_suffix('\0').unwrap_or(text);
-    let mut parts = text.split('\0');
-    if text.is_empty() {
-        parts.next();
+    // Split at NUL octets (ASCII, so every piece is still valid UTF-8).
+    fn piece(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap_or_default()
     }
-    std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    wire::macro_pairs(text.as_bytes()).map(|(n, v)| (piece(n), piece(v)))
 }
 
 impl Macros {
@@ -232,7 +231,12 @@ impl Session {
             loop {
                 // Outside a transaction a shutdown closes the connection at once; inside one
                 // the message is finished first.
-                if !self.in_transaction && *shutdown.borrow() {
+                // (`has_changed` is a plain load; `borrow` takes the shared lock, and this runs
+                // for every packet on every connection.)
+                if !self.in_transaction
+                    && matches!(shutdown.has_changed(), Ok(true))
+                    && *shutdown.borrow()
+                {
                     return;
                 }
                 let packet = match packets.next(max) {
