@@ -15,6 +15,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the engine allocates and frees hundreds of small
+/// objects per message, and glibc's fastbin consolidation on every large allocation showed
+/// up in the milter's profile.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes (documented in README.md).
 pub mod exit {
     /// Every message was accepted (or the command succeeded).

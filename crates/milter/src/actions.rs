@@ -41,12 +41,25 @@ impl Caps {
 
     /// A value (after the colon, CRLF folds) in the form the MTA wants.
     fn value(&self, v: &str) -> String {
-        let v = v.trim_end_matches(['\r', '\n']).replace("\r\n", "\n");
-        match (self.leadspc, v.starts_with(' ')) {
-            (true, true) | (false, false) => v,
-            (true, false) => format!(" {v}"),
-            (false, true) => v[1..].to_string(),
+        let v = v.trim_end_matches(['\r', '\n']);
+        let mut out = String::with_capacity(v.len() + 1);
+        let v = match (self.leadspc, v.strip_prefix(' ')) {
+            (true, None) => {
+                out.push(' ');
+                v
+            }
+            (false, Some(rest)) => rest,
+            _ => v,
+        };
+        // Folds as LF, the way the MTA hands header values over.
+        let mut rest = v;
+        while let Some(i) = rest.find("\r\n") {
+            out.push_str(&rest[..i]);
+            out.push('\n');
+            rest = &rest[i + 2..];
         }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -233,6 +246,10 @@ mod tests {
         assert_eq!(on.value(" a;\r\n\tb\r\n"), " a;\n\tb");
         assert_eq!(on.value("a"), " a");
         assert_eq!(off.value(" a;\r\n\tb\r\n"), "a;\n\tb");
+        assert_eq!(off.value("a"), "a");
+        assert_eq!(on.value(" a\r\n b\r\n\tc"), " a\n b\n\tc");
+        assert_eq!(on.value(""), " ");
+        assert_eq!(off.value(" "), "");
     }
 
     #[test]

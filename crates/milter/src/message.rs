@@ -11,6 +11,9 @@
 
 use unspoof_engine::message::Headers;
 
+/// What a message's buffer starts with.
+const INITIAL_CAPACITY: usize = 32 * 1024;
+
 /// The message being received.
 #[derive(Debug, Default)]
 pub struct Message {
@@ -29,6 +32,10 @@ impl Message {
         if self.over(max) || self.body_at.is_some() {
             // A header after the body started cannot be placed; the MTA never sends one.
             return;
+        }
+        if self.raw.capacity() == 0 {
+            // Most messages fit: one allocation instead of a series of doublings.
+            self.raw.reserve(INITIAL_CAPACITY);
         }
         self.raw.reserve(name.len() + value.len() + 8);
         self.raw.extend_from_slice(name);

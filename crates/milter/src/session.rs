@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
 use unspoof_engine::contact::{FIRST_CONTACT_BUDGET, first_contact};
@@ -24,7 +24,7 @@ use crate::actions::{self, Caps, VERDICT_HEADER};
 use crate::config::OnError;
 use crate::message::Message;
 use crate::wire::{self, Command, Reply, action, proto, stage};
-use crate::{Decided, Quarantined, Shared};
+use crate::{Decided, Peer, Quarantined, Shared};
 
 /// Edits we may ask for. Recipients and the sender are never changed.
 const WANTED_ACTIONS: u32 =
@@ -62,10 +62,11 @@ const MACRO_LISTS: &[(u32, &str)] = &[
 /// accepted but not passed to the engine, which does not judge by recipient count.
 const MAX_RCPT: usize = 10_000;
 
-/// Macros by the command they came with; the latest stage wins on lookup.
+/// Macros by the command they came with, each stage as the MTA sent it (`name\0value\0...`,
+/// made valid UTF-8); the latest stage wins on lookup.
 #[derive(Default)]
 struct Macros {
-    stages: Vec<(u8, Vec<(String, String)>)>,
+    stages: Vec<(u8, String)>,
 }
 
 /// Lookup order: the latest stage of a message first (libmilter keeps one list per stage).
@@ -75,39 +76,42 @@ fn bare(name: &str) -> &str {
     name.trim_start_matches('{').trim_end_matches('}')
 }
 
+/// The name/value pairs of one stage (see [`wire::macro_pairs`]).
+fn pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    // Split at NUL octets (ASCII, so every piece is still valid UTF-8).
+    fn piece(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap_or_default()
+    }
+    wire::macro_pairs(text.as_bytes()).map(|(n, v)| (piece(n), piece(v)))
+}
+
 impl Macros {
-    fn set(&mut self, stage: u8, pairs: Vec<(&[u8], &[u8])>) {
-        let list = pairs
-            .into_iter()
-            .map(|(n, v)| {
-                (
-                    bare(&String::from_utf8_lossy(n)).to_string(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
-            .collect();
+    /// The macros that came with the next command `stage`, as the MACRO packet's data.
+    fn set(&mut self, stage: u8, data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
         match self.stages.iter_mut().find(|(s, _)| *s == stage) {
-            Some(slot) => slot.1 = list,
-            None => self.stages.push((stage, list)),
+            Some(slot) => {
+                slot.1.clear();
+                slot.1.push_str(&text);
+            }
+            None => self.stages.push((stage, text.into_owned())),
         }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
         let name = bare(name);
-        let rank = |s: u8| {
-            STAGE_ORDER
-                .iter()
-                .position(|&x| x == s)
-                .unwrap_or(usize::MAX)
-        };
-        let mut stages: Vec<&(u8, Vec<(String, String)>)> = self.stages.iter().collect();
-        stages.sort_by_key(|(s, _)| rank(*s));
-        stages
+        let known = STAGE_ORDER
             .iter()
-            .flat_map(|(_, l)| l.iter())
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+            .filter_map(|&s| self.stages.iter().find(|(x, _)| *x == s));
+        let other = self.stages.iter().filter(|(s, _)| !STAGE_ORDER.contains(s));
+        for (_, text) in known.chain(other) {
+            for (n, v) in pairs(text) {
+                if bare(n) == name {
+                    return Some(v).filter(|v| !v.is_empty());
+                }
+            }
+        }
+        None
     }
 
     /// Forgets the macros of the message (MAIL and later), keeping the connection's.
@@ -151,7 +155,7 @@ enum Flow {
 
 pub(crate) struct Session {
     shared: Arc<Shared>,
-    peer: String,
+    peer: Peer,
     negotiated: bool,
     version: u32,
     actions: u32,
@@ -169,17 +173,15 @@ pub(crate) struct Session {
 /// Serves one MTA connection (its read and write halves) to its end. Never panics on what
 /// the MTA sends.
 pub(crate) async fn run<R, W>(
-    r: R,
+    mut r: R,
     mut w: W,
-    peer: String,
+    peer: Peer,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // Small: body chunks larger than the buffer are read straight into the packet buffer.
-    let mut r = BufReader::with_capacity(8 * 1024, r);
     let mut session = Session {
         shared,
         peer,
@@ -214,22 +216,72 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         let limits = self.shared.config.limits.clone();
-        let mut buf = Vec::with_capacity(4 * 1024);
+        let max = limits.max_packet_size;
+        let mut packets = wire::PacketReader::default();
         // One shutdown watch for the connection's life, polled while idle.
         let stop = stopped(shutdown.clone());
         tokio::pin!(stop);
+        // One timer for the connection's life, moved on (never earlier) as packets come: the
+        // next packet must be complete within `idle_timeout` of when we began to wait for it.
+        let idle = limits.idle_timeout();
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        let mut deadline = Some(timer.deadline());
         loop {
-            // Outside a transaction a shutdown closes the connection at once; inside one the
-            // message is finished first.
-            let idle = !self.in_transaction;
-            if idle && *shutdown.borrow() {
-                return;
+            // Every complete packet already read, without another read.
+            loop {
+                // Outside a transaction a shutdown closes the connection at once; inside one
+                // the message is finished first.
+                // (`has_changed` is a plain load; `borrow` takes the shared lock, and this runs
+                // for every packet on every connection.)
+                if !self.in_transaction
+                    && matches!(shutdown.has_changed(), Ok(true))
+                    && *shutdown.borrow()
+                {
+                    return;
+                }
+                let packet = match packets.next(max) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.protocol_error(&e.to_string());
+                        return;
+                    }
+                };
+                deadline = None;
+                let cmd = match wire::parse(packet) {
+                    Ok(cmd) => cmd,
+                    Err(e) => {
+                        self.protocol_error(&e.to_string());
+                        return;
+                    }
+                };
+                match self.handle(cmd, w).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Close) => return,
+                    Err(e) => {
+                        self.log(&format!("connection lost: {e}"));
+                        return;
+                    }
+                }
             }
-            let read = tokio::time::timeout(
-                limits.idle_timeout(),
-                wire::read_packet(r, &mut buf, limits.max_packet_size),
-            );
-            let got = if idle {
+            if !self.in_transaction {
+                packets.shrink();
+            }
+            let due = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle);
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            // Outside a transaction a shutdown ends the wait.
+            let idle_wait = !self.in_transaction;
+            let read = async {
+                tokio::select! {
+                    biased;
+                    got = packets.fill(r) => Some(got),
+                    _ = &mut timer => None,
+                }
+            };
+            let got = if idle_wait {
                 tokio::select! {
                     biased;
                     _ = &mut stop => return,
@@ -239,33 +291,15 @@ impl Session {
                 read.await
             };
             let err = match got {
-                Ok(Ok(Ok(true))) => None,
-                Ok(Ok(Ok(false))) => return,
-                Ok(Ok(Err(e))) => Some(e.to_string()),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    Some("connection closed inside a packet".into())
-                }
-                Ok(Err(_)) => return,
-                Err(_) => Some(format!("no packet for {} s", limits.idle_timeout)),
+                Some(Ok(0)) if packets.is_empty() => return,
+                Some(Ok(0)) => Some("connection closed inside a packet".to_string()),
+                Some(Ok(_)) => None,
+                Some(Err(_)) => return,
+                None => Some(format!("no packet for {} s", limits.idle_timeout)),
             };
             if let Some(e) = err {
                 self.protocol_error(&e);
                 return;
-            }
-            let cmd = match wire::parse(&buf) {
-                Ok(cmd) => cmd,
-                Err(e) => {
-                    self.protocol_error(&e.to_string());
-                    return;
-                }
-            };
-            match self.handle(cmd, w).await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Close) => return,
-                Err(e) => {
-                    self.log(&format!("connection lost: {e}"));
-                    return;
-                }
             }
         }
     }
@@ -303,7 +337,7 @@ impl Session {
         w: &mut W,
         replies: &[Reply],
     ) -> std::io::Result<()> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(512);
         for r in replies {
             r.encode(&mut out);
         }
@@ -367,6 +401,11 @@ impl Session {
                         .map(|(s, n)| (*s, n.to_string()))
                         .collect();
                 }
+                if self.actions & action::SETSYMLIST != 0 {
+                    // The queue id comes with end of message (asked for above): DATA is one
+                    // step and two packets we do not need.
+                    self.protocol |= proto::NODATA & offered_protocol;
+                }
                 self.negotiated = true;
                 self.reset_connection();
                 self.send(
@@ -381,8 +420,8 @@ impl Session {
                 .await?;
                 Ok(Flow::Continue)
             }
-            Command::Macro { stage, pairs } => {
-                self.macros.set(stage, pairs);
+            Command::Macro { stage, data } => {
+                self.macros.set(stage, data);
                 Ok(Flow::Continue)
             }
             Command::Connect {
@@ -505,20 +544,30 @@ impl Session {
     ) -> std::io::Result<Result<Analysis, String>> {
         let limits = &self.shared.config.limits;
         let engine = &self.shared.engine;
-        let run = AssertUnwindSafe(engine.evaluate(self.message.bytes(), envelope)).catch_unwind();
-        tokio::pin!(run);
-        let deadline = tokio::time::sleep(limits.eval_timeout());
+        let begun = tokio::time::Instant::now();
+        // Boxed: the engine's future is large, and inline it would make every connection's
+        // task that large (allocated and copied at each accept).
+        let mut run = Box::pin(
+            AssertUnwindSafe(engine.evaluate(self.message.bytes(), envelope)).catch_unwind(),
+        );
+        let panicked = |_| "the engine panicked".to_string();
+        // The engine first: with warm caches it is done on the first poll and no timer is made.
+        let first = std::future::poll_fn(|cx| match run.as_mut().poll(cx) {
+            std::task::Poll::Ready(done) => std::task::Poll::Ready(Some(done)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        if let Some(done) = first {
+            return Ok(done.map_err(panicked));
+        }
+        let deadline = tokio::time::sleep_until(begun + limits.eval_timeout());
         tokio::pin!(deadline);
         let every = limits.progress_interval();
-        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut progress = tokio::time::interval_at(begun + every, every);
         loop {
-            // The engine first: with warm caches it is done on the first poll and the timers
-            // are never even registered.
             tokio::select! {
                 biased;
-                done = &mut run => {
-                    return Ok(done.map_err(|_| "the engine panicked".to_string()));
-                }
+                done = &mut run => return Ok(done.map_err(panicked)),
                 _ = &mut deadline => {
                     return Ok(Err(format!("no verdict within eval_timeout ({} s)", limits.eval_timeout)));
                 }
@@ -752,15 +801,21 @@ mod tests {
     #[test]
     fn macros_latest_stage_wins_and_message_ones_are_forgotten() {
         let mut m = Macros::default();
-        m.set(b'C', vec![(b"{client_addr}", b"192.0.2.1"), (b"j", b"mx")]);
-        m.set(b'M', vec![(b"i", b"Q1"), (b"{auth_authen}", b"joe")]);
-        m.set(b'E', vec![(b"i", b"Q2")]);
+        m.set(b'C', b"{client_addr}\x00192.0.2.1\0j\0mx\0");
+        m.set(b'M', b"i\0Q1\0{auth_authen}\0joe\0");
+        m.set(b'E', b"i\0Q2\0");
         assert_eq!(m.get("i"), Some("Q2"));
         assert_eq!(m.get("{auth_authen}"), Some("joe"));
         assert_eq!(m.get("client_addr"), Some("192.0.2.1"));
         m.clear_message();
         assert_eq!(m.get("i"), None);
         assert_eq!(m.get("j"), Some("mx"));
+        // A stage sent again replaces the old one; an empty value is no value.
+        m.set(b'C', b"j\0\0{client_addr}");
+        assert_eq!(m.get("j"), None);
+        assert_eq!(m.get("{client_addr}"), None);
+        m.set(b'C', b"j\0\xffmx\0");
+        assert_eq!(m.get("j"), Some("\u{fffd}mx"));
     }
 
     #[test]

@@ -130,10 +130,11 @@ pub enum Command<'a> {
         actions: u32,
         protocol: u32,
     },
-    /// Macros for the command `stage` that follows (`'C'`, `'M'`, ...), as name/value pairs.
+    /// Macros for the command `stage` that follows (`'C'`, `'M'`, ...): name/value pairs as
+    /// NUL-terminated strings, read with [`macro_pairs`].
     Macro {
         stage: u8,
-        pairs: Vec<(&'a [u8], &'a [u8])>,
+        data: &'a [u8],
     },
     Connect {
         hostname: &'a [u8],
@@ -172,6 +173,19 @@ fn strings(data: &[u8]) -> Vec<&[u8]> {
     data.split(|&b| b == 0).collect()
 }
 
+/// The first NUL-terminated string (all of `data` when there is no NUL).
+fn first_str(data: &[u8]) -> &[u8] {
+    memchr::memchr(0, data).map_or(data, |end| &data[..end])
+}
+
+/// The name/value pairs of a MACRO packet's data. An odd count means a name without its value:
+/// the pairs before it are kept.
+pub fn macro_pairs(data: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let data = data.strip_suffix(b"\0").unwrap_or(data);
+    let mut parts = data.split(|&b| b == 0).filter(move |_| !data.is_empty());
+    std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+}
+
 /// The first NUL-terminated string and the rest.
 fn cstr(data: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = memchr::memchr(0, data)?;
@@ -200,13 +214,10 @@ pub fn parse(packet: &[u8]) -> Result<Command<'_>, ProtocolError> {
             }
         }
         cmd::MACRO => {
-            let (&stage, rest) = data
+            let (&stage, data) = data
                 .split_first()
                 .ok_or(ProtocolError::Malformed("MACRO"))?;
-            let list = strings(rest);
-            // An odd count means a name without its value: keep the pairs we have.
-            let pairs = list.chunks_exact(2).map(|p| (p[0], p[1])).collect();
-            Command::Macro { stage, pairs }
+            Command::Macro { stage, data }
         }
         cmd::CONNECT => {
             let (hostname, rest) = cstr(data).ok_or(ProtocolError::Malformed("CONNECT"))?;
@@ -228,7 +239,7 @@ pub fn parse(packet: &[u8]) -> Result<Command<'_>, ProtocolError> {
                 address,
             }
         }
-        cmd::HELO => Command::Helo(strings(data).first().copied().unwrap_or(b"")),
+        cmd::HELO => Command::Helo(first_str(data)),
         cmd::MAIL => Command::Mail(strings(data)),
         cmd::RCPT => Command::Rcpt(strings(data)),
         cmd::DATA => Command::Data,
@@ -246,34 +257,93 @@ pub fn parse(packet: &[u8]) -> Result<Command<'_>, ProtocolError> {
         cmd::ABORT => Command::Abort,
         cmd::QUIT => Command::Quit,
         cmd::QUIT_NC => Command::QuitNewConnection,
-        cmd::UNKNOWN => Command::Unknown(strings(data).first().copied().unwrap_or(b"")),
+        cmd::UNKNOWN => Command::Unknown(first_str(data)),
         other => return Err(ProtocolError::UnknownCommand(other as char)),
     })
 }
 
-/// Reads one packet into `buf` (letter + data). `Ok(false)` on a clean end of stream before
-/// the first length octet; a stream that ends inside a packet is an error.
-pub async fn read_packet<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Result<bool, ProtocolError>> {
-    let mut len = [0u8; 4];
-    match reader.read(&mut len[..1]).await? {
-        0 => return Ok(Ok(false)),
-        _ => reader.read_exact(&mut len[1..]).await?,
-    };
-    let n = u32::from_be_bytes(len) as usize;
-    if n == 0 {
-        return Ok(Err(ProtocolError::Empty));
+/// The octets read from the MTA and not yet handled. One read takes whatever the MTA has
+/// written (with the no-reply steps negotiated, usually a whole message's packets at once) and
+/// [`PacketReader::next`] hands out every complete packet in place: no read per packet, no copy
+/// per packet.
+#[derive(Debug)]
+pub struct PacketReader {
+    /// `buf[start..]` is not handled yet; reads append at `buf.len()`.
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// The read size a connection starts with: a typical message in one read, and a body chunk
+/// of the MTA's (at most 65535 octets) without growing.
+pub const READ_BUFFER: usize = 64 * 1024;
+
+impl Default for PacketReader {
+    fn default() -> Self {
+        Self::with_capacity(READ_BUFFER)
     }
-    if n > max {
-        return Ok(Err(ProtocolError::TooLarge(n, max)));
+}
+
+impl PacketReader {
+    pub fn with_capacity(capacity: usize) -> Self {
+        PacketReader {
+            buf: Vec::with_capacity(capacity),
+            start: 0,
+        }
     }
-    buf.clear();
-    buf.resize(n, 0);
-    reader.read_exact(buf).await?;
-    Ok(Ok(true))
+
+    /// The next complete packet already read (letter + data, without the length), or `None`
+    /// when more octets must be read first. A length of 0 or over `max` is an error as soon as
+    /// its 4 octets are in, before the rest is read.
+    pub fn next(&mut self, max: usize) -> Result<Option<&[u8]>, ProtocolError> {
+        let avail = &self.buf[self.start..];
+        let Some(n) = be32(avail, 0) else {
+            return Ok(None);
+        };
+        let n = n as usize;
+        if n == 0 {
+            return Err(ProtocolError::Empty);
+        }
+        if n > max {
+            return Err(ProtocolError::TooLarge(n, max));
+        }
+        if avail.len() - 4 < n {
+            return Ok(None);
+        }
+        let at = self.start + 4;
+        self.start = at + n;
+        Ok(Some(&self.buf[at..at + n]))
+    }
+
+    /// Whether every octet read so far was handed out (a clean place for the stream to end).
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// Reads what the MTA has sent, at least one octet; `Ok(0)` at end of stream. Room is made
+    /// for the whole packet being read (its length was checked by [`PacketReader::next`]).
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> std::io::Result<usize> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+        } else if self.start > 0 {
+            // A packet's first part: to the front (each octet moves at most once).
+            self.buf.drain(..self.start);
+        }
+        self.start = 0;
+        let need = be32(&self.buf, 0).map_or(4, |n| n as usize + 4);
+        let spare = self.buf.capacity() - self.buf.len();
+        let want = need.saturating_sub(self.buf.len()).max(4096);
+        if spare < want {
+            self.buf.reserve(want);
+        }
+        reader.read_buf(&mut self.buf).await
+    }
+
+    /// Gives back memory a large packet took, once nothing is pending.
+    pub fn shrink(&mut self) {
+        if self.is_empty() && self.buf.capacity() > READ_BUFFER {
+            *self = Self::default();
+        }
+    }
 }
 
 /// One reply to the MTA.
@@ -320,7 +390,15 @@ pub enum Reply {
 
 fn push_cstr(out: &mut Vec<u8>, s: &[u8]) {
     // A NUL inside would end the string early on the other side: never send one.
-    out.extend(s.iter().map(|&b| if b == 0 { b' ' } else { b }));
+    let at = out.len();
+    out.extend_from_slice(s);
+    if memchr::memchr(0, s).is_some() {
+        for b in &mut out[at..] {
+            if *b == 0 {
+                *b = b' ';
+            }
+        }
+    }
     out.push(0);
 }
 
@@ -417,16 +495,31 @@ mod tests {
                 protocol: 0x1fffff
             })
         );
+        let Ok(Command::Macro { stage, data }) =
+            parse(b"DCj\0mx.example\0{client_addr}\x00192.0.2.1\0")
+        else {
+            panic!("not a macro packet");
+        };
+        assert_eq!(stage, b'C');
         assert_eq!(
-            parse(b"DCj\0mx.example\0{client_addr}\x00192.0.2.1\0"),
-            Ok(Command::Macro {
-                stage: b'C',
-                pairs: vec![
-                    (&b"j"[..], &b"mx.example"[..]),
-                    (&b"{client_addr}"[..], &b"192.0.2.1"[..])
-                ]
-            })
+            macro_pairs(data).collect::<Vec<_>>(),
+            vec![
+                (&b"j"[..], &b"mx.example"[..]),
+                (&b"{client_addr}"[..], &b"192.0.2.1"[..])
+            ]
         );
+        // A name without its value is dropped; no data, no pairs.
+        assert_eq!(
+            macro_pairs(b"j\0mx\0i").collect::<Vec<_>>(),
+            vec![(&b"j"[..], &b"mx"[..])]
+        );
+        assert_eq!(macro_pairs(b"").count(), 0);
+        assert_eq!(macro_pairs(b"\0").count(), 0);
+        assert_eq!(
+            parse(b"Hclient.example\0"),
+            Ok(Command::Helo(b"client.example"))
+        );
+        assert_eq!(parse(b"H"), Ok(Command::Helo(b"")));
         assert_eq!(
             parse(b"Cmail.example\x004\x00\x19192.0.2.1\0"),
             Ok(Command::Connect {
