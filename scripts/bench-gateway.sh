@@ -30,16 +30,16 @@
 #   [store] url = $STORE_URL (every message and session recorded, first contact asked);
 # - the load generator (crates/gateway/examples/smtp_load.rs).
 #
-# Steps: build (release); measure the sink alone; start the gateway; warm it up (every corpus
-# message once: DNS caches, allocator, connections); then for each phase run the same load
+# Steps: build (release); measure the sink alone; start the gateway; IDLE (default 1000) idle
+# connections (EHLO done) for VmRSS on the fresh process; warm it up (every corpus message
+# once: DNS caches, allocator, connections); then for each phase run the same load
 # straight to the sink ("direct") and through the gateway ("gateway"), back to back:
 #   A. full speed, C connections, K messages per connection, pipelined     -> msg/s, CPU/msg
 #   B. full speed, one message per connection                              -> msg/s
 #   C. RATE msg/s (default 3000), K per connection, pipelined               -> added latency
 #   D. RATE msg/s, K per connection, not pipelined                          -> added latency
 #   E. RATE msg/s, one message per connection                               -> added latency
-# then IDLE (default 1000) idle connections (EHLO done) for VmRSS, the gateway's own
-# per-outcome latency from its session log, and its /metrics.
+# then the gateway's own per-outcome latency from its session log, and its /metrics.
 #
 # Output: $OUT (default target/bench-gateway/<date>): results.jsonl (one RESULT per run),
 # report.txt (the summary table), sessions.jsonl, serve.log, metrics.txt, perf files.
@@ -164,6 +164,13 @@ for _ in $(seq 100); do
 done
 WATCH=(--watch gateway="$GW_PID" --watch sink="$SINK_PID")
 
+# Idle connections first, on the fresh process: after the load phases the allocator keeps the
+# memory it freed and new connections reuse it, so the difference would read zero.
+log "$IDLE idle connections (EHLO done) to the fresh gateway"
+"${NS[@]}" "$LOAD" --addr "127.0.0.1:$GW_PORT" --idle "$IDLE" --watch gateway="$GW_PID" |
+  tee "$OUT/idle.txt"
+grep '^RESULT ' "$OUT/idle.txt" | sed 's/^RESULT //' >> "$RESULTS"
+
 log "warm-up: every corpus message once through the gateway"
 load warmup "$GW_PORT" -n 2000 -c "$C" -k "$K" > /dev/null
 grep -v '"label": *"warmup"' "$RESULTS" > "$RESULTS.tmp" || true
@@ -188,11 +195,6 @@ phase B -n "$(( N / 4 ))" -c "$C" -k 1
 phase C -n "$(( RATE * 5 ))" -c "$C" -k "$K" --rate "$RATE"
 phase D -n "$(( RATE * 5 ))" -c "$C" -k "$K" --rate "$RATE" --no-pipelining
 phase E -n "$(( RATE * 3 ))" -c "$C" -k 1 --rate "$RATE"
-
-log "$IDLE idle connections (EHLO done) to the gateway"
-"${NS[@]}" "$LOAD" --addr "127.0.0.1:$GW_PORT" --idle "$IDLE" --watch gateway="$GW_PID" |
-  tee "$OUT/idle.txt"
-grep '^RESULT ' "$OUT/idle.txt" | sed 's/^RESULT //' >> "$RESULTS"
 
 "${NS[@]}" python3 -c "
 import urllib.request

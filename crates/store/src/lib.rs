@@ -183,17 +183,58 @@ enum Entry {
     Flush(oneshot::Sender<()>),
 }
 
-/// Most (sender domain, recipient) pairs remembered in memory by [`Store::has_seen`]; when
-/// full the memory starts again empty (the database still knows every pair).
-const KNOWN_CONTACTS_MAX: usize = 100_000;
+/// Most (sender domain, recipient) pairs remembered in memory by [`Store::has_seen`], seen and
+/// not seen each; when full, that memory starts again empty (the database knows every pair).
+const CONTACT_MEMORY_MAX: usize = 100_000;
+
+/// How long a "not seen" answer of the database is trusted. Rejected and quarantined mail never
+/// becomes "seen", so without this every such message asked the database again; measured on a
+/// busy gateway with SQLite, those questions queued behind the writer for up to 100 ms. Within
+/// the minute another gateway of the fleet may deliver that sender's first message, and a
+/// message here is then still counted a first contact; this process's own deliveries count at
+/// once.
+const NOT_SEEN_TTL: Duration = Duration::from_secs(60);
+
+/// The store's memory of first-contact answers (see [`Store::has_seen`]).
+#[derive(Default)]
+struct ContactMemory {
+    /// Pairs that have had mail delivered: the database's "seen" answers and the deliveries
+    /// this process logged (before the writer commits them). A pair once seen stays seen.
+    seen: std::collections::HashSet<(String, String)>,
+    /// The database's "not seen" answers, with when they were given.
+    not_seen: std::collections::HashMap<(String, String), std::time::Instant>,
+}
+
+impl ContactMemory {
+    fn recall(&self, key: &(String, String)) -> Option<bool> {
+        if self.seen.contains(key) {
+            return Some(true);
+        }
+        match self.not_seen.get(key) {
+            Some(at) if at.elapsed() < NOT_SEEN_TTL => Some(false),
+            _ => None,
+        }
+    }
+
+    fn remember(&mut self, key: (String, String), seen: bool) {
+        if seen {
+            self.not_seen.remove(&key);
+            if self.seen.len() >= CONTACT_MEMORY_MAX {
+                self.seen.clear();
+            }
+            self.seen.insert(key);
+        } else {
+            if self.not_seen.len() >= CONTACT_MEMORY_MAX {
+                self.not_seen.clear();
+            }
+            self.not_seen.insert(key, std::time::Instant::now());
+        }
+    }
+}
 
 struct Shared {
     spool: Mutex<Spool>,
-    /// Pairs known to have had mail delivered: from the database's positive answers and from
-    /// the delivered messages this process logged (so they count before the writer commits
-    /// them). Only positive answers are kept: a pair once seen stays seen, while a negative
-    /// answer may change as soon as another gateway of the fleet delivers one.
-    known_contacts: Mutex<std::collections::HashSet<(String, String)>>,
+    contacts: Mutex<ContactMemory>,
     db_down: AtomicBool,
     migrated: AtomicBool,
     logged: AtomicU64,
@@ -208,23 +249,14 @@ impl Shared {
         self.spool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn knows_contact(&self, domain: &str, recipient: &str) -> bool {
-        let known = self
-            .known_contacts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        known.contains(&(domain.to_string(), recipient.to_string()))
+    fn recall_contact(&self, key: &(String, String)) -> Option<bool> {
+        let memory = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        memory.recall(key)
     }
 
-    fn remember_contact(&self, domain: String, recipient: String) {
-        let mut known = self
-            .known_contacts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if known.len() >= KNOWN_CONTACTS_MAX {
-            known.clear();
-        }
-        known.insert((domain, recipient));
+    fn remember_contact(&self, key: (String, String), seen: bool) {
+        let mut memory = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        memory.remember(key, seen);
     }
 
     /// Marks the database down (reporting the change once).
@@ -283,7 +315,7 @@ impl Store {
         .await?;
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
-            known_contacts: Mutex::new(std::collections::HashSet::new()),
+            contacts: Mutex::new(ContactMemory::default()),
             db_down: AtomicBool::new(false),
             migrated: AtomicBool::new(false),
             logged: AtomicU64::new(0),
@@ -350,8 +382,8 @@ impl Store {
 
     /// Logs a message. Never waits for the database; never fails (see the crate invariant).
     pub fn log_message(&self, record: MessageRecord) {
-        for (domain, recipient) in db::contact_keys(&record) {
-            self.inner.shared.remember_contact(domain, recipient);
+        for key in db::contact_keys(&record) {
+            self.inner.shared.remember_contact(key, true);
         }
         self.enqueue(Entry::Message(record));
     }
@@ -527,6 +559,11 @@ impl Store {
         {
             db.add_contacts(db::contact_pairs(&domain, &e.message.recipients, now()))
                 .await?;
+            for r in &e.message.recipients {
+                self.inner
+                    .shared
+                    .remember_contact(db::contact_key(&domain, r), true);
+            }
         }
         Ok(())
     }
@@ -605,10 +642,11 @@ impl Store {
         recipient: Option<&str>,
     ) -> Result<bool, StoreError> {
         let key = recipient.map(|r| db::contact_key(sender_domain, r));
-        if let Some((d, r)) = &key
-            && self.inner.shared.knows_contact(d, r)
+        if let Some(known) = key
+            .as_ref()
+            .and_then(|k| self.inner.shared.recall_contact(k))
         {
-            return Ok(true);
+            return Ok(known);
         }
         let seen = match timeout(
             self.inner.config.db_timeout(),
@@ -619,8 +657,8 @@ impl Store {
             Ok(r) => r?,
             Err(_) => return Err(StoreError::Timeout(self.inner.config.db_timeout())),
         };
-        if let (true, Some((d, r))) = (seen, key) {
-            self.inner.shared.remember_contact(d, r);
+        if let Some(key) = key {
+            self.inner.shared.remember_contact(key, seen);
         }
         Ok(seen)
     }
@@ -678,9 +716,9 @@ impl unspoof_engine::contact::ContactHistory for Store {
         recipient: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
         Box::pin(async move {
-            let (d, r) = db::contact_key(sender_domain, recipient);
-            if self.inner.shared.knows_contact(&d, &r) {
-                return Some(true);
+            let key = db::contact_key(sender_domain, recipient);
+            if let Some(known) = self.inner.shared.recall_contact(&key) {
+                return Some(known);
             }
             if self.inner.shared.db_down.load(Ordering::SeqCst) {
                 return None;
@@ -873,5 +911,31 @@ impl Writer {
         if shared.db_down.swap(false, Ordering::SeqCst) {
             eprintln!("unspoof-store: database answers again, {replayed} spooled entries written");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(d: &str, r: &str) -> (String, String) {
+        (d.to_string(), r.to_string())
+    }
+
+    #[test]
+    fn contact_memory_keeps_seen_for_good_and_not_seen_for_a_minute() {
+        let mut m = ContactMemory::default();
+        assert_eq!(m.recall(&key("a.example", "ann@site.test")), None);
+        m.remember(key("a.example", "ann@site.test"), false);
+        assert_eq!(m.recall(&key("a.example", "ann@site.test")), Some(false));
+        // A delivery makes it seen at once, whatever was remembered before.
+        m.remember(key("a.example", "ann@site.test"), true);
+        assert_eq!(m.recall(&key("a.example", "ann@site.test")), Some(true));
+        // An old "not seen" is asked again.
+        let old = std::time::Instant::now()
+            .checked_sub(NOT_SEEN_TTL + Duration::from_secs(1))
+            .unwrap();
+        m.not_seen.insert(key("b.example", "ann@site.test"), old);
+        assert_eq!(m.recall(&key("b.example", "ann@site.test")), None);
     }
 }
