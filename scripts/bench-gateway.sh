@@ -12,6 +12,7 @@
 #                                                # (the netns has its own loopback); the database
 #                                                # must exist. Default: SQLite in the data
 #                                                # directory, the embedded default.
+#   STORE_TOML='batch_size = 100' scripts/bench-gateway.sh   # more [store] keys
 #
 # Set-up (everything on loopback):
 # - a private network namespace ($NETNS, default unspoof-gwbench) with only `lo`, to which the
@@ -53,6 +54,7 @@ RATE=${RATE:-3000}
 IDLE=${IDLE:-1000}
 NETNS=${NETNS-unspoof-gwbench}
 STORE_URL=${STORE_URL:-}
+STORE_TOML=${STORE_TOML:-}   # more [store] keys, e.g. 'flush_interval_ms = 50' 
 OUT=${OUT:-$REPO/target/bench-gateway/$(date -u +%Y%m%dT%H%M%SZ)}
 log() { printf '\n== %s\n' "$*"; }
 
@@ -151,6 +153,7 @@ max_connections = $(( IDLE + 100 ))
 
 [store]
 url = "$STORE_URL"
+$STORE_TOML
 EOF
 log "gateway on 127.0.0.1:$GW_PORT, relaying to the sink; config $OUT/unspoof.toml"
 "${NS[@]}" "$BIN" serve --config "$OUT/unspoof.toml" "${ZONES[@]}" > "$OUT/serve.log" 2>&1 &
