@@ -118,10 +118,15 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 pub(crate) async fn open(args: &StoreArgs) -> Result<Store, u8> {
-    Store::open(args.config()).await.map_err(|e| {
+    let store = Store::open(args.config()).await.map_err(|e| {
         eprintln!("unspoof: store: {e}");
         exit::SOFTWARE
-    })
+    })?;
+    // The store syncs what waits in the data directory's spool (a quarantined message or
+    // records of a gateway that died before its writer did) when it starts; the flush waits
+    // for that, so that what a person asks for is found.
+    store.flush().await;
+    Ok(store)
 }
 
 async fn search(args: SearchArgs) -> u8 {

@@ -343,3 +343,49 @@ async fn release_into_the_maildir_with_sqlite_in_the_data_dir() {
     assert_eq!(missing.status.code(), Some(66));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A quarantined message that a gateway fsync'd into its spool (database unreachable, or
+/// SQLite's write turn taken) and never synced, because it died: `unspoof quarantine` on the
+/// same data directory finds it and can release it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_message_left_in_the_spool_is_listed_and_released() {
+    let dir = std::env::temp_dir().join(format!("unspoof-cli-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Nothing listens on port 1: the store starts with its database down and spools.
+    let mut config = StoreConfig::new("postgres://unspoof@127.0.0.1:1/none", &dir);
+    config.db_timeout_ms = 500;
+    let gateway = Store::open(config).await.unwrap();
+    let q = NewQuarantine {
+        id: new_id(),
+        recipients: vec!["ann@site.test".into()],
+        subject: Some("left in the spool".into()),
+        raw: b"Subject: left in the spool\r\n\r\ny\r\n".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(
+        gateway.quarantine_put(&q).await.unwrap(),
+        unspoof_store::Durable::Spool
+    );
+    drop(gateway);
+    let data = dir.to_str().unwrap();
+    let list = stdout(&unspoof(&["quarantine", "list", "--data-dir", data]));
+    assert!(list.contains(&q.id), "{list}");
+    let out = stdout(&unspoof(&[
+        "quarantine",
+        "release",
+        "--data-dir",
+        data,
+        "--by",
+        "bob",
+        &q.id,
+    ]));
+    let path = out.trim().rsplit(": ").next().unwrap().to_string();
+    assert_eq!(std::fs::read(&path).unwrap(), q.raw, "{out}");
+    let spooled: Vec<_> = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("quarantine-"))
+        .collect();
+    assert!(spooled.is_empty(), "{spooled:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
