@@ -2,7 +2,9 @@
 //! writer) and search latency over 1 million records, on SQLite and on PostgreSQL.
 //!
 //! Environment: `UNSPOOF_BENCH_RECORDS` (default 1 000 000), `UNSPOOF_BENCH_PG` (default
-//! `postgres://postgres@127.0.0.1:5432`; `none` skips PostgreSQL). Records are generated here:
+//! `postgres://postgres@127.0.0.1:5432`; `none` skips PostgreSQL), `UNSPOOF_BENCH_SQLITE`
+//! (`none` skips SQLite), `UNSPOOF_BENCH_BATCH` (records per transaction, default the store's
+//! `batch_size`). Records are generated here:
 //! 30 days of mail from 5 000 client addresses in 20 networks, 2 000 sender domains, 500
 //! recipients; 90 % accept, 5 % tag, 3 % quarantine, 2 % reject. Each carries a small analysis
 //! JSON (~400 bytes), not a full one (~3-10 KB), to keep the bench's disk use near 1 GB.
@@ -310,12 +312,25 @@ fn main() {
         .unwrap();
     let dir = std::env::temp_dir().join(format!("unspoof-store-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    println!("# unspoof-store bench");
-    rt.block_on(run(
-        "SQLite (WAL, synchronous=FULL)",
-        StoreConfig::new("", dir.join("sqlite")),
-        n,
-    ));
+    let batch: Option<usize> = std::env::var("UNSPOOF_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let config = |url: String, data: std::path::PathBuf| {
+        let mut c = StoreConfig::new(url, data);
+        c.batch_size = batch.unwrap_or(c.batch_size);
+        c
+    };
+    println!(
+        "# unspoof-store bench (batches of {})",
+        config(String::new(), dir.clone()).batch_size
+    );
+    if std::env::var("UNSPOOF_BENCH_SQLITE").as_deref() != Ok("none") {
+        rt.block_on(run(
+            "SQLite (WAL, synchronous=FULL)",
+            config(String::new(), dir.join("sqlite")),
+            n,
+        ));
+    }
     let server = std::env::var("UNSPOOF_BENCH_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     if server != "none" {
@@ -323,7 +338,7 @@ fn main() {
         if psql(&server, &format!("CREATE DATABASE {name}")) {
             rt.block_on(run(
                 "PostgreSQL (127.0.0.1, synchronous_commit on)",
-                StoreConfig::new(format!("{server}/{name}"), dir.join("pg")),
+                config(format!("{server}/{name}"), dir.join("pg")),
                 n,
             ));
             psql(&server, &format!("DROP DATABASE {name} WITH (FORCE)"));

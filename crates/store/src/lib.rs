@@ -80,8 +80,11 @@ pub struct StoreConfig {
     /// Records waiting for the background writer. When it is full, records go straight to the
     /// spool (an fsync in the caller) instead of waiting. Default 10 000.
     pub queue_capacity: usize,
-    /// Records per transaction. Default 100: small batches cost no more CPU per record and
-    /// hold SQLite's one write turn for less time.
+    /// At most this many records per transaction. Default 500. At a gateway's rates a batch is
+    /// whatever arrived within `flush_interval_ms`; the cap matters when the writer falls
+    /// behind, where larger batches catch up faster (PostgreSQL, paired runs: 4 482 and 3 955
+    /// records/s with 500 against 3 690 and 2 044 with 100). A quarantined message never waits
+    /// for a batch, so its length costs nothing there.
     pub batch_size: usize,
     /// A record waits at most this long before its batch is written. Default 50 ms.
     pub flush_interval_ms: u64,
@@ -103,7 +106,7 @@ impl Default for StoreConfig {
             retention_days: Some(90),
             max_bytes: None,
             queue_capacity: 10_000,
-            batch_size: 100,
+            batch_size: 500,
             flush_interval_ms: 50,
             retry_interval_ms: 2_000,
             db_timeout_ms: 5_000,
