@@ -11,13 +11,12 @@ use clap::Args;
 use unspoof_engine::{Engine, Policy};
 use unspoof_milter::{MilterConfig, OnError};
 
-use unspoof_store::{Store, StoreConfig};
+use unspoof_store::StoreConfig;
 
 use crate::{
     analyze::{DnsArgs, dns_view},
     exit,
-    serve::redact_password,
-    store_adapter::{MilterStore, contact_history, spawn_prune, store_config},
+    store_adapter::{MilterStore, contact_history, open_store, store_config},
 };
 
 /// `[store]` of the configuration file, if it has one (the spool goes under `./unspoof-data`
@@ -152,21 +151,9 @@ pub fn run(args: MilterArgs) -> u8 {
         // The store only when the file has a [store] section: a milter usually runs as an
         // unprivileged service beside an MTA that keeps its own logs and hold queue.
         let store = match &store_config {
-            Some(c) => match Store::open(c.clone()).await {
-                Ok(s) => {
-                    eprintln!(
-                        "unspoof milter: store {} ({:?}), node {}",
-                        redact_password(&s.config().database_url()),
-                        s.backend(),
-                        s.config().node
-                    );
-                    spawn_prune(s.clone());
-                    Some(s)
-                }
-                Err(e) => {
-                    eprintln!("unspoof: store: {e}");
-                    return exit::CONFIG;
-                }
+            Some(c) => match open_store("unspoof milter", c.clone()).await {
+                Ok(s) => Some(s),
+                Err(code) => return code,
             },
             None => None,
         };

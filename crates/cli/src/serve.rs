@@ -11,12 +11,11 @@ use std::{path::PathBuf, sync::Arc};
 use clap::{Args, Subcommand};
 use unspoof_engine::Engine;
 use unspoof_gateway::{EngineDecider, Gateway, GatewayConfig, JsonlLog, SessionLog, SessionLogs};
-use unspoof_store::Store;
 
 use crate::{
     analyze::{DnsArgs, dns_view, load_policy},
     exit,
-    store_adapter::{GatewayStore, contact_history, spawn_prune, store_config},
+    store_adapter::{GatewayStore, contact_history, open_store, store_config},
 };
 
 #[derive(Args)]
@@ -152,20 +151,10 @@ pub fn serve(args: ServeArgs) -> u8 {
         );
         // A PostgreSQL that is down does not stop the gateway: records are spooled and the
         // quarantine falls back to the spool until it answers.
-        let store = match Store::open(store_config).await {
+        let store = match open_store("unspoof serve", store_config).await {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("unspoof: store: {e}");
-                return exit::CONFIG;
-            }
+            Err(code) => return code,
         };
-        eprintln!(
-            "unspoof serve: store {} ({:?}), node {}",
-            redact_password(&store.config().database_url()),
-            store.backend(),
-            store.config().node
-        );
-        spawn_prune(store.clone());
         let engine = Engine::new(policy, dns);
         let decider = EngineDecider::new(engine, args.config.clone())
             .with_contact_history(contact_history(&store));
@@ -231,20 +220,6 @@ pub fn hash_password() -> u8 {
     }
     println!("{hash}");
     exit::ACCEPT
-}
-
-/// A database URL for the log, without its password.
-pub(crate) fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
 }
 
 /// The TXT value as master-file character-strings of at most 255 bytes (RFC 1035 3.3.14).

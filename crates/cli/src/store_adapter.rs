@@ -41,9 +41,40 @@ pub fn store_config(
     Ok(config)
 }
 
+/// Opens the store for a long-running front door (`who` names it in the log line) and starts
+/// its retention. A PostgreSQL that is down does not stop it: the store starts spooling.
+pub async fn open_store(who: &str, config: StoreConfig) -> Result<Store, u8> {
+    let store = Store::open(config).await.map_err(|e| {
+        eprintln!("unspoof: store: {e}");
+        crate::exit::CONFIG
+    })?;
+    eprintln!(
+        "{who}: store {} ({:?}), node {}",
+        redact_password(&store.config().database_url()),
+        store.backend(),
+        store.config().node
+    );
+    spawn_prune(store.clone());
+    Ok(store)
+}
+
+/// A database URL for the log, without its password.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 /// Applies the retention settings now and then every [`PRUNE_EVERY`], for as long as the
 /// process runs. A failure is reported and tried again next time.
-pub fn spawn_prune(store: Store) {
+fn spawn_prune(store: Store) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PRUNE_EVERY);
         loop {
