@@ -3,6 +3,11 @@
 //! This splitter never fails and never normalises: the header-ambiguity checks need to see
 //! ` From:`, `From :` and folded names exactly as an attacker wrote them, and the DKIM and
 //! ARC verifiers in mail-auth parse the same bytes again on their own terms.
+//!
+//! [`auth_results`] reads whose results an Authentication-Results field claims (RFC 8601), for
+//! every front door.
+
+pub mod auth_results;
 
 /// One header field: its name and its value exactly as in the message (value still folded,
 /// without the final line ending).
@@ -32,6 +37,21 @@ impl RawHeader<'_> {
     /// invalid UTF-8 replaced.
     pub fn value_unfolded(&self) -> String {
         unfold(self.value)
+    }
+
+    /// The offset in `raw` (the message this field was parsed from) just after the line ending
+    /// that closes the field: `raw[self.offset..self.end(raw)]` is the whole field.
+    pub fn end(&self, raw: &[u8]) -> usize {
+        let at = (self.value.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+        debug_assert!(at <= raw.len(), "field of another message");
+        let end = (at + self.value.len()).min(raw.len());
+        if raw[end..].starts_with(b"\r\n") {
+            end + 2
+        } else if raw[end..].starts_with(b"\n") {
+            end + 1
+        } else {
+            end
+        }
     }
 }
 

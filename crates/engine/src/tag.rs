@@ -55,8 +55,8 @@
 //!
 //! **Stale verdicts.** `X-Unspoof-Verdict` fields already in the message (a forgery, or a
 //! verdict of an earlier pass) are removed, so the only one a filter or a person sees is ours.
-//! Foreign `Authentication-Results` fields are the front door's business (the gateway removes
-//! those that claim our authserv-id). Tagging twice gives one subject prefix and one verdict
+//! Foreign `Authentication-Results` fields are the front door's business: each removes those
+//! that claim our authserv-id with [`crate::message::auth_results`]. Tagging twice gives one subject prefix and one verdict
 //! field but two banners: the banner is never skipped because the text seems to hold one
 //! already, since a sender could write that text to suppress ours.
 //!
@@ -290,26 +290,13 @@ fn stale_verdict_edits(raw: &[u8], headers: &Headers<'_>) -> Vec<Edit> {
     headers
         .all(VERDICT_HEADER)
         .map(|h| {
-            let end = field_end(raw, h.value);
             Edit {
                 start: h.offset,
-                end,
+                end: h.end(raw),
                 with: Vec::new(),
             }
         })
         .collect()
-}
-
-/// The offset after the line ending that closes a field whose value is `value`.
-fn field_end(raw: &[u8], value: &[u8]) -> usize {
-    let end = offset_in(raw, value) + value.len();
-    if raw[end..].starts_with(b"\r\n") {
-        end + 2
-    } else if raw[end..].starts_with(b"\n") {
-        end + 1
-    } else {
-        end
-    }
 }
 
 /// The offset of `part` (a sub-slice of `raw`) in `raw`.

@@ -89,3 +89,40 @@ impl Verdict {
         self.reasons.iter().map(|r| r.code.as_str()).collect()
     }
 }
+
+/// What the sender of a refused message can do about it, for the reply text of every front
+/// door, from the code of the finding that decided the refusal. The words name a class of
+/// problem, never the check: reason codes stay out of replies (a forger would learn which
+/// check to work around and try again); they are in the message's record, found by the
+/// queue id the reply gives.
+pub fn sender_advice(decisive_code: &str) -> &'static str {
+    match decisive_code.split('.').next().unwrap_or("") {
+        "dmarc" | "spf" | "dkim" | "arc" | "auth" | "spoof" => {
+            "the sender's domain does not authenticate it; its administrator can check the domain's SPF, DKIM and DMARC records"
+        }
+        "ambiguity" | "header" => "its sender header fields are malformed or ambiguous",
+        _ => "it does not meet the recipient's mail policy",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advice_names_a_class_never_a_code() {
+        for code in [
+            "dmarc.reject",
+            "spoof.own_domain",
+            "ambiguity.from_multiple",
+            "impersonation.display_name",
+            "",
+        ] {
+            let advice = sender_advice(code);
+            assert!(!advice.contains(code) || code.is_empty(), "{advice}");
+            assert!(!advice.contains('.'), "{advice}");
+            assert!(advice.is_ascii());
+        }
+        assert_ne!(sender_advice("spf.fail"), sender_advice("lookalike.domain"));
+    }
+}

@@ -2,11 +2,16 @@
 //! binding: an authenticated user may send only as the addresses configured for it, in MAIL
 //! FROM and in the header From and Sender.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use data_encoding::BASE64;
 
-use crate::config::UserConfig;
+use crate::config::{Limits, UserConfig};
 
 /// Hashes `password` with Argon2id and default parameters, as a PHC string for
 /// `[[gateway.users]] password_hash`.
@@ -77,9 +82,225 @@ pub fn owns(users: &[UserConfig], user: &str, address: &str) -> bool {
     })
 }
 
+/// Failed logins are remembered for at most this many client networks and as many account
+/// names; beyond that, new ones are not tracked until old ones are forgotten (the delays and
+/// lockouts of those already tracked go on). Bounds the memory an attacker can make us use.
+pub const MAX_TRACKED: usize = 100_000;
+
+/// AUTH failures per client network and per account: growing delays, then a lockout
+/// (`auth_failure_*`, `auth_failures_per_*`, `auth_lockout` in [`Limits`]).
+pub struct AuthThrottle {
+    delay: Duration,
+    delay_max: Duration,
+    per_ip: u32,
+    per_account: u32,
+    window: Duration,
+    lockout: Duration,
+    ips: Mutex<HashMap<IpAddr, Failures>>,
+    accounts: Mutex<HashMap<String, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// The key of a client: its IPv4 address, or the /64 of an IPv6 address (one site's hosts;
+/// an attacker gets a whole /64 as easily as one address).
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+    }
+}
+
+/// Account names are tracked by at most this many bytes of them.
+const MAX_NAME: usize = 256;
+
+fn account_key(name: &str) -> String {
+    let mut end = name.len().min(MAX_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
+impl AuthThrottle {
+    pub fn new(limits: &Limits) -> Self {
+        AuthThrottle {
+            delay: Duration::from_millis(limits.auth_failure_delay_ms),
+            delay_max: Duration::from_millis(limits.auth_failure_delay_max_ms),
+            per_ip: limits.auth_failures_per_ip,
+            per_account: limits.auth_failures_per_account,
+            window: Duration::from_secs(limits.auth_failure_window),
+            lockout: Duration::from_secs(limits.auth_lockout),
+            ips: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Is the client's network locked out now? (Asked before anything is checked.)
+    pub fn ip_locked(&self, ip: IpAddr) -> bool {
+        locked(&self.ips, &network_of(ip), Instant::now())
+    }
+
+    /// Is the account locked out now? (Asked before its password is checked.)
+    pub fn account_locked(&self, name: &str) -> bool {
+        locked(&self.accounts, &account_key(name), Instant::now())
+    }
+
+    /// Records a failed AUTH from `ip` for `account` (if one was named) and returns how long
+    /// to hold back the reply: `auth_failure_delay_ms` doubled for each earlier failure of the
+    /// network or the account (whichever has more), at most `auth_failure_delay_max_ms`.
+    pub fn failed(&self, ip: IpAddr, account: Option<&str>) -> Duration {
+        let now = Instant::now();
+        let n_ip = record(&self.ips, network_of(ip), now, self.window, self.per_ip, self.lockout);
+        let n_account = account.map_or(0, |a| {
+            record(
+                &self.accounts,
+                account_key(a),
+                now,
+                self.window,
+                self.per_account,
+                self.lockout,
+            )
+        });
+        let n = n_ip.max(n_account).max(1);
+        let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
+        self.delay.saturating_mul(factor).min(self.delay_max)
+    }
+
+    /// A successful login forgets the account's failures (not the network's: a guesser with
+    /// an account of its own must not reset its count by logging in to it).
+    pub fn succeeded(&self, account: &str) {
+        let mut m = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&account_key(account));
+    }
+}
+
+fn locked<K: std::hash::Hash + Eq>(
+    map: &Mutex<HashMap<K, Failures>>,
+    key: &K,
+    now: Instant,
+) -> bool {
+    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(f) = m.get(key) else {
+        return false;
+    };
+    match f.locked_until {
+        Some(until) if until > now => true,
+        // The lockout is over: start again from nothing.
+        Some(_) => {
+            m.remove(key);
+            false
+        }
+        None => false,
+    }
+}
+
+/// Counts one failure for `key`; returns its count within the window. Reaching `max` locks
+/// the key out for `lockout`.
+fn record<K: std::hash::Hash + Eq>(
+    map: &Mutex<HashMap<K, Failures>>,
+    key: K,
+    now: Instant,
+    window: Duration,
+    max: u32,
+    lockout: Duration,
+) -> u32 {
+    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+    if m.len() >= MAX_TRACKED && !m.contains_key(&key) {
+        m.retain(|_, f| {
+            f.locked_until.is_some_and(|u| u > now) || now.duration_since(f.last) <= window
+        });
+        if m.len() >= MAX_TRACKED {
+            return 1;
+        }
+    }
+    let f = m.entry(key).or_insert(Failures {
+        count: 0,
+        last: now,
+        locked_until: None,
+    });
+    if now.duration_since(f.last) > window && f.locked_until.is_none() {
+        f.count = 0;
+    }
+    f.count = f.count.saturating_add(1);
+    f.last = now;
+    if f.count >= max && f.locked_until.is_none() {
+        f.locked_until = Some(now + lockout);
+    }
+    f.count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_grow_then_the_network_is_locked_out() {
+        let limits = Limits {
+            auth_failure_delay_ms: 100,
+            auth_failure_delay_max_ms: 350,
+            auth_failures_per_ip: 4,
+            auth_failures_per_account: 100,
+            ..Limits::default()
+        };
+        let t = AuthThrottle::new(&limits);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_net: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let ms = |d: Duration| d.as_millis();
+        assert!(!t.ip_locked(ip));
+        assert_eq!(ms(t.failed(ip, Some("a"))), 100);
+        assert_eq!(ms(t.failed(same_net, Some("b"))), 200);
+        assert_eq!(ms(t.failed(ip, None)), 350);
+        assert!(!t.ip_locked(ip));
+        t.failed(ip, Some("c"));
+        assert!(t.ip_locked(same_net));
+        assert!(!t.ip_locked("2001:db8:1::1".parse().unwrap()));
+        assert!(!t.account_locked("a"));
+    }
+
+    #[test]
+    fn an_account_is_locked_from_everywhere_and_success_forgets_it() {
+        let limits = Limits {
+            auth_failure_delay_ms: 10,
+            auth_failures_per_ip: 100,
+            auth_failures_per_account: 2,
+            ..Limits::default()
+        };
+        let t = AuthThrottle::new(&limits);
+        t.failed("192.0.2.1".parse().unwrap(), Some("alice"));
+        t.succeeded("alice");
+        t.failed("192.0.2.1".parse().unwrap(), Some("alice"));
+        assert!(!t.account_locked("alice"));
+        t.failed("198.51.100.1".parse().unwrap(), Some("alice"));
+        assert!(t.account_locked("alice"));
+        assert!(!t.account_locked("bob"));
+        assert!(!t.ip_locked("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_lockout_ends() {
+        let limits = Limits {
+            auth_failures_per_ip: 1,
+            auth_lockout: 0,
+            ..Limits::default()
+        };
+        let t = AuthThrottle::new(&limits);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        t.failed(ip, None);
+        assert!(!t.ip_locked(ip), "a lockout of 0 s is over at once");
+    }
 
     fn users() -> Vec<UserConfig> {
         // Cheap parameters: the debug build's Argon2 is slow.

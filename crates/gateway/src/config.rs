@@ -142,6 +142,45 @@ pub struct Limits {
     pub downstream_timeout: u64,
     /// Seconds that shutdown (SIGTERM) waits for in-flight sessions. Default 60.
     pub drain_timeout: u64,
+    /// Seconds in which a line, once its first octet arrived, must be complete (its LF
+    /// received): a command line, an AUTH response, or a line inside DATA. A client that
+    /// trickles a byte now and then is cut off here long before `command_timeout` or
+    /// `data_timeout`. Over it: `421 4.4.2` and closed, nothing kept. Default 60.
+    pub line_timeout: u64,
+    /// Octets per second that DATA must keep up on average: after `t` seconds of DATA the
+    /// client must have sent `min_data_rate * (t - line_timeout)` octets (Postfix's
+    /// `smtpd_min_data_rate` works the same way). Under it: `421 4.4.2` and closed, nothing
+    /// kept. 0 disables it. Default 1024.
+    pub min_data_rate: u64,
+    /// Octets of message data that all sessions together may hold in memory while messages are
+    /// received and decided (each message counts for its size from its first octet until its
+    /// final reply). A message that would go over it is read to its end, not kept, and answered
+    /// `452 4.3.1` (the client retries later); a declared SIZE that does not fit gets the same
+    /// at MAIL. Messages over 1 MiB may use only three quarters of it, so a few large messages
+    /// never crowd out ordinary mail. Deciding and relaying a message make copies of it, so the
+    /// process may hold up to about twice this. Default 134217728 (128 MiB).
+    pub max_inflight_memory: usize,
+    /// Milliseconds the reply to a failed AUTH is held back; each further failure from the same
+    /// client IP (IPv6: its /64) or for the same account doubles it, up to
+    /// `auth_failure_delay_max_ms`. The reply is `535 5.7.8` either way. Default 1000.
+    pub auth_failure_delay_ms: u64,
+    /// The longest delay of a failed AUTH, in milliseconds. Default 16000.
+    pub auth_failure_delay_max_ms: u64,
+    /// Failed AUTH attempts from one client IP (IPv6: its /64) within `auth_failure_window`
+    /// before that IP is locked out for `auth_lockout` seconds: every AUTH from it then gets
+    /// `454 4.7.0` without its password being checked. Default 10.
+    pub auth_failures_per_ip: u32,
+    /// Failed AUTH attempts for one account name (from anywhere) within
+    /// `auth_failure_window` before the account is locked out for `auth_lockout` seconds:
+    /// `454 4.7.0`, even with the right password. Higher than the per-IP limit, so an attacker
+    /// spreading guesses over many addresses is stopped without locking out the user for
+    /// every mistyped password. Default 30.
+    pub auth_failures_per_account: u32,
+    /// Seconds after which a failed AUTH is forgotten (the count starts again when the last
+    /// failure is older than this). Default 900.
+    pub auth_failure_window: u64,
+    /// Seconds a locked-out client IP or account stays locked. Default 900.
+    pub auth_lockout: u64,
 }
 
 impl Default for Limits {
@@ -162,6 +201,15 @@ impl Default for Limits {
             decide_timeout: 120,
             downstream_timeout: 60,
             drain_timeout: 60,
+            line_timeout: 60,
+            min_data_rate: 1024,
+            max_inflight_memory: 128 * 1024 * 1024,
+            auth_failure_delay_ms: 1000,
+            auth_failure_delay_max_ms: 16_000,
+            auth_failures_per_ip: 10,
+            auth_failures_per_account: 30,
+            auth_failure_window: 900,
+            auth_lockout: 900,
         }
     }
 }
@@ -184,6 +232,9 @@ impl Limits {
     }
     pub(crate) fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout)
+    }
+    pub(crate) fn line_timeout(&self) -> Duration {
+        Duration::from_secs(self.line_timeout)
     }
 }
 
@@ -251,6 +302,18 @@ impl GatewayConfig {
         if l.max_recipients == 0 || l.max_connections == 0 || l.max_connections_per_ip == 0 {
             return Err(GatewayError::Config(
                 "max_recipients, max_connections and max_connections_per_ip must be at least 1"
+                    .into(),
+            ));
+        }
+        if l.line_timeout == 0 || l.auth_failures_per_ip == 0 || l.auth_failures_per_account == 0 {
+            return Err(GatewayError::Config(
+                "line_timeout, auth_failures_per_ip and auth_failures_per_account must be at least 1"
+                    .into(),
+            ));
+        }
+        if l.max_inflight_memory < l.max_message_size.min(1 << 20) {
+            return Err(GatewayError::Config(
+                "max_inflight_memory must hold at least one message of 1 MiB (or max_message_size)"
                     .into(),
             ));
         }

@@ -4,6 +4,9 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -57,6 +60,28 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Closed => closed(),
         }
+    }
+}
+
+/// How slow DATA may arrive: `limits.line_timeout` and `limits.min_data_rate`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DataPace {
+    pub line_timeout: Duration,
+    /// Octets per second; 0: no minimum.
+    pub min_rate: u64,
+}
+
+impl DataPace {
+    /// When the next octet must have arrived by: the current line's end within
+    /// `line_timeout`, and `received` octets may take at most `line_timeout + received /
+    /// min_rate` seconds since DATA began.
+    fn deadline(&self, started: Instant, line_began: Instant, received: u64) -> Instant {
+        let line = line_began + self.line_timeout;
+        if self.min_rate == 0 {
+            return line;
+        }
+        let earned = Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+        line.min(started + self.line_timeout + earned)
     }
 }
 
@@ -116,10 +141,13 @@ impl Conn {
         Ok(n)
     }
 
-    /// Reads one command line of at most `max` octets. EOF is `UnexpectedEof`.
-    pub async fn read_line(&mut self, max: usize) -> io::Result<Line> {
+    /// Reads one command line of at most `max` octets. EOF is `UnexpectedEof`. Once the line
+    /// has begun (an octet of it arrived), the rest must arrive within `line_timeout`, else
+    /// `TimedOut`: a client trickling a byte now and then cannot hold the session open.
+    pub async fn read_line(&mut self, max: usize, line_timeout: Duration) -> io::Result<Line> {
         let mut too_long = false;
         let mut line = Vec::new();
+        let mut begun: Option<Instant> = None;
         loop {
             let avail = &self.rbuf[self.rpos..];
             if let Some(p) = memchr::memchr(b'\n', avail) {
@@ -143,24 +171,50 @@ impl Conn {
                     line.extend_from_slice(avail);
                 }
             }
+            if !avail.is_empty() && begun.is_none() {
+                begun = Some(Instant::now());
+            }
             self.rpos = self.rbuf.len();
-            if self.fill(COMMAND_CHUNK).await? == 0 {
+            let n = match begun {
+                None => self.fill(COMMAND_CHUNK).await?,
+                Some(at) => timeout_at(at + line_timeout, self.fill(COMMAND_CHUNK))
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+            };
+            if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
     }
 
-    /// Feeds the DATA reader until it has seen the end marker.
-    pub async fn read_data(&mut self, reader: &mut DotReader) -> io::Result<()> {
+    /// Feeds the DATA reader until it has seen the end marker. `TimedOut` when the client is
+    /// too slow: a line (from one LF to the next) took longer than `pace.line_timeout`, or
+    /// the octets so far came in under `pace.min_rate` (see [`DataPace`]).
+    pub async fn read_data(&mut self, reader: &mut DotReader, pace: DataPace) -> io::Result<()> {
+        let started = Instant::now();
+        let mut line_began = started;
+        let mut received: u64 = 0;
         loop {
             if self.has_buffered_input() {
-                if let Some(n) = reader.feed(&self.rbuf[self.rpos..]) {
-                    self.rpos += n;
+                let avail = &self.rbuf[self.rpos..];
+                let fed = match reader.feed(avail) {
+                    Some(n) => n,
+                    None => avail.len(),
+                };
+                if memchr::memchr(b'\n', &avail[..fed]).is_some() {
+                    line_began = Instant::now();
+                }
+                received += fed as u64;
+                self.rpos += fed;
+                if reader.is_done() {
                     return Ok(());
                 }
-                self.rpos = self.rbuf.len();
             }
-            if self.fill(DATA_CHUNK).await? == 0 {
+            let deadline = pace.deadline(started, line_began, received);
+            let n = timeout_at(deadline, self.fill(DATA_CHUNK))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }

@@ -8,7 +8,11 @@
 //! after them can become a second message ("SMTP smuggling"), and what we relay contains only
 //! CRLF line ends, so no downstream MTA can split it differently either.
 
-use memchr::memchr2;
+use std::sync::Arc;
+
+use memchr::memchr3;
+
+use crate::memory::{Charge, MemoryBudget};
 
 /// Why a received message is refused although its DATA phase ended properly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,11 @@ pub enum DataDefect {
     TooManyHeaderFields,
     /// A header section larger than `max_header_size`.
     HeaderTooBig,
+    /// A NUL octet: RFC 5321 4.1.1.4 / RFC 5322 2.1 allow none in a message, and C-string
+    /// software reads a message with one differently (what comes after the NUL disappears).
+    Nul,
+    /// Keeping the message would go over `max_inflight_memory`: a temporary refusal.
+    NoMemory,
 }
 
 impl DataDefect {
@@ -37,7 +46,14 @@ impl DataDefect {
             DataDefect::LineTooLong => "smtp.line_too_long",
             DataDefect::TooManyHeaderFields => "smtp.too_many_header_fields",
             DataDefect::HeaderTooBig => "smtp.header_too_big",
+            DataDefect::Nul => "smtp.nul",
+            DataDefect::NoMemory => "smtp.memory_full",
         }
+    }
+
+    /// A temporary condition (the client retries), not a fault of the message.
+    pub fn is_temporary(self) -> bool {
+        self == DataDefect::NoMemory
     }
 }
 
@@ -65,6 +81,8 @@ pub struct DotReader {
     out: Vec<u8>,
     defect: Option<DataDefect>,
     done: bool,
+    /// What `out` holds of `max_inflight_memory`, when a budget applies.
+    charge: Option<Charge>,
 }
 
 impl DotReader {
@@ -75,7 +93,24 @@ impl DotReader {
             out: Vec::with_capacity(8192),
             defect: None,
             done: false,
+            charge: None,
         }
+    }
+
+    /// Counts what the message holds against `budget`; a message that does not fit is
+    /// [`DataDefect::NoMemory`]. `expected` (a declared SIZE) is reserved at once when it fits.
+    pub fn with_budget(mut self, budget: &Arc<MemoryBudget>, expected: usize) -> Self {
+        let mut charge = budget.charge();
+        if expected > 0 && expected <= self.max_size && charge.cover(expected) {
+            self.out = Vec::with_capacity(expected);
+        }
+        self.charge = Some(charge);
+        self
+    }
+
+    /// The message's charge, to be held until its final reply (taken before [`Self::finish`]).
+    pub fn take_charge(&mut self) -> Option<Charge> {
+        self.charge.take()
     }
 
     fn flag(&mut self, d: DataDefect) {
@@ -83,6 +118,9 @@ impl DotReader {
             self.defect = Some(d);
             // A refused message is not kept: stop storing, free the memory.
             self.out = Vec::new();
+            if let Some(c) = &mut self.charge {
+                c.release();
+            }
         }
     }
 
@@ -90,8 +128,15 @@ impl DotReader {
         if self.defect.is_some() {
             return;
         }
-        if self.out.len() + bytes.len() > self.max_size {
+        let size = self.out.len() + bytes.len();
+        if size > self.max_size {
             self.flag(DataDefect::TooBig);
+            return;
+        }
+        if let Some(c) = &mut self.charge
+            && !c.cover(size)
+        {
+            self.flag(DataDefect::NoMemory);
             return;
         }
         self.out.extend_from_slice(bytes);
@@ -104,9 +149,11 @@ impl DotReader {
         while i < input.len() {
             match self.state {
                 State::Body => {
-                    // Fast path: copy up to the next CR or LF.
+                    // Fast path: copy up to the next CR, LF or NUL. Every octet of the content
+                    // passes through here (the other states hand anything but `.`, CR and LF
+                    // back to this one), so no NUL is ever kept.
                     let rest = &input[i..];
-                    match memchr2(b'\r', b'\n', rest) {
+                    match memchr3(b'\r', b'\n', 0, rest) {
                         None => {
                             self.emit(rest);
                             return None;
@@ -114,11 +161,13 @@ impl DotReader {
                         Some(p) => {
                             self.emit(&rest[..p]);
                             i += p;
-                            if rest[p] == b'\r' {
-                                self.state = State::Cr;
-                            } else {
-                                self.flag(DataDefect::BareLf);
-                                self.state = State::LineStart { crlf: false };
+                            match rest[p] {
+                                b'\r' => self.state = State::Cr,
+                                b'\n' => {
+                                    self.flag(DataDefect::BareLf);
+                                    self.state = State::LineStart { crlf: false };
+                                }
+                                _ => self.flag(DataDefect::Nul),
                             }
                             i += 1;
                         }
@@ -312,6 +361,50 @@ mod tests {
         assert_eq!(r.feed(b"0123456789abc\r\n"), None);
         assert_eq!(r.feed(b".\r\nNEXT"), Some(3));
         assert_eq!(r.finish(), Err(DataDefect::TooBig));
+    }
+
+    #[test]
+    fn nul_anywhere_refuses_the_message() {
+        for input in [
+            &b"Subject: x\r\n\r\nab\0cd\r\n.\r\n"[..],
+            b"\0Subject: x\r\n\r\n.\r\n",
+            b"Subject: x\r\n\r\n.\0\r\n.\r\n",
+            b"Subject: x\r\n\r\nx\r\0\n.\r\n",
+            b"Subject: x\r\n\r\n.\r\0\r\n.\r\n",
+        ] {
+            let (n, res) = read(input);
+            assert_eq!(n, Some(input.len()), "{input:?}");
+            assert!(
+                matches!(res, Err(DataDefect::Nul | DataDefect::BareCr)),
+                "{input:?}: {res:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_memory_budget_is_read_to_its_end_and_not_kept() {
+        let budget = MemoryBudget::new(2 * crate::memory::STEP);
+        let mut other = budget.charge();
+        assert!(other.cover(crate::memory::STEP));
+        let mut r = DotReader::new(1 << 20).with_budget(&budget, 0);
+        let line = [b'x'; 1000];
+        let mut fed = 0;
+        while fed < 3 * crate::memory::STEP {
+            assert_eq!(r.feed(&line), None);
+            assert_eq!(r.feed(b"\r\n"), None);
+            fed += line.len() + 2;
+        }
+        assert_eq!(r.feed(b".\r\nQUIT"), Some(3));
+        assert_eq!(r.take_charge().map(|_| budget.used()), Some(crate::memory::STEP));
+        assert_eq!(r.finish(), Err(DataDefect::NoMemory));
+        // A message that fits keeps its charge until it is dropped.
+        drop(other);
+        let mut r = DotReader::new(1 << 20).with_budget(&budget, 0);
+        assert_eq!(r.feed(b"Subject: x\r\n\r\nhi\r\n.\r\n"), Some(21));
+        let charge = r.take_charge();
+        assert_eq!(budget.used(), crate::memory::STEP);
+        drop(charge);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

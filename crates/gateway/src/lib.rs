@@ -5,8 +5,9 @@
 //! the data directory. **This is the only crate that knows the SMTP wire.**
 //!
 //! The path of one message:
-//! 1. [`session`] reads commands ([`config::Limits`] bound every resource); relay control and
-//!    sender binding refuse what they can at MAIL and RCPT.
+//! 1. [`session`] reads commands ([`config::Limits`] bound every resource: time per line and
+//!    data rate, failed logins ([`auth::AuthThrottle`]), memory of messages in flight
+//!    ([`memory`])); relay control and sender binding refuse what they can at MAIL and RCPT.
 //! 2. [`data::DotReader`] reads DATA; only `CRLF.CRLF` ends it, and bare CR/LF refuse it
 //!    (no SMTP smuggling).
 //! 3. Inbound mail is decided by the engine through [`Decide`]; submission mail is
@@ -26,6 +27,7 @@ pub mod data;
 pub mod decide;
 pub mod dkim;
 pub mod engine;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod relay;
@@ -140,6 +142,10 @@ pub(crate) struct Shared<D> {
     pub rdns: Arc<dyn ReverseDns>,
     pub metrics: Arc<Metrics>,
     pub queue_ids: QueueIds,
+    /// What messages in flight hold, against `max_inflight_memory`.
+    pub memory: Arc<memory::MemoryBudget>,
+    /// Failed AUTH per client network and account.
+    pub auth_throttle: auth::AuthThrottle,
 }
 
 /// Builds and starts a gateway. The defaults for every plug-in are file-based under
@@ -250,7 +256,6 @@ impl<D: Decide> Gateway<D> {
         let max = config.limits.max_connections;
         let drain = config.limits.drain_timeout();
         let shared = Arc::new(Shared {
-            config,
             decider: self.decider.clone(),
             tls,
             dkim,
@@ -260,6 +265,9 @@ impl<D: Decide> Gateway<D> {
             rdns,
             metrics: metrics.clone(),
             queue_ids: QueueIds(AtomicU64::new(0)),
+            memory: memory::MemoryBudget::new(config.limits.max_inflight_memory),
+            auth_throttle: auth::AuthThrottle::new(&config.limits),
+            config,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(max));

@@ -1,6 +1,7 @@
 //! Small, allocation-light helpers over a received message and over SMTP addresses. The
-//! gateway reads only what it must (From, Sender, Message-ID, our own Authentication-Results);
-//! the full parse is the engine's.
+//! gateway reads only what it must (From, Sender, Message-ID); the full parse is the engine's,
+//! and so is the RFC 8601 reader that finds forged Authentication-Results
+//! (`unspoof_engine::message::auth_results`).
 
 /// Header fields as (name, unfolded value) in order; stops at the empty line.
 pub fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
@@ -32,60 +33,6 @@ pub fn header(msg: &[u8], name: &str) -> Option<String> {
         .into_iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
-}
-
-/// Removes `Authentication-Results` fields that claim to be ours (authserv-id equal to
-/// `authserv_id`): RFC 8601 5 requires it, or a sender could forge our verdict.
-pub fn strip_our_auth_results(msg: &[u8], authserv_id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.len());
-    let mut in_header = true;
-    let mut dropping = false;
-    let mut rest = msg;
-    while let Some(p) = memchr::memchr(b'\n', rest) {
-        let (line, tail) = rest.split_at(p + 1);
-        rest = tail;
-        if in_header {
-            if line == b"\r\n" {
-                in_header = false;
-                dropping = false;
-            } else if matches!(line[0], b' ' | b'\t') {
-                if dropping {
-                    continue;
-                }
-            } else {
-                dropping = is_our_ar(line, authserv_id);
-                if dropping {
-                    continue;
-                }
-            }
-        }
-        out.extend_from_slice(line);
-        if !in_header {
-            out.extend_from_slice(rest);
-            return out;
-        }
-    }
-    out.extend_from_slice(rest);
-    out
-}
-
-fn is_our_ar(line: &[u8], authserv_id: &str) -> bool {
-    let Some(colon) = memchr::memchr(b':', line) else {
-        return false;
-    };
-    if !line[..colon]
-        .trim_ascii()
-        .eq_ignore_ascii_case(b"Authentication-Results")
-    {
-        return false;
-    }
-    let value = String::from_utf8_lossy(&line[colon + 1..]);
-    let id = value
-        .trim_start()
-        .split(|c: char| c == ';' || c.is_whitespace())
-        .next()
-        .unwrap_or("");
-    id.eq_ignore_ascii_case(authserv_id)
 }
 
 /// Is `domain` a syntactically valid domain (RFC 5321 4.1.2 `Domain`, with U-labels allowed for
@@ -174,19 +121,6 @@ mod tests {
         let m = b"From: a\r\n <a@b>\r\nSubject: x\r\n\r\nFrom: body\r\n";
         assert_eq!(header(m, "from").as_deref(), Some("a <a@b>"));
         assert_eq!(header_fields(m).len(), 2);
-    }
-
-    #[test]
-    fn forged_auth_results_for_us_are_removed_others_kept() {
-        let m = b"Authentication-Results: mx.example.org;\r\n dmarc=pass\r\n\
-Authentication-Results: other.example; spf=pass\r\nSubject: x\r\n\r\n\
-Authentication-Results: mx.example.org; body stays\r\n";
-        let out = strip_our_auth_results(m, "MX.example.org");
-        assert_eq!(
-            out,
-            b"Authentication-Results: other.example; spf=pass\r\nSubject: x\r\n\r\n\
-Authentication-Results: mx.example.org; body stays\r\n"
-        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Every fixed SMTP reply we send, with the rule it comes from. Reply texts stay generic: they
-//! tell the client what to do, never how we are configured.
+//! tell the client what to do, never how we are configured nor which check tripped.
 //!
 //! Enhanced status codes are RFC 3463 (registry: RFC 5248); basic codes RFC 5321 4.2.
 
@@ -30,6 +30,12 @@ pub const DOWNSTREAM_LOST: &str = "451 4.4.2 Next hop connection lost, try again
 pub const LOCAL_ERROR: &str = "451 4.3.0 Local error, try again later\r\n";
 /// RFC 5321 4.5.3.1.10: too many recipients is 452, and the client sends the rest later.
 pub const TOO_MANY_RECIPIENTS: &str = "452 4.5.3 Too many recipients\r\n";
+/// RFC 5321 4.2.2 / RFC 3463 4.3.1 (mail system full): the memory for messages in flight
+/// (`max_inflight_memory`) is taken; the client keeps the message and retries.
+pub const INSUFFICIENT_STORAGE: &str = "452 4.3.1 Insufficient system storage, try again later\r\n";
+/// RFC 4954 6 (454 4.7.0, temporary authentication failure): this network or account failed
+/// to log in too often (`auth_failures_per_ip`, `auth_failures_per_account`).
+pub const AUTH_LOCKED: &str = "454 4.7.0 Too many failed logins, try again later\r\n";
 
 // 5xx: refused for good.
 pub const UNKNOWN_COMMAND: &str = "500 5.5.1 Command unrecognized\r\n";
@@ -73,3 +79,18 @@ pub const BARE_LINE_ENDING: &str =
     "550 5.6.0 Bare LF or CR in message not allowed; lines must end in CRLF\r\n";
 pub const LINE_TOO_LONG_DATA: &str = "550 5.6.0 Message line too long\r\n";
 pub const HEADER_TOO_BIG: &str = "550 5.6.0 Message header too large\r\n";
+/// RFC 5321 4.1.1.4 / RFC 5322 2.1: no NUL in a message (software written in C stops reading
+/// there, so each program would see another message).
+pub const NUL_IN_MESSAGE: &str = "550 5.6.0 NUL characters in message not allowed\r\n";
+/// RFC 6531 3.4 (5.6.7: non-ASCII addresses not permitted for that sender/recipient): a
+/// non-ASCII address without SMTPUTF8 on MAIL.
+pub const NON_ASCII_ADDRESS: &str = "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n";
+
+/// The reply to a message the engine rejected (RFC 3463 5.7.1: delivery not authorized): what
+/// the sender can do about it (`unspoof_engine::verdict::sender_advice` of the deciding code)
+/// and our queue id. Never the reason codes: they would show a forger which check to work
+/// around; they are in the message's record, which `unspoof log show <queue id>` finds.
+pub fn rejected(queue_id: &str, deciding_code: Option<&str>) -> String {
+    let advice = unspoof_engine::verdict::sender_advice(deciding_code.unwrap_or(""));
+    format!("550 5.7.1 Message refused: {advice} (queue id {queue_id})\r\n")
+}

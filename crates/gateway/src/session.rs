@@ -18,13 +18,14 @@ use tokio::time::timeout;
 
 use crate::Shared;
 use crate::auth;
-use crate::conn::{Conn, Line, Stream};
+use crate::conn::{Conn, DataPace, Line, Stream};
 use crate::data::{DataDefect, DotReader, check_shape};
 use crate::decide::{Action, Decide, Envelope};
 use crate::message;
 use crate::relay::{Downstream, RelayError};
 use crate::reply;
 use crate::store::{MessageRecord, QuarantineItem, SessionRecord, TlsInfo};
+use unspoof_engine::message::auth_results;
 
 /// Which listener a session came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,8 @@ enum Flow {
 
 struct Transaction {
     mail_from: String,
+    /// The SIZE the client declared (RFC 1870), 0 if none: reserved at DATA when it fits.
+    declared_size: usize,
     eightbit: bool,
     smtputf8: bool,
     rcpts: Vec<String>,
@@ -156,8 +159,9 @@ impl<D: Decide> Session<D> {
                 break;
             }
             let max = limits.max_command_line;
+            let line_timeout = limits.line_timeout();
             let read = tokio::select! {
-                r = timeout(limits.command_timeout(), self.conn.read_line(max)) => r,
+                r = timeout(limits.command_timeout(), self.conn.read_line(max, line_timeout)) => r,
                 // Err: the ServeHandle was dropped, which also means shut down.
                 changed = shutdown.changed() => {
                     if changed.is_err() {
@@ -170,6 +174,12 @@ impl<D: Decide> Session<D> {
             };
             let line = match read {
                 Err(_) => {
+                    self.conn.reply(reply::TIMEOUT);
+                    self.end = "timeout";
+                    break;
+                }
+                // A line begun and not finished within `line_timeout`.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                     self.conn.reply(reply::TIMEOUT);
                     self.end = "timeout";
                     break;
@@ -229,7 +239,9 @@ impl<D: Decide> Session<D> {
         // Commands end in CRLF (RFC 5321 2.3.8); a lone LF is tolerated, a CR elsewhere is not.
         let body = line.strip_suffix(b"\n").unwrap_or(&line);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
-        if body.contains(&b'\r') || body.contains(&0) {
+        // RFC 5321 2.4 / RFC 6531 3.3: commands are ASCII, or UTF-8 with SMTPUTF8; never
+        // other 8-bit text, which each program would read differently.
+        if body.contains(&b'\r') || body.contains(&0) || std::str::from_utf8(body).is_err() {
             self.error(reply::SYNTAX);
             return Flow::Continue;
         }
@@ -253,11 +265,11 @@ impl<D: Decide> Session<D> {
         match request {
             Request::Ehlo { host } => self.hello(host, true).await,
             Request::Helo { host } => self.hello(host, false).await,
-            Request::Mail { from } => self.mail(from).await,
+            Request::Mail { from } => self.mail(from, body).await,
             // The futures of RCPT (downstream connect), DATA (engine, relay, store) and
             // STARTTLS (handshake) are large; boxed, they exist only while they run, and the
             // state every idle session keeps stays small (see `docs/gateway.md`, memory).
-            Request::Rcpt { to } => Box::pin(self.rcpt(to.address)).await,
+            Request::Rcpt { to } => Box::pin(self.rcpt(to.address, body)).await,
             Request::Data => return Box::pin(self.data(shutdown)).await,
             Request::Rset => {
                 self.reset_transaction().await;
@@ -323,7 +335,7 @@ impl<D: Decide> Session<D> {
         self.conn.reply(&out);
     }
 
-    async fn mail(&mut self, from: smtp_proto::MailFrom<String>) {
+    async fn mail(&mut self, from: smtp_proto::MailFrom<String>, line: &[u8]) {
         if self.helo.is_none() {
             return self.error(reply::NEED_HELO);
         }
@@ -337,12 +349,26 @@ impl<D: Decide> Session<D> {
         if from.flags & MAIL_BODY_BINARYMIME != 0 {
             return self.error(reply::PARAM_UNSUPPORTED);
         }
-        // RFC 1870 6: a declared size over our limit is refused now.
+        // RFC 1870 6: a declared size over our limit is refused now, and one that does not fit
+        // in the memory left for messages in flight is deferred now (452, RFC 1870 6.1).
         if from.size > cfg.limits.max_message_size {
             self.conn.reply(reply::SIZE_EXCEEDED);
             return;
         }
+        if !self.shared.memory.would_fit(from.size) {
+            self.conn.reply(reply::INSUFFICIENT_STORAGE);
+            return;
+        }
         let address = from.address;
+        // smtp-proto reads `<postmaster>` as the null path; only `<>` is the null path here
+        // (RFC 5321 4.5.1 allows the bare postmaster in RCPT only).
+        if address.is_empty() && !angle_content(line).is_some_and(<[u8]>::is_empty) {
+            return self.error(reply::BAD_SENDER_SYNTAX);
+        }
+        // RFC 6531 3.4: a non-ASCII address needs SMTPUTF8 on the MAIL command.
+        if !address.is_ascii() && from.flags & MAIL_SMTPUTF8 == 0 {
+            return self.error(reply::NON_ASCII_ADDRESS);
+        }
         // The null reverse-path (bounces) is allowed inbound only; anything else must parse.
         let domain = if address.is_empty() {
             None
@@ -376,6 +402,7 @@ impl<D: Decide> Session<D> {
         }
         self.tx = Some(Transaction {
             mail_from: address,
+            declared_size: from.size,
             eightbit: from.flags & MAIL_BODY_8BITMIME != 0,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
             rcpts: Vec::new(),
@@ -384,14 +411,30 @@ impl<D: Decide> Session<D> {
         self.conn.reply(reply::SENDER_OK);
     }
 
-    async fn rcpt(&mut self, to: String) {
+    async fn rcpt(&mut self, to: String, line: &[u8]) {
         let Some(tx) = &self.tx else {
             return self.error(reply::NEED_MAIL);
         };
+        let cfg = &self.shared.config;
+        // RFC 5321 4.5.1: `RCPT TO:<postmaster>` (no domain) MUST be accepted. smtp-proto reads
+        // it (and `<>`) as an empty address; it is our postmaster at our first domain.
+        let to = if to.is_empty() {
+            match angle_content(line) {
+                Some(a) if a.eq_ignore_ascii_case(b"postmaster") => {
+                    let domain = cfg.domains.first().unwrap_or(&cfg.hostname);
+                    format!("postmaster@{domain}")
+                }
+                _ => return self.error(reply::BAD_RECIPIENT_SYNTAX),
+            }
+        } else {
+            to
+        };
+        if !to.is_ascii() && !tx.smtputf8 {
+            return self.error(reply::NON_ASCII_ADDRESS);
+        }
         let Some((_, domain)) = message::split_address(&to) else {
             return self.error(reply::BAD_RECIPIENT_SYNTAX);
         };
-        let cfg = &self.shared.config;
         // Never an open relay: inbound mail only for our domains.
         if self.listener == Listener::Inbound && !cfg.is_local_domain(domain) {
             return self.error(reply::RELAY_DENIED);
@@ -518,6 +561,12 @@ impl<D: Decide> Session<D> {
             });
             return Flow::Continue;
         }
+        // A locked-out network gets nothing checked, not even the right password.
+        let ip = self.peer.ip();
+        if self.shared.auth_throttle.ip_locked(ip) {
+            self.error(reply::AUTH_LOCKED);
+            return Flow::Continue;
+        }
         let creds = if mechanism == AUTH_PLAIN {
             let resp = if initial.is_empty() {
                 match self.sasl_line("334 \r\n").await {
@@ -559,21 +608,36 @@ impl<D: Decide> Session<D> {
             return Flow::Continue;
         };
         let Some((user, pass)) = creds else {
+            // Undecodable credentials are a failed attempt too (a guesser's tool may send them).
+            let delay = self.shared.auth_throttle.failed(ip, None);
+            tokio::time::sleep(delay).await;
             self.error(reply::SYNTAX);
             return Flow::Continue;
         };
+        if self.shared.auth_throttle.account_locked(&user) {
+            self.error(reply::AUTH_LOCKED);
+            return Flow::Continue;
+        }
         let shared = self.shared.clone();
+        let name = user.clone();
         let verified =
-            tokio::task::spawn_blocking(move || auth::verify(&shared.config.users, &user, &pass))
+            tokio::task::spawn_blocking(move || auth::verify(&shared.config.users, &name, &pass))
                 .await
                 .ok()
                 .flatten();
         match verified {
             Some(u) => {
+                self.shared.auth_throttle.succeeded(&user);
                 self.auth_user = Some(u);
                 self.conn.reply(reply::AUTH_OK);
             }
-            None => self.error(reply::AUTH_FAILED),
+            None => {
+                // The reply is held back, longer with each failure of this network or account,
+                // so guessing goes slowly long before the lockout.
+                let delay = self.shared.auth_throttle.failed(ip, Some(&user));
+                tokio::time::sleep(delay).await;
+                self.error(reply::AUTH_FAILED);
+            }
         }
         Flow::Continue
     }
@@ -584,7 +648,8 @@ impl<D: Decide> Session<D> {
         let limits = &self.shared.config.limits;
         match timeout(
             limits.command_timeout(),
-            self.conn.read_line(limits.max_command_line),
+            self.conn
+                .read_line(limits.max_command_line, limits.line_timeout()),
         )
         .await
         {
@@ -617,11 +682,22 @@ impl<D: Decide> Session<D> {
             self.reset_transaction().await;
             return Flow::Continue;
         }
+        let declared = tx.declared_size;
         self.conn.reply(reply::START_DATA);
         let limits = self.shared.config.limits.clone();
-        let mut reader = DotReader::new(limits.max_message_size);
-        match timeout(limits.data_timeout(), self.conn.read_data(&mut reader)).await {
+        let mut reader =
+            DotReader::new(limits.max_message_size).with_budget(&self.shared.memory, declared);
+        let pace = DataPace {
+            line_timeout: limits.line_timeout(),
+            min_rate: limits.min_data_rate,
+        };
+        match timeout(limits.data_timeout(), self.conn.read_data(&mut reader, pace)).await {
             Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                self.conn.reply(reply::TIMEOUT);
+                self.end = "timeout";
+                return Flow::Close;
+            }
             Ok(Err(_)) => return Flow::Close,
             Err(_) => {
                 self.conn.reply(reply::TIMEOUT);
@@ -635,8 +711,10 @@ impl<D: Decide> Session<D> {
         Flow::Continue
     }
 
-    async fn end_of_data(&mut self, reader: DotReader) {
+    async fn end_of_data(&mut self, mut reader: DotReader) {
         let ended = Instant::now();
+        // The message's share of `max_inflight_memory`, held until its final reply.
+        let _charge = reader.take_charge();
         let now = unix_now();
         let queue_id = self.shared.queue_ids.next();
         let limits = &self.shared.config.limits;
@@ -662,6 +740,9 @@ impl<D: Decide> Session<D> {
         let mut size = 0;
         let mut message_id = None;
         match checked {
+            Err(defect) if defect.is_temporary() => {
+                out.tempfail(reply::INSUFFICIENT_STORAGE, defect.code());
+            }
             Err(defect) => {
                 out.refuse(defect_reply(defect), defect.code());
             }
@@ -734,10 +815,8 @@ impl<D: Decide> Session<D> {
         match decision.action {
             Action::Reject => {
                 out.outcome = "reject".into();
-                out.reply = format!(
-                    "550 5.7.1 Message rejected ({})\r\n",
-                    safe_codes(&out.reasons)
-                );
+                // What the sender can fix and our queue id; the codes are in the record.
+                out.reply = reply::rejected(queue_id, out.reasons.first().map(String::as_str));
             }
             Action::Quarantine => {
                 let full = self
@@ -809,7 +888,8 @@ impl<D: Decide> Session<D> {
     }
 
     /// Our Received field, then `extra` (Authentication-Results or DKIM-Signature), then the
-    /// message without forged Authentication-Results for our authserv-id.
+    /// message without the fields only we may write: Authentication-Results claiming our
+    /// authserv-id in any RFC 8601 form, and every X-Unspoof-Verdict (ours is in `extra`).
     async fn with_our_headers(
         &mut self,
         queue_id: &str,
@@ -844,7 +924,7 @@ impl<D: Decide> Session<D> {
             message::rfc5322_date(envelope.received_at.unwrap_or_else(unix_now)),
         )
         .into_bytes();
-        out.extend_from_slice(&message::strip_our_auth_results(body, &hostname));
+        out.extend_from_slice(&auth_results::remove_forged(body, &hostname));
         out
     }
 
@@ -950,69 +1030,91 @@ fn defect_reply(d: DataDefect) -> &'static str {
         DataDefect::TooBig => reply::SIZE_EXCEEDED,
         DataDefect::LineTooLong => reply::LINE_TOO_LONG_DATA,
         DataDefect::TooManyHeaderFields | DataDefect::HeaderTooBig => reply::HEADER_TOO_BIG,
+        DataDefect::Nul => reply::NUL_IN_MESSAGE,
+        DataDefect::NoMemory => reply::INSUFFICIENT_STORAGE,
     }
 }
 
-/// Reason codes for a reply line: only `[A-Za-z0-9._-]`, so nothing can break the reply.
-fn safe_codes(codes: &[String]) -> String {
-    let cleaned: Vec<String> = codes
-        .iter()
-        .map(|c| {
-            c.chars()
-                .filter(|ch| ch.is_ascii_alphanumeric() || "._-".contains(*ch))
-                .take(64)
-                .collect()
-        })
-        .filter(|c: &String| !c.is_empty())
-        .take(8)
-        .collect();
-    if cleaned.is_empty() {
-        "policy".into()
-    } else {
-        cleaned.join(", ")
-    }
+/// The text between the first `<` of a command line and the next `>`.
+fn angle_content(line: &[u8]) -> Option<&[u8]> {
+    let open = memchr::memchr(b'<', line)?;
+    let close = memchr::memchr(b'>', &line[open..])? + open;
+    Some(line[open + 1..close].trim_ascii())
 }
 
-/// Checks that the header From (exactly one field, RFC 5322 3.6) and Sender, if any, name
-/// only addresses `user` owns; returns the From domain (the DKIM signing domain).
+/// Checks that the header From (exactly one field, RFC 5322 3.6) and the Sender, if any, show
+/// only what `user` owns, read as the engine reads an inbound From (`unspoof_engine::address`):
+/// exactly one mailbox each, owned by the user; every address a person is shown (in a display
+/// name, a comment, an RFC 2047 encoded-word) the user's; every domain another parser style
+/// would read one of the mailbox's; no syntax that parsers repair differently; no `From:`
+/// hidden in a continuation line. Inbound, the same tricks are `ambiguity.*` findings; here
+/// they are the user's own message showing someone else. Returns the From domain (the DKIM
+/// signing domain).
 fn header_senders_owned(
     msg: &[u8],
     users: &[crate::config::UserConfig],
     user: &str,
 ) -> Option<String> {
-    let fields = message::header_fields(msg);
-    let from_count = fields
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("From"))
-        .count();
-    if from_count != 1 {
+    let headers = unspoof_engine::Headers::parse(msg);
+    let section = &msg[..headers.body_offset.min(msg.len())];
+    let hidden_from = section.split(|&b| b == b'\n').any(|l| {
+        matches!(l.first(), Some(b' ' | b'\t'))
+            && l.trim_ascii_start()
+                .get(..5)
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"from:"))
+    });
+    if hidden_from || !headers.stray_lines.is_empty() {
         return None;
     }
-    let parsed = mail_parser::MessageParser::new().parse_headers(msg)?;
-    let from: Vec<String> = parsed
-        .from()?
-        .iter()
-        .filter_map(|a| a.address().map(str::to_string))
-        .collect();
-    if from.is_empty() || !from.iter().all(|a| auth::owns(users, user, a)) {
+    let mut froms = headers.all("From");
+    let (Some(from), None) = (froms.next(), froms.next()) else {
         return None;
-    }
-    if fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("Sender")) {
-        let sender: Vec<String> = parsed
-            .sender()
-            .map(|s| {
-                s.iter()
-                    .filter_map(|a| a.address().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if sender.is_empty() || !sender.iter().all(|a| auth::owns(users, user, a)) {
-            return None;
+    };
+    let domain = shown_mailbox_owned(from.value, users, user)?;
+    let mut senders = headers.all("Sender");
+    match (senders.next(), senders.next()) {
+        (None, _) => {}
+        (Some(sender), None) => {
+            shown_mailbox_owned(sender.value, users, user)?;
         }
+        (Some(_), Some(_)) => return None,
     }
-    from[0]
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
+    Some(domain)
+}
+
+/// The domain of the one mailbox of a From or Sender value, when everything in the value that
+/// any reader might show is an address `user` owns (see [`header_senders_owned`]).
+fn shown_mailbox_owned(
+    value: &[u8],
+    users: &[crate::config::UserConfig],
+    user: &str,
+) -> Option<String> {
+    use unspoof_engine::address::{self, Defect};
+    let (list, readings) = address::read_address_list(value);
+    // An address inside an encoded-word is judged below like any other shown address.
+    if list.defects.iter().any(|d| *d != Defect::AddressInEncodedWord) {
+        return None;
+    }
+    let mut mailboxes = list.mailboxes();
+    let (Some(mailbox), None) = (mailboxes.next(), mailboxes.next()) else {
+        return None;
+    };
+    if !mailbox.route.is_empty() || !auth::owns(users, user, &mailbox.address()) {
+        return None;
+    }
+    let domain = mailbox.domain_key();
+    if readings.iter().any(|r| r.domain != domain) {
+        return None;
+    }
+    let text = unspoof_engine::message::unfold(value);
+    let mut shown = address::addresses_in_text(text.as_bytes());
+    for word in address::decode_encoded_words(text.as_bytes()) {
+        shown.extend(address::addresses_in_text(word.as_bytes()));
+    }
+    shown
+        .iter()
+        .all(|(a, _)| auth::owns(users, user, a))
+        .then_some(domain)
 }
 
 pub(crate) fn unix_now() -> i64 {

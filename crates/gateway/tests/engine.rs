@@ -42,7 +42,7 @@ async fn swaks_through_the_real_engine_lands_with_its_authentication_results() {
             assert_eq!(code, 0, "{out}");
             assert_eq!(maildir_messages(&dir.join("maildir/.Quarantine")).len(), 1);
         }
-        "reject" => assert!(out.contains("550 5.7.1 Message rejected ("), "{out}"),
+        "reject" => assert!(out.contains("550 5.7.1 Message refused: "), "{out}"),
         other => panic!("unexpected outcome {other}: {text}"),
     }
     // Reload with no policy file is a no-op that succeeds.

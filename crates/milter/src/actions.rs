@@ -8,7 +8,8 @@
 //! | reject | REPLYCODE `550 5.7.1` with the reason codes (no edits) |
 //!
 //! On every delivered message, fields that claim to be ours but came from outside are removed
-//! first: Authentication-Results with our authserv-id (RFC 8601 5) and any
+//! first: Authentication-Results with our authserv-id in any form RFC 8601 allows (read by
+//! `unspoof_engine::message::auth_results`, the reader every door uses) and any
 //! `X-Unspoof-Verdict` (for a tag, the rewrite removes those).
 //!
 //! Edits the MTA did not allow in OPTNEG are left out; a quarantine the MTA cannot do becomes
@@ -17,7 +18,7 @@
 use unspoof_engine::{Action, Analysis, Policy, Reason};
 
 use crate::edits::{self, HeaderEdit};
-use unspoof_engine::message::RawHeader;
+use unspoof_engine::message::{RawHeader, auth_results};
 
 use crate::message::Message;
 use crate::wire::{CHUNK_SIZE, Reply, action};
@@ -91,17 +92,6 @@ pub fn unique_codes<'a>(reasons: impl Iterator<Item = &'a Reason>) -> Vec<String
     codes
 }
 
-/// The authserv-id of an Authentication-Results value (RFC 8601 2.2: the first token).
-fn authserv_id(value: &[u8]) -> String {
-    let value = String::from_utf8_lossy(value);
-    let v = value.split(';').next().unwrap_or("");
-    let v = v.trim().trim_matches('"');
-    v.split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
-}
-
 /// Deletes (CHGHEADER with an empty value) every field named `name` for which `pick` holds,
 /// last first so the indexes of the earlier ones stay right.
 fn delete_where(
@@ -142,13 +132,14 @@ pub fn replies(
 
     let headers = message.headers();
     let fields = &headers.fields;
-    let ours = policy.hostname.to_ascii_lowercase();
     let mut out = Vec::new();
     if caps.can(action::CHGHDRS) {
+        // The same RFC 8601 reader as the gateway's (comments, folding, quoted ids, case,
+        // trailing dot, malformed values fail closed).
         delete_where(
             fields,
-            "Authentication-Results",
-            |f| authserv_id(f.value) == ours,
+            auth_results::AUTHENTICATION_RESULTS,
+            |f| auth_results::claims(f.value, &policy.hostname),
             &mut out,
         );
     }
@@ -253,16 +244,6 @@ mod tests {
     }
 
     #[test]
-    fn authserv_ids() {
-        assert_eq!(
-            authserv_id(b" mx.example.org;\r\n\tspf=pass"),
-            "mx.example.org"
-        );
-        assert_eq!(authserv_id(b" MX.Example.org 1; none"), "mx.example.org");
-        assert_eq!(authserv_id(b" \"mx.example.org\"; none"), "mx.example.org");
-    }
-
-    #[test]
     fn deletes_last_first() {
         let raw = b"Authentication-Results: mx; spf=pass\r\nReceived: x\r\nauthentication-results: other; spf=pass\r\nAuthentication-Results: mx; dkim=pass\r\n\r\n";
         let fields = unspoof_engine::message::Headers::parse(raw).fields;
@@ -270,7 +251,7 @@ mod tests {
         delete_where(
             &fields,
             "Authentication-Results",
-            |f| authserv_id(f.value) == "mx",
+            |f| auth_results::claims(f.value, "mx"),
             &mut out,
         );
         let idx: Vec<u32> = out

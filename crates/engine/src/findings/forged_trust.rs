@@ -2,26 +2,39 @@
 //! anybody could have written them. They are never read for the decision (unspoof trusts only
 //! its own checks); this module reports them, because their presence shows intent.
 //!
-//! - An Authentication-Results (or ARC-less AR-like) header whose authserv-id is our hostname or
-//!   in a protected domain, outside the trusted top of the header section (RFC 8601 5: a border
-//!   MTA must remove such headers; finding one means somebody forged our verdict):
+//! - An Authentication-Results header whose authserv-id is our hostname or in a protected
+//!   domain, outside the trusted top of the header section (RFC 8601 5: a border MTA must remove
+//!   such headers; finding one means somebody forged our verdict):
 //!   `trust.forged_auth_results`, action `forged_trust`.
+//! - The same claim in an ARC-Authentication-Results (RFC 8617 4.1.2): an ARC set that says we
+//!   checked the message before it ever reached us: `trust.forged_arc_results`, action
+//!   `forged_trust`. The field is not removed by the front doors (that would break the ARC
+//!   chain for every later verifier); the finding says it is false.
+//!
+//! Whose results a field claims is read by [`crate::message::auth_results`], the RFC 8601
+//! reader every front door uses to remove forged fields, so a form the doors remove is a form
+//! this module reports.
 //! - A Received header below the boundary whose `by` names our host or a protected domain:
 //!   `trust.forged_received`, reported only (mail of ours that comes back through a mailing
 //!   list legitimately carries such a line).
 
 use super::Context;
+use crate::message::auth_results::{
+    ARC_AUTHENTICATION_RESULTS, AUTHENTICATION_RESULTS, AuthservId, arc_authserv_id, authserv_id,
+    normalize,
+};
 use crate::verdict::{Action, Reason};
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     let boundary = trusted_region_end(ctx);
-    for h in ctx.headers.all("Authentication-Results") {
-        if h.offset < boundary {
-            continue;
-        }
-        let value = h.value_unfolded();
-        let id = authserv_id(&value);
-        if is_ours(ctx, &id) {
+    let below = |name: &'static str| {
+        ctx.headers
+            .all(name)
+            .filter(move |h| h.offset >= boundary)
+    };
+    for h in below(AUTHENTICATION_RESULTS) {
+        if let Some(id) = claimed_ours(ctx, &authserv_id(h.value)) {
+            let value = h.value_unfolded();
             out.push(
                 Reason::new(
                     "trust.forged_auth_results",
@@ -31,6 +44,21 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
                     ),
                 )
                 .with_evidence(format!("Authentication-Results: {value}")),
+            );
+        }
+    }
+    for h in below(ARC_AUTHENTICATION_RESULTS) {
+        if let Some(id) = claimed_ours(ctx, &arc_authserv_id(h.value)) {
+            let value = h.value_unfolded();
+            out.push(
+                Reason::new(
+                    "trust.forged_arc_results",
+                    ctx.policy.actions.forged_trust,
+                    format!(
+                        "an ARC-Authentication-Results header claims that {id} (us) checked this message before it reached us; it was ignored"
+                    ),
+                )
+                .with_evidence(format!("ARC-Authentication-Results: {value}")),
             );
         }
     }
@@ -73,22 +101,16 @@ fn trusted_region_end(ctx: &Context<'_>) -> usize {
         .unwrap_or(0)
 }
 
-/// The authserv-id: the first token of the value, before any version number or `;`.
-fn authserv_id(value: &str) -> String {
-    let first = value.split(';').next().unwrap_or("");
-    let first = match first.find('(') {
-        Some(i) => &first[..i],
-        None => first,
-    };
-    first
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .trim_matches('"')
-        .to_ascii_lowercase()
+/// The id of ours (our hostname or a protected domain) that a field claims, if any: the id the
+/// grammar read, or, for a malformed value, any word a lenient reader could take for it.
+fn claimed_ours(ctx: &Context<'_>, read: &AuthservId) -> Option<String> {
+    match read {
+        AuthservId::Id(id) => is_ours(ctx, id).then(|| id.clone()),
+        AuthservId::Malformed(words) => words.iter().find(|w| is_ours(ctx, w)).cloned(),
+    }
 }
 
 fn is_ours(ctx: &Context<'_>, host: &str) -> bool {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    host == ctx.policy.hostname.to_ascii_lowercase() || ctx.policy.is_protected(&host)
+    let host = normalize(host);
+    !host.is_empty() && (host == normalize(&ctx.policy.hostname) || ctx.policy.is_protected(&host))
 }

@@ -20,14 +20,18 @@ use unspoof_gateway::{
 pub struct ScriptedDecider {
     pub seen: Mutex<Vec<(Envelope, Vec<u8>)>>,
     pub reloads: AtomicUsize,
+    /// Keep only the envelope, not the message (for tests that send large messages).
+    pub forget_messages: bool,
 }
 
 impl Decide for ScriptedDecider {
     async fn decide(&self, raw: &[u8], envelope: &Envelope, authserv_id: &str) -> Decision {
-        self.seen
-            .lock()
-            .unwrap()
-            .push((envelope.clone(), raw.to_vec()));
+        let kept = if self.forget_messages {
+            Vec::new()
+        } else {
+            raw.to_vec()
+        };
+        self.seen.lock().unwrap().push((envelope.clone(), kept));
         let subject = unspoof_gateway::message::header(raw, "Subject").unwrap_or_default();
         let (action, code) = if subject.contains("[reject]") {
             (Action::Reject, "test.reject")
@@ -38,18 +42,25 @@ impl Decide for ScriptedDecider {
         } else {
             (Action::Accept, "test.accept")
         };
+        // As the engine adapter does: our verdict field goes on top with the
+        // Authentication-Results, the rewrite changes the message itself.
         let rewritten = (action == Action::Tag).then(|| {
-            let mut m = b"X-Unspoof-Verdict: tag\r\n".to_vec();
+            let mut m = b"X-Test-Rewritten: yes\r\n".to_vec();
             m.extend_from_slice(raw);
             m
         });
+        let mut headers =
+            format!("Authentication-Results: {authserv_id}; dmarc=pass (test double)\r\n");
+        if action == Action::Tag {
+            headers.push_str("X-Unspoof-Verdict: tag\r\n");
+        }
         Decision {
             action,
             reasons: vec![Reason {
                 code: code.into(),
                 message: "scripted".into(),
             }],
-            headers: format!("Authentication-Results: {authserv_id}; dmarc=pass (test double)\r\n"),
+            headers,
             rewritten,
             analysis: None,
         }
