@@ -326,6 +326,16 @@ impl Raw {
         self.reply().await
     }
 
+    /// The reading and writing halves, for a test that drives both at once.
+    pub fn into_parts(
+        self,
+    ) -> (
+        BufReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        (self.r, self.w)
+    }
+
     /// Greeting and EHLO.
     pub async fn hello(addr: SocketAddr) -> Raw {
         let mut c = Raw::connect(addr).await;
