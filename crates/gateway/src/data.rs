@@ -369,7 +369,7 @@ mod tests {
             &b"Subject: x\r\n\r\nab\0cd\r\n.\r\n"[..],
             b"\0Subject: x\r\n\r\n.\r\n",
             b"Subject: x\r\n\r\n.\0\r\n.\r\n",
-            b"Subject: x\r\n\r\nx\r\0\n.\r\n",
+            b"Subject: x\r\n\r\nx\r\0\r\n.\r\n",
             b"Subject: x\r\n\r\n.\r\0\r\n.\r\n",
         ] {
             let (n, res) = read(input);

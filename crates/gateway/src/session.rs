@@ -1123,3 +1123,37 @@ pub(crate) fn unix_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UserConfig;
+
+    fn alice() -> Vec<UserConfig> {
+        vec![UserConfig {
+            name: "alice".into(),
+            password_hash: String::new(),
+            addresses: vec!["alice@example.org".into()],
+        }]
+    }
+
+    #[test]
+    fn hidden_and_repeated_senders_are_not_owned() {
+        let owned = |m: &[u8]| header_senders_owned(m, &alice(), "alice");
+        assert_eq!(
+            owned(b"From: Alice <alice@example.org>\r\nSubject: x\r\n\r\nb\r\n").as_deref(),
+            Some("example.org")
+        );
+        for m in [
+            // A From folded into the Subject (RFC 5322 2.2.3), a new field for some parsers.
+            &b"From: alice@example.org\r\nSubject: x\r\n From: ceo@example.org\r\n\r\nb\r\n"[..],
+            b"From: alice@example.org\r\nFROM : ceo@example.org\r\n\r\nb\r\n",
+            b"From: alice@example.org\r\nSender: ceo@example.org\r\n\r\nb\r\n",
+            b"From: alice@example.org\r\nSender: alice@example.org\r\nSender: x@y.test\r\n\r\nb\r\n",
+            b"From: alice@example.org\r\nno colon here\r\n\r\nb\r\n",
+            b"Subject: no from\r\n\r\nb\r\n",
+        ] {
+            assert_eq!(owned(m), None, "{}", String::from_utf8_lossy(m));
+        }
+    }
+}

@@ -221,3 +221,61 @@ async fn auth_is_not_available_on_the_inbound_listener() {
     assert_ne!(code, 0);
     assert!(!out.contains("235"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_from_that_shows_another_address_is_refused_as_it_is_inbound() {
+    let gw = start(submission_config("sub-shown")).await;
+    let send = |from: &'static str| {
+        let addr = sub(&gw);
+        async move {
+            swaks(
+                addr,
+                &[
+                    &AUTH[..],
+                    &[
+                        "--from",
+                        "alice@example.org",
+                        "--to",
+                        "x@elsewhere.test",
+                        "--header",
+                        from,
+                    ],
+                ]
+                .concat(),
+            )
+            .await
+        }
+    };
+    for from in [
+        // An address inside an encoded-word: what a reader decodes and shows.
+        "From: =?utf-8?q?ceo=40example.org?= <alice@example.org>",
+        "From: =?utf-8?b?Q0VPIDxjZW9AYmFuay50ZXN0Pg==?= <alice@example.org>",
+        // An address in the display name or a comment.
+        "From: \"ceo@example.org\" <alice@example.org>",
+        "From: alice@example.org (ceo@bank.test)",
+        // More than one address.
+        "From: alice@example.org, ceo@example.org",
+        "From: Alice <alice@example.org>, Alice <alice@example.org>",
+        // Syntax that parsers repair differently.
+        "From: <alice@example.org> ceo@bank.test",
+        "From: \"Alice <alice@example.org>",
+    ] {
+        let (code, out) = send(from).await;
+        assert_ne!(code, 0, "{from}");
+        assert!(
+            out.contains("550 5.7.1 Header From not owned"),
+            "{from}: {out}"
+        );
+    }
+    assert!(maildir_messages(&gw.data_dir.join("maildir")).is_empty());
+    // Display names that show nothing else, plain or encoded, are fine.
+    for from in [
+        "From: =?utf-8?q?Alic=C3=A9?= <alice@example.org>",
+        "From: \"alice@example.org\" <alice@example.org>",
+        "From: Alice (work) <alice@example.org>",
+    ] {
+        let (code, out) = send(from).await;
+        assert_eq!(code, 0, "{from}: {out}");
+    }
+    assert_eq!(maildir_messages(&gw.data_dir.join("maildir")).len(), 3);
+}
