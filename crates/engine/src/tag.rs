@@ -289,12 +289,10 @@ fn mbox_line_end(raw: &[u8]) -> usize {
 fn stale_verdict_edits(raw: &[u8], headers: &Headers<'_>) -> Vec<Edit> {
     headers
         .all(VERDICT_HEADER)
-        .map(|h| {
-            Edit {
-                start: h.offset,
-                end: h.end(raw),
-                with: Vec::new(),
-            }
+        .map(|h| Edit {
+            start: h.offset,
+            end: h.end(raw),
+            with: Vec::new(),
         })
         .collect()
 }

@@ -163,7 +163,14 @@ impl AuthThrottle {
     /// network or the account (whichever has more), at most `auth_failure_delay_max_ms`.
     pub fn failed(&self, ip: IpAddr, account: Option<&str>) -> Duration {
         let now = Instant::now();
-        let n_ip = record(&self.ips, network_of(ip), now, self.window, self.per_ip, self.lockout);
+        let n_ip = record(
+            &self.ips,
+            network_of(ip),
+            now,
+            self.window,
+            self.per_ip,
+            self.lockout,
+        );
         let n_account = account.map_or(0, |a| {
             record(
                 &self.accounts,

@@ -395,7 +395,10 @@ mod tests {
             fed += line.len() + 2;
         }
         assert_eq!(r.feed(b".\r\nQUIT"), Some(3));
-        assert_eq!(r.take_charge().map(|_| budget.used()), Some(crate::memory::STEP));
+        assert_eq!(
+            r.take_charge().map(|_| budget.used()),
+            Some(crate::memory::STEP)
+        );
         assert_eq!(r.finish(), Err(DataDefect::NoMemory));
         // A message that fits keeps its charge until it is dropped.
         drop(other);

@@ -238,7 +238,18 @@ impl Downstream {
             self.in_transaction = false;
             return Ok(r);
         }
-        self.send(&dot_stuffed(message)).await?;
+        // In pieces of about RELAY_PIECE octets: relaying a large message never holds a second,
+        // dot-stuffed copy of it.
+        let mut piece = Vec::with_capacity(RELAY_PIECE.min(message.len()) + 1024);
+        let mut start = 0;
+        loop {
+            piece.clear();
+            start = stuffed_piece(message, start, RELAY_PIECE, &mut piece);
+            self.send(&piece).await?;
+            if start == message.len() {
+                break;
+            }
+        }
         self.in_transaction = false;
         self.read_reply().await
     }
@@ -257,25 +268,39 @@ impl Downstream {
     }
 }
 
-/// `message` dot-stuffed (RFC 5321 4.5.2: a line that starts with `.` gets one more) and
-/// followed by the end marker. Copies runs between `LF .` with memmem instead of byte by byte.
-fn dot_stuffed(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
-    if message.first() == Some(&b'.') {
+/// Octets of a message dot-stuffed and sent at a time.
+const RELAY_PIECE: usize = 256 * 1024;
+
+/// Appends to `out` the piece of `message` that starts at `start` (a line start), about
+/// `size` octets ending after an LF, dot-stuffed (RFC 5321 4.5.2: a line that starts with `.`
+/// gets one more); the last piece is followed by the end marker. Returns where the next piece
+/// starts: `message.len()` after the last. Copies runs between `LF .` with memmem instead of
+/// byte by byte.
+fn stuffed_piece(message: &[u8], start: usize, size: usize, out: &mut Vec<u8>) -> usize {
+    let end = if message.len() - start <= size {
+        message.len()
+    } else {
+        memchr::memchr(b'\n', &message[start + size..])
+            .map_or(message.len(), |p| start + size + p + 1)
+    };
+    let piece = &message[start..end];
+    if piece.first() == Some(&b'.') {
         out.push(b'.');
     }
     let mut copied = 0;
-    for p in memchr::memmem::find_iter(message, b"\n.") {
-        out.extend_from_slice(&message[copied..=p]);
+    for p in memchr::memmem::find_iter(piece, b"\n.") {
+        out.extend_from_slice(&piece[copied..=p]);
         out.push(b'.');
         copied = p + 1;
     }
-    out.extend_from_slice(&message[copied..]);
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&piece[copied..]);
+    if end == message.len() {
+        if !message.is_empty() && !message.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
     }
-    out.extend_from_slice(b".\r\n");
-    out
+    end
 }
 
 /// Turns an I/O error while talking to the downstream into a [`RelayError`].
@@ -287,7 +312,19 @@ impl From<io::Error> for RelayError {
 
 #[cfg(test)]
 mod tests {
-    use super::dot_stuffed;
+    use super::stuffed_piece;
+
+    /// The whole message as `data` sends it, in pieces of `size`.
+    fn dot_stuffed(message: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            start = stuffed_piece(message, start, size, &mut out);
+            if start == message.len() {
+                return out;
+            }
+        }
+    }
 
     /// The byte-at-a-time definition that `dot_stuffed` must match.
     fn reference(message: &[u8]) -> Vec<u8> {
@@ -320,13 +357,15 @@ mod tests {
             b"no final crlf",
             b"\r\n\r\n.",
         ] {
-            assert_eq!(
-                dot_stuffed(m),
-                reference(m),
-                "{:?}",
-                String::from_utf8_lossy(m)
-            );
+            for size in [1, 2, 3, 1 << 20] {
+                assert_eq!(
+                    dot_stuffed(m, size),
+                    reference(m),
+                    "{:?} in pieces of {size}",
+                    String::from_utf8_lossy(m)
+                );
+            }
         }
-        assert_eq!(dot_stuffed(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(dot_stuffed(b"a\r\n.b\r\n", 1), b"a\r\n..b\r\n.\r\n");
     }
 }

@@ -691,7 +691,12 @@ impl<D: Decide> Session<D> {
             line_timeout: limits.line_timeout(),
             min_rate: limits.min_data_rate,
         };
-        match timeout(limits.data_timeout(), self.conn.read_data(&mut reader, pace)).await {
+        match timeout(
+            limits.data_timeout(),
+            self.conn.read_data(&mut reader, pace),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 self.conn.reply(reply::TIMEOUT);
@@ -806,7 +811,7 @@ impl<D: Decide> Session<D> {
             self.shared.decider.decide(&msg, envelope, &cfg.hostname),
         )
         .await;
-        let Ok(decision) = decided else {
+        let Ok(mut decision) = decided else {
             out.tempfail(reply::LOCAL_ERROR, "engine.timeout");
             return;
         };
@@ -820,7 +825,7 @@ impl<D: Decide> Session<D> {
             }
             Action::Quarantine => {
                 let full = self
-                    .with_our_headers(queue_id, envelope, &decision.headers, &msg)
+                    .with_our_headers(queue_id, envelope, &decision.headers, msg)
                     .await;
                 let q = self.shared.quarantine.clone();
                 let item = QuarantineItem {
@@ -842,9 +847,13 @@ impl<D: Decide> Session<D> {
                 }
             }
             Action::Accept | Action::Tag => {
-                let body = match (&decision.action, &decision.rewritten) {
-                    (Action::Tag, Some(r)) => r.as_slice(),
-                    _ => msg.as_slice(),
+                // One copy of the message at a time: the rewrite replaces the original.
+                let body = match (decision.action, decision.rewritten.take()) {
+                    (Action::Tag, Some(r)) => {
+                        drop(msg);
+                        r
+                    }
+                    _ => msg,
                 };
                 let full = self
                     .with_our_headers(queue_id, envelope, &decision.headers, body)
@@ -882,7 +891,7 @@ impl<D: Decide> Session<D> {
             None => out.reasons.push("dkim.no_key".into()),
         }
         let full = self
-            .with_our_headers(queue_id, envelope, &headers, &msg)
+            .with_our_headers(queue_id, envelope, &headers, msg)
             .await;
         self.deliver(queue_id, envelope, full, "accept", out).await;
     }
@@ -890,12 +899,13 @@ impl<D: Decide> Session<D> {
     /// Our Received field, then `extra` (Authentication-Results or DKIM-Signature), then the
     /// message without the fields only we may write: Authentication-Results claiming our
     /// authserv-id in any RFC 8601 form, and every X-Unspoof-Verdict (ours is in `extra`).
+    /// Works on the message in place: a large message is never held twice.
     async fn with_our_headers(
         &mut self,
         queue_id: &str,
         envelope: &Envelope,
         extra: &str,
-        body: &[u8],
+        mut body: Vec<u8>,
     ) -> Vec<u8> {
         let hostname = self.shared.config.hostname.clone();
         let rdns = self.reverse_name().await;
@@ -916,16 +926,16 @@ impl<D: Decide> Session<D> {
             [one] => format!("\r\n\tfor <{one}>"),
             _ => String::new(),
         };
-        let mut out = format!(
+        let ours = format!(
             "{extra}Received: from {} ({} [{}]){tls}\r\n\tby {hostname} (unspoof) with {proto} id {queue_id}{for_clause};\r\n\t{}\r\n",
             self.helo.as_deref().unwrap_or("unknown"),
             rdns.as_deref().unwrap_or("unknown"),
             self.peer.ip(),
             message::rfc5322_date(envelope.received_at.unwrap_or_else(unix_now)),
-        )
-        .into_bytes();
-        out.extend_from_slice(&auth_results::remove_forged(body, &hostname));
-        out
+        );
+        auth_results::remove_forged(&mut body, &hostname);
+        prepend(&mut body, ours.as_bytes());
+        body
     }
 
     /// Relays to the downstream (its reply becomes ours) or delivers into the Maildir.
@@ -965,12 +975,12 @@ impl<D: Decide> Session<D> {
             return;
         }
         // RFC 5321 4.4: final delivery adds Return-Path.
-        let mut local = format!(
+        let mut local = full;
+        let return_path = format!(
             "Return-Path: <{}>\r\n",
             envelope.mail_from.as_deref().unwrap_or("")
-        )
-        .into_bytes();
-        local.extend_from_slice(&full);
+        );
+        prepend(&mut local, return_path.as_bytes());
         let sink = self.shared.local.clone();
         let (qid, env) = (queue_id.to_string(), envelope.clone());
         match tokio::task::spawn_blocking(move || sink.deliver(&qid, &env, &local)).await {
@@ -1035,6 +1045,11 @@ fn defect_reply(d: DataDefect) -> &'static str {
     }
 }
 
+/// Puts `head` in front of `msg` in place (one move of the message, no second copy of it).
+fn prepend(msg: &mut Vec<u8>, head: &[u8]) {
+    msg.splice(0..0, head.iter().copied());
+}
+
 /// The text between the first `<` of a command line and the next `>`.
 fn angle_content(line: &[u8]) -> Option<&[u8]> {
     let open = memchr::memchr(b'<', line)?;
@@ -1092,7 +1107,11 @@ fn shown_mailbox_owned(
     use unspoof_engine::address::{self, Defect};
     let (list, readings) = address::read_address_list(value);
     // An address inside an encoded-word is judged below like any other shown address.
-    if list.defects.iter().any(|d| *d != Defect::AddressInEncodedWord) {
+    if list
+        .defects
+        .iter()
+        .any(|d| *d != Defect::AddressInEncodedWord)
+    {
         return None;
     }
     let mut mailboxes = list.mailboxes();

@@ -90,7 +90,10 @@ async fn assert_clean(delivered: &[u8], dir: &Path, verdicts: usize) {
     let text = String::from_utf8_lossy(delivered);
     let head = text.split("\r\n\r\n").next().unwrap();
     for n in 1..=12 {
-        assert!(!head.contains(&format!("=f{n}.test")), "f{n} survived:\n{head}");
+        assert!(
+            !head.contains(&format!("=f{n}.test")),
+            "f{n} survived:\n{head}"
+        );
     }
     let fields = python_fields(delivered, dir).await;
     let ar: Vec<&str> = fields

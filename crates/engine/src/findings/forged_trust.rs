@@ -27,11 +27,7 @@ use crate::verdict::{Action, Reason};
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     let boundary = trusted_region_end(ctx);
-    let below = |name: &'static str| {
-        ctx.headers
-            .all(name)
-            .filter(move |h| h.offset >= boundary)
-    };
+    let below = |name: &'static str| ctx.headers.all(name).filter(move |h| h.offset >= boundary);
     for h in below(AUTHENTICATION_RESULTS) {
         if let Some(id) = claimed_ours(ctx, &authserv_id(h.value)) {
             let value = h.value_unfolded();
