@@ -386,6 +386,20 @@ mod tests {
     }
 
     #[test]
+    fn every_limit_is_in_the_example_and_the_docs_at_its_default() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let example = std::fs::read_to_string(root.join("examples/unspoof.toml")).unwrap();
+        assert!(GatewayConfig::from_toml(&example).is_ok());
+        let example: toml::Value = toml::from_str(&example).unwrap();
+        let defaults = toml::Value::try_from(Limits::default()).unwrap();
+        assert_eq!(example["gateway"]["limits"], defaults);
+        let docs = std::fs::read_to_string(root.join("docs/gateway.md")).unwrap();
+        for key in defaults.as_table().unwrap().keys() {
+            assert!(docs.contains(&format!("| `{key}` |")), "{key} not in docs/gateway.md");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(GatewayConfig::from_toml("[gateway]\nlisten_port = 25\n").is_err());
         assert!(GatewayConfig::from_toml("[gateway.limits]\nmax_rcpt = 5\n").is_err());
