@@ -395,7 +395,10 @@ mod tests {
         assert_eq!(example["gateway"]["limits"], defaults);
         let docs = std::fs::read_to_string(root.join("docs/gateway.md")).unwrap();
         for key in defaults.as_table().unwrap().keys() {
-            assert!(docs.contains(&format!("| `{key}` |")), "{key} not in docs/gateway.md");
+            assert!(
+                docs.contains(&format!("| `{key}` |")),
+                "{key} not in docs/gateway.md"
+            );
         }
     }
 

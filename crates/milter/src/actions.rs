@@ -5,7 +5,7 @@
 //! | accept | Authentication-Results at the top, then ACCEPT |
 //! | tag | AR and `X-Unspoof-Verdict`, the engine's rewrite (`unspoof_engine::tag`: subject prefix, banner) as CHGHEADER/INSHEADER and REPLBODY, ACCEPT |
 //! | quarantine | AR and `X-Unspoof-Verdict`, QUARANTINE with the reason codes, ACCEPT |
-//! | reject | REPLYCODE `550 5.7.1` with the reason codes (no edits) |
+//! | reject | REPLYCODE `550 5.7.1` with what the sender can fix and the MTA's queue id, never the codes (no edits) |
 //!
 //! On every delivered message, fields that claim to be ours but came from outside are removed
 //! first: Authentication-Results with our authserv-id in any form RFC 8601 allows (read by
@@ -112,22 +112,41 @@ fn delete_where(
     }
 }
 
-/// The replies for a decided message, ending in the final one.
+/// The reply text of a refused message (RFC 3463 5.7.1: delivery not authorized): what the
+/// sender can fix (`unspoof_engine::verdict::sender_advice` of the deciding code) and the MTA's
+/// queue id (`-`: unknown, left out). Never the reason codes, which would show a forger which
+/// check to get past; they are in the log line and the record of that queue id.
+pub fn refusal(analysis: &Analysis, queue_id: &str) -> String {
+    let v = &analysis.verdict;
+    let deciding = v.reasons.iter().find(|r| r.action == v.action);
+    let advice = unspoof_engine::verdict::sender_advice(deciding.map_or("", |r| r.code.as_str()));
+    // The queue id is the MTA's macro; only its plain characters go into a reply line.
+    let id: String = queue_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        format!("550 5.7.1 Message refused: {advice}")
+    } else {
+        format!("550 5.7.1 Message refused: {advice} (queue id {id})")
+    }
+}
+
+/// The replies for a decided message, ending in the final one. `queue_id` is the MTA's (`i`
+/// macro), for the refusal text.
 pub fn replies(
     analysis: &Analysis,
     policy: &Policy,
     message: &Message,
     caps: Caps,
     quarantine_note: Option<&str>,
+    queue_id: &str,
 ) -> Vec<Reply> {
     let action = analysis.verdict.action;
     let codes = deciding_codes(analysis);
     if action == Action::Reject || (action == Action::Quarantine && !caps.can(action::QUARANTINE)) {
-        // RFC 3463 5.7.1: delivery not authorized, message refused. Generic words; the codes
-        // are stable and documented, and reveal no configuration.
-        return vec![Reply::ReplyCode(format!(
-            "550 5.7.1 Message refused by policy ({codes})"
-        ))];
+        return vec![Reply::ReplyCode(refusal(analysis, queue_id))];
     }
 
     let headers = message.headers();

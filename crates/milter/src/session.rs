@@ -659,6 +659,7 @@ impl Session {
                     &self.message,
                     self.caps(),
                     note.as_deref(),
+                    &qid,
                 );
                 let counter = match analysis.verdict.action {
                     Action::Accept => &stats.accepted,

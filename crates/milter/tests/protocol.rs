@@ -184,19 +184,37 @@ async fn without_leading_space_the_eaten_space_is_put_back() {
 }
 
 #[tokio::test]
-async fn a_spoof_of_a_protected_domain_is_refused_with_its_code() {
+async fn a_spoof_of_a_protected_domain_is_refused_and_its_codes_are_on_record_not_in_the_reply() {
     let world = World::new();
-    let h = start(&world).await;
+    let log = Arc::new(MemLog::default());
+    let config = MilterConfig {
+        listen: vec!["inet:127.0.0.1:0".parse().unwrap()],
+        log_verdicts: false,
+        ..MilterConfig::default()
+    };
+    let h = Milter::new(config, world.engine(Duration::from_secs(2)).await)
+        .with_message_log(log.clone())
+        .start()
+        .await
+        .unwrap();
     let mut m = postfix_like(tcp(&h).await).await;
     let raw = plain_message("The CEO <ceo@bank.test>", "urgent wire transfer");
     let o = m
         .message(&Transaction::new(STRANGER, "ceo@bank.test", &raw))
         .await;
     assert_eq!(o.code, b'y', "{o:?}");
-    assert!(o.reply.starts_with("550 5.7.1 "), "{}", o.reply);
-    assert!(o.reply.contains("spoof.own_domain"), "{}", o.reply);
+    // What the sender can fix and the MTA's queue id; the codes would guide a forger.
+    assert_eq!(
+        o.reply,
+        "550 5.7.1 Message refused: the sender's domain does not authenticate it; its \
+         administrator can check the domain's SPF, DKIM and DMARC records (queue id 4ABCDEF)"
+    );
     assert!(o.mods.is_empty(), "no edits on a reject: {o:?}");
     assert_eq!(h.stats().rejected, 1);
+    let got = log.0.lock().unwrap().clone();
+    assert_eq!(got[0].0.as_deref(), Some("4ABCDEF"));
+    assert_eq!(got[0].1, "reject");
+    assert!(got[0].2.iter().any(|c| c == "spoof.own_domain"), "{got:#?}");
 }
 
 #[tokio::test]
@@ -436,6 +454,72 @@ async fn forged_results_claiming_to_be_ours_are_removed() {
     );
     assert_eq!(delivered.matches("X-Unspoof-Verdict:").count(), 1);
     assert!(!delivered.contains("X-Unspoof-Verdict: accept"));
+}
+
+/// Every form RFC 8601 allows for our authserv-id (and a malformed one): the milter deletes
+/// them all with the reader the gateway uses; the delivered copy is read back with Python's
+/// `email` module.
+#[tokio::test]
+async fn forged_results_in_every_form_are_removed() {
+    let world = World::new();
+    let h = start(&world).await;
+    let mut m = postfix_like(tcp(&h).await).await;
+    let forged = [
+        "Authentication-Results: (x) mx.unspoof.test; dmarc=pass header.from=f1.test",
+        "Authentication-Results:\r\n mx.unspoof.test; dmarc=pass header.from=f2.test",
+        "Authentication-Results: mx.unspoof.test(x); dmarc=pass header.from=f3.test",
+        "Authentication-Results: \"mx.unspoof.test\"; dmarc=pass header.from=f4.test",
+        "Authentication-Results: mx.unspoof.test.; dmarc=pass header.from=f5.test",
+        "AUTHENTICATION-RESULTS: MX.UNSPOOF.TEST; dmarc=pass header.from=f6.test",
+        "Authentication-Results: mx.unspoof.test 1; dmarc=pass header.from=f7.test",
+        "Authentication-Results: (a\r\n (b)) \"MX.Unspoof.Test.\" (c) ; dmarc=pass header.from=f8.test",
+        "Authentication-Results: (unclosed mx.unspoof.test; dmarc=pass header.from=f9.test",
+        "X-Unspoof-Verdict: accept; reasons=f10.test",
+        "Authentication-Results: other.test; dmarc=pass header.from=keep1.test (mx.unspoof.test)",
+    ];
+    let mut raw = forged.join("\r\n").into_bytes();
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(&good_message(&world, "forged forms", false));
+    let o = m
+        .message(&Transaction::new(SENDER_IP, "alice@good.test", &raw))
+        .await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    let delivered = apply(&raw, &o, true);
+    let text = String::from_utf8_lossy(&delivered).to_string();
+    let head = text.split("\r\n\r\n").next().unwrap();
+    for n in 1..=10 {
+        assert!(
+            !head.contains(&format!("=f{n}.test")),
+            "f{n} survived:\n{head}"
+        );
+    }
+    let dir = TempDir::new("forged");
+    let file = dir.path().join("delivered.eml");
+    std::fs::write(&file, &delivered).unwrap();
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import email, email.policy, sys\n\
+             m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)\n\
+             for v in m.get_all('Authentication-Results', []): print('AR', v)\n\
+             for v in m.get_all('X-Unspoof-Verdict', []): print('V', v)\n",
+        )
+        .arg(&file)
+        .output()
+        .await
+        .expect("python3");
+    let seen = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    let ar: Vec<&str> = seen.lines().filter(|l| l.starts_with("AR ")).collect();
+    assert_eq!(ar.len(), 2, "{seen}");
+    assert!(
+        ar[0].starts_with(&format!("AR {HOSTNAME};")),
+        "ours on top: {seen}"
+    );
+    assert!(ar[1].contains("keep1.test"), "{seen}");
+    // Ours (the forgery is a finding, so the message is tagged) and no other.
+    let v: Vec<&str> = seen.lines().filter(|l| l.starts_with("V ")).collect();
+    assert!(v.len() <= 1 && !seen.contains("f10.test"), "{seen}");
 }
 
 #[tokio::test]
