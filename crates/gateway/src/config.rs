@@ -143,7 +143,8 @@ pub struct Limits {
     /// Seconds that shutdown (SIGTERM) waits for in-flight sessions. Default 60.
     pub drain_timeout: u64,
     /// Seconds in which a line, once its first octet arrived, must be complete (its LF
-    /// received): a command line, an AUTH response, or a line inside DATA. A client that
+    /// received): a command line, an AUTH response, or a line inside DATA; and the TLS
+    /// handshake after STARTTLS. A client that
     /// trickles a byte now and then is cut off here long before `command_timeout` or
     /// `data_timeout`. Over it: `421 4.4.2` and closed, nothing kept. Default 60.
     pub line_timeout: u64,

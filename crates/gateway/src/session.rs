@@ -519,7 +519,9 @@ impl<D: Decide> Session<D> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, Stream::Closed) else {
             return Flow::Close;
         };
-        let wait = self.shared.config.limits.command_timeout();
+        // The handshake is a few round trips: a client that dribbles it is cut like a line.
+        let limits = &self.shared.config.limits;
+        let wait = limits.command_timeout().min(limits.line_timeout());
         match timeout(wait, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
                 let (_, c) = tls.get_ref();

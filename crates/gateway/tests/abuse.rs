@@ -159,7 +159,7 @@ async fn a_command_trickled_a_byte_at_a_time_is_cut_at_the_line_timeout() {
     let mut c = config("trickle-cmd");
     c.limits.line_timeout = 1;
     let gw = start(c).await;
-    let mut raw = Raw::hello(gw.handle.inbound).await;
+    let raw = Raw::hello(gw.handle.inbound).await;
     // Never a complete line: `NOOP NOOP NOOP ...`, 4 bytes a second.
     let (said, took) = trickle(raw, b"NOOP ", Duration::from_millis(250)).await;
     assert!(said.starts_with("421 4.4.2"), "{said:?}");
