@@ -97,14 +97,11 @@ impl DotReader {
         }
     }
 
-    /// Counts what the message holds against `budget`; a message that does not fit is
-    /// [`DataDefect::NoMemory`]. `expected` (a declared SIZE) is reserved at once when it fits.
-    pub fn with_budget(mut self, budget: &Arc<MemoryBudget>, expected: usize) -> Self {
-        let mut charge = budget.charge();
-        if expected > 0 && expected <= self.max_size && charge.cover(expected) {
-            self.out = Vec::with_capacity(expected);
-        }
-        self.charge = Some(charge);
+    /// Counts what the message holds against `budget`, as it arrives; a message that does not
+    /// fit is [`DataDefect::NoMemory`]. Nothing is reserved for a declared SIZE: a client
+    /// could declare 25 MB, send nothing and hold the budget.
+    pub fn with_budget(mut self, budget: &Arc<MemoryBudget>) -> Self {
+        self.charge = Some(budget.charge());
         self
     }
 
@@ -386,7 +383,7 @@ mod tests {
         let budget = MemoryBudget::new(2 * crate::memory::STEP);
         let mut other = budget.charge();
         assert!(other.cover(crate::memory::STEP));
-        let mut r = DotReader::new(1 << 20).with_budget(&budget, 0);
+        let mut r = DotReader::new(1 << 20).with_budget(&budget);
         let line = [b'x'; 1000];
         let mut fed = 0;
         while fed < 3 * crate::memory::STEP {
@@ -402,7 +399,7 @@ mod tests {
         assert_eq!(r.finish(), Err(DataDefect::NoMemory));
         // A message that fits keeps its charge until it is dropped.
         drop(other);
-        let mut r = DotReader::new(1 << 20).with_budget(&budget, 0);
+        let mut r = DotReader::new(1 << 20).with_budget(&budget);
         assert_eq!(r.feed(b"Subject: x\r\n\r\nhi\r\n.\r\n"), Some(21));
         let charge = r.take_charge();
         assert_eq!(budget.used(), crate::memory::STEP);

@@ -52,8 +52,6 @@ enum Flow {
 
 struct Transaction {
     mail_from: String,
-    /// The SIZE the client declared (RFC 1870), 0 if none: reserved at DATA when it fits.
-    declared_size: usize,
     eightbit: bool,
     smtputf8: bool,
     rcpts: Vec<String>,
@@ -402,7 +400,6 @@ impl<D: Decide> Session<D> {
         }
         self.tx = Some(Transaction {
             mail_from: address,
-            declared_size: from.size,
             eightbit: from.flags & MAIL_BODY_8BITMIME != 0,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
             rcpts: Vec::new(),
@@ -684,11 +681,9 @@ impl<D: Decide> Session<D> {
             self.reset_transaction().await;
             return Flow::Continue;
         }
-        let declared = tx.declared_size;
         self.conn.reply(reply::START_DATA);
         let limits = self.shared.config.limits.clone();
-        let mut reader =
-            DotReader::new(limits.max_message_size).with_budget(&self.shared.memory, declared);
+        let mut reader = DotReader::new(limits.max_message_size).with_budget(&self.shared.memory);
         let pace = DataPace {
             line_timeout: limits.line_timeout(),
             min_rate: limits.min_data_rate,
