@@ -163,23 +163,33 @@ impl AuthThrottle {
     /// network or the account (whichever has more), at most `auth_failure_delay_max_ms`.
     pub fn failed(&self, ip: IpAddr, account: Option<&str>) -> Duration {
         let now = Instant::now();
-        let n_ip = record(
-            &self.ips,
-            network_of(ip),
-            now,
-            self.window,
-            self.per_ip,
-            self.lockout,
-        );
+        let net = network_of(ip);
+        let (n_ip, locked) = record(&self.ips, net, now, self.window, self.per_ip, self.lockout);
+        if locked {
+            // Rare and worth an operator's attention (a guessing attack, or a user's device
+            // with an old password).
+            eprintln!(
+                "unspoof: AUTH locked out for {} s: client network {net} ({n_ip} failures)",
+                self.lockout.as_secs()
+            );
+        }
         let n_account = account.map_or(0, |a| {
-            record(
+            let (n, locked) = record(
                 &self.accounts,
                 account_key(a),
                 now,
                 self.window,
                 self.per_account,
                 self.lockout,
-            )
+            );
+            if locked {
+                eprintln!(
+                    "unspoof: AUTH locked out for {} s: account {:?} ({n} failures, the last from {ip})",
+                    self.lockout.as_secs(),
+                    account_key(a)
+                );
+            }
+            n
         });
         let n = n_ip.max(n_account).max(1);
         let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
@@ -214,8 +224,8 @@ fn locked<K: std::hash::Hash + Eq>(
     }
 }
 
-/// Counts one failure for `key`; returns its count within the window. Reaching `max` locks
-/// the key out for `lockout`.
+/// Counts one failure for `key`; returns its count within the window, and whether this one
+/// locked the key out (reaching `max` locks it for `lockout`).
 fn record<K: std::hash::Hash + Eq>(
     map: &Mutex<HashMap<K, Failures>>,
     key: K,
@@ -223,14 +233,14 @@ fn record<K: std::hash::Hash + Eq>(
     window: Duration,
     max: u32,
     lockout: Duration,
-) -> u32 {
+) -> (u32, bool) {
     let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() >= MAX_TRACKED && !m.contains_key(&key) {
         m.retain(|_, f| {
             f.locked_until.is_some_and(|u| u > now) || now.duration_since(f.last) <= window
         });
         if m.len() >= MAX_TRACKED {
-            return 1;
+            return (1, false);
         }
     }
     let f = m.entry(key).or_insert(Failures {
@@ -243,10 +253,11 @@ fn record<K: std::hash::Hash + Eq>(
     }
     f.count = f.count.saturating_add(1);
     f.last = now;
-    if f.count >= max && f.locked_until.is_none() {
+    let locks = f.count >= max && f.locked_until.is_none();
+    if locks {
         f.locked_until = Some(now + lockout);
     }
-    f.count
+    (f.count, locks)
 }
 
 #[cfg(test)]
