@@ -133,6 +133,34 @@ pub fn refusal(analysis: &Analysis, queue_id: &str) -> String {
     }
 }
 
+/// Deletions of the fields only we may write, for the MTA's copy: every Authentication-Results
+/// that claims `authserv_id` (the engine's RFC 8601 reader, the gateway's too) and, with
+/// `verdicts`, every `X-Unspoof-Verdict`. Empty when the MTA did not allow header changes.
+/// For a message no verdict was reached for too (an authenticated submission not judged, an
+/// error with `on_error = accept`): forged results never reach a user.
+pub fn forged_deletions(
+    message: &Message,
+    authserv_id: &str,
+    verdicts: bool,
+    caps: Caps,
+) -> Vec<Reply> {
+    let mut out = Vec::new();
+    if !caps.can(action::CHGHDRS) {
+        return out;
+    }
+    let headers = message.headers();
+    delete_where(
+        &headers.fields,
+        auth_results::AUTHENTICATION_RESULTS,
+        |f| auth_results::claims(f.value, authserv_id),
+        &mut out,
+    );
+    if verdicts {
+        delete_where(&headers.fields, VERDICT_HEADER, |_| true, &mut out);
+    }
+    out
+}
+
 /// The replies for a decided message, ending in the final one. `queue_id` is the MTA's (`i`
 /// macro), for the refusal text.
 pub fn replies(
@@ -149,19 +177,8 @@ pub fn replies(
         return vec![Reply::ReplyCode(refusal(analysis, queue_id))];
     }
 
-    let headers = message.headers();
-    let fields = &headers.fields;
-    let mut out = Vec::new();
-    if caps.can(action::CHGHDRS) {
-        // The same RFC 8601 reader as the gateway's (comments, folding, quoted ids, case,
-        // trailing dot, malformed values fail closed).
-        delete_where(
-            fields,
-            auth_results::AUTHENTICATION_RESULTS,
-            |f| auth_results::claims(f.value, &policy.hostname),
-            &mut out,
-        );
-    }
+    // Forged results out first; for a tag, the rewrite below removes stale verdict fields.
+    let mut out = forged_deletions(message, &policy.hostname, action != Action::Tag, caps);
 
     let mut body = None;
     if action == Action::Tag {
@@ -194,8 +211,6 @@ pub fn replies(
         if caps.can(action::CHGBODY) && caps.can(action::CHGHDRS) {
             body = new_body;
         }
-    } else if caps.can(action::CHGHDRS) {
-        delete_where(fields, VERDICT_HEADER, |_| true, &mut out);
     }
 
     if caps.can(action::ADDHDRS) {

@@ -591,9 +591,10 @@ impl Session {
                     "{qid} accept: authenticated submission by {user:?}, not judged"
                 ));
             }
-            let mut replies = Vec::new();
+            let hostname = shared.engine.policy().hostname.clone();
+            let mut replies =
+                actions::forged_deletions(&self.message, &hostname, true, self.caps());
             if self.actions & action::ADDHDRS != 0 {
-                let hostname = shared.engine.policy().hostname.clone();
                 let value = format!(
                     "{}; auth=pass smtp.auth={}",
                     ar_value(&hostname),
@@ -715,7 +716,9 @@ impl Session {
                     OnError::Accept => {
                         stats.accepted.fetch_add(1, Ordering::Relaxed);
                         self.log(&format!("{qid} accept unchecked (on_error): {why}"));
-                        let mut r = Vec::new();
+                        let hostname = shared.engine.policy().hostname.clone();
+                        let mut r =
+                            actions::forged_deletions(&self.message, &hostname, true, self.caps());
                         if self.actions & action::ADDHDRS != 0 {
                             let value = if self.caps().leadspc {
                                 " unchecked"

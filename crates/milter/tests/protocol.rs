@@ -553,6 +553,20 @@ async fn authenticated_submissions_are_not_judged_unless_asked() {
         Some(&*format!(" {HOSTNAME}; auth=pass smtp.auth=ceo"))
     );
 
+    // Not judged, but forged results are removed all the same.
+    let mut forged = format!(
+        "Authentication-Results: (x) {HOSTNAME}; dmarc=pass\r\nX-Unspoof-Verdict: accept\r\n"
+    )
+    .into_bytes();
+    forged.extend_from_slice(&raw);
+    let mut tf = Transaction::new(STRANGER, "ceo@bank.test", &forged);
+    tf.auth_user = Some("ceo");
+    let o = m.message(&tf).await;
+    assert_eq!(o.code, b'a', "{o:?}");
+    let delivered = String::from_utf8(apply(&forged, &o, true)).unwrap();
+    assert!(!delivered.contains("(x)"), "{delivered}");
+    assert!(!delivered.contains("X-Unspoof-Verdict"), "{delivered}");
+
     let h = start_with(&world, |c| c.skip_authenticated = false).await;
     let mut m = postfix_like(tcp(&h).await).await;
     assert_eq!(m.message(&t).await.code, b'y');
