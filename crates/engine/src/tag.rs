@@ -56,9 +56,9 @@
 //! **Stale verdicts.** `X-Unspoof-Verdict` fields already in the message (a forgery, or a
 //! verdict of an earlier pass) are removed, so the only one a filter or a person sees is ours.
 //! Foreign `Authentication-Results` fields are the front door's business: each removes those
-//! that claim our authserv-id with [`crate::message::auth_results`]. Tagging twice gives one subject prefix and one verdict
-//! field but two banners: the banner is never skipped because the text seems to hold one
-//! already, since a sender could write that text to suppress ours.
+//! that claim our authserv-id with [`crate::message::auth_results`]. Tagging twice gives one
+//! subject prefix and one verdict field but two banners: the banner is never skipped because
+//! the text seems to hold one already, since a sender could write that text to suppress ours.
 //!
 //! **Limits.** A `<meta charset>` inside HTML that is converted to UTF-8 is left as it is
 //! (mail readers go by the MIME charset); in `multipart/related` the first part is taken as
