@@ -437,12 +437,14 @@ pub async fn check(resolver: &Resolver, domain: &str) -> DmarcReport {
     let org_domain = unspoof_engine::domain::registrable(domain);
     for (which, uris) in [("rua", &report.rua), ("ruf", &report.ruf)] {
         for uri in uris.iter() {
-            let Some(addr) = uri
+            // mail-auth keeps the address of a mailto: URI without its scheme.
+            if uri.contains("://") {
+                continue;
+            }
+            let addr = uri
                 .strip_prefix("mailto:")
                 .or_else(|| uri.strip_prefix("MAILTO:"))
-            else {
-                continue;
-            };
+                .unwrap_or(uri);
             let addr = addr.split('!').next().unwrap_or(addr);
             let Some((_, host)) = addr.rsplit_once('@') else {
                 findings.push(
@@ -458,7 +460,11 @@ pub async fn check(resolver: &Resolver, domain: &str) -> DmarcReport {
                 continue;
             };
             let host = host.trim_end_matches('.').to_ascii_lowercase();
-            if unspoof_engine::domain::registrable(&host) == org_domain {
+            let same_org = match (unspoof_engine::domain::registrable(&host), &org_domain) {
+                (Some(a), Some(b)) => &a == b,
+                _ => is_at_or_below(&host, domain),
+            };
+            if same_org {
                 continue;
             }
             let name = format!("{domain}._report._dmarc.{host}");
@@ -610,4 +616,19 @@ pub async fn subdomains(
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn psl_of_test_names() {
+        assert_eq!(
+            unspoof_engine::domain::registrable("reports.other.test").as_deref(),
+            Some("other.test")
+        );
+        assert_eq!(
+            unspoof_engine::domain::registrable("dmarc-weak.test").as_deref(),
+            Some("dmarc-weak.test")
+        );
+    }
 }

@@ -39,9 +39,11 @@ pub struct SpfNode {
     /// Why this record fails, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
-    /// DNS-lookup terms in this record itself.
+    /// DNS-lookup terms in this record itself, besides the include and redirect terms it
+    /// follows (those count in the cost of the record they lead to).
     pub own_lookups: usize,
-    /// Lookups this record costs with everything below it: the cost of including it.
+    /// Lookups this record costs with everything below it; for an include or redirect
+    /// target, the term that leads to it too: what including it costs.
     pub cost: usize,
     /// Names of this record's terms that answered nothing (RFC 7208 4.6.4 void lookups).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -347,7 +349,7 @@ impl<'a> Walk<'a> {
                 record: None,
                 problem: None,
                 own_lookups: 0,
-                cost: 0,
+                cost: usize::from(via != "record"),
                 voids: Vec::new(),
                 children: Vec::new(),
             };
@@ -393,10 +395,14 @@ impl<'a> Walk<'a> {
                 return node;
             }
             let txt = answer.txt();
-            let spf_records: Vec<&Vec<u8>> = txt
+            let mut spf_records: Vec<&Vec<u8>> = txt
                 .iter()
                 .filter(|r| unspoof_engine::is_spf_record_text(r))
                 .collect();
+            // Several records are a permerror whatever they say; the tree shows the one that
+            // says most (the longest, then the first in byte order), so the walk does not
+            // depend on the order the server returned them in.
+            spf_records.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
             if spf_records.is_empty() {
                 let (code, severity, rule, message) = if via == "record" {
                     (
@@ -500,16 +506,16 @@ impl<'a> Walk<'a> {
             for d in spf.directives.iter() {
                 let pass = d.qualifier == Qualifier::Pass;
                 match &d.mechanism {
-                    Mechanism::Include { macro_string } => {
-                        node.own_lookups += 1;
-                        match target(macro_string, &domain) {
-                            Some(t) => {
-                                let child = self.node(t, "include", path.clone()).await;
-                                node.children.push(child);
-                            }
-                            None => self.macros = true,
+                    Mechanism::Include { macro_string } => match target(macro_string, &domain) {
+                        Some(t) => {
+                            let child = self.node(t, "include", path.clone()).await;
+                            node.children.push(child);
                         }
-                    }
+                        None => {
+                            node.own_lookups += 1;
+                            self.macros = true;
+                        }
+                    },
                     Mechanism::A {
                         macro_string,
                         ip4_mask,
@@ -583,20 +589,22 @@ impl<'a> Walk<'a> {
                         format!("{domain} has both \"all\" and \"redirect\": the redirect is never used"),
                     ).evidence(format!("{domain} TXT \"{text}\"")));
                 } else {
-                    node.own_lookups += 1;
                     match target(redirect, &domain) {
                         Some(t) => {
                             let child = self.node(t, "redirect", path.clone()).await;
                             node.children.push(child);
                         }
                         None => {
+                            node.own_lookups += 1;
                             self.macros = true;
                             self.unresolved = true;
                         }
                     }
                 }
             }
-            node.cost = node.own_lookups + node.children.iter().map(|c| c.cost).sum::<usize>();
+            node.cost = usize::from(via != "record")
+                + node.own_lookups
+                + node.children.iter().map(|c| c.cost).sum::<usize>();
             node
         })
     }
