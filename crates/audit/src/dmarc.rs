@@ -350,16 +350,19 @@ pub async fn check(resolver: &Resolver, domain: &str) -> DmarcReport {
             .fix(fix.clone()),
         );
     }
-    if !inherited && strength(sp) < strength(p) {
+    if !inherited && (strength(sp) < strength(p) || (strength(sp) == 0 && tag(&t, "sp").is_some()))
+    {
         findings.push(
             Finding::new(
                 "dmarc.weak_subdomain_policy",
                 Check::Dmarc,
                 Severity::Error,
                 "RFC 9989 4.7",
-                format!(
-                    "sp={sp} is weaker than p={p}: forgers use any subdomain of {domain} instead"
-                ),
+                if strength(sp) < strength(p) {
+                    format!("sp={sp} is weaker than p={p}: forgers use any subdomain of {domain} instead")
+                } else {
+                    format!("sp={sp}: mail that fails DMARC from any subdomain of {domain} is delivered")
+                },
             )
             .evidence(evidence.clone())
             .fix(fix.clone()),

@@ -407,20 +407,7 @@ pub async fn check(
     };
     report.sending_source = source;
     for ip in ips.into_iter().take(options.limits.max_sending_ips) {
-        let ptr = resolver.ptr(ip).await;
-        let mut r = Reverse {
-            ip,
-            names: ptr.names(),
-            confirmed: None,
-            error: ptr.failure().map(str::to_string),
-        };
-        for n in r.names.clone() {
-            let (a, _) = addresses(resolver, &n).await;
-            if a.contains(&ip) {
-                r.confirmed = Some(n);
-                break;
-            }
-        }
+        let r = reverse(resolver, ip).await;
         let reverse_name = plain(&hickory_proto::rr::Name::from(ip));
         let suggested = gateways
             .first()
@@ -468,8 +455,64 @@ pub async fn check(
         }
         report.sending.push(r);
     }
+    let checked: Vec<IpAddr> = report.sending.iter().map(|r| r.ip).collect();
+    let mut mx_addrs: Vec<(String, IpAddr)> = Vec::new();
+    for m in &report.mx {
+        for a in &m.addresses {
+            if !checked.contains(a) && !mx_addrs.iter().any(|(_, x)| x == a) {
+                mx_addrs.push((m.host.clone(), *a));
+            }
+        }
+    }
+    // The MX hosts' own reverse DNS (RFC 1912 2.1), for addresses not checked as senders.
+    for (host, ip) in mx_addrs.into_iter().take(options.limits.max_sending_ips) {
+        let r = reverse(resolver, ip).await;
+        let reverse_name = plain(&hickory_proto::rr::Name::from(ip));
+        if r.error.is_none() && r.names.is_empty() {
+            findings.push(
+                Finding::new(
+                    "entry.mx_no_reverse_dns",
+                    Check::Entry,
+                    Severity::Info,
+                    "RFC 1912 2.1",
+                    format!("{ip}, the address of MX {host}, has no PTR record: if it also sends mail, receivers distrust it"),
+                )
+                .fix(Fix::record(&reverse_name, "PTR", format!("{host}."), "publish")),
+            );
+        } else if r.error.is_none() && r.confirmed.is_none() {
+            findings.push(
+                Finding::new(
+                    "entry.mx_fcrdns_mismatch",
+                    Check::Entry,
+                    Severity::Info,
+                    "RFC 1912 2.1",
+                    format!("the PTR name of {ip}, the address of MX {host}, ({}) does not resolve back to it", r.names.join(", ")),
+                )
+                .fix(Fix::record(&reverse_name, "PTR", format!("{host}."), "replace")),
+            );
+        }
+    }
     report.findings = findings;
     report
+}
+
+/// The PTR names of `ip` and the first of them whose addresses include it.
+async fn reverse(resolver: &Resolver, ip: IpAddr) -> Reverse {
+    let ptr = resolver.ptr(ip).await;
+    let mut r = Reverse {
+        ip,
+        names: ptr.names(),
+        confirmed: None,
+        error: ptr.failure().map(str::to_string),
+    };
+    for n in r.names.clone() {
+        let (a, _) = addresses(resolver, &n).await;
+        if a.contains(&ip) {
+            r.confirmed = Some(n);
+            break;
+        }
+    }
+    r
 }
 
 fn helo(options: &Options) -> &str {

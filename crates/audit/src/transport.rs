@@ -243,8 +243,13 @@ pub async fn check(
                 }
             }
         }
-    } else if !entry.null_mx && !entry.mx.is_empty() {
-        findings.push(Finding::new("transport.no_mta_sts", Check::Transport, Severity::Warning, "RFC 8461", format!("{domain} publishes no MTA-STS policy: a network attacker can strip STARTTLS or redirect mail to it (also publish https://mta-sts.{domain}/.well-known/mta-sts.txt)")).fix(sts_fix));
+    } else if !(entry.null_mx && entry.mx.is_empty()) {
+        let severity = if entry.mx.is_empty() {
+            Severity::Info
+        } else {
+            Severity::Warning
+        };
+        findings.push(Finding::new("transport.no_mta_sts", Check::Transport, severity, "RFC 8461", format!("{domain} publishes no MTA-STS policy: a network attacker can strip STARTTLS or redirect mail to it (also publish https://mta-sts.{domain}/.well-known/mta-sts.txt)")).fix(sts_fix));
     }
 
     // TLS-RPT.
@@ -298,7 +303,7 @@ pub async fn check(
                 .fix(rpt_fix),
             );
         }
-    } else if !entry.null_mx && !entry.mx.is_empty() {
+    } else if !(entry.null_mx && entry.mx.is_empty()) {
         findings.push(
             Finding::new(
                 "transport.no_tlsrpt",
@@ -433,6 +438,15 @@ pub async fn check(
         }
     }
 
+    if report.bimi.is_none() && bimi.failure().is_none() {
+        findings.push(Finding::new(
+            "transport.no_bimi",
+            Check::Transport,
+            Severity::Info,
+            "BIMI (draft-brand-indicators-for-message-identification)",
+            format!("no BIMI record at {bimi_name}: mailbox providers show no logo (it needs DMARC at enforcement, an SVG Tiny PS logo and usually a mark certificate)"),
+        ));
+    }
     report.findings = findings;
     report
 }

@@ -4,6 +4,8 @@
 //! stopped by the test. scripts/deps-audit.sh installs knot and unbound.
 #![allow(dead_code)]
 
+pub mod zones;
+
 use std::{
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
