@@ -42,6 +42,10 @@ pub struct DmarcReport {
     pub ruf: Vec<String>,
     /// The policy for this domain is quarantine or reject, not in test mode.
     pub enforced: bool,
+    /// The record every DMARC fix of this report proposes (one record for the name: p=reject,
+    /// no removed tags, no t=y, sp/np no weaker than reject, rua kept or added).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposed: Option<String>,
     #[serde(skip)]
     pub findings: Vec<Finding>,
 }
@@ -298,6 +302,7 @@ pub async fn check(resolver: &Resolver, domain: &str) -> DmarcReport {
         kept.join("; ")
     };
     let fix = Fix::txt(&at, &fixed, "replace");
+    report.proposed = Some(fixed.clone());
 
     if tag(&t, "p").is_none() {
         findings.push(
@@ -564,16 +569,8 @@ pub async fn subdomains(
         for n in &names {
             f = f.evidence(n.clone());
         }
-        if let Some(at) = &dmarc.found_at
-            && let Some(record) = &dmarc.record
-        {
-            let mut kept: Vec<String> = tags(record)
-                .into_iter()
-                .filter(|(k, _)| k != "sp")
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            kept.push("sp=reject".into());
-            f = f.fix(Fix::txt(at, &kept.join("; "), "replace"));
+        if let (Some(at), Some(proposed)) = (&dmarc.found_at, &dmarc.proposed) {
+            f = f.fix(Fix::txt(at, proposed, "replace"));
         }
         out.push(f);
     }
