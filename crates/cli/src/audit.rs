@@ -15,8 +15,7 @@ use crate::{analyze::DnsArgs, exit};
 
 #[derive(Args)]
 pub struct AuditArgs {
-    /// The domains to audit.
-    #[arg(required = true)]
+    /// The domains to audit (default: the configuration's `protected_domains`).
     pub domains: Vec<String>,
     /// Print one JSON object per domain (schema `unspoof.audit/1`) instead of the report.
     #[arg(long)]
@@ -160,6 +159,7 @@ pub fn run(args: AuditArgs) -> u8 {
 }
 
 async fn run_async(args: AuditArgs) -> u8 {
+    let mut domains = args.domains.clone();
     let mut options = Options {
         probe: !args.no_probe,
         lookalikes: !args.no_lookalikes,
@@ -178,8 +178,34 @@ async fn run_async(args: AuditArgs) -> u8 {
                 return exit::CONFIG;
             }
         };
+        // As `unspoof serve` reads it: [gateway] hostname, else the top-level hostname.
+        let table: toml::Table = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default();
+        let gateway_hostname = table
+            .get("gateway")
+            .and_then(|g| g.get("hostname"))
+            .and_then(|h| h.as_str())
+            .or_else(|| table.get("hostname").and_then(|h| h.as_str()))
+            .map(str::to_string);
+        let mut gateway = gateway;
+        if let Some(h) = gateway_hostname {
+            gateway.hostname = h;
+        }
         options.gateway_names = gateway.gateways();
         options.helo_name = gateway.hostname.clone();
+        if domains.is_empty() {
+            domains = table
+                .get("protected_domains")
+                .and_then(|d| d.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
         for k in &gateway.dkim {
             let record = match unspoof_gateway::dkim::public_record(k) {
                 Ok(r) => Some(r),
@@ -216,6 +242,10 @@ async fn run_async(args: AuditArgs) -> u8 {
             }
         }
     }
+    if domains.is_empty() {
+        eprintln!("unspoof: name the domains to audit, or --config a file with protected_domains");
+        return exit::USAGE;
+    }
     let view = match crate::analyze::dns_view(&args.dns).await {
         Ok(v) => v,
         Err((code, e)) => {
@@ -227,7 +257,7 @@ async fn run_async(args: AuditArgs) -> u8 {
     let mut worst = Severity::Info;
     let colour = !args.json && std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
-    for domain in &args.domains {
+    for domain in &domains {
         let Some(d) = unspoof_audit::dns::normalise(domain) else {
             eprintln!("unspoof: {domain:?} is not a domain name");
             return exit::USAGE;

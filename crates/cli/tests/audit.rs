@@ -153,6 +153,22 @@ async fn audit_reports_grades_and_exits_by_the_worst_finding() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 
+    // No domain named: the configuration's protected_domains.
+    let mut c = unspoof();
+    c.args([
+        "audit",
+        "--json",
+        "--no-probe",
+        "--no-lookalikes",
+        "--resolver",
+        &knot.addr.to_string(),
+        "--config",
+    ])
+    .arg(&config);
+    let out = env(&mut c);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["domain"], "good.test");
+
     // No DNS at all: nothing can be checked, and that is not clean (fail closed).
     let out = env(unspoof().args(["audit", "good.test", "--offline", "--no-probe"]));
     assert_eq!(
