@@ -521,7 +521,6 @@ pub async fn subdomains(
         return out;
     }
     let sp = dmarc.sp.as_deref().unwrap_or("none");
-    let np = dmarc.np.as_deref().unwrap_or("none");
     let mut names: Vec<String> = entry
         .mx
         .iter()
@@ -573,18 +572,6 @@ pub async fn subdomains(
             f = f.fix(Fix::txt(at, proposed, "replace"));
         }
         out.push(f);
-    }
-    if strength(np) < 2
-        && dmarc.found_at.as_deref() == Some(&format!("_dmarc.{domain}"))
-        && strength(sp) == 2
-    {
-        out.push(Finding::new(
-            "dmarc.np_weaker",
-            Check::Dmarc,
-            Severity::Warning,
-            "RFC 9989 4.7",
-            format!("np={np}: names that do not exist under {domain} are not refused"),
-        ));
     }
     for n in silent {
         let gateway = options
