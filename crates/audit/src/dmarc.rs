@@ -289,10 +289,9 @@ pub async fn check(resolver: &Resolver, domain: &str) -> DmarcReport {
     let fixed = {
         let mut kept: Vec<String> = vec!["v=DMARC1".into(), "p=reject".into()];
         for (k, v) in &t {
-            if !matches!(k.as_str(), "v" | "p" | "pct" | "rf" | "ri" | "t")
-                && !(k == "sp" && strength(v) < 2)
-                && !(k == "np" && strength(v) < 2)
-            {
+            let dropped = matches!(k.as_str(), "v" | "p" | "pct" | "rf" | "ri" | "t")
+                || (matches!(k.as_str(), "sp" | "np") && strength(v) < 2);
+            if !dropped {
                 kept.push(format!("{k}={v}"));
             }
         }

@@ -333,10 +333,11 @@ pub async fn audit_with(resolver: &Resolver, domain: &str, options: &Options) ->
     let domain = dns::normalise(domain).unwrap_or_else(|| domain.trim().to_ascii_lowercase());
     let mut findings = Vec::new();
 
-    let (spf, dmarc) = tokio::join!(
-        spf::check(resolver, &domain, options),
-        dmarc::check(resolver, &domain),
-    );
+    // One check after the other: they share names (the domain's TXT), and asked at once both
+    // would send the same query; in order, the second reads the first's answer and the queries
+    // sent are the same on every run.
+    let spf = spf::check(resolver, &domain, options).await;
+    let dmarc = dmarc::check(resolver, &domain).await;
     let dkim = dkim::check(resolver, &domain, options).await;
     let entry = entry::check(resolver, &domain, options, &spf).await;
     let transport = transport::check(resolver, &domain, options, &entry, &dmarc).await;

@@ -378,7 +378,7 @@ pub fn render(out: &mut impl Write, r: &Report, colour: bool) -> std::io::Result
         writeln!(out, "Findings")?;
     }
     let mut sorted: Vec<_> = r.findings.iter().collect();
-    sorted.sort_by(|a, b| b.severity.cmp(&a.severity));
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in sorted {
         writeln!(
             out,

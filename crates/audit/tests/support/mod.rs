@@ -146,11 +146,12 @@ impl Knot {
         let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
         let knot = Knot { dir, addr, child };
         let origins: Vec<String> = zones.iter().map(|z| z.origin.clone()).collect();
-        knot.wait_ready(&origins, zones.iter().any(|z| z.signed));
+        // Knot signs a zone before it serves it: its SOA answering means it is signed.
+        knot.wait_ready(&origins);
         knot
     }
 
-    fn wait_ready(&self, origins: &[String], signed: bool) {
+    fn wait_ready(&self, origins: &[String]) {
         let started = Instant::now();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -165,11 +166,7 @@ impl Knot {
                         4,
                         "probe".into(),
                     );
-                    let ty = if signed {
-                        hickory_proto::rr::RecordType::SOA
-                    } else {
-                        hickory_proto::rr::RecordType::SOA
-                    };
+                    let ty = hickory_proto::rr::RecordType::SOA;
                     let name = if o == "." { "." } else { o.as_str() };
                     if r.ask(name, ty).await.records().is_empty() {
                         return false;
