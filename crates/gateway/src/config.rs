@@ -346,6 +346,18 @@ mod tests {
     }
 
     #[test]
+    fn gateway_names_default_to_the_hostname() {
+        let c = GatewayConfig::from_toml("[gateway]\nhostname = \"MX1.Example.org\"\n").unwrap();
+        assert_eq!(c.gateways(), vec!["mx1.example.org".to_string()]);
+        let c = GatewayConfig::from_toml(
+            "[gateway]\nhostname = \"mx1.example.org\"\ngateway_names = [\"MX1.example.org.\", \"mx2.example.org\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.gateways(), vec!["mx1.example.org", "mx2.example.org"]);
+        assert!(GatewayConfig::from_toml("[gateway]\ngateway_names = [\"\"]\n").is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(GatewayConfig::from_toml("[gateway]\nlisten_port = 25\n").is_err());
         assert!(GatewayConfig::from_toml("[gateway.limits]\nmax_rcpt = 5\n").is_err());
