@@ -356,4 +356,7 @@ async fn every_checkdmarc_problem_is_ours_too() {
         unmatched.join("\n")
     );
     drop(knot);
+    if let Some(d) = ca_file.parent() {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

@@ -97,6 +97,9 @@ fn pem_certificates(path: &PathBuf) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// The newest records of mail from a domain read for the selectors they were signed with.
+const MAX_SEEN_RECORDS: u32 = 200;
+
 /// Selectors seen in DKIM signatures of recorded mail from `domain`.
 async fn seen_selectors(args: &AuditArgs, domain: &str) -> Result<Vec<String>, String> {
     if args.store.is_none() && args.data_dir.is_none() {
@@ -114,15 +117,23 @@ async fn seen_selectors(args: &AuditArgs, domain: &str) -> Result<Vec<String>, S
         .map_err(|e| format!("store: {e}"))?;
     let query = unspoof_store::Query {
         from_domain: Some(domain.to_string()),
-        limit: Some(1000),
+        limit: Some(MAX_SEEN_RECORDS),
         ..Default::default()
     };
-    let records = store
+    // A search lists records without their DNS evidence: each is read whole.
+    let listed = store
         .search(&query)
         .await
         .map_err(|e| format!("store: {e}"))?;
     let mut out: Vec<String> = Vec::new();
-    for r in records {
+    for listed in listed {
+        let Some(r) = store
+            .message(&listed.id)
+            .await
+            .map_err(|e| format!("store: {e}"))?
+        else {
+            continue;
+        };
         let Some(dkim) = r
             .dns
             .as_ref()

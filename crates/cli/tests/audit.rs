@@ -153,6 +153,41 @@ async fn audit_reports_grades_and_exits_by_the_worst_finding() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 
+    // Selectors seen in recorded mail (the store of `unspoof serve`): looked up too.
+    let store_dir = dir.join("store");
+    let store = unspoof_store::Store::open(unspoof_store::StoreConfig::new("", &store_dir))
+        .await
+        .unwrap();
+    store.log_message(unspoof_store::MessageRecord {
+        id: unspoof_store::new_id(),
+        received_at: 1_800_000_000,
+        node: "mx1".into(),
+        listener: "inbound".into(),
+        from: Some("ann@good.test".into()),
+        mail_from: Some("ann@good.test".into()),
+        action: "accept".into(),
+        dns: Some(serde_json::json!({"dkim": [
+            {"domain": "good.test", "selector": "seen9", "result": "fail"},
+            {"domain": "other.test", "selector": "elsewhere", "result": "pass"}
+        ]})),
+        ..Default::default()
+    });
+    store.close().await;
+    let mut c = with("good.test", &plain);
+    c.args(["--json", "--no-probe", "--no-lookalikes", "--data-dir"])
+        .arg(&store_dir);
+    let out = env(&mut c);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Vec<&serde_json::Value> = report["dkim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["source"] == "seen")
+        .collect();
+    assert_eq!(seen.len(), 1, "{}", report["dkim"]);
+    assert_eq!(seen[0]["selector"], "seen9");
+    assert_eq!(seen[0]["status"], "missing");
+
     // No domain named: the configuration's protected_domains.
     let mut c = unspoof();
     c.args([
@@ -181,4 +216,5 @@ async fn audit_reports_grades_and_exits_by_the_worst_finding() {
     let out = env(unspoof().args(["audit", "a..b", "--offline"]));
     assert_eq!(out.status.code(), Some(64));
     drop(knot);
+    let _ = std::fs::remove_dir_all(&dir);
 }
