@@ -2,6 +2,7 @@
 //! other front doors, and errors to exit codes; it decides nothing itself.
 
 mod analyze;
+mod audit;
 mod forensics;
 mod inputs;
 mod log;
@@ -86,6 +87,9 @@ enum Command {
         #[command(subcommand)]
         command: quarantine::QuarantineCommand,
     },
+    /// How spoofable a domain is, and whether the gateway is its single point of entry: SPF,
+    /// DMARC, DKIM, MX, STARTTLS, MTA-STS, DANE, bulk-sender rules, lookalikes, a grade.
+    Audit(audit::AuditArgs),
     /// Work with the policy file.
     Policy {
         #[command(subcommand)]
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
         Command::Report { command } => forensics::report(command),
         Command::Log { command } => log::run(command),
         Command::Quarantine { command } => quarantine::run(command),
+        Command::Audit(args) => audit::run(args),
         Command::Policy {
             command: PolicyCommand::Check(args),
         } => check_config(&args.file),

@@ -456,6 +456,9 @@ pub struct Dns {
     caches: Caches,
     timeout: Duration,
     description: String,
+    /// The name servers this view asks (empty when offline), for callers that need a query
+    /// hickory's resolver does not send (the audit's DNSSEC-aware queries, crates/audit).
+    servers: Vec<SocketAddr>,
     // Held for its lifetime: dropping it stops the zone server.
     _zone_server: Option<ZoneServer>,
 }
@@ -498,6 +501,7 @@ impl Dns {
             caches: Caches::default(),
             timeout: DEFAULT_DNS_TIMEOUT,
             description: "offline".into(),
+            servers: Vec::new(),
             _zone_server: None,
         }
     }
@@ -516,6 +520,20 @@ impl Dns {
         opts.attempts = 0;
         opts.cache_size = 4096;
         opts.ndots = 0;
+        let servers = config
+            .name_servers()
+            .iter()
+            .flat_map(|ns| {
+                ns.connections
+                    .iter()
+                    .map(move |c| SocketAddr::new(ns.ip, c.port))
+            })
+            .fold(Vec::new(), |mut all, addr| {
+                if !all.contains(&addr) {
+                    all.push(addr);
+                }
+                all
+            });
         let authenticator = MessageAuthenticator::new(config, opts)
             .map_err(|e| DnsSetupError::Resolver(e.to_string()))?;
         Ok(Dns {
@@ -523,6 +541,7 @@ impl Dns {
             caches: Caches::default(),
             timeout,
             description,
+            servers,
             _zone_server: zone_server,
         })
     }
@@ -554,6 +573,12 @@ impl Dns {
     /// Queries the zone server has answered, when this view is zone files.
     pub fn zone_queries(&self) -> Option<u64> {
         self._zone_server.as_ref().map(ZoneServer::queries)
+    }
+
+    /// The name servers this view asks, each once (UDP and TCP share an address); empty when
+    /// offline.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
     }
 
     /// Human description for reports ("zone files", "resolver 127.0.0.1:53", ...).

@@ -33,6 +33,7 @@ pub use auth::{AuthResults, Word};
 pub use dns::Dns;
 pub use message::Headers;
 pub use policy::Policy;
+pub use spf_strict::{is_spf_record_text, spf_record_problem};
 pub use trace::Trace;
 pub use verdict::{Action, Reason, Verdict};
 

@@ -287,6 +287,19 @@ async fn raw_txt(dns: &Dns, auth: &MessageAuthenticator, name: &str) -> Option<V
     )
 }
 
+/// The problem with the TXT record set of one name as SPF sees it (RFC 7208 4.5: more than one
+/// `v=spf1` record; 3.1, 4.6, 5, 6, 7.1, 12: the syntax of the one), each TXT record's strings
+/// joined; `None` when it has one valid SPF record or none. The same judgement as
+/// [`check_host`]'s, for callers that read a record without evaluating it (the audit).
+pub fn spf_record_problem(records: &[Vec<u8>]) -> Option<String> {
+    judge(records)
+}
+
+/// Whether one TXT record (its strings joined) is an SPF record (RFC 7208 4.5).
+pub fn is_spf_record_text(record: &[u8]) -> bool {
+    is_spf_record(record)
+}
+
 /// RFC 7208 4.5: a record is an SPF record when it starts with `v=spf1` (case-insensitive)
 /// followed by a space or its end.
 fn is_spf_record(record: &[u8]) -> bool {

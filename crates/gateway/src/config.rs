@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     /// gets 250 only after it accepted). Default: none, and accepted mail is delivered into the
     /// Maildir `<data_dir>/maildir` (fsynced before 250).
     pub downstream: Option<String>,
+    /// The public names of the site's gateways (every `unspoof serve` of a fleet), as the MX
+    /// records of `domains` should name them. `unspoof audit` checks that every MX is one of
+    /// them: any other MX is a way around the gateway. Default: empty, read as `[hostname]`.
+    pub gateway_names: Vec<String>,
     /// Recipient domains the inbound listener accepts mail for (exact match, case-insensitive).
     /// Any other recipient gets `550 5.7.1`: never an open relay. Default `["localhost"]`.
     pub domains: Vec<String>,
@@ -249,6 +253,7 @@ impl Default for GatewayConfig {
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9425))),
             downstream: None,
             domains: vec!["localhost".to_string()],
+            gateway_names: Vec::new(),
             trusted_networks: Vec::new(),
             refuse_own_domain_senders: true,
             reverse_dns: true,
@@ -276,6 +281,15 @@ impl GatewayConfig {
         file.gateway.validated()
     }
 
+    /// The site's gateway names: `gateway_names`, or this gateway's `hostname` alone.
+    pub fn gateways(&self) -> Vec<String> {
+        if self.gateway_names.is_empty() {
+            vec![self.hostname.trim_end_matches('.').to_ascii_lowercase()]
+        } else {
+            self.gateway_names.clone()
+        }
+    }
+
     /// Reads the `[gateway]` section of the file at `path`.
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
         let text = std::fs::read_to_string(path)
@@ -285,8 +299,17 @@ impl GatewayConfig {
 
     /// Checks what serde cannot: values that parse but cannot work.
     pub fn validated(mut self) -> Result<Self, GatewayError> {
-        for d in &mut self.domains {
+        for d in self.domains.iter_mut().chain(self.gateway_names.iter_mut()) {
             *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+        if let Some(bad) = self
+            .gateway_names
+            .iter()
+            .find(|n| n.is_empty() || n.contains(char::is_whitespace))
+        {
+            return Err(GatewayError::Config(format!(
+                "gateway_names: {bad:?} is not a host name"
+            )));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(GatewayError::Config(
@@ -401,6 +424,18 @@ mod tests {
                 "{key} not in docs/gateway.md"
             );
         }
+    }
+
+    #[test]
+    fn gateway_names_default_to_the_hostname() {
+        let c = GatewayConfig::from_toml("[gateway]\nhostname = \"MX1.Example.org\"\n").unwrap();
+        assert_eq!(c.gateways(), vec!["mx1.example.org".to_string()]);
+        let c = GatewayConfig::from_toml(
+            "[gateway]\nhostname = \"mx1.example.org\"\ngateway_names = [\"MX1.example.org.\", \"mx2.example.org\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.gateways(), vec!["mx1.example.org", "mx2.example.org"]);
+        assert!(GatewayConfig::from_toml("[gateway]\ngateway_names = [\"\"]\n").is_err());
     }
 
     #[test]

@@ -118,6 +118,34 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// The TXT record (`v=DKIM1; k=...; p=...`) that publishes the public half of a configured
+/// signing key: what `unspoof audit` expects at `<selector>._domainkey.<domain>`.
+pub fn public_record(key: &DkimKeyConfig) -> Result<String, GatewayError> {
+    let err = |e: String| GatewayError::Dkim(format!("{}: {e}", key.key.display()));
+    let text = std::fs::read_to_string(&key.key).map_err(|e| err(e.to_string()))?;
+    let der =
+        PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes()).map_err(|e| err(e.to_string()))?;
+    if let Ok(pair) =
+        ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
+    {
+        return Ok(format!(
+            "v=DKIM1; k=ed25519; p={}",
+            BASE64.encode(pair.public_key().as_ref())
+        ));
+    }
+    use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    let rsa = rsa::RsaPrivateKey::from_pkcs8_der(der.secret_pkcs8_der())
+        .map_err(|e| err(e.to_string()))?;
+    let public = rsa
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|e| err(e.to_string()))?;
+    Ok(format!(
+        "v=DKIM1; k=rsa; p={}",
+        BASE64.encode(public.as_bytes())
+    ))
+}
+
 type Signer = DkimSigner<DkimKey, Done>;
 
 /// The configured signing keys, by domain.

@@ -345,6 +345,16 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
     None
 }
 
+/// The `lookalike.*` code (`confusable`, `edit_distance`, `cousin`) a sender domain seen in
+/// From gets against one protected domain, by the rules above; `None` when it is no lookalike
+/// of it, is of the same organisation, or either name cannot be split.
+pub fn lookalike_code(sender: &str, protected: &str) -> Option<&'static str> {
+    if same_organisation(sender, protected) {
+        return None;
+    }
+    compare(&split(sender)?, &split(protected)?, true).map(|h| h.code)
+}
+
 /// Where `needle` (a domain) occurs in `name` preceded by the start, `.` or `-` and followed by
 /// `.` or `-` (so not at the end, where it would be the domain itself or a subdomain).
 fn find_bounded(name: &str, needle: &str) -> Option<usize> {

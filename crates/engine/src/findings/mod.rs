@@ -27,6 +27,11 @@ mod names;
 mod own_domain;
 mod reply_to;
 
+// For the audit's lookalike search (crates/audit): the same skeleton and the same rules the
+// engine applies to a sender domain, so a registered lookalike it lists is one the gateway flags.
+pub use confusables::{fold as confusable_fold, skeleton as confusable_skeleton};
+pub use lookalike::lookalike_code;
+
 use crate::{
     EnvelopeReport, Headers,
     auth::AuthResults,
