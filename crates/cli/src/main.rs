@@ -2,6 +2,7 @@
 //! other front doors, and errors to exit codes; it decides nothing itself.
 
 mod analyze;
+mod dmarc;
 mod forensics;
 mod inputs;
 mod log;
@@ -86,6 +87,12 @@ enum Command {
         #[command(subcommand)]
         command: quarantine::QuarantineCommand,
     },
+    /// DMARC aggregate reports (RFC 9990): ingest what receivers send, see who sends as a
+    /// domain, send our own.
+    Dmarc {
+        #[command(subcommand)]
+        command: dmarc::DmarcCommand,
+    },
     /// Work with the policy file.
     Policy {
         #[command(subcommand)]
@@ -160,6 +167,7 @@ fn main() -> ExitCode {
         Command::Report { command } => forensics::report(command),
         Command::Log { command } => log::run(command),
         Command::Quarantine { command } => quarantine::run(command),
+        Command::Dmarc { command } => dmarc::run(command),
         Command::Policy {
             command: PolicyCommand::Check(args),
         } => check_config(&args.file),
