@@ -3,6 +3,7 @@
 
 mod analyze;
 mod dmarc;
+mod dmarc_serve;
 mod forensics;
 mod inputs;
 mod log;
@@ -125,6 +126,9 @@ fn check_config(file: &std::path::Path) -> u8 {
             unspoof_milter::MilterConfig::load(file)
                 .map(|_| ())
                 .map_err(|e| format!("{}: [milter]: {e}", file.display()))
+        })
+        .and_then(|_| {
+            unspoof_reports::DmarcConfig::load(file).map(|_| ())
         })
         .and_then(|_| {
             let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;

@@ -30,6 +30,7 @@ pub mod message;
 pub mod metrics;
 pub mod relay;
 pub mod reply;
+pub mod rua;
 mod session;
 pub mod store;
 mod tls;
@@ -138,6 +139,8 @@ pub(crate) struct Shared<D> {
     pub local: Arc<dyn LocalDelivery>,
     pub log: Arc<dyn SessionLog>,
     pub rdns: Arc<dyn ReverseDns>,
+    /// DMARC aggregate reports to our own `rua` addresses (`rua.rs`).
+    pub capture: Option<Arc<dyn rua::ReportCapture>>,
     pub metrics: Arc<Metrics>,
     pub queue_ids: QueueIds,
 }
@@ -151,6 +154,7 @@ pub struct Gateway<D: Decide> {
     local: Option<Arc<dyn LocalDelivery>>,
     log: Option<Arc<dyn SessionLog>>,
     rdns: Option<Arc<dyn ReverseDns>>,
+    capture: Option<Arc<dyn rua::ReportCapture>>,
 }
 
 impl<D: Decide> Gateway<D> {
@@ -162,6 +166,7 @@ impl<D: Decide> Gateway<D> {
             local: None,
             log: None,
             rdns: None,
+            capture: None,
         }
     }
 
@@ -186,6 +191,12 @@ impl<D: Decide> Gateway<D> {
     /// The PTR resolver, used when `reverse_dns = true` (default: the system resolver).
     pub fn reverse_dns(mut self, r: Arc<dyn ReverseDns>) -> Self {
         self.rdns = Some(r);
+        self
+    }
+
+    /// Captures mail to the site's own DMARC report addresses (default: none).
+    pub fn report_capture(mut self, c: Arc<dyn rua::ReportCapture>) -> Self {
+        self.capture = Some(c);
         self
     }
 
@@ -258,6 +269,7 @@ impl<D: Decide> Gateway<D> {
             local,
             log,
             rdns,
+            capture: self.capture,
             metrics: metrics.clone(),
             queue_ids: QueueIds(AtomicU64::new(0)),
         });

@@ -96,6 +96,11 @@ impl DmarcConfig {
     /// The `[dmarc]` table of a whole `unspoof.toml` text (defaults without one).
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let file: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        Self::from_table(&file)
+    }
+
+    /// The `[dmarc]` table of a parsed `unspoof.toml` (defaults without one).
+    pub fn from_table(file: &toml::Table) -> Result<Self, String> {
         let Some(section) = file.get("dmarc") else {
             return Ok(DmarcConfig::default());
         };

@@ -21,6 +21,7 @@ use mail_auth::report::{
 };
 use mail_builder::MessageBuilder;
 use mail_builder::headers::HeaderType;
+use mail_builder::headers::raw::Raw;
 use serde_json::Value;
 use unspoof_engine::Dns;
 use unspoof_store::dmarc::DmarcVerdict;
@@ -448,10 +449,15 @@ pub fn report_mail(
     MessageBuilder::new()
         .from(submitter.email.as_str())
         .to(to)
-        .subject(format!(
-            "Report Domain: {domain} Submitter: {} Report-ID: <{}>",
-            submitter.org_name, part.report_id
-        ))
+        // Raw, folded only at the spaces the ABNF allows (1*FWS): mail-builder's own Subject
+        // would RFC 2047-encode it, and receivers match the plain words.
+        .header(
+            "Subject",
+            HeaderType::Raw(Raw::new(format!(
+                "Report Domain: {domain}\r\n Submitter: {}\r\n Report-ID: <{}>",
+                submitter.org_name, part.report_id
+            ))),
+        )
         .date(now)
         .message_id(format!("{}@{submitter_domain}", uuid::Uuid::now_v7()))
         .header("Auto-Submitted", HeaderType::Text("auto-generated".into()))
