@@ -57,7 +57,8 @@ pub async fn attach<D: Decide>(
     let mut gateway = gateway;
     if !config.rua.is_empty() {
         let dir = data_dir.join("dmarc-inbox");
-        let maildir = Maildir::open(&dir, hostname).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let maildir =
+            Maildir::open(&dir, hostname).map_err(|e| format!("{}: {e}", dir.display()))?;
         let wake = Arc::new(Notify::new());
         tokio::spawn(inbox_loop(store.clone(), config.clone(), dir, wake.clone()));
         gateway = gateway.report_capture(Arc::new(InboxCapture {
@@ -65,7 +66,10 @@ pub async fn attach<D: Decide>(
             config: config.clone(),
             wake,
         }));
-        eprintln!("unspoof serve: DMARC reports to {} are stored", config.rua.join(", "));
+        eprintln!(
+            "unspoof serve: DMARC reports to {} are stored",
+            config.rua.join(", ")
+        );
     }
     if config.send {
         let signer = crate::dmarc::signer(file)?;
@@ -88,7 +92,11 @@ async fn inbox_loop(store: Store, config: DmarcConfig, dir: PathBuf, wake: Arc<N
 }
 
 /// Ingests `new/`, then moves what was committed to `cur/`.
-pub async fn ingest_inbox(store: &Store, config: &DmarcConfig, dir: &Path) -> Result<usize, String> {
+pub async fn ingest_inbox(
+    store: &Store,
+    config: &DmarcConfig,
+    dir: &Path,
+) -> Result<usize, String> {
     let new = dir.join("new");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
         .map_err(|e| format!("{}: {e}", new.display()))?
@@ -129,7 +137,9 @@ async fn send_loop(
     loop {
         let now = unspoof_store::now();
         let day = unspoof_reports::day_of(now) - 1;
-        match unspoof_reports::send::send_day(&store, &dns, &config, signer.as_ref(), day, now).await {
+        match unspoof_reports::send::send_day(&store, &dns, &config, signer.as_ref(), day, now)
+            .await
+        {
             Ok(s) => {
                 for b in &s.built {
                     eprintln!(

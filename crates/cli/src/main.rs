@@ -127,9 +127,7 @@ fn check_config(file: &std::path::Path) -> u8 {
                 .map(|_| ())
                 .map_err(|e| format!("{}: [milter]: {e}", file.display()))
         })
-        .and_then(|_| {
-            unspoof_reports::DmarcConfig::load(file).map(|_| ())
-        })
+        .and_then(|_| unspoof_reports::DmarcConfig::load(file).map(|_| ()))
         .and_then(|_| {
             let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
             let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;

@@ -107,7 +107,11 @@ fn serve_smtp(conn: TcpStream, keep: Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
                 if l == b".\r\n" {
                     break;
                 }
-                let l = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
+                let l = if l.starts_with(b"..") {
+                    &l[1..]
+                } else {
+                    &l[..]
+                };
                 data.extend_from_slice(l);
             }
             for a in &rcpts {
@@ -301,7 +305,9 @@ fn report_of(mail: &[u8]) -> mail_auth::report::Report {
 fn parsedmarc_python() -> Option<PathBuf> {
     let venv = std::env::var_os("UNSPOOF_PARSEDMARC_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/parsedmarc-venv"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/parsedmarc-venv")
+        });
     let py = venv.join("bin/python");
     py.exists().then_some(py)
 }
@@ -330,7 +336,11 @@ print(json.dumps({
         .arg(mail_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "parsedmarc: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "parsedmarc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -343,15 +353,22 @@ fn a_gateway_run_gives_a_signed_report_that_mail_auth_parsedmarc_and_analyze_agr
     // Three messages that pass DMARC (SPF aligned for 127.0.0.1), two forged ones.
     let mut msgs = Vec::new();
     for n in 0..3 {
-        msgs.push(mail(&format!("ok{n}"), "Bob <bob@sender.test>", "bob@sender.test"));
+        msgs.push(mail(
+            &format!("ok{n}"),
+            "Bob <bob@sender.test>",
+            "bob@sender.test",
+        ));
     }
     for n in 0..2 {
-        msgs.push(mail(&format!("forged{n}"), "CEO <ceo@sender.test>", "x@elsewhere.test"));
+        msgs.push(mail(
+            &format!("forged{n}"),
+            "CEO <ceo@sender.test>",
+            "x@elsewhere.test",
+        ));
     }
     // A report from a receiver to our own rua address: the gateway stores it.
     let sample = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../reports/tests/data/report-mail.eml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/tests/data/report-mail.eml"),
     )
     .unwrap();
     let report_mail = (
@@ -362,21 +379,42 @@ fn a_gateway_run_gives_a_signed_report_that_mail_auth_parsedmarc_and_analyze_agr
     msgs.push(report_mail);
     let codes = gw.send(&msgs);
     assert_eq!(&codes[..3], &[250, 250, 250], "{}", gw.log());
-    assert!(codes[3] >= 500 && codes[4] >= 500, "forged mail refused: {codes:?}");
+    assert!(
+        codes[3] >= 500 && codes[4] >= 500,
+        "forged mail refused: {codes:?}"
+    );
     assert_eq!(codes[5], 250, "{}", gw.log());
 
     // The captured report reaches the store (the gateway's inbox task).
     let data = gw.dir.join("data");
     let started = Instant::now();
     loop {
-        let status = ok_stdout(&unspoof(&["dmarc", "status", "--data-dir", data.to_str().unwrap(), "--json"]));
+        let status = ok_stdout(&unspoof(&[
+            "dmarc",
+            "status",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--json",
+        ]));
         let v: Value = serde_json::from_str(&status).unwrap();
         if v["reports"] == 1 {
-            assert_eq!(v["latest_reports"][0]["report_id"], "unspoof-test-capture-1");
-            assert!(v["latest_reports"][0]["source"].as_str().unwrap().starts_with("smtp:"));
+            assert_eq!(
+                v["latest_reports"][0]["report_id"],
+                "unspoof-test-capture-1"
+            );
+            assert!(
+                v["latest_reports"][0]["source"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("smtp:")
+            );
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "report not captured: {status}\n{}", gw.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "report not captured: {status}\n{}",
+            gw.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // Captured only: not delivered into the Maildir (only the three accepted messages are).
@@ -390,9 +428,18 @@ fn a_gateway_run_gives_a_signed_report_that_mail_auth_parsedmarc_and_analyze_agr
     let config = gw.config();
     let send = |extra: &[&str]| {
         let mut args = vec![
-            "dmarc", "send", "--config", config.to_str().unwrap(),
-            "--data-dir", data.to_str().unwrap(), "--day", "today", "--relay", &relay,
-            "--dns-zone", zone.to_str().unwrap(),
+            "dmarc",
+            "send",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--day",
+            "today",
+            "--relay",
+            &relay,
+            "--dns-zone",
+            zone.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
         unspoof(&args)
@@ -423,7 +470,12 @@ fn a_gateway_run_gives_a_signed_report_that_mail_auth_parsedmarc_and_analyze_agr
     let mut disp: Vec<String> = r
         .records()
         .iter()
-        .flat_map(|x| std::iter::repeat_n(format!("{:?}", x.row.policy_evaluated.disposition).to_lowercase(), x.row.count as usize))
+        .flat_map(|x| {
+            std::iter::repeat_n(
+                format!("{:?}", x.row.policy_evaluated.disposition).to_lowercase(),
+                x.row.count as usize,
+            )
+        })
         .collect();
     disp.sort();
     assert_eq!(disp, ["pass", "pass", "pass", "reject", "reject"]);
@@ -447,15 +499,33 @@ fn a_gateway_run_gives_a_signed_report_that_mail_auth_parsedmarc_and_analyze_agr
     )
     .unwrap();
     let analyzed = unspoof(&[
-        "analyze", "--json", "--dns-zone", receiver_zone.to_str().unwrap(),
-        "--ip", "192.0.2.77", "--helo", "mx1.reporter.test",
-        "--mail-from", "dmarc-noreply@reporter.test", mail_path.to_str().unwrap(),
+        "analyze",
+        "--json",
+        "--dns-zone",
+        receiver_zone.to_str().unwrap(),
+        "--ip",
+        "192.0.2.77",
+        "--helo",
+        "mx1.reporter.test",
+        "--mail-from",
+        "dmarc-noreply@reporter.test",
+        mail_path.to_str().unwrap(),
     ]);
     let v: Value = serde_json::from_slice(&analyzed.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}{}", String::from_utf8_lossy(&analyzed.stdout), String::from_utf8_lossy(&analyzed.stderr))
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&analyzed.stdout),
+            String::from_utf8_lossy(&analyzed.stderr)
+        )
     });
     assert_eq!(v["auth"]["dmarc"]["result"], "pass", "{v}");
-    assert!(v["auth"]["dmarc"]["aligned"].as_array().unwrap().contains(&"dkim".into()), "{v}");
+    assert!(
+        v["auth"]["dmarc"]["aligned"]
+            .as_array()
+            .unwrap()
+            .contains(&"dkim".into()),
+        "{v}"
+    );
     assert_eq!(v["auth"]["dkim"][0]["result"], "pass");
     assert_eq!(v["auth"]["dkim"][0]["domain"], "reporter.test");
 
@@ -482,7 +552,9 @@ fn fleet_two_gateways_on_one_postgresql_send_one_report_per_domain_and_day() {
     // Both nodes' daily runs at once.
     let spawn = |gw: &Gateway| {
         Command::new(env!("CARGO_BIN_EXE_unspoof"))
-            .args(["dmarc", "send", "--day", "today", "--relay", &relay, "--config"])
+            .args([
+                "dmarc", "send", "--day", "today", "--relay", &relay, "--config",
+            ])
             .arg(gw.config())
             .arg("--data-dir")
             .arg(gw.dir.join("data"))
@@ -495,9 +567,15 @@ fn fleet_two_gateways_on_one_postgresql_send_one_report_per_domain_and_day() {
             .unwrap()
     };
     let (ca, cb) = (spawn(&a), spawn(&b));
-    let (oa, ob) = (ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap());
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
     let (sa, sb) = (ok_stdout(&oa), ok_stdout(&ob));
-    let built = [&sa, &sb].iter().filter(|s| s.contains("for sender.test: 3 messages")).count();
+    let built = [&sa, &sb]
+        .iter()
+        .filter(|s| s.contains("for sender.test: 3 messages"))
+        .count();
     let other = [&sa, &sb]
         .iter()
         .filter(|s| s.contains("sender.test: another node of the fleet has this report"))
@@ -511,7 +589,12 @@ fn fleet_two_gateways_on_one_postgresql_send_one_report_per_domain_and_day() {
         assert_eq!(r.records().iter().map(|x| x.row.count).sum::<u32>(), 3);
     }
     let status = ok_stdout(&unspoof(&[
-        "dmarc", "status", "--json", "--store", &db.url, "--data-dir",
+        "dmarc",
+        "status",
+        "--json",
+        "--store",
+        &db.url,
+        "--data-dir",
         tmp.path().join("cli").to_str().unwrap(),
     ]));
     let v: Value = serde_json::from_str(&status).unwrap();

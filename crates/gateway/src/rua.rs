@@ -22,7 +22,10 @@ pub trait ReportCapture: Send + Sync + 'static {
 }
 
 /// For RCPT: a report address whose mail is captured only, so the downstream never sees it.
-pub(crate) fn captured_only(capture: Option<&std::sync::Arc<dyn ReportCapture>>, rcpt: &str) -> bool {
+pub(crate) fn captured_only(
+    capture: Option<&std::sync::Arc<dyn ReportCapture>>,
+    rcpt: &str,
+) -> bool {
     capture.is_some_and(|c| !c.deliver_too() && c.is_report_address(rcpt))
 }
 

@@ -362,7 +362,7 @@ async fn pass(
     t: &Target,
     settings: &ImapSettings,
     ingestor: &mut Ingestor,
-    print: &mut dyn FnMut(&[(String, InputOutcome)]),
+    print: &mut (dyn FnMut(&[(String, InputOutcome)]) + Send),
 ) -> Result<Session, ImapError> {
     let mut s = Session::connect(t, settings.ca_file.as_ref()).await?;
     s.command("CAPABILITY").await?;
@@ -455,7 +455,7 @@ async fn wait_for_mail(mut s: Session, poll: Duration) -> Result<(), ImapError> 
 pub async fn ingest(
     settings: &ImapSettings,
     ingestor: &mut Ingestor,
-    print: &mut dyn FnMut(&[(String, InputOutcome)]),
+    print: &mut (dyn FnMut(&[(String, InputOutcome)]) + Send),
 ) -> Result<(), ImapError> {
     let t = parse_url(&settings.url).map_err(ImapError::Refused)?;
     let poll = Duration::from_secs(settings.poll_secs.max(1));
