@@ -417,6 +417,54 @@ fn a_gateway_run_gives_a_signed_report_that_mail_auth_parsedmarc_and_analyze_agr
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The picture of the captured report: one source forwarded (aligned DKIM, SPF for
+    // nobody), one spoofing a subdomain that only forgers use.
+    let picture = ok_stdout(&unspoof(&[
+        "dmarc",
+        "sources",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--domain",
+        "reporter.test",
+        "--days",
+        "36500",
+        "--no-dns",
+        "--json",
+    ]));
+    let p: Value = serde_json::from_str(&picture).unwrap();
+    assert_eq!(p["totals"]["messages"], 6, "{p}");
+    assert_eq!(p["totals"]["forwarded"], 4);
+    assert_eq!(p["totals"]["spoofing"], 2);
+    assert_eq!(p["sources"][0]["ip"], "192.0.2.25");
+    assert_eq!(p["sources"][0]["class"], "forwarded");
+    assert_eq!(p["sources"][1]["class"], "spoofing");
+    let forged = p["subdomains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "billing.reporter.test")
+        .unwrap();
+    assert_eq!(forged["only_forged"], true);
+    let human = ok_stdout(&unspoof(&[
+        "dmarc",
+        "sources",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--domain",
+        "reporter.test",
+        "--days",
+        "36500",
+        "--no-dns",
+    ]));
+    assert!(
+        human.contains("billing.reporter.test: 2 messages, 0% passed DMARC: only forged"),
+        "{human}"
+    );
+    assert!(
+        human.contains("192.0.2.25  no reverse name (reporter.test): 4 messages, forwarded"),
+        "{human}"
+    );
+
     // Captured only: not delivered into the Maildir (only the three accepted messages are).
     let delivered = std::fs::read_dir(data.join("maildir/new")).unwrap().count();
     assert_eq!(delivered, 3);

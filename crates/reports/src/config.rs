@@ -141,7 +141,7 @@ impl DmarcConfig {
     /// Whether `address` is one of our report addresses.
     pub fn is_rua(&self, address: &str) -> bool {
         let a = address.trim().to_ascii_lowercase();
-        self.rua.iter().any(|r| *r == a)
+        self.rua.contains(&a)
     }
 
     /// The domain of `from`.

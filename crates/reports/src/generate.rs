@@ -471,15 +471,16 @@ pub fn report_mail(
         .unwrap_or_default()
 }
 
-/// From-domain rows grouped under the policy domains found for them.
+/// Policy domain to its record and the counted rows of every From domain under it.
+pub type ByPolicy<'a> = BTreeMap<String, (FoundPolicy, Vec<(&'a RowKey, u32)>)>;
+
+/// From-domain rows grouped under the policy domains found for them, and the From domains
+/// left out with why.
 pub async fn group_by_policy<'a>(
     dns: &Dns,
     rows: &'a BTreeMap<String, DomainRows>,
-) -> (
-    BTreeMap<String, (FoundPolicy, Vec<(&'a RowKey, u32)>)>,
-    Vec<(String, String)>,
-) {
-    let mut by_policy: BTreeMap<String, (FoundPolicy, Vec<(&RowKey, u32)>)> = BTreeMap::new();
+) -> (ByPolicy<'a>, Vec<(String, String)>) {
+    let mut by_policy: ByPolicy<'a> = BTreeMap::new();
     let mut problems = Vec::new();
     let mut cache: HashMap<String, Option<FoundPolicy>> = HashMap::new();
     for (from_domain, counted) in rows {

@@ -99,7 +99,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && i + 2 < b.len() + 0
+            && i + 2 < b.len()
             && let Ok(v) =
                 u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16)
         {
@@ -112,6 +112,9 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Called with the outcomes of each committed batch (the command line prints them).
+pub type Progress<'a> = dyn FnMut(&[(String, InputOutcome)]) + Send + 'a;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -362,7 +365,7 @@ async fn pass(
     t: &Target,
     settings: &ImapSettings,
     ingestor: &mut Ingestor,
-    print: &mut (dyn FnMut(&[(String, InputOutcome)]) + Send),
+    print: &mut Progress<'_>,
 ) -> Result<Session, ImapError> {
     let mut s = Session::connect(t, settings.ca_file.as_ref()).await?;
     s.command("CAPABILITY").await?;
@@ -455,7 +458,7 @@ async fn wait_for_mail(mut s: Session, poll: Duration) -> Result<(), ImapError> 
 pub async fn ingest(
     settings: &ImapSettings,
     ingestor: &mut Ingestor,
-    print: &mut (dyn FnMut(&[(String, InputOutcome)]) + Send),
+    print: &mut Progress<'_>,
 ) -> Result<(), ImapError> {
     let t = parse_url(&settings.url).map_err(ImapError::Refused)?;
     let poll = Duration::from_secs(settings.poll_secs.max(1));

@@ -183,6 +183,9 @@ pub struct Picture {
     pub subdomains: Vec<Subdomain>,
 }
 
+/// One source while the rows are read: tally, DKIM domains, From domains, reporters.
+type Collecting = (Tally, BTreeMap<String, DkimSeen>, Vec<String>, Vec<String>);
+
 /// Builds the picture. `reverse` names an IP (or not); `day_name` turns a Unix day number into
 /// its display key.
 pub fn picture(
@@ -194,10 +197,7 @@ pub fn picture(
     day_name: &dyn Fn(i64) -> String,
 ) -> Picture {
     let mut totals = Tally::default();
-    let mut sources: HashMap<
-        Option<IpAddr>,
-        (Tally, BTreeMap<String, DkimSeen>, Vec<String>, Vec<String>),
-    > = HashMap::new();
+    let mut sources: HashMap<Option<IpAddr>, Collecting> = HashMap::new();
     let mut reporters: BTreeMap<String, Tally> = BTreeMap::new();
     let mut days: BTreeMap<i64, Tally> = BTreeMap::new();
     let mut subs: BTreeMap<String, Tally> = BTreeMap::new();

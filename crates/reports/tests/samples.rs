@@ -3,6 +3,9 @@
 //! SQLite store: the good ones stored with the right counts, the deliberately broken ones
 //! refused with a clear error and kept aside whole; a second ingest stores nothing new.
 
+#[path = "../../store/tests/common/mod.rs"]
+mod store_common;
+
 use std::path::{Path, PathBuf};
 
 use unspoof_reports::{DmarcConfig, Ingestor, InputOutcome};
@@ -217,4 +220,27 @@ async fn an_mbox_is_read_message_by_message() {
     }
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same on PostgreSQL (the fleet's store): every good sample stored once, a second ingest
+/// of everything storing nothing.
+#[tokio::test]
+async fn on_postgresql_too_ingesting_twice_stores_once() {
+    let Some(td) = testdata() else { return };
+    let db = store_common::TestDb::new(store_common::Kind::Postgres);
+    let store = db.open("cli").await;
+    let paths: Vec<PathBuf> = samples(&td).into_iter().map(|(p, _)| p).collect();
+    let mut first = Ingestor::new(store.clone(), DmarcConfig::default());
+    first.ingest_paths(&paths).await.unwrap();
+    let counts = store.dmarc_counts().await.unwrap();
+    assert_eq!(counts.2, 5);
+    assert!(counts.0 >= 25, "{counts:?}");
+    let mut again = Ingestor::new(store.clone(), DmarcConfig::default());
+    again.ingest_paths(&paths).await.unwrap();
+    assert!(again.outcomes.iter().all(|(_, o)| matches!(
+        o,
+        InputOutcome::Duplicate { .. } | InputOutcome::RejectedAgain(_)
+    )));
+    assert_eq!(store.dmarc_counts().await.unwrap(), counts);
+    store.close().await;
 }

@@ -127,12 +127,18 @@ async fn retries_suppression_and_splitting() {
         let ip: IpAddr = format!("2001:db8::{:x}", n + 1).parse().unwrap();
         store.log_message(verdict(ip, "big.test", day * 86_400 + i64::from(n)));
     }
-    store.log_message(verdict("192.0.2.9".parse().unwrap(), "other.test", day * 86_400 + 5));
+    store.log_message(verdict(
+        "192.0.2.9".parse().unwrap(),
+        "other.test",
+        day * 86_400 + 5,
+    ));
     store.flush().await;
 
     let mut zone = Zone::new();
     zone.load_text(ZONE, None).unwrap();
-    let dns = Dns::zones(zone, std::time::Duration::from_secs(2)).await.unwrap();
+    let dns = Dns::zones(zone, std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
     let (port, got) = relay();
     let config = DmarcConfig {
         org_name: "reporter.test".into(),
@@ -142,11 +148,18 @@ async fn retries_suppression_and_splitting() {
         ..Default::default()
     };
 
-    let s = send_day(&store, &dns, &config, &NoSigner, day, now).await.unwrap();
+    let s = send_day(&store, &dns, &config, &NoSigner, day, now)
+        .await
+        .unwrap();
     assert_eq!(s.built.len(), 2, "{s:?}");
     let big = s.built.iter().find(|b| b.domain == "big.test").unwrap();
     assert_eq!((big.records, big.messages), (300, 300));
-    let small_status = &big.destinations.iter().find(|(a, _)| a == "small@big.test").unwrap().1;
+    let small_status = &big
+        .destinations
+        .iter()
+        .find(|(a, _)| a == "small@big.test")
+        .unwrap()
+        .1;
     let parts: usize = small_status
         .trim_start_matches("queued (")
         .split(' ')
@@ -154,7 +167,10 @@ async fn retries_suppression_and_splitting() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(parts > 1, "the !1k destination gets a split report: {small_status}");
+    assert!(
+        parts > 1,
+        "the !1k destination gets a split report: {small_status}"
+    );
     let outcome = |addr: &str| {
         s.attempts
             .iter()
@@ -163,14 +179,33 @@ async fn retries_suppression_and_splitting() {
             .unwrap_or_default()
     };
     assert!(outcome("ok@big.test").starts_with("sent"), "{s:?}");
-    assert!(outcome("gone@big.test").starts_with("failed for good"), "{s:?}");
-    assert!(outcome("busy@big.test").starts_with("will retry in 5 min"), "{s:?}");
-    assert!(outcome("down@other.test").starts_with("will retry"), "{s:?}");
-    assert!(store.dmarc_suppressed("gone@big.test", now).await.unwrap().is_some());
+    assert!(
+        outcome("gone@big.test").starts_with("failed for good"),
+        "{s:?}"
+    );
+    assert!(
+        outcome("busy@big.test").starts_with("will retry in 5 min"),
+        "{s:?}"
+    );
+    assert!(
+        outcome("down@other.test").starts_with("will retry"),
+        "{s:?}"
+    );
+    assert!(
+        store
+            .dmarc_suppressed("gone@big.test", now)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Every split part is a whole report of at most 1 KiB gzip'd; together they count all.
     let mails = got.lock().unwrap().clone();
-    let small: Vec<&Vec<u8>> = mails.iter().filter(|(a, _)| a == "small@big.test").map(|(_, m)| m).collect();
+    let small: Vec<&Vec<u8>> = mails
+        .iter()
+        .filter(|(a, _)| a == "small@big.test")
+        .map(|(_, m)| m)
+        .collect();
     assert_eq!(small.len(), parts);
     let mut ids = Vec::new();
     let mut total = 0u32;
@@ -180,7 +215,11 @@ async fn retries_suppression_and_splitting() {
         ids.push(r.report_id().to_string());
         total += r.records().iter().map(|x| x.row.count).sum::<u32>();
         let text = String::from_utf8_lossy(m);
-        assert!(text.contains(&format!("reporter.test!big.test!{}!{}!", day * 86_400, day * 86_400 + 86_399)));
+        assert!(text.contains(&format!(
+            "reporter.test!big.test!{}!{}!",
+            day * 86_400,
+            day * 86_400 + 86_399
+        )));
     }
     assert_eq!(total, 300);
     ids.sort();
@@ -191,23 +230,52 @@ async fn retries_suppression_and_splitting() {
 
     // Six minutes later: the busy address takes it; the always-busy one is given up.
     let later = now + 6 * 60;
-    let s2 = send_day(&store, &dns, &config, &NoSigner, day, later).await.unwrap();
+    let s2 = send_day(&store, &dns, &config, &NoSigner, day, later)
+        .await
+        .unwrap();
     assert!(s2.built.is_empty(), "built once per domain and day: {s2:?}");
-    let o2 = |addr: &str| s2.attempts.iter().find(|(a, _, _)| a == addr).map(|(_, _, o)| o.clone()).unwrap_or_default();
+    let o2 = |addr: &str| {
+        s2.attempts
+            .iter()
+            .find(|(a, _, _)| a == addr)
+            .map(|(_, _, o)| o.clone())
+            .unwrap_or_default()
+    };
     assert!(o2("busy@big.test").starts_with("sent"), "{s2:?}");
-    assert!(o2("down@other.test").starts_with("given up after 2 attempts"), "{s2:?}");
-    assert!(o2("gone@big.test").is_empty(), "nothing more to gone@: {s2:?}");
+    assert!(
+        o2("down@other.test").starts_with("given up after 2 attempts"),
+        "{s2:?}"
+    );
+    assert!(
+        o2("gone@big.test").is_empty(),
+        "nothing more to gone@: {s2:?}"
+    );
     assert_eq!(
-        got.lock().unwrap().iter().filter(|(a, _)| a == "busy@big.test").count(),
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, _)| a == "busy@big.test")
+            .count(),
         1
     );
 
     // The next day, the bounced address is skipped while it is suppressed.
-    store.log_message(verdict("192.0.2.1".parse().unwrap(), "big.test", (day + 1) * 86_400 + 10));
+    store.log_message(verdict(
+        "192.0.2.1".parse().unwrap(),
+        "big.test",
+        (day + 1) * 86_400 + 10,
+    ));
     store.flush().await;
-    let s3 = send_day(&store, &dns, &config, &NoSigner, day + 1, now + 86_400).await.unwrap();
+    let s3 = send_day(&store, &dns, &config, &NoSigner, day + 1, now + 86_400)
+        .await
+        .unwrap();
     let b3 = &s3.built[0];
-    let gone = &b3.destinations.iter().find(|(a, _)| a == "gone@big.test").unwrap().1;
+    let gone = &b3
+        .destinations
+        .iter()
+        .find(|(a, _)| a == "gone@big.test")
+        .unwrap()
+        .1;
     assert!(gone.starts_with("suppressed until"), "{s3:?}");
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
