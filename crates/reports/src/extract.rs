@@ -18,6 +18,8 @@ pub struct Payload {
     /// The part's file name (or `xml`, `gzip`, `zip#N`).
     pub name: String,
     pub xml: Vec<u8>,
+    /// The gzip the XML came in, when it came in one (kept instead of compressing it again).
+    pub gz: Option<Vec<u8>>,
 }
 
 /// What an input is, judged by its first bytes.
@@ -68,6 +70,7 @@ fn unpack(name: &str, data: &[u8], limits: &DmarcConfig) -> Result<Vec<Payload>,
         Kind::Xml => Ok(vec![Payload {
             name: name.to_string(),
             xml: data.to_vec(),
+            gz: None,
         }]),
         Kind::Gzip => {
             let xml =
@@ -78,6 +81,7 @@ fn unpack(name: &str, data: &[u8], limits: &DmarcConfig) -> Result<Vec<Payload>,
             Ok(vec![Payload {
                 name: name.to_string(),
                 xml,
+                gz: Some(data.to_vec()),
             }])
         }
         Kind::Zip => {
@@ -104,7 +108,11 @@ fn unpack(name: &str, data: &[u8], limits: &DmarcConfig) -> Result<Vec<Payload>,
                 if kind(&xml) != Kind::Xml {
                     return Err(format!("{entry}: not XML"));
                 }
-                out.push(Payload { name: entry, xml });
+                out.push(Payload {
+                    name: entry,
+                    xml,
+                    gz: None,
+                });
             }
             if out.is_empty() {
                 return Err(format!("{name}: the zip holds no file"));

@@ -98,7 +98,7 @@ pub fn read_input(
                             format!("{}: {e}", p.name)
                         }
                     })?;
-                    Ok(to_record(&parsed, &p.xml, source, node, now))
+                    Ok(to_record(&parsed, &p.xml, p.gz, source, node, now))
                 })
                 .collect::<Result<Vec<_>, String>>()
         })
@@ -162,22 +162,47 @@ impl Ingestor {
         if self.pending.is_empty() {
             return Ok(Vec::new());
         }
+        // Moved out of the queue, not cloned (a report carries its XML and rows); the queue
+        // keeps each input's source and how many reports it had, to answer per input.
         let mut reports = Vec::new();
         let mut rejected = Vec::new();
-        for r in &self.pending {
-            match &r.result {
-                Ok(rs) => reports.extend(rs.iter().cloned()),
-                Err(j) => rejected.push(j.clone()),
+        let mut shape = Vec::with_capacity(self.pending.len());
+        for r in self.pending.iter_mut() {
+            match &mut r.result {
+                Ok(rs) => {
+                    shape.push(Ok(rs.len()));
+                    reports.append(rs);
+                }
+                Err(j) => {
+                    shape.push(Err(j.error.clone()));
+                    rejected.push(std::mem::take(j));
+                }
             }
         }
-        let put = self.store.dmarc_put(&reports, &rejected).await?;
+        let put = match self.store.dmarc_put(&reports, &rejected).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Put back, so that a retry of the commit stores the same batch.
+                let mut reports = reports.into_iter();
+                let mut rejected = rejected.into_iter();
+                for (r, s) in self.pending.iter_mut().zip(&shape) {
+                    match (&mut r.result, s) {
+                        (Ok(rs), Ok(n)) => rs.extend(reports.by_ref().take(*n)),
+                        (Err(j), Err(_)) => *j = rejected.next().unwrap_or_default(),
+                        _ => {}
+                    }
+                }
+                return Err(e);
+            }
+        };
         let (mut ri, mut ji) = (0, 0);
         let mut done = Vec::with_capacity(self.pending.len());
-        for r in self.pending.drain(..) {
-            let outcome = match r.result {
-                Ok(rs) => {
-                    let flags = &put.report_new[ri..ri + rs.len()];
-                    ri += rs.len();
+        for (r, s) in self.pending.drain(..).zip(shape) {
+            let outcome = match s {
+                Ok(n) => {
+                    let rs = &reports[ri..ri + n];
+                    let flags = &put.report_new[ri..ri + n];
+                    ri += n;
                     let stored = flags.iter().filter(|f| **f).count();
                     let messages: u64 = rs
                         .iter()
@@ -185,7 +210,7 @@ impl Ingestor {
                         .filter(|(_, f)| **f)
                         .map(|(r, _)| r.messages())
                         .sum();
-                    match (stored, rs.len() - stored) {
+                    match (stored, n - stored) {
                         (0, d) => InputOutcome::Duplicate { reports: d },
                         (s, 0) => InputOutcome::Stored {
                             reports: s,
@@ -198,13 +223,13 @@ impl Ingestor {
                         },
                     }
                 }
-                Err(j) => {
+                Err(error) => {
                     let new = put.rejected_new[ji];
                     ji += 1;
                     if new {
-                        InputOutcome::Rejected(j.error)
+                        InputOutcome::Rejected(error)
                     } else {
-                        InputOutcome::RejectedAgain(j.error)
+                        InputOutcome::RejectedAgain(error)
                     }
                 }
             };
@@ -293,9 +318,11 @@ fn files_in(dir: &Path, recurse: bool) -> Result<Vec<PathBuf>, String> {
 }
 
 /// A parsed report as the store keeps it.
+/// `gz`: the gzip the XML came in, kept as it is (else the XML is compressed here).
 pub fn to_record(
     parsed: &ParsedReport,
     xml: &[u8],
+    gz: Option<Vec<u8>>,
     source: &str,
     node: &str,
     now: i64,
@@ -403,7 +430,7 @@ pub fn to_record(
         source: source.to_string(),
         ingested_at: now,
         node: node.to_string(),
-        xml_gz: gzip(xml),
+        xml_gz: gz.unwrap_or_else(|| gzip(xml)),
         rows,
     }
 }

@@ -238,7 +238,11 @@ fn required(parent: &str, name: &str) -> &'static [&'static str] {
 /// One open element: its local name, the children seen, and its text.
 struct Open {
     name: String,
+    /// Children are noted only for elements that require some ([`required`]).
+    wants_children: bool,
     children: Vec<String>,
+    /// Text is kept only for the leaves we check ([`rule`]).
+    checked: bool,
     text: String,
 }
 
@@ -298,7 +302,9 @@ fn check(xml: &[u8]) -> Result<Checked, String> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(format!("elements nested deeper than {MAX_DEPTH}"));
                 }
-                if let Some(parent) = stack.last_mut() {
+                if let Some(parent) = stack.last_mut()
+                    && parent.wants_children
+                {
                     parent.children.push(local.clone());
                 }
                 match (stack.len(), local.as_str()) {
@@ -313,24 +319,32 @@ fn check(xml: &[u8]) -> Result<Checked, String> {
                     _ => {}
                 }
                 names.push(local.clone());
+                let parent = stack.last().map(|p| p.name.as_str()).unwrap_or("");
+                let wants_children = !required(parent, &local).is_empty()
+                    || (parent, local.as_str()) == ("feedback", "report_metadata");
                 stack.push(Open {
                     name: local,
+                    wants_children,
                     children: Vec::new(),
+                    checked: rule(&names).is_some(),
                     text: String::new(),
                 });
             }
             Event::End(_) => {
                 let open = stack.pop().ok_or("an end tag without its start")?;
-                let path = path_of(&stack);
-                let full = if path.is_empty() {
-                    open.name.clone()
-                } else {
-                    format!("{path}/{}", open.name)
+                // The element's path, for an error only.
+                let full = || {
+                    let path = path_of(&stack);
+                    if path.is_empty() {
+                        open.name.clone()
+                    } else {
+                        format!("{path}/{}", open.name)
+                    }
                 };
-                if let Some(rule) = rule(&names) {
+                if let Some(rule) = open.checked.then(|| rule(&names)).flatten() {
                     let v = open.text.trim();
                     let value = check_value(&rule, v)
-                        .map_err(|why| format!("{full}: {why} (found {:?})", truncate(v, 60)))?;
+                        .map_err(|why| format!("{}: {why} (found {:?})", full(), truncate(v, 60)))?;
                     match (names.len(), open.name.as_str()) {
                         (3, "pct") => c.pct = value.map(|v| v as u8),
                         (4, "begin") => date_range.0 = value,
@@ -346,7 +360,7 @@ fn check(xml: &[u8]) -> Result<Checked, String> {
                 let parent = stack.last().map(|p| p.name.as_str()).unwrap_or("");
                 for child in required(parent, &open.name) {
                     if !open.children.iter().any(|c| c == child) {
-                        return Err(format!("{full}: <{child}> is missing"));
+                        return Err(format!("{}: <{child}> is missing", full()));
                     }
                 }
                 if (parent, open.name.as_str()) == ("feedback", "report_metadata")
@@ -355,19 +369,21 @@ fn check(xml: &[u8]) -> Result<Checked, String> {
                         .iter()
                         .any(|c| c == "org_name" || c == "email")
                 {
-                    return Err(format!("{full}: neither <org_name> nor <email>"));
+                    return Err(format!("{}: neither <org_name> nor <email>", full()));
                 }
                 if (parent, open.name.as_str()) == ("report_metadata", "date_range")
                     && let (Some(b), Some(e)) = date_range
                     && b > e
                 {
-                    return Err(format!("{full}: <begin> {b} is after <end> {e}"));
+                    return Err(format!("{}: <begin> {b} is after <end> {e}", full()));
                 }
                 names.pop();
             }
             Event::Text(t) => {
                 if let Some(open) = stack.last_mut() {
-                    open.text.push_str(&t.xml10_content());
+                    if open.checked {
+                        open.text.push_str(&t.xml10_content());
+                    }
                 } else if !t.xml10_content().trim().is_empty() {
                     return Err("text outside the root element".into());
                 }
