@@ -343,8 +343,9 @@ fn check(xml: &[u8]) -> Result<Checked, String> {
                 };
                 if let Some(rule) = open.checked.then(|| rule(&names)).flatten() {
                     let v = open.text.trim();
-                    let value = check_value(&rule, v)
-                        .map_err(|why| format!("{}: {why} (found {:?})", full(), truncate(v, 60)))?;
+                    let value = check_value(&rule, v).map_err(|why| {
+                        format!("{}: {why} (found {:?})", full(), truncate(v, 60))
+                    })?;
                     match (names.len(), open.name.as_str()) {
                         (3, "pct") => c.pct = value.map(|v| v as u8),
                         (4, "begin") => date_range.0 = value,
