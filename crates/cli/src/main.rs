@@ -3,6 +3,8 @@
 
 mod analyze;
 mod audit;
+mod dmarc;
+mod dmarc_serve;
 mod forensics;
 mod inputs;
 mod log;
@@ -90,6 +92,12 @@ enum Command {
     /// How spoofable a domain is, and whether the gateway is its single point of entry: SPF,
     /// DMARC, DKIM, MX, STARTTLS, MTA-STS, DANE, bulk-sender rules, lookalikes, a grade.
     Audit(audit::AuditArgs),
+    /// DMARC aggregate reports (RFC 9990): ingest what receivers send, see who sends as a
+    /// domain, send our own.
+    Dmarc {
+        #[command(subcommand)]
+        command: dmarc::DmarcCommand,
+    },
     /// Work with the policy file.
     Policy {
         #[command(subcommand)]
@@ -123,6 +131,7 @@ fn check_config(file: &std::path::Path) -> u8 {
                 .map(|_| ())
                 .map_err(|e| format!("{}: [milter]: {e}", file.display()))
         })
+        .and_then(|_| unspoof_reports::DmarcConfig::load(file).map(|_| ()))
         .and_then(|_| {
             let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
             let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
@@ -165,6 +174,7 @@ fn main() -> ExitCode {
         Command::Log { command } => log::run(command),
         Command::Quarantine { command } => quarantine::run(command),
         Command::Audit(args) => audit::run(args),
+        Command::Dmarc { command } => dmarc::run(command),
         Command::Policy {
             command: PolicyCommand::Check(args),
         } => check_config(&args.file),

@@ -160,9 +160,21 @@ pub fn serve(args: ServeArgs) -> u8 {
             .with_contact_history(contact_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
+        let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());
         let gateway = Gateway::new(config, Arc::new(decider))
             .quarantine(Arc::new(GatewayStore(store.clone())))
             .session_log(Arc::new(SessionLogs(logs)));
+        let gateway = match crate::dmarc_serve::attach(
+            gateway, &file, &store, &data_dir, &hostname, &args.dns,
+        )
+        .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("unspoof: [dmarc]: {e}");
+                return exit::CONFIG;
+            }
+        };
         let code = match unspoof_gateway::serve(gateway).await {
             Ok(()) => exit::ACCEPT,
             Err(e) => {

@@ -49,6 +49,8 @@ pub struct Policy {
     _milter: Option<toml::Table>,
     #[serde(rename = "store")]
     _store: Option<toml::Table>,
+    #[serde(rename = "dmarc")]
+    _dmarc: Option<toml::Table>,
     /// What the findings derive from the protected domains and people, made on first use
     /// ([`Policy::findings_data`]) instead of once per message.
     #[serde(skip)]
@@ -160,6 +162,7 @@ impl Default for Policy {
             _gateway: None,
             _milter: None,
             _store: None,
+            _dmarc: None,
             findings_data: FindingsCache::default(),
         }
     }

@@ -32,6 +32,7 @@ pub mod message;
 pub mod metrics;
 pub mod relay;
 pub mod reply;
+pub mod rua;
 mod session;
 pub mod store;
 mod tls;
@@ -140,6 +141,8 @@ pub(crate) struct Shared<D> {
     pub local: Arc<dyn LocalDelivery>,
     pub log: Arc<dyn SessionLog>,
     pub rdns: Arc<dyn ReverseDns>,
+    /// DMARC aggregate reports to our own `rua` addresses (`rua.rs`).
+    pub capture: Option<Arc<dyn rua::ReportCapture>>,
     pub metrics: Arc<Metrics>,
     pub queue_ids: QueueIds,
     /// What messages in flight hold, against `max_inflight_memory`.
@@ -157,6 +160,7 @@ pub struct Gateway<D: Decide> {
     local: Option<Arc<dyn LocalDelivery>>,
     log: Option<Arc<dyn SessionLog>>,
     rdns: Option<Arc<dyn ReverseDns>>,
+    capture: Option<Arc<dyn rua::ReportCapture>>,
 }
 
 impl<D: Decide> Gateway<D> {
@@ -168,6 +172,7 @@ impl<D: Decide> Gateway<D> {
             local: None,
             log: None,
             rdns: None,
+            capture: None,
         }
     }
 
@@ -192,6 +197,12 @@ impl<D: Decide> Gateway<D> {
     /// The PTR resolver, used when `reverse_dns = true` (default: the system resolver).
     pub fn reverse_dns(mut self, r: Arc<dyn ReverseDns>) -> Self {
         self.rdns = Some(r);
+        self
+    }
+
+    /// Captures mail to the site's own DMARC report addresses (default: none).
+    pub fn report_capture(mut self, c: Arc<dyn rua::ReportCapture>) -> Self {
+        self.capture = Some(c);
         self
     }
 
@@ -263,6 +274,7 @@ impl<D: Decide> Gateway<D> {
             local,
             log,
             rdns,
+            capture: self.capture,
             metrics: metrics.clone(),
             queue_ids: QueueIds(AtomicU64::new(0)),
             memory: memory::MemoryBudget::new(config.limits.max_inflight_memory),

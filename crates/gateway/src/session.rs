@@ -448,7 +448,8 @@ impl<D: Decide> Session<D> {
             self.conn.reply(reply::DOWNSTREAM_LOST);
             return;
         }
-        let Some(addr) = cfg.downstream.clone() else {
+        let captured_only = crate::rua::captured_only(self.shared.capture.as_ref(), &to);
+        let Some(addr) = cfg.downstream.clone().filter(|_| !captured_only) else {
             if let Some(tx) = &mut self.tx {
                 tx.rcpts.push(to);
             }
@@ -855,6 +856,21 @@ impl<D: Decide> Session<D> {
                 let full = self
                     .with_our_headers(queue_id, envelope, &decision.headers, body)
                     .await;
+                use crate::rua::{Captured, capture};
+                match capture(self.shared.capture.as_ref(), queue_id, envelope, &full).await {
+                    Captured::None => {}
+                    Captured::AndDeliver => out.reasons.push("dmarc.report_captured".into()),
+                    Captured::Done(at) => {
+                        out.reasons.push("dmarc.report_captured".into());
+                        out.outcome = decision.action.as_str().into();
+                        out.reply = queued(queue_id);
+                        out.stored_at = Some(at);
+                        return;
+                    }
+                    Captured::Failed => {
+                        return out.tempfail(reply::LOCAL_ERROR, "store.report_capture_failed");
+                    }
+                }
                 self.deliver(queue_id, envelope, full, decision.action.as_str(), out)
                     .await;
             }

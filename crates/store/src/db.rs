@@ -32,6 +32,9 @@ macro_rules! on {
     };
 }
 
+// The DMARC report tables (`crate::dmarc`) run their statements the same way.
+pub(crate) use on;
+
 /// Binds every value of `$vals` to `$q`, in order.
 macro_rules! bind_all {
     ($q:expr, $vals:expr) => {{
@@ -79,12 +82,20 @@ impl Backend {
 const ROWS_PER_STATEMENT: usize = 50;
 
 /// Schema versions, applied in order; the version table is `unspoof_schema`.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "sessions, messages, recipients, reasons, contacts, quarantine",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "sessions, messages, recipients, reasons, contacts, quarantine",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        3,
+        "DMARC aggregate reports received and sent (crate::dmarc)",
+        include_str!("../migrations/sqlite/0003_dmarc.sql"),
+        include_str!("../migrations/postgres/0003_dmarc.sql"),
+    ),
+];
 
 /// The advisory lock that serialises migrations across a fleet sharing one PostgreSQL.
 const PG_MIGRATION_LOCK: i64 = 0x756e_7370_6f6f_66; // "unspoof"

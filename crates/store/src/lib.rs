@@ -19,6 +19,7 @@
 //! `ON CONFLICT DO NOTHING`, so a replay never duplicates.
 
 mod db;
+pub mod dmarc;
 mod query;
 mod record;
 mod spool;
