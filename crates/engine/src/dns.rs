@@ -389,17 +389,42 @@ impl Drop for ZoneServer {
     }
 }
 
+/// How many answers each of the five caches (TXT, MX, A, AAAA, PTR) keeps. The names asked
+/// are chosen by whoever writes the mail (SPF includes, DKIM selectors, From domains), so
+/// without a bound a sender of many distinct names grows the process without limit. 50,000
+/// entries of one type are at most a few tens of MiB; a busy gateway's working set is far
+/// below that, so at the bound the cache only forgets what an attacker filled it with.
+pub const ANSWER_CACHE_ENTRIES: usize = 50_000;
+
 /// A cache of parsed answers, shared by all checks that use one [`Dns`]. Entries expire with
-/// their TTL.
+/// their TTL; at most [`ANSWER_CACHE_ENTRIES`] are kept (see [`AnswerCache::with_capacity`]).
 pub struct AnswerCache<K, V> {
     entries: Mutex<HashMap<K, (V, Instant)>>,
+    capacity: usize,
 }
 
 impl<K, V> Default for AnswerCache<K, V> {
     fn default() -> Self {
+        Self::with_capacity(ANSWER_CACHE_ENTRIES)
+    }
+}
+
+impl<K, V> AnswerCache<K, V> {
+    /// A cache that keeps at most `capacity` answers (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
         AnswerCache {
             entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
         }
+    }
+
+    /// Answers held now, expired ones included until the next eviction.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -423,9 +448,29 @@ impl<K: Hash + Eq, V: Clone> ResolverCache<K, V> for AnswerCache<K, V> {
     }
 
     fn insert(&self, key: K, value: V, valid_until: Instant) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(key, (value, valid_until));
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            // Full: drop what has expired, and if the live answers alone fill it (many
+            // distinct names, as a hostile sender makes), an arbitrary eighth of them too.
+            // The map's order is randomly seeded per process, so a sender cannot choose which
+            // names survive; evicting an eighth at a time keeps an insert amortised O(1).
+            let now = Instant::now();
+            entries.retain(|_, (_, until)| *until > now);
+            if entries.len() >= self.capacity {
+                let mut evict = (entries.len() + 1 - self.capacity).max(self.capacity / 8);
+                entries.retain(|_, _| {
+                    if evict > 0 {
+                        evict -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
         }
+        entries.insert(key, (value, valid_until));
     }
 }
 
@@ -693,5 +738,30 @@ mod tests {
             started.elapsed() < Duration::from_secs(3),
             "timeout was not honoured"
         );
+    }
+
+    #[test]
+    fn answer_cache_stays_within_its_capacity_and_forgets_the_expired_first() {
+        let cache: AnswerCache<Box<str>, u32> = AnswerCache::with_capacity(64);
+        let later = Instant::now() + Duration::from_secs(3600);
+        // A sender who makes the engine ask 10,000 distinct names.
+        for n in 0..10_000u32 {
+            cache.insert(format!("s{n}.attacker.example").into(), n, later);
+            assert!(cache.len() <= 64, "{} entries after {n} inserts", cache.len());
+        }
+        // The newest answer is always kept.
+        assert_eq!(cache.get("s9999.attacker.example"), Some(9999));
+
+        // Expired answers go before any live one.
+        let cache: AnswerCache<Box<str>, u32> = AnswerCache::with_capacity(8);
+        let past = Instant::now() - Duration::from_secs(1);
+        for n in 0..7u32 {
+            cache.insert(format!("old{n}.example").into(), n, past);
+        }
+        cache.insert("live.example".into(), 100, later);
+        cache.insert("new.example".into(), 101, later);
+        assert_eq!(cache.len(), 2, "the seven expired answers were evicted");
+        assert_eq!(cache.get("live.example"), Some(100));
+        assert_eq!(cache.get("new.example"), Some(101));
     }
 }
