@@ -747,7 +747,11 @@ mod tests {
         // A sender who makes the engine ask 10,000 distinct names.
         for n in 0..10_000u32 {
             cache.insert(format!("s{n}.attacker.example").into(), n, later);
-            assert!(cache.len() <= 64, "{} entries after {n} inserts", cache.len());
+            assert!(
+                cache.len() <= 64,
+                "{} entries after {n} inserts",
+                cache.len()
+            );
         }
         // The newest answer is always kept.
         assert_eq!(cache.get("s9999.attacker.example"), Some(9999));
