@@ -156,12 +156,14 @@ pub fn serve(args: ServeArgs) -> u8 {
             Err(code) => return code,
         };
         let engine = Engine::new(policy, dns);
+        let rdns = Arc::new(unspoof_gateway::EngineReverseDns(engine.clone()));
         let decider = EngineDecider::new(engine, args.config.clone())
             .with_contact_history(contact_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());
         let gateway = Gateway::new(config, Arc::new(decider))
+            .reverse_dns(rdns)
             .quarantine(Arc::new(GatewayStore(store.clone())))
             .session_log(Arc::new(SessionLogs(logs)));
         let gateway = match crate::dmarc_serve::attach(

@@ -565,6 +565,10 @@ impl Dns {
         opts.attempts = 0;
         opts.cache_size = 4096;
         opts.ndots = 0;
+        // DNS only: an /etc/hosts entry (the machine's own name, a test host) must not answer
+        // for a name the zone files or the resolver answer otherwise, or a replay would depend
+        // on the machine it runs on.
+        opts.use_hosts_file = mail_auth::hickory_resolver::config::ResolveHosts::Never;
         let servers = config
             .name_servers()
             .iter()
@@ -594,6 +598,24 @@ impl Dns {
     /// The resolver mail-auth verifies with; `None` when offline.
     pub fn authenticator(&self) -> Option<&MessageAuthenticator> {
         self.authenticator.as_ref()
+    }
+
+    /// The client's PTR name (the first, lower case, without the trailing dot) for Received
+    /// headers and records, through this view: the zone files under `--dns-zone`, nothing
+    /// offline, within the view's timeout, cached with the other answers.
+    pub async fn ptr_name(&self, ip: IpAddr) -> Option<String> {
+        let authenticator = self.authenticator.as_ref()?;
+        let names = tokio::time::timeout(
+            self.timeout,
+            authenticator.ptr_lookup(ip, Some(&self.caches.ptr)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        names
+            .rrset
+            .first()
+            .map(|n| n.trim_end_matches('.').to_string())
     }
 
     /// Wraps mail-auth parameters with this view's caches.
@@ -656,7 +678,9 @@ mod tests {
              www 300 IN CNAME host\n\
              host 300 IN A 192.0.2.1\n\
              a.b.c 300 IN A 192.0.2.2\n\
-             *.wild 300 IN TXT \"wild\"\n",
+             *.wild 300 IN TXT \"wild\"\n\
+             $ORIGIN 2.0.192.in-addr.arpa.\n\
+             1 300 IN PTR Host.Example.COM.\n",
             None,
         )
         .unwrap();
@@ -738,6 +762,18 @@ mod tests {
             started.elapsed() < Duration::from_secs(3),
             "timeout was not honoured"
         );
+    }
+
+    #[tokio::test]
+    async fn ptr_names_come_from_the_view() {
+        let dns = Dns::zones(zone(), Duration::from_millis(300))
+            .await
+            .unwrap();
+        let ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        assert_eq!(dns.ptr_name(ip).await.as_deref(), Some("host.example.com"));
+        assert_eq!(dns.caches.ptr.len(), 1, "the answer is cached");
+        assert_eq!(dns.ptr_name(Ipv4Addr::new(192, 0, 2, 9).into()).await, None);
+        assert_eq!(Dns::offline().ptr_name(ip).await, None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The unspoof SMTP gateway: the site's single point of entry for mail (`unspoof serve`).
 //!
 //! Trust level: talks to SMTP clients from the Internet, to the site's downstream MTA and to
-//! DNS (PTR lookups only); reads the TLS and DKIM private keys at startup; writes only under
+//! DNS (PTR lookups only, through the engine's view); reads the TLS and DKIM private keys at startup; writes only under
 //! the data directory. **This is the only crate that knows the SMTP wire.**
 //!
 //! The path of one message:
@@ -81,30 +81,14 @@ pub trait ReverseDns: Send + Sync + 'static {
     fn lookup(&self, ip: IpAddr) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>>;
 }
 
-/// PTR lookups through the system resolver (`/etc/resolv.conf`).
-pub struct SystemReverseDns(mail_auth::MessageAuthenticator);
+/// PTR lookups through the engine's DNS view (the system resolver, one resolver, the zone
+/// files of `--dns-zone`, or none offline), so the Received header and the verdict read the
+/// same DNS, with the same timeout and cache.
+pub struct EngineReverseDns(pub unspoof_engine::Engine);
 
-impl SystemReverseDns {
-    pub fn new() -> Option<Self> {
-        mail_auth::MessageAuthenticator::new_system_conf()
-            .ok()
-            .map(SystemReverseDns)
-    }
-}
-
-impl ReverseDns for SystemReverseDns {
+impl ReverseDns for EngineReverseDns {
     fn lookup(&self, ip: IpAddr) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
-        Box::pin(async move {
-            let names = self.0.resolver().reverse_lookup(ip).await.ok()?;
-            names
-                .answers()
-                .iter()
-                .find_map(|r| match &r.data {
-                    mail_auth::hickory_resolver::proto::rr::RData::PTR(p) => Some(p.to_string()),
-                    _ => None,
-                })
-                .map(|n| n.trim_end_matches('.').to_string())
-        })
+        Box::pin(self.0.dns().ptr_name(ip))
     }
 }
 
@@ -194,7 +178,8 @@ impl<D: Decide> Gateway<D> {
         self
     }
 
-    /// The PTR resolver, used when `reverse_dns = true` (default: the system resolver).
+    /// The PTR resolver, used when `reverse_dns = true` (`unspoof serve` passes the engine's
+    /// DNS view, [`EngineReverseDns`]; without one no PTR is asked).
     pub fn reverse_dns(mut self, r: Arc<dyn ReverseDns>) -> Self {
         self.rdns = Some(r);
         self
@@ -235,10 +220,7 @@ impl<D: Decide> Gateway<D> {
         };
         let rdns: Arc<dyn ReverseDns> = match self.rdns {
             Some(r) => r,
-            None if config.reverse_dns => match SystemReverseDns::new() {
-                Some(r) => Arc::new(r),
-                None => Arc::new(NoReverseDns),
-            },
+            // Without a resolver given (tests of the gateway alone) no PTR is asked.
             None => Arc::new(NoReverseDns),
         };
         let tls = Some(tls::acceptor(&config)?);
