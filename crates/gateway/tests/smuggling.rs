@@ -71,6 +71,12 @@ async fn bare_lf_and_bare_cr_inside_a_message_are_refused() {
         assert!(r.starts_with("550 5.6.0 Bare LF or CR"), "{r}");
     }
     assert!(maildir_messages(&gw.data_dir.join("maildir")).is_empty());
+    // The second session's record is written when its connection ends, which may be just
+    // after the reply we read.
+    let waited = std::time::Instant::now();
+    while gw.log.all().len() < 2 && waited.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let codes: Vec<String> = gw.log.all().into_iter().flat_map(|r| r.reasons).collect();
     assert_eq!(codes, vec!["smtp.bare_lf", "smtp.bare_cr"]);
 }
