@@ -35,7 +35,7 @@ impl Style {
         let code = match w {
             Word::Pass => "32",
             Word::Fail | Word::PermError => "31",
-            Word::SoftFail | Word::TempError => "33",
+            Word::SoftFail | Word::TempError | Word::Policy => "33",
             Word::Neutral | Word::None => "2",
         };
         self.paint(code, w.as_str())
