@@ -175,7 +175,12 @@ pub fn report(out: &mut impl Write, name: &str, a: &Analysis, colour: bool) -> i
     let au = &a.auth;
     writeln!(out, "\n{}", s.bold("Authentication"))?;
     if !au.checked {
-        writeln!(out, "  not checked ({})", safe(&a.dns))?;
+        writeln!(
+            out,
+            "  not checked: {} ({})",
+            safe(au.not_checked.as_deref().unwrap_or("no reason given")),
+            safe(&a.dns)
+        )?;
         return Ok(());
     }
     for spf in [&au.spf, &au.spf_helo] {
