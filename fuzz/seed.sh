@@ -7,10 +7,10 @@ cd "$(dirname "$0")"
 data="${UNSPOOF_TESTDATA:-../../shared/testdata}"
 if [ ! -d "$data" ]; then
     echo "seed: $data not found (set UNSPOOF_TESTDATA); starting from empty corpora" >&2
-    mkdir -p corpus/{address,headers,trace,verdict_offline,verdict_zones}
+    mkdir -p corpus/{address,headers,trace,verdict_offline,verdict_zones,verdict_first_line}
     exit 0
 fi
-mkdir -p corpus/{address,headers,trace,verdict_offline,verdict_zones}
+mkdir -p corpus/{address,headers,trace,verdict_offline,verdict_zones,verdict_first_line}
 # Messages: 60 ham, 30 spam/phishing, the mailauth fixtures (DKIM/ARC-signed).
 {
     find "$data/corpus-spamassassin/ham" -name '*.eml' | sort | head -60
@@ -40,4 +40,10 @@ for v in ' <b@evil.com>@legit.com' ' b@evil.com\,@legit.com' ' a@legit.com(comme
     i=$((i + 1)); printf '%s' "$v" > "corpus/address/trick-$i"
 done
 printf ' a@legit.com\0@evil.com' > corpus/address/trick-nul
+# First lines (verdict_first_line): the malformed ones of issue 12, and real first lines.
+i=0
+for v in ' ' '\t' ' x' 'junk' '=?utf-8?q?Hello?=' 'From joe@football.example.com' \
+    ' From: joe@football.example.com' ':x' 'From: joe@attacker.example' 'Received: from x by y; now'; do
+    i=$((i + 1)); printf "$v\r\n" > "corpus/verdict_first_line/line-$i"
+done
 echo "seed: $(ls corpus/headers | wc -l) messages, $(ls corpus/address | wc -l) address values"

@@ -35,7 +35,7 @@ impl Style {
         let code = match w {
             Word::Pass => "32",
             Word::Fail | Word::PermError => "31",
-            Word::SoftFail | Word::TempError => "33",
+            Word::SoftFail | Word::TempError | Word::Policy => "33",
             Word::Neutral | Word::None => "2",
         };
         self.paint(code, w.as_str())
@@ -175,7 +175,12 @@ pub fn report(out: &mut impl Write, name: &str, a: &Analysis, colour: bool) -> i
     let au = &a.auth;
     writeln!(out, "\n{}", s.bold("Authentication"))?;
     if !au.checked {
-        writeln!(out, "  not checked ({})", safe(&a.dns))?;
+        writeln!(
+            out,
+            "  not checked: {} ({})",
+            safe(au.not_checked.as_deref().unwrap_or("no reason given")),
+            safe(&a.dns)
+        )?;
         return Ok(());
     }
     for spf in [&au.spf, &au.spf_helo] {

@@ -25,7 +25,7 @@ use mail_auth::{
 };
 use serde::Serialize;
 
-use crate::{dns::Dns, spf_explain, spf_strict};
+use crate::{Headers, dns::Dns, spf_explain, spf_strict};
 
 /// An RFC 8601 result word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,6 +38,9 @@ pub enum Word {
     None,
     TempError,
     PermError,
+    /// DKIM only (RFC 8601 2.7.1): signed, but the signature was not acceptable to us (it
+    /// verified only over a repaired header section, see `MalformedSection`).
+    Policy,
 }
 
 impl Word {
@@ -50,6 +53,7 @@ impl Word {
             Word::None => "none",
             Word::TempError => "temperror",
             Word::PermError => "permerror",
+            Word::Policy => "policy",
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct SpfCheck {
     pub mechanism: Option<String>,
     /// The domain's explanation string (`exp=`) on fail.
     pub explanation: Option<String>,
+    /// Why this identity was not checked (result `none`), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_checked: Option<String>,
 }
 
 /// One DKIM-Signature header's verification (RFC 6376).
@@ -136,6 +143,13 @@ pub struct ArcCheck {
 pub struct AuthResults {
     /// False when DNS was off (`--offline`): every result below is then `none`, not checked.
     pub checked: bool,
+    /// Why nothing was checked, when `checked` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_checked: Option<String>,
+    /// What was malformed in the header section, when it was: DKIM and ARC then ran over the
+    /// section without its stray lines and no pass over that counts (see `MalformedSection`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub malformed_section: Option<String>,
     pub spf: SpfCheck,
     pub spf_helo: SpfCheck,
     pub dkim: Vec<DkimCheck>,
@@ -173,9 +187,11 @@ impl AuthResults {
         d
     }
 
-    fn unchecked(env: &AuthInput<'_>) -> Self {
+    fn unchecked(env: &AuthInput<'_>, why: &str) -> Self {
         AuthResults {
             checked: false,
+            not_checked: Some(why.into()),
+            malformed_section: None,
             spf: SpfCheck {
                 identity: "mailfrom",
                 domain: domain_of(env.mail_from).unwrap_or_default().to_string(),
@@ -183,6 +199,7 @@ impl AuthResults {
                 result: Word::None,
                 mechanism: None,
                 explanation: None,
+                not_checked: Some(why.into()),
             },
             spf_helo: SpfCheck {
                 identity: "helo",
@@ -191,6 +208,7 @@ impl AuthResults {
                 result: Word::None,
                 mechanism: None,
                 explanation: None,
+                not_checked: Some(why.into()),
             },
             dkim: Vec::new(),
             dmarc: DmarcCheck {
@@ -201,7 +219,7 @@ impl AuthResults {
                 adkim: None,
                 aspf: None,
                 testing: false,
-                reason: Some("not checked".into()),
+                reason: Some(format!("not checked: {why}")),
             },
             arc: ArcCheck {
                 result: Word::None,
@@ -232,19 +250,53 @@ fn domain_of(addr: &str) -> Option<&str> {
 /// Runs SPF (HELO and MAIL FROM), every DKIM signature, ARC and then DMARC. `raw` must have
 /// CRLF line endings.
 pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthResults {
-    let (Some(auth), Some(ip)) = (dns.authenticator(), input.ip) else {
-        return AuthResults::unchecked(&input);
+    let headers = Headers::parse(raw);
+    authenticate_headers(raw, &headers, input, dns).await
+}
+
+/// [`authenticate`] with the header section already split by [`Headers::parse`] (the engine
+/// has it). No input switches authentication off: SPF needs only the envelope, DMARC only our
+/// own reading of From, so a header section mail-auth refuses or misreads still gets both (see
+/// [`MalformedSection`]); only DNS being off stops everything, and a missing client IP stops
+/// only SPF.
+pub async fn authenticate_headers(
+    raw: &[u8],
+    headers: &Headers<'_>,
+    input: AuthInput<'_>,
+    dns: &Dns,
+) -> AuthResults {
+    let Some(auth) = dns.authenticator() else {
+        return AuthResults::unchecked(&input, NOT_CHECKED_OFFLINE);
     };
     // RFC 7208 5 (and its test suite): an IPv4-mapped IPv6 client (`::ffff:192.0.2.1`, how a
     // dual-stack listener reports IPv4 peers) MUST be treated as IPv4; mail-auth would fetch
     // AAAA records for `a` and `mx` and match it against ip6 ranges.
-    let ip = ip.to_canonical();
-    let Some(mut message) = AuthenticatedMessage::parse(raw) else {
-        let mut r = AuthResults::unchecked(&input);
-        r.dmarc.reason = Some("message has no header section".into());
-        return r;
-    };
-    relaxed_body_hash_fix(&mut message, raw);
+    let ip = input.ip.map(|ip| ip.to_canonical());
+
+    // A malformed section is verified as repaired (its stray lines left out), and nothing that
+    // passes over the repair is trusted more than the bytes as sent: see MalformedSection.
+    let repaired = headers.repaired(raw);
+    let bytes: &[u8] = repaired.as_deref().unwrap_or(raw);
+    let malformed = headers.is_malformed();
+    // mail-auth returns nothing for a section without a single field; an empty message then
+    // has nothing to verify, and SPF and DMARC still run.
+    let mut message = AuthenticatedMessage::parse(bytes).unwrap_or_else(|| AuthenticatedMessage {
+        raw_message: bytes,
+        body_offset: bytes.len() as u32,
+        ..Default::default()
+    });
+    relaxed_body_hash_fix(&mut message, bytes);
+    // DMARC judges the From that the findings and the reader see: our own reading (mail-parser,
+    // the first From field), not mail-auth's, which stops at a stray line and skips what
+    // follows it.
+    let (author, _) = crate::findings::read_addresses(headers);
+    if !author.is_empty() {
+        message.from = author
+            .iter()
+            .map(|m| m.address.to_ascii_lowercase())
+            .collect();
+    }
+    let has_from = !message.from.is_empty();
     let budget = dns.timeout();
     // An SPF check is several queries in a row: one that times out late (the exp= text, which
     // RFC 7208 6.2 says to skip on a DNS error) must not turn a finished fail into temperror,
@@ -266,6 +318,7 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
     };
     let (helo, host) = (input.helo, input.host_domain);
     let spf_helo = async {
+        let ip = ip?;
         if input.helo.is_empty() {
             return None;
         }
@@ -275,33 +328,45 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
         )
         .await
     };
-    let spf_mf = bounded(
-        spf_budget,
-        spf_strict::check_host(dns, auth, ip, helo, host, Some(&mail_from_for_spf)),
-    );
+    let spf_mf = async {
+        let ip = ip?;
+        bounded(
+            spf_budget,
+            spf_strict::check_host(dns, auth, ip, helo, host, Some(&mail_from_for_spf)),
+        )
+        .await
+    };
     let dkim = bounded(budget * 2, auth.verify_dkim(dns.params(&message)));
     let arc = bounded(budget * 2, auth.verify_arc(dns.params(&message)));
     let (spf_helo, spf_mf, dkim_out, arc_out) = tokio::join!(spf_helo, spf_mf, dkim, arc);
 
-    let (spf_mf_out, spf_mf_problem) = match spf_mf {
-        Some(checked) => (checked.output, checked.problem),
-        None => (
-            mail_auth::SpfOutput::new(domain_of(&mail_from_for_spf).unwrap_or("").to_string())
-                .with_result(SpfResult::TempError),
+    let spf_mf_domain = domain_of(&mail_from_for_spf).unwrap_or("").to_string();
+    let (spf_mf_out, spf_mf_problem) = match (ip, spf_mf) {
+        (None, _) => (
+            mail_auth::SpfOutput::new(spf_mf_domain).with_result(SpfResult::None),
+            None,
+        ),
+        (Some(_), Some(checked)) => (checked.output, checked.problem),
+        (Some(_), None) => (
+            mail_auth::SpfOutput::new(spf_mf_domain).with_result(SpfResult::TempError),
             None,
         ),
     };
     let dkim_out: Vec<DkimOutput<'_>> = dkim_out.unwrap_or_default();
 
     let mut spf = spf_check("mailfrom", &mail_from_for_spf, &spf_mf_out);
-    if spf_mf_problem.is_some() {
-        spf.mechanism = spf_mf_problem;
-    } else if spf.result != Word::None && spf.result != Word::TempError {
-        spf.mechanism =
-            spf_explain::explain(dns, ip, &spf.domain, &mail_from_for_spf, input.helo).await;
+    if let Some(ip) = ip {
+        if spf_mf_problem.is_some() {
+            spf.mechanism = spf_mf_problem;
+        } else if spf.result != Word::None && spf.result != Word::TempError {
+            spf.mechanism =
+                spf_explain::explain(dns, ip, &spf.domain, &mail_from_for_spf, input.helo).await;
+        }
+    } else {
+        spf.not_checked = Some(NOT_CHECKED_NO_IP.into());
     }
-    let spf_helo = match spf_helo {
-        Some(checked) => {
+    let spf_helo = match (ip, spf_helo) {
+        (Some(ip), Some(checked)) => {
             let mut c = spf_check("helo", input.helo, &checked.output);
             if checked.problem.is_some() {
                 c.mechanism = checked.problem;
@@ -311,23 +376,23 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
             }
             c
         }
-        None => SpfCheck {
+        (ip, _) => SpfCheck {
             identity: "helo",
             domain: input.helo.to_string(),
             sender: input.helo.to_string(),
-            result: if input.helo.is_empty() {
+            result: if input.helo.is_empty() || ip.is_none() {
                 Word::None
             } else {
                 Word::TempError
             },
             mechanism: None,
             explanation: None,
+            not_checked: ip.is_none().then(|| NOT_CHECKED_NO_IP.into()),
         },
     };
 
-    let dkim: Vec<DkimCheck> = dkim_out.iter().map(dkim_check).collect();
-
-    let arc = match &arc_out {
+    let mut dkim: Vec<DkimCheck> = dkim_out.iter().map(dkim_check).collect();
+    let mut arc = match &arc_out {
         Some(out) => arc_check(out),
         None => ArcCheck {
             result: Word::TempError,
@@ -335,11 +400,17 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
             reason: Some("DNS timed out".into()),
         },
     };
+    let section = malformed.then(|| MalformedSection::of(headers, raw));
+    if section.is_some() {
+        MalformedSection::distrust(&mut dkim, &mut arc);
+    }
 
     let mf_domain = domain_of(&mail_from_for_spf)
         .unwrap_or(input.helo)
         .to_string();
-    let dmarc_params = DmarcParameters::new(&message, &dkim_out, &mf_domain, &spf_mf_out);
+    // Over a repaired section no DKIM result counts for DMARC (see MalformedSection).
+    let dkim_for_dmarc: &[DkimOutput<'_>] = if section.is_some() { &[] } else { &dkim_out };
+    let dmarc_params = DmarcParameters::new(&message, dkim_for_dmarc, &mf_domain, &spf_mf_out);
     let dmarc_out = bounded(budget * 2, auth.verify_dmarc(dns.params(dmarc_params))).await;
     let from_domain = message
         .from
@@ -347,8 +418,8 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
         .find_map(|f| domain_of(f))
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let dmarc = match dmarc_out {
-        Some(out) => dmarc_check(&out, from_domain, &dkim, spf.result),
+    let mut dmarc = match dmarc_out {
+        Some(out) => dmarc_check(&out, from_domain, &dkim, &spf),
         None => DmarcCheck {
             result: Word::TempError,
             domain: from_domain,
@@ -360,14 +431,82 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
             reason: Some("DNS timed out".into()),
         },
     };
+    if !has_from && dmarc.result == Word::None {
+        dmarc.reason = Some(NO_AUTHOR.into());
+    }
 
     AuthResults {
         checked: true,
+        not_checked: None,
+        malformed_section: section.map(|s| s.description),
         spf,
         spf_helo,
         dkim,
         dmarc,
         arc,
+    }
+}
+
+/// Why nothing was checked: the DNS view is off (`--offline`, or `Dns::offline()`).
+const NOT_CHECKED_OFFLINE: &str =
+    "DNS is off (offline analysis): SPF, DKIM, DMARC and ARC need DNS answers";
+
+/// Why SPF was not checked: SPF judges the connecting client's address.
+const NOT_CHECKED_NO_IP: &str = "the client IP is unknown: the envelope gave none and no \
+     Received header names the origin, and SPF judges the client's address";
+
+/// Why DMARC had nothing to judge.
+const NO_AUTHOR: &str = "the message has no From field: DMARC has no author domain to evaluate";
+
+/// A header section mail-auth refuses (its first line is a lone space, a tab, a word without a
+/// colon, an encoded word ...) or reads differently from us (it stops at the first stray line
+/// and takes the rest of the section for the body). Authentication still runs: SPF needs only
+/// the envelope; DKIM and ARC run over the section rebuilt from its fields
+/// ([`Headers::repaired`]), but a signature or chain that verifies only over that repair proves
+/// nothing about the bytes as sent (a forger can put a valid signature of someone else's
+/// message under a line that hides it from some readers), so such a pass becomes DKIM `policy`
+/// (RFC 8601 2.7.1: signed, but the signature was not acceptable) and ARC `fail`, and DMARC
+/// counts no DKIM result at all; DMARC is evaluated for our own reading of From.
+struct MalformedSection {
+    description: String,
+}
+
+impl MalformedSection {
+    fn of(headers: &Headers<'_>, raw: &[u8]) -> Self {
+        let description = match headers.stray_lines.first() {
+            Some(&at) => {
+                let line = raw[at..]
+                    .split(|&b| b == b'\n')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii_end();
+                let shown: String = String::from_utf8_lossy(&line[..line.len().min(60)])
+                    .chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect();
+                format!(
+                    "{} line(s) of the header section are neither a field nor a continuation; \
+                     the first: {shown:?}",
+                    headers.stray_lines.len()
+                )
+            }
+            None => "the message has no header field".into(),
+        };
+        MalformedSection { description }
+    }
+
+    /// Downgrades what verified only over the repaired section.
+    fn distrust(dkim: &mut [DkimCheck], arc: &mut ArcCheck) {
+        const WHY: &str = "verified only with the malformed header lines left out; the message \
+                           as sent does not verify";
+        for d in dkim.iter_mut().filter(|d| d.result == Word::Pass) {
+            d.result = Word::Policy;
+            d.reason = Some(WHY.into());
+        }
+        if arc.result == Word::Pass {
+            arc.result = Word::Fail;
+            arc.reason = Some(WHY.into());
+        }
     }
 }
 
@@ -436,6 +575,7 @@ fn spf_check(identity: &'static str, sender: &str, out: &mail_auth::SpfOutput) -
         result: spf_word(out.result()),
         mechanism: None,
         explanation: out.explanation().map(str::to_string),
+        not_checked: None,
     }
 }
 
@@ -560,8 +700,9 @@ fn dmarc_check(
     out: &mail_auth::DmarcOutput,
     from_domain: String,
     dkim: &[DkimCheck],
-    spf: Word,
+    spf_check: &SpfCheck,
 ) -> DmarcCheck {
+    let spf = spf_check.result;
     let mut aligned = Vec::new();
     if *out.dkim_result() == DmarcResult::Pass {
         aligned.push("dkim");
@@ -583,7 +724,7 @@ fn dmarc_check(
                     Some("an identifier's check timed out".into()),
                 )
             } else {
-                (Word::Fail, Some(dmarc_fail_reason(dkim, spf)))
+                (Word::Fail, Some(dmarc_fail_reason(dkim, spf_check)))
             }
         }
     };
@@ -604,16 +745,32 @@ fn dmarc_check(
     }
 }
 
-fn dmarc_fail_reason(dkim: &[DkimCheck], spf: Word) -> String {
+fn dmarc_fail_reason(dkim: &[DkimCheck], spf: &SpfCheck) -> String {
     let dkim_pass = dkim.iter().any(|d| d.result == Word::Pass);
-    match (dkim_pass, spf == Word::Pass) {
+    if let Some(why) = &spf.not_checked {
+        return if dkim_pass {
+            format!(
+                "DKIM passed but for a domain not aligned with From; SPF was not checked ({why})"
+            )
+        } else {
+            format!("no aligned DKIM signature passed; SPF was not checked ({why})")
+        };
+    }
+    let untrusted = dkim.iter().any(|d| d.result == Word::Policy);
+    let mut reason: String = match (dkim_pass, spf.result == Word::Pass) {
         (false, false) => "neither DKIM nor SPF passed".into(),
         (true, false) => {
             "DKIM passed but for a domain not aligned with From; SPF did not pass".into()
         }
         (false, true) => "SPF passed but for a domain not aligned with From; no DKIM pass".into(),
         (true, true) => "DKIM and SPF passed, but neither for a domain aligned with From".into(),
+    };
+    if untrusted {
+        reason.push_str(
+            " (a DKIM signature verified only over the repaired header section and does not count)",
+        );
     }
+    reason
 }
 
 /// Quotes a value for an Authentication-Results pvalue (RFC 8601 2.2): a plain token or

@@ -188,7 +188,7 @@ impl Engine {
             mail_from: mail_from.as_deref().unwrap_or(""),
             host_domain: &policy.hostname,
         };
-        let auth = auth::authenticate(&raw, input, &self.dns).await;
+        let auth = auth::authenticate_headers(&raw, &headers, input, &self.dns).await;
 
         if let Some(origin) = trace.origin.as_mut() {
             origin.rdns = self.reverse_name(origin.ip).await;

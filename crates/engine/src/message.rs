@@ -115,7 +115,8 @@ impl<'a> Headers<'a> {
                     Some(cur) => cur.2 = content_end,
                     None => stray_lines.push(pos),
                 }
-            } else if let Some(colon) = memchr(b':', line) {
+            } else if let Some(colon) = memchr(b':', line).filter(|&c| c > 0) {
+                // A colon first is no field: RFC 5322 2.2 names have at least one character.
                 if let Some((s, c, e)) = current.take() {
                     fields.push(field(raw, s, c, e));
                 }
@@ -149,6 +150,33 @@ impl<'a> Headers<'a> {
     /// The first field named `name`.
     pub fn first(&self, name: &str) -> Option<&RawHeader<'a>> {
         self.fields.iter().find(|h| h.is(name))
+    }
+
+    /// Whether the header section is malformed: it holds lines that are neither a field nor a
+    /// continuation ([`Headers::stray_lines`], the first line among them when it is a lone space,
+    /// a tab, a word without a colon or an encoded word), or no field at all before the body.
+    /// Parsers disagree about such a section (mail-auth stops at the first stray line, or
+    /// refuses a section that starts with one), so every check must read it the same way.
+    pub fn is_malformed(&self) -> bool {
+        !self.stray_lines.is_empty() || self.fields.is_empty()
+    }
+
+    /// The message with its header section rebuilt from the fields alone (stray lines left out,
+    /// everything else byte for byte), for the verifiers that refuse or misread a malformed
+    /// section; `None` when the section is well formed (nothing to repair). `raw` is the
+    /// message these headers were parsed from.
+    pub fn repaired(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        if !self.is_malformed() {
+            return None;
+        }
+        let body = raw.get(self.body_offset..).unwrap_or_default();
+        let mut out = Vec::with_capacity(raw.len());
+        for f in &self.fields {
+            out.extend_from_slice(&raw[f.offset..f.end(raw)]);
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        Some(out)
     }
 }
 
@@ -203,9 +231,17 @@ pub fn to_crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// An mbox starts with a `From ` separator line (not a `From:` header).
+/// An mbox starts with a `From ` separator line (not a `From:` header): `From sender date`,
+/// whose date holds a time (`15:33:27`). A `From x` line without one is not a postmark but a
+/// malformed first header line (what a forger writes to make mail-auth refuse the section).
 pub fn is_mbox(raw: &[u8]) -> bool {
-    raw.starts_with(b"From ") && !matches!(raw.get(5), Some(b':' | b' ' | b'\t'))
+    if !raw.starts_with(b"From ") || matches!(raw.get(5), Some(b':' | b' ' | b'\t')) {
+        return false;
+    }
+    let line = &raw[..memchr(b'\n', raw).unwrap_or(raw.len())];
+    line.windows(4).any(|w| {
+        w[0].is_ascii_digit() && w[1] == b':' && w[2].is_ascii_digit() && w[3].is_ascii_digit()
+    })
 }
 
 /// Splits an mbox (mboxrd or mboxo) into messages, dropping each `From ` separator and undoing
@@ -297,5 +333,9 @@ mod tests {
         assert_eq!(msgs[1], b"Subject: two\n\nbody\n");
         assert!(is_mbox(mbox));
         assert!(!is_mbox(b"From: a@b\n"));
+        assert!(!is_mbox(
+            b"From joe@example.com\r\nFrom: joe@example.com\r\n"
+        ));
+        assert!(is_mbox(b"From jp@insiq.us  Thu Sep 12 00:05:40 2002\n"));
     }
 }

@@ -111,6 +111,15 @@ pub struct Actions {
     pub forged_trust: Action,
     /// SPF fail on MAIL FROM without a DMARC pass.
     pub spf_fail: Action,
+    /// DMARC fail where the domain publishes p=none or tests its policy (t=y): the sender
+    /// could not be verified, so readers are warned (as the large mailbox providers do).
+    pub dmarc_fail_none: Action,
+    /// A header section with lines that are neither a field nor a continuation, or with no
+    /// field at all (`header.malformed_section`). For a protected domain it is always rejected.
+    pub malformed_header: Action,
+    /// No From field (`header.from_missing`, RFC 5322 3.6 requires one; DMARC cannot judge the
+    /// message).
+    pub missing_from: Action,
 }
 
 impl Default for Actions {
@@ -125,6 +134,9 @@ impl Default for Actions {
             reply_to_diversion: Action::Tag,
             forged_trust: Action::Tag,
             spf_fail: Action::Tag,
+            dmarc_fail_none: Action::Tag,
+            malformed_header: Action::Quarantine,
+            missing_from: Action::Quarantine,
         }
     }
 }

@@ -75,7 +75,11 @@ pub struct Verdict {
 
 impl Verdict {
     /// The verdict of a set of findings: the most severe action among them, `accept` if none.
+    /// Each code is listed once: findings with the same code (two From domains, two signatures
+    /// that failed) become one reason at the place of the first, with the most severe action,
+    /// every distinct message in order (joined with "; ") and every distinct piece of evidence.
     pub fn from_reasons(reasons: Vec<Reason>) -> Self {
+        let reasons = merge_codes(reasons);
         let action = reasons
             .iter()
             .map(|r| r.action)
@@ -88,6 +92,32 @@ impl Verdict {
     pub fn codes(&self) -> Vec<&str> {
         self.reasons.iter().map(|r| r.code.as_str()).collect()
     }
+}
+
+/// One reason per code, in the order the codes first appear (see [`Verdict::from_reasons`]).
+fn merge_codes(reasons: Vec<Reason>) -> Vec<Reason> {
+    let mut out: Vec<Reason> = Vec::with_capacity(reasons.len());
+    for r in reasons {
+        let Some(first) = out.iter_mut().find(|o| o.code == r.code) else {
+            out.push(r);
+            continue;
+        };
+        if !first.message.contains(r.message.as_str()) {
+            // The message of the most severe finding leads: it is the one the verdict rests on.
+            first.message = if r.action > first.action {
+                format!("{}; {}", r.message, first.message)
+            } else {
+                format!("{}; {}", first.message, r.message)
+            };
+        }
+        first.action = first.action.max(r.action);
+        for e in r.evidence {
+            if !first.evidence.contains(&e) {
+                first.evidence.push(e);
+            }
+        }
+    }
+    out
 }
 
 /// What the sender of a refused message can do about it, for the reply text of every front
@@ -108,6 +138,32 @@ pub fn sender_advice(decisive_code: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_code_is_one_reason() {
+        let v = Verdict::from_reasons(vec![
+            Reason::new("dkim.fail", Action::Accept, "signature of a.example failed")
+                .with_evidence("d=a.example"),
+            Reason::new("spf.fail", Action::Tag, "SPF failed"),
+            Reason::new(
+                "dkim.fail",
+                Action::Quarantine,
+                "signature of b.example failed",
+            )
+            .with_evidence("d=b.example"),
+            Reason::new("dkim.fail", Action::Accept, "signature of a.example failed")
+                .with_evidence("d=a.example"),
+        ]);
+        assert_eq!(v.codes(), ["dkim.fail", "spf.fail"]);
+        assert_eq!(v.action, Action::Quarantine);
+        let dkim = &v.reasons[0];
+        assert_eq!(dkim.action, Action::Quarantine);
+        assert_eq!(
+            dkim.message,
+            "signature of b.example failed; signature of a.example failed"
+        );
+        assert_eq!(dkim.evidence, ["d=a.example", "d=b.example"]);
+    }
 
     #[test]
     fn advice_names_a_class_never_a_code() {

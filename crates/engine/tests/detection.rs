@@ -266,3 +266,52 @@ async fn detection_rates() {
         assert_eq!(rate.messages, 300, "corpus-phishing-pot holds 300 messages");
     }
 }
+
+/// Issue 12: the same corpora with a malformed first line put in front of every message (what
+/// a forger adds so that mail-auth refuses the header section, which switched authentication
+/// off before issue 12). Every message that is held as it is must be held behind the line too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_rates_behind_a_malformed_first_line() {
+    let engine = engine().await;
+    let mut corpora: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
+    if let Some(dir) = testdata("detection", "corpus-nazario") {
+        let mbox = support::read(&dir.join("phishing0.mbox"));
+        corpora.push((
+            "nazario",
+            split_mbox(&mbox).iter().map(|m| support::crlf(m)).collect(),
+        ));
+    }
+    if let Some(dir) = testdata("detection", "corpus-phishing-pot") {
+        let mut files = Vec::new();
+        eml_files(&dir.join("email"), &mut files);
+        corpora.push((
+            "phishing-pot",
+            files
+                .iter()
+                .map(|f| support::crlf(&support::read(f)))
+                .collect(),
+        ));
+    }
+    for (corpus, messages) in &corpora {
+        for line in [&b" \r\n"[..], b"junk\r\n"] {
+            let shown = String::from_utf8_lossy(line).trim_end().to_string();
+            let mut rate = Rate::default();
+            let mut escaped = Vec::new();
+            for (i, m) in messages.iter().enumerate() {
+                let raw = [line, &m[..]].concat();
+                let name = format!("{corpus}#{}", i + 1);
+                let before = rate.blocked;
+                rate.add(&engine, &name, &raw).await;
+                let plain = engine.evaluate(m, &Envelope::default()).await;
+                if plain.verdict.action >= Action::Quarantine && rate.blocked == before {
+                    escaped.push(name);
+                }
+            }
+            rate.report(&format!("{corpus} behind {shown:?}"));
+            assert!(
+                escaped.is_empty(),
+                "held as they are, not behind {shown:?}: {escaped:?}"
+            );
+        }
+    }
+}

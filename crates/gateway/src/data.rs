@@ -34,6 +34,11 @@ pub enum DataDefect {
     Nul,
     /// Keeping the message would go over `max_inflight_memory`: a temporary refusal.
     NoMemory,
+    /// The first line of the header section starts with a space or a tab: a continuation of
+    /// no field (RFC 5322 2.2.3). Put behind our own Received header it would fold into it and
+    /// become part of what we wrote, and mail-auth refuses to read such a section, so it is
+    /// refused before either can happen.
+    FoldedFirstLine,
 }
 
 impl DataDefect {
@@ -48,6 +53,7 @@ impl DataDefect {
             DataDefect::HeaderTooBig => "smtp.header_too_big",
             DataDefect::Nul => "smtp.nul",
             DataDefect::NoMemory => "smtp.memory_full",
+            DataDefect::FoldedFirstLine => "smtp.folded_first_line",
         }
     }
 
@@ -256,6 +262,9 @@ pub fn check_shape(
     max_header_fields: usize,
     max_header_size: usize,
 ) -> Result<(), DataDefect> {
+    if matches!(msg.first(), Some(b' ' | b'\t')) {
+        return Err(DataDefect::FoldedFirstLine);
+    }
     let mut in_header = true;
     let mut fields = 0usize;
     let mut start = 0usize;
@@ -417,5 +426,22 @@ mod tests {
         );
         assert_eq!(check_shape(msg, 1000, 9, 10), Err(DataDefect::HeaderTooBig));
         assert_eq!(check_shape(msg, 10, 9, 1000), Err(DataDefect::LineTooLong));
+    }
+
+    #[test]
+    fn a_first_line_that_would_fold_into_our_received_is_refused() {
+        for msg in [
+            &b" \r\nFrom: ceo@example.com\r\n\r\nbody\r\n"[..],
+            b"\tFrom: ceo@example.com\r\n\r\nbody\r\n",
+            b" x\r\n\r\n",
+        ] {
+            assert_eq!(
+                check_shape(msg, 1000, 9, 1000),
+                Err(DataDefect::FoldedFirstLine)
+            );
+        }
+        // Other stray lines cannot fold into a field above them: the engine judges them.
+        let stray = b"junk\r\nFrom: ceo@example.com\r\n\r\nbody\r\n";
+        assert_eq!(check_shape(stray, 1000, 9, 1000), Ok(()));
     }
 }

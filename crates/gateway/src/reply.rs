@@ -79,6 +79,10 @@ pub const BARE_LINE_ENDING: &str =
     "550 5.6.0 Bare LF or CR in message not allowed; lines must end in CRLF\r\n";
 pub const LINE_TOO_LONG_DATA: &str = "550 5.6.0 Message line too long\r\n";
 pub const HEADER_TOO_BIG: &str = "550 5.6.0 Message header too large\r\n";
+/// RFC 5322 2.2.3: a line starting with a space or a tab continues the field before it; the
+/// first line of a message has none.
+pub const FOLDED_FIRST_LINE: &str =
+    "550 5.6.0 Message header section starts with a continuation line\r\n";
 /// RFC 5321 4.1.1.4 / RFC 5322 2.1: no NUL in a message (software written in C stops reading
 /// there, so each program would see another message).
 pub const NUL_IN_MESSAGE: &str = "550 5.6.0 NUL characters in message not allowed\r\n";

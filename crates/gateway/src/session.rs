@@ -1055,6 +1055,7 @@ fn defect_reply(d: DataDefect) -> &'static str {
         DataDefect::TooManyHeaderFields | DataDefect::HeaderTooBig => reply::HEADER_TOO_BIG,
         DataDefect::Nul => reply::NUL_IN_MESSAGE,
         DataDefect::NoMemory => reply::INSUFFICIENT_STORAGE,
+        DataDefect::FoldedFirstLine => reply::FOLDED_FIRST_LINE,
     }
 }
 

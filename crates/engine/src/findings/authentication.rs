@@ -15,9 +15,19 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         out.push(Reason::new(
             "auth.not_checked",
             Action::Accept,
-            "SPF, DKIM, DMARC and ARC were not checked (no DNS, or no client IP)",
+            format!(
+                "SPF, DKIM, DMARC and ARC were not checked: {}",
+                auth.not_checked.as_deref().unwrap_or("no reason given")
+            ),
         ));
         return;
+    }
+    if let Some(why) = &auth.spf.not_checked {
+        out.push(Reason::new(
+            "spf.not_checked",
+            Action::Accept,
+            format!("SPF was not checked: {why}"),
+        ));
     }
     // Mail from our own networks (submission clients, internal relays) is ours: SPF and DMARC
     // judge Internet senders, so their verdicts are reported but not enforced here.
@@ -65,13 +75,13 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
                     ),
                     (Some(_), true) => (
                         "dmarc.fail_testing",
-                        Action::Accept,
-                        "is in testing mode (t=y)",
+                        actions.dmarc_fail_none,
+                        "is in testing mode (t=y), so the sender could not be verified",
                     ),
                     _ => (
                         "dmarc.fail_policy_none",
-                        Action::Accept,
-                        "asks for no action (p=none)",
+                        actions.dmarc_fail_none,
+                        "asks for no action (p=none), but the sender could not be verified",
                     ),
                 };
                 out.push(

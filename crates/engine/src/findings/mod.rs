@@ -13,6 +13,7 @@
 //! | `lookalike` | `lookalike.*` |
 //! | `reply_to` | `reply_to.diversion` |
 //! | `forged_trust` | `trust.*` |
+//! | `section` | `header.malformed_section`, `header.from_missing` |
 //! | `contact` | `contact.*` (reads the reasons before it) |
 //! | (trace) | `trace.*`, `header.*` |
 
@@ -26,6 +27,7 @@ mod lookalike;
 mod names;
 mod own_domain;
 mod reply_to;
+mod section;
 
 // For the audit's lookalike search (crates/audit): the same skeleton and the same rules the
 // engine applies to a sender domain, so a registered lookalike it lists is one the gateway flags.
@@ -208,6 +210,7 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     lookalike::check(ctx, &mut out);
     reply_to::check(ctx, &mut out);
     forged_trust::check(ctx, &mut out);
+    section::check(ctx, &mut out);
     contact::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());

@@ -3,7 +3,7 @@
 //! DMARC policy says: a site knows its own senders, so `p=none` on our own domain (common while
 //! a site rolls DMARC out) must not let a forger through our own door.
 
-use super::{Context, authentication::trusted_arc_voucher};
+use super::{Context, authentication::trusted_arc_voucher, section};
 use crate::{
     auth::Word,
     domain::same_organisation,
@@ -17,6 +17,12 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         .filter(|m| ctx.policy.is_protected(&m.domain))
         .map(|m| ("From", m.domain.clone()))
         .collect();
+    // Without a From field, what readers are shown instead is judged as the From (issue 12).
+    claimed.extend(
+        section::stand_in_authors(ctx)
+            .into_iter()
+            .filter(|(_, d)| ctx.policy.is_protected(d)),
+    );
     if let Some(d) = ctx
         .mail_from_domain()
         .filter(|d| ctx.policy.is_protected(d))
@@ -27,14 +33,14 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     if claimed.is_empty() {
         return;
     }
-    let Some(ip) = ctx.envelope.ip else { return };
-    if ctx.policy.is_internal(ip) {
+    if ctx.envelope.ip.is_some_and(|ip| ctx.policy.is_internal(ip)) {
         return;
     }
+    let came_from = match ctx.envelope.ip {
+        Some(ip) => format!("{ip}, outside our networks"),
+        None => "a client we cannot name (no client IP)".to_string(),
+    };
     let auth = ctx.auth;
-    if !auth.checked {
-        return;
-    }
     let voucher = trusted_arc_voucher(ctx);
     for (field, domain) in claimed {
         let dkim_aligned = auth
@@ -48,7 +54,14 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         }
         let unsure = auth.spf.result == Word::TempError
             || auth.dkim.iter().any(|d| d.result == Word::TempError);
-        let (code, action, tail) = if unsure {
+        let (code, action, tail) = if !auth.checked {
+            // Nothing could be checked (DNS off): a claim of ours is not a clean accept.
+            (
+                "spoof.own_domain_unverified",
+                Action::Tag.min(ctx.policy.actions.own_domain_spoof),
+                "and authentication was not checked",
+            )
+        } else if unsure {
             (
                 "spoof.own_domain_unverified",
                 Action::Tag.min(ctx.policy.actions.own_domain_spoof),
@@ -66,7 +79,7 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
                 code,
                 action,
                 format!(
-                    "{field} claims {domain}, one of our own domains, but the message came from {ip}, outside our networks, {tail}"
+                    "{field} claims {domain}, one of our own domains, but the message came from {came_from}, {tail}"
                 ),
             )
             .with_evidence(format!(
