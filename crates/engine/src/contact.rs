@@ -80,9 +80,30 @@ pub fn sender_address(raw: &[u8]) -> Option<String> {
     let raw = message::to_crlf(raw);
     let headers = Headers::parse(&raw);
     let (from, _) = findings::read_addresses(&headers);
-    let mb = from.into_iter().next()?;
-    let address = mb.address.trim().to_lowercase();
-    (!mb.domain.is_empty() && address.contains('@')).then_some(address)
+    address_key(&from.into_iter().next()?.address)
+}
+
+/// The correspondent memory's key for a From field's value as written or decoded
+/// (`"Ann" <ann@partner.example>`): its first mailbox's [`address_key`].
+pub fn from_value_key(value: &str) -> Option<String> {
+    let mut field = b"From: ".to_vec();
+    field.extend_from_slice(value.replace(['\r', '\n'], " ").as_bytes());
+    field.extend_from_slice(b"\r\n\r\n");
+    sender_address(&field)
+}
+
+/// An address as the correspondent memory keys it: lower case, without angle brackets, spaces
+/// or a trailing dot; `None` unless it has a local part and a domain. The store keys its rows
+/// with this too.
+pub fn address_key(address: &str) -> Option<String> {
+    let address = address
+        .trim()
+        .trim_matches(['<', '>'])
+        .trim()
+        .trim_end_matches('.')
+        .to_lowercase();
+    let (local, domain) = address.rsplit_once('@')?;
+    (!local.is_empty() && !domain.is_empty()).then_some(address)
 }
 
 /// The correspondent answer for one message, as [`Envelope::known_sender`] wants it: whether

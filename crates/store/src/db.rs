@@ -863,16 +863,12 @@ pub(crate) fn contact_rows(m: &MessageRecord) -> Vec<Vec<Val>> {
     out
 }
 
-/// The correspondent memory's row for delivered mail from `from` (the From address): the
+/// The correspondent memory's row for delivered mail from `from` (the From field's value): the
 /// address, lower case, with the recipient key `ANY_RECIPIENT` ("has this address written to
 /// the site before?", `unspoof_engine::contact::known_sender`). Domains never hold an `@`, so
 /// these rows never answer a first-contact question about a domain.
 pub(crate) fn correspondent_row(from: Option<&str>, at: i64) -> Option<Vec<Val>> {
-    let address = from?.trim().trim_matches(['<', '>']).to_lowercase();
-    let (local, domain) = address.rsplit_once('@')?;
-    if local.is_empty() || domain.is_empty() {
-        return None;
-    }
+    let address = unspoof_engine::contact::from_value_key(from?)?;
     Some(vec![
         Val::S(address),
         Val::S(unspoof_engine::contact::ANY_RECIPIENT.to_string()),

@@ -13,7 +13,7 @@
 //! | `dkim.old_signature` | a passing signature's `t=` is more than `[dkim_replay] max_signature_age_hours` before the message reached us (the reference time of the trace: the front door's arrival time, else the topmost Received date) | `replay_action` |
 //! | `dkim.recipients_not_addressed` | a signed message from a bulk path: a passing signature, bulk headers (`List-Unsubscribe`, or `Precedence: bulk`/`list`/`junk`) without a `List-Id` (a mailing list addresses its list, not its members), no passing signature of the organisation whose SPF passed for MAIL FROM (the signer's own path), no trusted ARC sealer; and none of the SMTP recipients appears in To or Cc | `replay_action` |
 //! | `dkim.unsigned_field` | one of From, Subject, Reply-To, To, Date appears more times than a passing signature's `h=` names it (the signer did not oversign, and an instance was added), or appears once, is not in `h=`, and sits above the signature (added after signing) | `extension_action` |
-//! | `dkim.body_extended` | a passing signature has `l=` and the body holds more than white space after that many octets | `extension_action` |
+//! | `dkim.body_extended` | a signature has `l=` and the body holds more than white space after that many octets; the signature passed, or mail-auth set it aside for that very reason (it reports such a signature `neutral`, "insecure l= tag", without checking it) | `extension_action` |
 //!
 //! Each code is reported once, naming every signature and field it concerns. Forwarded mail
 //! (the recipient differs from To) is why the recipient signal needs bulk headers and a path
@@ -74,16 +74,20 @@ fn passing<'c>(ctx: &'c Context<'_>) -> Vec<Passing<'c>> {
 }
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
-    if !ctx.auth.dkim.iter().any(|d| d.result == Word::Pass) {
+    if !ctx
+        .auth
+        .dkim
+        .iter()
+        .any(|d| d.result == Word::Pass || refused_for_length(d))
+    {
         return;
     }
     let signatures = passing(ctx);
-    if signatures.is_empty() {
-        return;
+    if !signatures.is_empty() {
+        old_signature(ctx, &signatures, out);
+        recipients_not_addressed(ctx, &signatures, out);
+        unsigned_fields(ctx, &signatures, out);
     }
-    old_signature(ctx, &signatures, out);
-    recipients_not_addressed(ctx, &signatures, out);
-    unsigned_fields(ctx, &signatures, out);
     body_extended(ctx, &signatures, out);
 }
 
@@ -246,18 +250,43 @@ fn unsigned_fields(ctx: &Context<'_>, sigs: &[Passing<'_>], out: &mut Vec<Reason
     out.push(r);
 }
 
+/// Whether mail-auth refused a signature because its body goes on after `l=` (it reports such
+/// a signature `neutral` with this reason and without its tags, and checks nothing more).
+fn refused_for_length(check: &DkimCheck) -> bool {
+    check.result == Word::Neutral
+        && check
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("'l=' tag"))
+}
+
 fn body_extended(ctx: &Context<'_>, sigs: &[Passing<'_>], out: &mut Vec<Reason>) {
     let body = ctx.raw.get(ctx.headers.body_offset..).unwrap_or_default();
-    let extended: Vec<String> = sigs
-        .iter()
-        .filter(|p| p.sig.l > 0)
-        .filter_map(|p| {
-            let l = usize::try_from(p.sig.l).unwrap_or(usize::MAX);
+    let refused = ctx.auth.dkim.iter().any(refused_for_length);
+    let extended: Vec<String> = ctx
+        .headers
+        .all("DKIM-Signature")
+        .take(MAX_SIGNATURES_READ)
+        .filter_map(|h| Signature::parse(h.value).ok())
+        .filter(|sig| sig.l > 0)
+        .filter(|sig| {
+            // A signature that passed, or one mail-auth set aside for its length.
+            refused
+                || sigs
+                    .iter()
+                    .any(|p| p.sig.d == sig.d && p.sig.s == sig.s && p.sig.b == sig.b)
+        })
+        .filter_map(|sig| {
+            let l = usize::try_from(sig.l).unwrap_or(usize::MAX);
             let after = body.get(l..)?;
-            after
-                .iter()
-                .any(|b| !b.is_ascii_whitespace())
-                .then(|| format!("{} (l={l}, body {} octets)", name(p), body.len()))
+            after.iter().any(|b| !b.is_ascii_whitespace()).then(|| {
+                format!(
+                    "d={} s={} (l={l}, body {} octets)",
+                    sig.d.to_ascii_lowercase(),
+                    sig.s,
+                    body.len()
+                )
+            })
         })
         .collect();
     if extended.is_empty() {
@@ -267,7 +296,7 @@ fn body_extended(ctx: &Context<'_>, sigs: &[Passing<'_>], out: &mut Vec<Reason>)
         "dkim.body_extended",
         ctx.policy.dkim_replay.extension_action,
         format!(
-            "the body goes on after the length a valid DKIM signature signed (l=): whatever follows was added by someone else ({})",
+            "the body goes on after the length a DKIM signature signed (l=): whatever follows was added after signing ({})",
             extended.join("; ")
         ),
     ));

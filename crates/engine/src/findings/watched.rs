@@ -127,6 +127,20 @@ mod tests {
             compare(&Name::parse("BigBank Customer Service"), &b[0].name),
             Some(NameMatch::WithRoleWords)
         );
+        // "bank" is itself a role word, so with more role words only "Big" is left.
+        assert_eq!(
+            compare(&Name::parse("Big Bank Customer Service"), &b[0].name),
+            None
+        );
+        let f = brands(&["fidelia.example".into()]);
+        assert_eq!(
+            compare(&Name::parse("Fidelia Customer Service"), &f[0].name),
+            Some(NameMatch::WithRoleWords)
+        );
+        assert_eq!(
+            compare(&Name::parse("Fidelia via Partner Portal"), &f[0].name),
+            Some(NameMatch::Partial)
+        );
         assert_eq!(compare(&Name::parse("Bigger Bank"), &b[0].name), None);
     }
 }
