@@ -23,6 +23,14 @@
 //!   (`"jm@example.org" <jm@isp.example>`), so a reader is warned but the mail is delivered. An
 //!   `accept` (log-only) impersonation action keeps both log-only.
 //!
+//! - `impersonation.watched_brand` (`watched.rs`): a watched domain's name on another
+//!   organisation's address; and an address of a watched domain in a display name is judged as
+//!   one of a protected domain (the impersonation action, at least `quarantine`).
+//!
+//! The display-name findings remember (`correspondent.rs`): on an address that has written to
+//! the site before they are only tagged, and an exact namesake from such an address, fully
+//! authenticated, becomes `impersonation.namesake` (informational).
+//!
 //! Besides each parsed display name, the whole From text less its addresses (decoded, `<...>`
 //! and quotes removed) is read the same way when the parsed names found nothing: crafted fields
 //! such as `Microsoft account team ,_<x@example.net>` make the parser see a mailbox named "_"

@@ -93,3 +93,52 @@ impl Default for DkimReplay {
 pub(crate) fn normalise_domain(d: &str) -> String {
     d.trim().trim_end_matches('.').to_ascii_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Policy;
+
+    #[test]
+    fn watched_and_signed_domains_are_checked() {
+        let p = Policy::parse(
+            "protected_domains = [\"ours.example\"]\nwatched_domains = [\"Bank.Example.\"]\n[[signed_mail]]\ndomain = \"Mail.Ours.Example\"\nsenders = [{ dkim_domain = \"ESP.example\", selector = \"s1\" }]\n",
+            "p",
+        )
+        .unwrap();
+        assert_eq!(p.watched_domains, ["bank.example"]);
+        assert_eq!(p.watched("www.BANK.example"), Some("bank.example"));
+        assert_eq!(p.watched("notbank.example"), None);
+        assert!(!p.is_protected("bank.example"));
+        assert!(p.signed_mail_for("x.mail.ours.example").is_some());
+        assert!(p.signed_mail_for("ours.example").is_none());
+        let esp = &p.signed_mail[0].senders[0];
+        assert!(esp.signs("esp.example.", "S1"));
+        assert!(!esp.signs("esp.example", "s2"));
+        assert!(!esp.signs("sub.esp.example", "s1"));
+        assert_eq!(p.dkim_replay.max_signature_age_hours, 168);
+
+        let err = |text: &str| Policy::parse(text, "p").unwrap_err().to_string();
+        let e = err(
+            "protected_domains = [\"ours.example\"]\nwatched_domains = [\"mail.ours.example\"]\n",
+        );
+        assert!(
+            e.starts_with("p:2:") && e.contains("ours or watched"),
+            "{e}"
+        );
+        let e = err(
+            "protected_domains = [\"ours.example\"]\n\n[[signed_mail]]\ndomain = \"other.example\"\n",
+        );
+        assert!(
+            e.starts_with("p:3:") && e.contains("not one of protected_domains"),
+            "{e}"
+        );
+        let e = err(
+            "protected_domains = [\"ours.example\"]\n[[signed_mail]]\ndomain = \"ours.example\"\nsenders = [{ dkim_domain = \"\" }]\n",
+        );
+        assert!(e.contains("needs a dkim_domain"), "{e}");
+        let e = err("[dkim_replay]\nreplay_action = \"drop\"\n");
+        assert!(e.starts_with("p:2:"), "{e}");
+        let e = err("watched_domains = [\"localhost\"]\n");
+        assert!(e.contains("not a domain name"), "{e}");
+    }
+}
