@@ -60,6 +60,10 @@ pub struct AnalyzeArgs {
     /// milter's store answered; replays a stored verdict exactly (`contact.*` reasons).
     #[arg(long = "first-contact", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
     pub first_contact: Option<bool>,
+    /// Whether the From address had written to this site before (yes/no), as the store
+    /// answered; replays a stored verdict exactly (`impersonation.*` with memory).
+    #[arg(long = "known-sender", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
+    pub known_sender: Option<bool>,
 }
 
 /// Where DNS answers come from; shared by every command that runs the engine.
@@ -259,6 +263,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         received_at: args.received_at,
         auth_user: None,
         first_contact: args.first_contact,
+        known_sender: args.known_sender,
     }
 }
 
@@ -315,6 +320,7 @@ fn batch_jobs(manifest: &Path) -> Result<Vec<Job>, String> {
                 received_at: None,
                 auth_user: None,
                 first_contact: None,
+                known_sender: None,
             },
         });
     }

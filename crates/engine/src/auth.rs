@@ -634,7 +634,7 @@ fn dkim_check(out: &DkimOutput<'_>) -> DkimCheck {
 }
 
 /// The first 8 characters of the base64 form of `b=` (RFC 6008 2).
-fn b64_prefix(b: &[u8]) -> String {
+pub(crate) fn b64_prefix(b: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in b.chunks(3).take(2) {

@@ -69,6 +69,58 @@ pub async fn first_contact(
     tokio::time::timeout(budget, ask).await.ok().flatten()
 }
 
+/// The recipient key under which the store remembers a From address site-wide: the
+/// correspondent memory asks `has_seen(address, ANY_RECIPIENT)` (addresses hold an `@`, domains
+/// never do, so the two kinds of key cannot meet).
+pub const ANY_RECIPIENT: &str = "*";
+
+/// The From address the correspondent memory is keyed on: the first From mailbox's address,
+/// lower case; `None` without one.
+pub fn sender_address(raw: &[u8]) -> Option<String> {
+    let raw = message::to_crlf(raw);
+    let headers = Headers::parse(&raw);
+    let (from, _) = findings::read_addresses(&headers);
+    address_key(&from.into_iter().next()?.address)
+}
+
+/// The correspondent memory's key for a From field's value as written or decoded
+/// (`"Ann" <ann@partner.example>`): its first mailbox's [`address_key`].
+pub fn from_value_key(value: &str) -> Option<String> {
+    let mut field = b"From: ".to_vec();
+    field.extend_from_slice(value.replace(['\r', '\n'], " ").as_bytes());
+    field.extend_from_slice(b"\r\n\r\n");
+    sender_address(&field)
+}
+
+/// An address as the correspondent memory keys it: lower case, without angle brackets, spaces
+/// or a trailing dot; `None` unless it has a local part and a domain. The store keys its rows
+/// with this too.
+pub fn address_key(address: &str) -> Option<String> {
+    let address = address
+        .trim()
+        .trim_matches(['<', '>'])
+        .trim()
+        .trim_end_matches('.')
+        .to_lowercase();
+    let (local, domain) = address.rsplit_once('@')?;
+    (!local.is_empty() && !domain.is_empty()).then_some(address)
+}
+
+/// The correspondent answer for one message, as [`Envelope::known_sender`] wants it: whether
+/// mail from its From address was ever delivered to this site; `None` without a From address
+/// or without an answer within `budget`.
+pub async fn known_sender(
+    history: &dyn ContactHistory,
+    raw: &[u8],
+    budget: Duration,
+) -> Option<bool> {
+    let address = sender_address(raw)?;
+    tokio::time::timeout(budget, history.has_seen(&address, ANY_RECIPIENT))
+        .await
+        .ok()
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -130,6 +182,24 @@ mod tests {
         let two = envelope(&["bob@us.example", "carol@us.example"]);
         assert_eq!(first_contact(&seen, MSG, &two, t).await, Some(true));
         assert_eq!(first_contact(&seen, MSG, &envelope(&[]), t).await, None);
+    }
+
+    #[tokio::test]
+    async fn known_sender_asks_for_the_from_address_site_wide() {
+        let seen = Seen(
+            [("ann@partner.example".to_string(), ANY_RECIPIENT.to_string())].into(),
+            true,
+        );
+        let t = Duration::from_secs(1);
+        assert_eq!(known_sender(&seen, MSG, t).await, Some(true));
+        let other = b"From: Ann <ann2@partner.example>\r\n\r\nx";
+        assert_eq!(known_sender(&seen, other, t).await, Some(false));
+        assert_eq!(known_sender(&seen, b"Subject: x\r\n\r\n", t).await, None);
+        let silent = Seen(HashSet::new(), false);
+        assert_eq!(
+            known_sender(&silent, MSG, Duration::from_millis(50)).await,
+            None
+        );
     }
 
     #[tokio::test]

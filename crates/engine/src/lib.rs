@@ -60,6 +60,12 @@ pub struct Envelope {
     /// its store before it calls the engine ([`contact::first_contact`]); the engine does no
     /// I/O of its own.
     pub first_contact: Option<bool>,
+    /// Whether the message's From address has written to this site before: `Some(true)` when
+    /// mail from it was ever delivered here (accepted, tagged, or released from quarantine),
+    /// `Some(false)` when never, `None` when nobody knows. Asked by the front door like
+    /// `first_contact` ([`contact::known_sender`]); it softens a display-name impersonation
+    /// (`findings/correspondent.rs`).
+    pub known_sender: Option<bool>,
 }
 
 /// The envelope as the analysis used it, and which parts were reconstructed from the message.
@@ -75,6 +81,10 @@ pub struct EnvelopeReport {
     /// The front door's first-contact answer ([`Envelope::first_contact`]); absent if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_contact: Option<bool>,
+    /// The front door's answer whether the From address has written here before
+    /// ([`Envelope::known_sender`]); absent if unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_sender: Option<bool>,
 }
 
 /// A short identification of the message for reports.
@@ -201,6 +211,7 @@ impl Engine {
             rcpt: envelope.rcpt.clone(),
             inferred,
             first_contact: envelope.first_contact,
+            known_sender: envelope.known_sender,
         };
         let context = findings::Context::new(&raw, &headers, &envelope, &auth, &trace, &policy);
         let verdict = Verdict::from_reasons(findings::collect(&context));

@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::{findings::PolicyData, trace::TrustConfig, verdict::Action};
 
+mod senders;
+pub use senders::{AuthorisedSender, DEFAULT_MAX_SIGNATURE_AGE_HOURS, DkimReplay, SignedMail};
+
 /// Offset of the `n`-th occurrence of `needle` in `text`.
 fn nth_offset(text: &str, needle: &str, n: usize) -> Option<usize> {
     text.match_indices(needle).nth(n).map(|(i, _)| i)
@@ -40,6 +43,14 @@ pub struct Policy {
     pub actions: Actions,
     /// What users see on a tagged message.
     pub tag: TagSettings,
+    /// Outside domains the site's people trust (their bank, partners, suppliers): the
+    /// lookalike, display-name and address-in-name checks compare sender domains with them as
+    /// with the protected domains, but they are not ours (no own-domain rules, no exemptions).
+    pub watched_domains: Vec<String>,
+    /// Protected domains whose mail is always DKIM-signed, with who signs it.
+    pub signed_mail: Vec<SignedMail>,
+    /// The DKIM replay and extension signals.
+    pub dkim_replay: DkimReplay,
     // The front doors' sections of the same file. The engine does not read them; each front
     // door reads its own section (`GatewayConfig::load`, ...), and they are accepted here so that
     // one `unspoof.toml` holds everything and unknown keys are still errors.
@@ -171,6 +182,9 @@ impl Default for Policy {
             protected_people: Vec::new(),
             actions: Actions::default(),
             tag: TagSettings::default(),
+            watched_domains: Vec::new(),
+            signed_mail: Vec::new(),
+            dkim_replay: DkimReplay::default(),
             _gateway: None,
             _milter: None,
             _store: None,
@@ -247,7 +261,79 @@ impl Policy {
                 ));
             }
         }
+        policy.check_senders(text, &invalid)?;
         Ok(policy)
+    }
+
+    /// Normalises and validates `watched_domains` and `[[signed_mail]]`.
+    fn check_senders(
+        &mut self,
+        text: &str,
+        invalid: &dyn Fn(Option<std::ops::Range<usize>>, String) -> PolicyError,
+    ) -> Result<(), PolicyError> {
+        let key_at = |key: &str, n: usize| nth_offset(text, key, n).map(|s| s..s + 1);
+        for i in 0..self.watched_domains.len() {
+            let d = senders::normalise_domain(&self.watched_domains[i]);
+            if d.is_empty() || !d.contains('.') {
+                return Err(invalid(
+                    key_at("watched_domains", 0),
+                    format!("watched domain {d:?} is not a domain name"),
+                ));
+            }
+            if self.is_protected(&d) {
+                return Err(invalid(
+                    key_at("watched_domains", 0),
+                    format!(
+                        "watched domain {d:?} is one of our protected domains: a domain is ours or watched, not both"
+                    ),
+                ));
+            }
+            self.watched_domains[i] = d;
+        }
+        for i in 0..self.signed_mail.len() {
+            let d = senders::normalise_domain(&self.signed_mail[i].domain);
+            if !self.is_protected(&d) {
+                return Err(invalid(
+                    key_at("[[signed_mail]]", i),
+                    format!(
+                        "signed_mail domain {d:?} is not one of protected_domains: only our own mail can be required to be signed"
+                    ),
+                ));
+            }
+            for s in &mut self.signed_mail[i].senders {
+                s.dkim_domain = senders::normalise_domain(&s.dkim_domain);
+                if s.dkim_domain.is_empty()
+                    || s.selector.as_deref().is_some_and(|x| x.trim().is_empty())
+                {
+                    return Err(invalid(
+                        key_at("[[signed_mail]]", i),
+                        format!(
+                            "a sender of signed_mail {d:?} needs a dkim_domain (and a selector, if given, that is not empty)"
+                        ),
+                    ));
+                }
+            }
+            self.signed_mail[i].domain = d;
+        }
+        Ok(())
+    }
+
+    /// The watched domain that `domain` is, or is a subdomain of.
+    pub fn watched(&self, domain: &str) -> Option<&str> {
+        let domain = domain.trim_end_matches('.').as_bytes();
+        self.watched_domains
+            .iter()
+            .find(|w| is_at_or_under(domain, w.as_bytes()))
+            .map(String::as_str)
+    }
+
+    /// The `[[signed_mail]]` entry that covers `domain` (the most specific one), if any.
+    pub fn signed_mail_for(&self, domain: &str) -> Option<&SignedMail> {
+        let d = domain.trim_end_matches('.').as_bytes();
+        self.signed_mail
+            .iter()
+            .filter(|s| is_at_or_under(d, s.domain.as_bytes()))
+            .max_by_key(|s| s.domain.len())
     }
 
     /// Whether `sealer` (an ARC-Seal d=) is trusted, itself or as a parent domain.
@@ -294,14 +380,18 @@ impl Policy {
     /// finding looks at).
     pub fn is_protected(&self, domain: &str) -> bool {
         let domain = domain.trim_end_matches('.').as_bytes();
-        self.protected_domains.iter().any(|p| {
-            let p = p.as_bytes();
-            let Some(split) = domain.len().checked_sub(p.len()) else {
-                return false;
-            };
-            lowercased_equals(&domain[split..], p) && (split == 0 || domain[split - 1] == b'.')
-        })
+        self.protected_domains
+            .iter()
+            .any(|p| is_at_or_under(domain, p.as_bytes()))
     }
+}
+
+/// Whether `domain` (any case) is `parent` (lower case) or a subdomain of it.
+fn is_at_or_under(domain: &[u8], parent: &[u8]) -> bool {
+    let Some(split) = domain.len().checked_sub(parent.len()) else {
+        return false;
+    };
+    lowercased_equals(&domain[split..], parent) && (split == 0 || domain[split - 1] == b'.')
 }
 
 /// Whether `text` with its ASCII letters lower-cased equals `lower`, byte for byte.

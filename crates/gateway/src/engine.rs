@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use unspoof_engine::contact::{ContactHistory, FIRST_CONTACT_BUDGET, first_contact};
+use unspoof_engine::contact::{ContactHistory, FIRST_CONTACT_BUDGET, first_contact, known_sender};
 use unspoof_engine::{Engine, Policy};
 
 use crate::decide::{Action, Decide, Decision, Envelope, Reason};
@@ -47,10 +47,12 @@ impl Decide for EngineDecider {
             received_at: envelope.received_at,
             auth_user: envelope.auth_user.clone(),
             first_contact: None,
+            known_sender: None,
         };
         if let Some(history) = &self.contacts {
             env.first_contact =
                 first_contact(history.as_ref(), raw, &env, FIRST_CONTACT_BUDGET).await;
+            env.known_sender = known_sender(history.as_ref(), raw, FIRST_CONTACT_BUDGET).await;
         }
         let analysis = self.engine.evaluate(raw, &env).await;
         let action = match analysis.verdict.action {

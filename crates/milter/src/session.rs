@@ -17,7 +17,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
-use unspoof_engine::contact::{FIRST_CONTACT_BUDGET, first_contact};
+use unspoof_engine::contact::{FIRST_CONTACT_BUDGET, first_contact, known_sender};
 use unspoof_engine::{Action, Analysis, Envelope, Word};
 
 use crate::actions::{self, Caps, VERDICT_HEADER};
@@ -525,6 +525,7 @@ impl Session {
             received_at,
             auth_user: m.get("auth_authen").map(str::to_string),
             first_contact: None,
+            known_sender: None,
         }
     }
 
@@ -626,6 +627,8 @@ impl Session {
                 FIRST_CONTACT_BUDGET,
             )
             .await;
+            envelope.known_sender =
+                known_sender(history.as_ref(), self.message.bytes(), FIRST_CONTACT_BUDGET).await;
         }
         let decided = if self.message.oversized() {
             Err(format!(

@@ -859,7 +859,21 @@ pub(crate) fn contact_rows(m: &MessageRecord) -> Vec<Vec<Val>> {
     if let Some(domain) = contact_domain(m.from.as_deref(), m.mail_from.as_deref()) {
         out.extend(contact_pairs(&domain, &m.recipients, m.received_at));
     }
+    out.extend(correspondent_row(m.from.as_deref(), m.received_at));
     out
+}
+
+/// The correspondent memory's row for delivered mail from `from` (the From field's value): the
+/// address, lower case, with the recipient key `ANY_RECIPIENT` ("has this address written to
+/// the site before?", `unspoof_engine::contact::known_sender`). Domains never hold an `@`, so
+/// these rows never answer a first-contact question about a domain.
+pub(crate) fn correspondent_row(from: Option<&str>, at: i64) -> Option<Vec<Val>> {
+    let address = unspoof_engine::contact::from_value_key(from?)?;
+    Some(vec![
+        Val::S(address),
+        Val::S(unspoof_engine::contact::ANY_RECIPIENT.to_string()),
+        Val::I(at),
+    ])
 }
 
 /// A (sender domain, recipient) pair as the `contacts` table keys it.
@@ -872,8 +886,12 @@ pub(crate) fn contact_key(domain: &str, recipient: &str) -> (String, String) {
 
 /// The pairs of [`contact_rows`], for the store's memory of known contacts.
 pub(crate) fn contact_keys(m: &MessageRecord) -> Vec<(String, String)> {
-    contact_rows(m)
-        .into_iter()
+    row_keys(&contact_rows(m))
+}
+
+/// The memory keys of `contacts` rows.
+pub(crate) fn row_keys(rows: &[Vec<Val>]) -> Vec<(String, String)> {
+    rows.iter()
         .filter_map(|row| match (row.first(), row.get(1)) {
             (Some(Val::S(d)), Some(Val::S(r))) => Some(contact_key(d, r)),
             _ => None,

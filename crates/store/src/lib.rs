@@ -591,13 +591,12 @@ impl Store {
             && let Some(domain) =
                 db::contact_domain(e.message.from.as_deref(), e.message.mail_from.as_deref())
         {
-            db.add_contacts(db::contact_pairs(&domain, &e.message.recipients, now()))
-                .await?;
-            for r in &e.message.recipients {
-                self.inner
-                    .shared
-                    .remember_contact(db::contact_key(&domain, r), true);
+            let mut rows = db::contact_pairs(&domain, &e.message.recipients, now());
+            rows.extend(db::correspondent_row(e.message.from.as_deref(), now()));
+            for key in db::row_keys(&rows) {
+                self.inner.shared.remember_contact(key, true);
             }
+            db.add_contacts(rows).await?;
         }
         Ok(())
     }

@@ -6,7 +6,9 @@
 //! payment fraud (a stranger borrowing a name we trust), so the pair is more suspicious than
 //! either alone: `contact.first_impersonation` asks for one step more than the most severe of
 //! those findings (quarantine becomes reject). When the policy makes impersonation log-only
-//! (`accept`, a trial rollout), the pair stays log-only too.
+//! (`accept`, a trial rollout), the pair stays log-only too. When the From address itself has
+//! written to the site before (`Envelope.known_sender`), the domain may be new to this
+//! recipient but the sender is no stranger: no escalation.
 
 use super::Context;
 use crate::verdict::{Action, Reason};
@@ -28,6 +30,11 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         Action::Accept,
         format!("the first message from {sender} to its recipients"),
     ));
+    if super::correspondent::known(ctx) {
+        // The address has written here before: the stranger pattern does not apply (the
+        // impersonation finding itself was already judged with that memory).
+        return;
+    }
     let borrowed = out
         .iter()
         .filter(|r| r.code.starts_with("impersonation.") || r.code.starts_with("lookalike."))

@@ -23,6 +23,14 @@
 //!   (`"jm@example.org" <jm@isp.example>`), so a reader is warned but the mail is delivered. An
 //!   `accept` (log-only) impersonation action keeps both log-only.
 //!
+//! - `impersonation.watched_brand` (`watched.rs`): a watched domain's name on another
+//!   organisation's address; and an address of a watched domain in a display name is judged as
+//!   one of a protected domain (the impersonation action, at least `quarantine`).
+//!
+//! The display-name findings remember (`correspondent.rs`): on an address that has written to
+//! the site before they are only tagged, and an exact namesake from such an address, fully
+//! authenticated, becomes `impersonation.namesake` (informational).
+//!
 //! Besides each parsed display name, the whole From text less its addresses (decoded, `<...>`
 //! and quotes removed) is read the same way when the parsed names found nothing: crafted fields
 //! such as `Microsoft account team ,_<x@example.net>` make the parser see a mailbox named "_"
@@ -42,7 +50,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{
     Context, Mailbox,
     confusables::{is_invisible, strip_marks},
+    correspondent,
     names::{Name, NameMatch, compare},
+    watched,
 };
 use crate::{
     auth::Word,
@@ -74,6 +84,7 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
             continue;
         }
         display_name(ctx, &[mb], display, &people, &mut found);
+        watched::display_name(ctx, &[mb], display, &mut found);
         address_in_name(ctx, &[mb], display, &mut found);
     }
     // What a reader may see besides the parsed names: the whole From text less its addresses.
@@ -83,11 +94,22 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
         && !ctx.from.iter().any(|mb| authenticated_as_ours(ctx, mb))
     {
         let all: Vec<&Mailbox> = ctx.from.iter().collect();
-        if !found
-            .iter()
-            .any(|r: &Reason| r.code.starts_with("impersonation.display_name"))
-        {
+        let named = |found: &[Reason], codes: &[&str]| {
+            found
+                .iter()
+                .any(|r| codes.iter().any(|c| r.code.starts_with(c)))
+        };
+        if !named(
+            &found,
+            &["impersonation.display_name", "impersonation.namesake"],
+        ) {
             display_name(ctx, &all, &visible, &people, &mut found);
+        }
+        if !named(
+            &found,
+            &["impersonation.watched_brand", "impersonation.namesake"],
+        ) {
+            watched::display_name(ctx, &all, &visible, &mut found);
         }
         if !found
             .iter()
@@ -278,12 +300,14 @@ fn display_name(
             "words that include the name of",
         ),
     };
+    let memory = correspondent::judge(ctx, mb, m == NameMatch::Exact, action);
+    let (code, action) = (memory.code.unwrap_or(code), memory.action);
     out.push(Reason::new(
         code,
         action,
         format!(
-            "the sender shows {how} {:?}, a protected person, but writes from {}, which is not one of their addresses",
-            person.name, mb.address
+            "the sender shows {how} {:?}, a protected person, but writes from {}, which is not one of their addresses{}",
+            person.name, mb.address, memory.note
         ),
     ));
 }
@@ -332,13 +356,16 @@ fn address_in_name(
         };
         let imp = ctx.policy.actions.impersonation;
         let protected = ctx.policy.is_protected(&domain);
-        let action = match (protected, imp) {
+        let watched = !protected && ctx.policy.watched(&domain).is_some();
+        let action = match (protected || watched, imp) {
             (_, Action::Accept) => Action::Accept,
             (true, a) => a.max(Action::Quarantine),
             (false, a) => a.min(Action::Tag),
         };
         let whose = if protected {
             ", one of our protected domains,"
+        } else if watched {
+            ", a watched domain our people trust,"
         } else {
             ""
         };
@@ -403,8 +430,14 @@ fn authenticated_as_ours(ctx: &Context<'_>, mb: &Mailbox) -> bool {
         return false;
     }
     let auth = ctx.auth;
-    ctx.envelope.ip.is_some_and(|ip| ctx.policy.is_internal(ip))
-        || (auth.dmarc.result == Word::Pass && same_organisation(&auth.dmarc.domain, &mb.domain))
+    if ctx.envelope.ip.is_some_and(|ip| ctx.policy.is_internal(ip)) {
+        return true;
+    }
+    if let Some(signed) = super::signed_mail::proves_ours(ctx, &mb.domain) {
+        // Our mail that is always signed: DMARC pass through SPF alone proves nothing.
+        return signed;
+    }
+    (auth.dmarc.result == Word::Pass && same_organisation(&auth.dmarc.domain, &mb.domain))
         || auth
             .dkim
             .iter()

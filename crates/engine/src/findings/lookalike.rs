@@ -1,5 +1,9 @@
 //! Lookalike domains: a sender domain made to be read as one of ours.
 //!
+//! The domains compared with are the protected ones and the watched ones (`watched_domains`:
+//! outside domains our people trust, such as their bank); a watched domain's own organisation
+//! is never its lookalike, and nothing else about it is ours.
+//!
 //! The sender domains are those of From, Reply-To, MAIL FROM and every DKIM-Signature `d=`.
 //! A domain that is protected, or of the same organisation (registrable domain, PSL) as a
 //! protected one, is ours and never a lookalike. When the From domain is protected and DMARC
@@ -171,18 +175,25 @@ fn senders(ctx: &Context<'_>) -> Vec<Sender> {
 pub(crate) struct Protected {
     org: Option<String>,
     split: Split,
+    /// A watched outside domain (`watched_domains`), not one of ours.
+    watched: bool,
 }
 
-/// The protected domains that can be split, in policy order.
-pub(crate) fn protected(domains: &[String]) -> Vec<Protected> {
-    domains
-        .iter()
-        .filter_map(|p| {
+/// The protected domains that can be split, in policy order, then the watched ones.
+pub(crate) fn protected(domains: &[String], watched: &[String]) -> Vec<Protected> {
+    let mark = |w: bool| {
+        move |p: &String| {
             Some(Protected {
                 org: registrable(p),
                 split: split(p)?,
+                watched: w,
             })
-        })
+        }
+    };
+    domains
+        .iter()
+        .filter_map(mark(false))
+        .chain(watched.iter().filter_map(mark(true)))
         .collect()
 }
 
@@ -191,6 +202,7 @@ struct Hit {
     code: &'static str,
     protected: String,
     why: String,
+    watched: bool,
 }
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
@@ -220,17 +232,25 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
             .fields
             .iter()
             .any(|f| matches!(*f, "From" | "Reply-To"));
-        let hit = protected
-            .iter()
-            .find_map(|p| compare(&s, &p.split, visible));
+        let hit = protected.iter().find_map(|p| {
+            compare(&s, &p.split, visible).map(|h| Hit {
+                watched: p.watched,
+                ..h
+            })
+        });
         let evidence: Vec<String> = sender.fields.iter().map(|f| format!("{f}: {d}")).collect();
         let seen_in = sender.fields.join(", ");
         if let Some(hit) = &hit {
+            let whose = if hit.watched {
+                "a watched domain our people trust"
+            } else {
+                "one of our protected domains"
+            };
             let mut r = Reason::new(
                 hit.code,
                 ctx.policy.actions.lookalike,
                 format!(
-                    "the sender domain {} ({seen_in}) looks like {}, one of our protected domains: {}",
+                    "the sender domain {} ({seen_in}) looks like {}, {whose}: {}",
                     s.whole, hit.protected, hit.why
                 ),
             );
@@ -270,6 +290,7 @@ fn compare(s: &Split, p: &Split, visible: bool) -> Option<Hit> {
             code,
             protected: p.registrable.clone(),
             why,
+            watched: false,
         })
     };
     let (sf, pf) = (&s.folded_label, &p.folded_label);

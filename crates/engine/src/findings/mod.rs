@@ -8,12 +8,14 @@
 //! | --- | --- |
 //! | `authentication` | `dmarc.*`, `spf.*`, `dkim.*`, `arc.*`, `auth.*` |
 //! | `own_domain` | `spoof.own_domain` |
+//! | `signed_mail` | `spoof.own_domain_unsigned` |
 //! | `ambiguity` | `ambiguity.*` |
-//! | `impersonation` | `impersonation.*` |
+//! | `impersonation` (+ `watched`, `correspondent`) | `impersonation.*` |
 //! | `lookalike` | `lookalike.*` |
 //! | `reply_to` | `reply_to.diversion` |
 //! | `forged_trust` | `trust.*` |
 //! | `section` | `header.malformed_section`, `header.from_missing` |
+//! | `dkim_replay` | `dkim.old_signature`, `dkim.recipients_not_addressed`, `dkim.unsigned_field`, `dkim.body_extended` |
 //! | `contact` | `contact.*` (reads the reasons before it) |
 //! | (trace) | `trace.*`, `header.*` |
 
@@ -21,6 +23,8 @@ mod ambiguity;
 mod authentication;
 mod confusables;
 mod contact;
+mod correspondent;
+mod dkim_replay;
 mod forged_trust;
 mod impersonation;
 mod lookalike;
@@ -28,6 +32,8 @@ mod names;
 mod own_domain;
 mod reply_to;
 mod section;
+mod signed_mail;
+mod watched;
 
 // For the audit's lookalike search (crates/audit): the same skeleton and the same rules the
 // engine applies to a sender domain, so a registered lookalike it lists is one the gateway flags.
@@ -48,24 +54,29 @@ use crate::{
 pub(crate) struct PolicyData {
     /// The protected domains and people's names it was made from.
     domains: Vec<String>,
+    watched: Vec<String>,
     names: Vec<String>,
     /// The protected domains that can be compared with a lookalike.
     pub(crate) lookalike: Vec<lookalike::Protected>,
     /// Each protected person's name parsed, by index in `protected_people` (names that read as
     /// nothing left out).
     pub(crate) people: Vec<(usize, names::Name)>,
+    /// The watched domains' names, as display names would show them.
+    pub(crate) brands: Vec<watched::Brand>,
 }
 
 impl PolicyData {
     pub(crate) fn new(policy: &Policy) -> Self {
         PolicyData {
             domains: policy.protected_domains.clone(),
+            watched: policy.watched_domains.clone(),
             names: policy
                 .protected_people
                 .iter()
                 .map(|p| p.name.clone())
                 .collect(),
-            lookalike: lookalike::protected(&policy.protected_domains),
+            lookalike: lookalike::protected(&policy.protected_domains, &policy.watched_domains),
+            brands: watched::brands(&policy.watched_domains),
             people: policy
                 .protected_people
                 .iter()
@@ -79,6 +90,7 @@ impl PolicyData {
     /// Whether this was made from `policy`'s protected domains and people's names.
     pub(crate) fn is_for(&self, policy: &Policy) -> bool {
         self.domains == policy.protected_domains
+            && self.watched == policy.watched_domains
             && self.names.len() == policy.protected_people.len()
             && self
                 .names
@@ -205,12 +217,14 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     let mut out = Vec::new();
     authentication::check(ctx, &mut out);
     own_domain::check(ctx, &mut out);
+    signed_mail::check(ctx, &mut out);
     ambiguity::check(ctx, &mut out);
     impersonation::check(ctx, &mut out);
     lookalike::check(ctx, &mut out);
     reply_to::check(ctx, &mut out);
     forged_trust::check(ctx, &mut out);
     section::check(ctx, &mut out);
+    dkim_replay::check(ctx, &mut out);
     contact::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
