@@ -328,9 +328,7 @@ impl<D: Decide> Session<D> {
                             .await
                     }
                     ProtoError::UnknownCommand => self.error(reply::UNKNOWN_COMMAND),
-                    ProtoError::UnsupportedParameter { .. } => {
-                        self.error(reply::PARAM_UNSUPPORTED)
-                    }
+                    ProtoError::UnsupportedParameter { .. } => self.error(reply::PARAM_UNSUPPORTED),
                     _ => self.error(reply::SYNTAX),
                 }
                 return Flow::Continue;
@@ -934,7 +932,9 @@ impl<D: Decide> Session<D> {
         // The client waits for this reply (it ends a PIPELINING group, RFC 2920 3.1). A write
         // error shows at the next read.
         let _ = self.conn.flush().await;
-        self.shared.metrics.message(&record.outcome, ended.elapsed());
+        self.shared
+            .metrics
+            .message(&record.outcome, ended.elapsed());
     }
 
     /// Inbound: the engine decides, then we act.

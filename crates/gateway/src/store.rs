@@ -5,8 +5,8 @@
 //! answers 250 only after `deliver`/`quarantine` returned `Ok`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
 use std::future::Future;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -355,8 +355,7 @@ impl Store {
     /// an error: the store starts with the database marked down and spools until it answers.
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         let spool_dir = config.spool_dir();
-        let spool =
-            Spool::open(&spool_dir).map_err(|e| StoreError::Spool(spool_dir.clone(), e))?;
+        let spool = Spool::open(&spool_dir).map_err(|e| StoreError::Spool(spool_dir.clone(), e))?;
         let journal =
             Journal::open(&spool_dir).map_err(|e| StoreError::Journal(spool_dir.clone(), e))?;
         if let Some(parent) = config
@@ -481,7 +480,10 @@ impl Store {
         let ticket = self.inner.shared.journal.append(lines, n).await;
         let (ticket, result) = match ticket {
             Ok(t) => (Some(t), Ok(())),
-            Err(e) => (None, Err(StoreError::Journal(self.inner.config.spool_dir(), e))),
+            Err(e) => (
+                None,
+                Err(StoreError::Journal(self.inner.config.spool_dir(), e)),
+            ),
         };
         for key in db::contact_keys(&record) {
             self.inner.shared.remember_contact(key, true);

@@ -125,8 +125,7 @@ impl Spool {
         for e in dir.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if !is_records_file(&name) || out.iter().any(|t| t.path == path)
-            {
+            if !is_records_file(&name) || out.iter().any(|t| t.path == path) {
                 continue;
             }
             let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
