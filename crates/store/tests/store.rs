@@ -235,9 +235,9 @@ both! {
         store.close().await;
     }
 
-    /// `log_durable`: the records are in the journal when it returns, reach the database by
-    /// the batch writer, and the journal is gone once they are settled; the session's open
-    /// record is replaced by its final one, never the other way round.
+    // `log_durable`: the records are in the journal when it returns, reach the database by
+    // the batch writer, and the journal is gone once they are settled; the session's open
+    // record is replaced by its final one, never the other way round.
     async fn durable_records_and_the_session_as_it_stands(db) {
         let store = db.open("mx1").await;
         let open = SessionRecord {
@@ -281,8 +281,8 @@ both! {
         assert_eq!(journal(&spool), 0, "settled segments are removed");
     }
 
-    /// A journal segment left by a process that died (nobody holds its lock) is replayed
-    /// into the database by the next store on the directory, without duplicates.
+    // A journal segment left by a process that died (nobody holds its lock) is replayed
+    // into the database by the next store on the directory, without duplicates.
     async fn a_dead_process_journal_is_replayed(db) {
         // The writer of mx1 never gets to write: an hour between batches.
         let mut config = db.config("mx1");
