@@ -456,6 +456,28 @@ fn every_acknowledged_message_has_its_record_after_kill_9() {
         missing.len(),
         acked.len()
     );
+    // A quarantined message keeps the whole analysis (the reasons' texts); a delivered one,
+    // plainly accepted, its summary.
+    let shown: Vec<String> = acked[..8]
+        .iter()
+        .map(|q| log_cmd(&gw, &["show", q]))
+        .collect();
+    let with = |verdict: &str| {
+        shown
+            .iter()
+            .find(|s| s.contains(&format!("verdict     {verdict}")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {verdict} among {shown:#?}"))
+    };
+    let (quarantined, delivered) = (with("quarantine"), with("accept"));
+    assert!(
+        quarantined.contains("reason    dmarc.quarantine (quarantine): DMARC failed"),
+        "{quarantined}"
+    );
+    assert!(delivered.contains("verdict     accept"), "{delivered}");
+    assert!(delivered.contains("auth        spf=none"), "{delivered}");
+    assert!(!delivered.contains("): "), "no reason texts: {delivered}");
+
     // And each session of those messages too.
     let records = search(&gw, &[]);
     for r in records
