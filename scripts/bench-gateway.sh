@@ -13,6 +13,9 @@
 #                                                # must exist. Default: SQLite in the data
 #                                                # directory, the embedded default.
 #   STORE_TOML='batch_size = 100' scripts/bench-gateway.sh   # more [store] keys
+#   UNSPOOF_BIN=/tmp/base/unspoof scripts/bench-gateway.sh    # another build of the gateway
+#                                                # (before/after pairs; the sink and the load
+#                                                # generator stay this tree's)
 #
 # Set-up (everything on loopback):
 # - a private network namespace ($NETNS, default unspoof-gwbench) with only `lo`, to which the
@@ -71,7 +74,7 @@ for z in "$(dirname "$MANIFEST")"/zones/*.zone; do ZONES+=(--dns-zone "$z"); don
 log "building (release): unspoof, and the sink and load generator examples"
 (cd "$REPO" && cargo build --release -p unspoof && \
   cargo build --release -p unspoof-gateway --example sink --example smtp_load)
-BIN=$REPO/target/release/unspoof
+BIN=${UNSPOOF_BIN:-$REPO/target/release/unspoof}
 SINK=$REPO/target/release/examples/sink
 LOAD=$REPO/target/release/examples/smtp_load
 
@@ -220,6 +223,6 @@ fi
 log "report"
 python3 "$REPO/scripts/bench/gateway_report.py" "$RESULTS" "$OUT/sessions.jsonl" \
   --machine "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-  --load "$LOADAVG" --commit "$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- crates || echo '+dirty')" \
+  --load "$LOADAVG" --commit "${UNSPOOF_BIN:-$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- crates || echo '+dirty')}" \
   | tee "$OUT/report.txt"
 echo "files in $OUT"

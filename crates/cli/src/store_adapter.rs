@@ -128,15 +128,16 @@ impl unspoof_gateway::Quarantine for GatewayStore {
     }
 }
 
-impl unspoof_gateway::SessionLog for GatewayStore {
-    fn record(&self, r: &unspoof_gateway::MessageRecord) {
+impl GatewayStore {
+    fn message_record(&self, r: &unspoof_gateway::MessageRecord) -> MessageRecord {
         let mut record = MessageRecord {
             id: new_id(),
             session_id: Some(r.session_id.clone()),
             received_at: r.time,
             node: self.0.config().node.clone(),
             listener: r.listener.to_string(),
-            queue_id: Some(r.queue_id.clone()),
+            // A transaction refused at MAIL or RCPT has no queue id.
+            queue_id: Some(r.queue_id.clone()).filter(|q| !q.is_empty()),
             message_id: r
                 .message_id
                 .as_deref()
@@ -157,20 +158,24 @@ impl unspoof_gateway::SessionLog for GatewayStore {
             ..Default::default()
         };
         if let Some(a) = &r.analysis {
-            record = record.with_analysis(a);
+            record = if self.0.keeps_analysis(&r.outcome) {
+                record.with_analysis(a)
+            } else {
+                record.with_analysis_summary(a)
+            };
         }
         // What happened is the gateway's word, not only the engine's: a message the engine
         // accepted may still have been refused downstream (`tempfail`, `refused`).
         record.action = r.outcome.clone();
         record.reasons = r.reasons.clone();
-        self.0.log_message(record);
+        record
     }
 
-    fn session(&self, s: &unspoof_gateway::SessionRecord) {
-        self.0.log_session(SessionRecord {
+    fn session_record(&self, s: &unspoof_gateway::SessionRecord) -> SessionRecord {
+        SessionRecord {
             id: s.id.clone(),
             started_at: s.started_at,
-            ended_at: Some(s.ended_at),
+            ended_at: s.ended_at,
             node: self.0.config().node.clone(),
             listener: s.listener.to_string(),
             client_ip: s.client_ip.parse().ok(),
@@ -181,7 +186,33 @@ impl unspoof_gateway::SessionLog for GatewayStore {
             auth_user: s.auth_user.clone(),
             messages: s.messages,
             outcome: s.outcome.to_string(),
-        });
+        }
+    }
+}
+
+impl unspoof_gateway::SessionLog for GatewayStore {
+    fn record(&self, r: &unspoof_gateway::MessageRecord) {
+        self.0.log_message(self.message_record(r));
+    }
+
+    /// Into the store's journal before the reply (`Store::log_durable`).
+    fn record_durable<'a>(
+        &'a self,
+        r: &'a unspoof_gateway::MessageRecord,
+        session: Option<&'a unspoof_gateway::SessionRecord>,
+    ) -> unspoof_gateway::store::DurableFuture<'a> {
+        let record = self.message_record(r);
+        let session = session.map(|s| self.session_record(s));
+        Box::pin(async move {
+            self.0
+                .log_durable(record, session)
+                .await
+                .map_err(io::Error::other)
+        })
+    }
+
+    fn session(&self, s: &unspoof_gateway::SessionRecord) {
+        self.0.log_session(self.session_record(s));
     }
 }
 
@@ -250,7 +281,11 @@ impl unspoof_milter::MessageLog for MilterStore {
             ..Default::default()
         };
         if let Some(a) = d.analysis {
-            record = record.with_analysis(a);
+            record = if self.0.keeps_analysis(d.outcome) {
+                record.with_analysis(a)
+            } else {
+                record.with_analysis_summary(a)
+            };
         }
         record.action = d.outcome.to_string();
         record.reasons = d.reasons.clone();

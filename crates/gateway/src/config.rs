@@ -186,6 +186,13 @@ pub struct Limits {
     pub auth_failure_window: u64,
     /// Seconds a locked-out client IP or account stays locked. Default 900.
     pub auth_lockout: u64,
+    /// Transactions refused at MAIL FROM or RCPT TO (a spoof of our own domain from outside,
+    /// relaying denied, a malformed or non-ASCII address, a sender the user does not own) that
+    /// one connection puts on record: each is a searchable record with the `refused` action
+    /// (`unspoof log search --action refused`). Past it, a connection's further refusals are
+    /// only counted (`unspoof_refusals_unrecorded_total`), so a hostile client cannot flood the
+    /// store; the client sees the same replies either way. Default 100.
+    pub max_refusal_records: u32,
 }
 
 impl Default for Limits {
@@ -215,6 +222,7 @@ impl Default for Limits {
             auth_failures_per_account: 30,
             auth_failure_window: 900,
             auth_lockout: 900,
+            max_refusal_records: 100,
         }
     }
 }

@@ -20,6 +20,22 @@ pub const OUTCOMES: [&str; 6] = [
     "tempfail",
 ];
 
+/// Reason codes of transactions refused at MAIL FROM or RCPT TO, counted in
+/// `unspoof_refusals_total{reason=...}` (and put on record, see `Limits::max_refusal_records`).
+pub const REFUSALS: [&str; 6] = [
+    "smtp.own_domain_sender",
+    "smtp.relay_denied",
+    "smtp.bad_sender_syntax",
+    "smtp.bad_recipient_syntax",
+    "smtp.non_ascii_address",
+    "submission.sender_not_owned",
+];
+
+/// How sessions end, counted in `unspoof_sessions_total{outcome=...}` (see
+/// `SessionRecord::outcome`); `timeout` includes the clients cut off by `line_timeout` and
+/// `min_data_rate`.
+pub const SESSION_OUTCOMES: [&str; 5] = ["quit", "dropped", "timeout", "errors", "shutdown"];
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -35,6 +51,18 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     pub connections_open: AtomicU64,
     pub policy_reloads: AtomicU64,
+    refusals: [AtomicU64; REFUSALS.len()],
+    /// Refusals over a connection's `max_refusal_records`: counted, not recorded.
+    pub refusals_unrecorded: AtomicU64,
+    sessions: [AtomicU64; SESSION_OUTCOMES.len()],
+    /// AUTH answered `454 4.7.0` because the client network or the account is locked out.
+    pub auth_lockouts: AtomicU64,
+    /// `452 4.3.1` because `max_inflight_memory` was taken (at MAIL for a declared SIZE, or at
+    /// the end of DATA).
+    pub memory_refusals: AtomicU64,
+    /// Message records the session log could not make durable before the reply (the message
+    /// itself was; see `SessionLog::record_durable`).
+    pub records_not_durable: AtomicU64,
 }
 
 impl Metrics {
@@ -52,6 +80,20 @@ impl Metrics {
         self.latency_count.fetch_add(1, Relaxed);
         self.latency_sum_us
             .fetch_add(latency.as_micros() as u64, Relaxed);
+    }
+
+    /// Counts one transaction refused at MAIL FROM or RCPT TO with this reason code.
+    pub fn refusal(&self, code: &str) {
+        if let Some(i) = REFUSALS.iter().position(|c| *c == code) {
+            self.refusals[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one session that ended this way.
+    pub fn session_end(&self, outcome: &str) {
+        if let Some(i) = SESSION_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.sessions[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// The exposition text.
@@ -73,6 +115,26 @@ impl Metrics {
                 s,
                 "unspoof_message_seconds_bucket{{le=\"{b}\"}} {}",
                 self.latency_buckets[i].load(Relaxed)
+            );
+        }
+        s.push_str(
+            "# HELP unspoof_refusals_total Transactions refused at MAIL FROM or RCPT TO, by reason.\n",
+        );
+        s.push_str("# TYPE unspoof_refusals_total counter\n");
+        for (i, r) in REFUSALS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "unspoof_refusals_total{{reason=\"{r}\"}} {}",
+                self.refusals[i].load(Relaxed)
+            );
+        }
+        s.push_str("# HELP unspoof_sessions_total SMTP sessions ended, by how they ended.\n");
+        s.push_str("# TYPE unspoof_sessions_total counter\n");
+        for (i, o) in SESSION_OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "unspoof_sessions_total{{outcome=\"{o}\"}} {}",
+                self.sessions[i].load(Relaxed)
             );
         }
         let count = self.latency_count.load(Relaxed);
@@ -107,6 +169,30 @@ impl Metrics {
                 "Successful policy reloads (SIGHUP).",
                 "counter",
                 &self.policy_reloads,
+            ),
+            (
+                "unspoof_refusals_unrecorded_total",
+                "Refusals at MAIL FROM or RCPT TO past a connection's max_refusal_records (counted, not recorded).",
+                "counter",
+                &self.refusals_unrecorded,
+            ),
+            (
+                "unspoof_auth_lockouts_total",
+                "AUTH attempts answered 454 because the client network or the account is locked out.",
+                "counter",
+                &self.auth_lockouts,
+            ),
+            (
+                "unspoof_memory_refusals_total",
+                "Transactions answered 452 because max_inflight_memory was taken.",
+                "counter",
+                &self.memory_refusals,
+            ),
+            (
+                "unspoof_records_not_durable_total",
+                "Message records that could not be made durable before the reply.",
+                "counter",
+                &self.records_not_durable,
             ),
         ] {
             let _ = writeln!(

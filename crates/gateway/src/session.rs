@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
@@ -81,6 +82,10 @@ pub(crate) struct Session<D: Decide> {
     tls: Option<TlsInfo>,
     auth_user: Option<String>,
     errors: u32,
+    /// Refusals at MAIL/RCPT put on record so far (bounded by `max_refusal_records`).
+    refusals_recorded: u32,
+    /// Whether the session's record (as it stands) went with a message's durable record.
+    session_on_record: bool,
     tx: Option<Transaction>,
     downstream: Option<Downstream>,
     started: Instant,
@@ -121,6 +126,8 @@ impl<D: Decide> Session<D> {
             tls: None,
             auth_user: None,
             errors: 0,
+            refusals_recorded: 0,
+            session_on_record: false,
             tx: None,
             downstream: None,
             started: Instant::now(),
@@ -202,21 +209,77 @@ impl<D: Decide> Session<D> {
         if let Some(d) = self.downstream.take() {
             d.quit().await;
         }
-        let record = SessionRecord {
-            id: std::mem::take(&mut self.id),
+        self.shared.metrics.session_end(self.end);
+        let record = self.session_record(Some(unix_now())).await;
+        self.shared.log.session(&record);
+    }
+
+    /// The session's record: as it ended (`ended_at` given), or as it stands (`open`).
+    async fn session_record(&mut self, ended_at: Option<i64>) -> SessionRecord {
+        SessionRecord {
+            id: self.id.clone(),
             started_at: self.started_unix,
-            ended_at: unix_now(),
+            ended_at,
             listener: self.listener.as_str(),
             client_ip: self.peer.ip().to_string(),
             client_port: self.peer.port(),
             reverse_dns: self.reverse_name().await,
-            helo: self.helo.take(),
-            tls: self.tls.take(),
-            auth_user: self.auth_user.take(),
+            helo: self.helo.clone(),
+            tls: self.tls.clone(),
+            auth_user: self.auth_user.clone(),
             messages: self.messages,
-            outcome: self.end,
+            outcome: if ended_at.is_some() { self.end } else { "open" },
+        }
+    }
+
+    /// Refuses a transaction at MAIL FROM or RCPT TO and puts the attempt on record: a
+    /// `refused` message record with the reason `code`, the sender and the refused recipient
+    /// (at most `max_refusal_records` per connection; the rest are only counted). `error`:
+    /// the refusal also counts towards `max_errors`.
+    async fn refuse_envelope(
+        &mut self,
+        text: &str,
+        code: &str,
+        mail_from: Option<String>,
+        rcpt: Option<String>,
+        error: bool,
+    ) {
+        if error {
+            self.error(text);
+        } else {
+            self.conn.reply(text);
+        }
+        let metrics = &self.shared.metrics;
+        metrics.refusal(code);
+        if self.refusals_recorded >= self.shared.config.limits.max_refusal_records {
+            metrics.refusals_unrecorded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.refusals_recorded += 1;
+        let record = MessageRecord {
+            time: unix_now(),
+            queue_id: String::new(),
+            session_id: self.id.clone(),
+            listener: self.listener.as_str(),
+            client_ip: self.peer.ip().to_string(),
+            client_port: self.peer.port(),
+            reverse_dns: self.reverse_name().await,
+            helo: self.helo.clone(),
+            tls: self.tls.clone(),
+            auth_user: self.auth_user.clone(),
+            mail_from,
+            recipients: rcpt.into_iter().collect(),
+            message_id: None,
+            size: 0,
+            outcome: "refused".into(),
+            reasons: vec![code.to_string()],
+            reply: text.trim_end().to_string(),
+            downstream_reply: None,
+            stored_at: None,
+            latency_us: 0,
+            analysis: None,
         };
-        self.shared.log.session(&record);
+        self.shared.log.record(&record);
     }
 
     fn error(&mut self, text: &str) {
@@ -249,14 +312,25 @@ impl<D: Decide> Session<D> {
         let request = match request {
             Ok(r) => r,
             Err(e) => {
-                let text = match e {
-                    ProtoError::UnknownCommand => reply::UNKNOWN_COMMAND,
-                    ProtoError::InvalidSenderAddress => reply::BAD_SENDER_SYNTAX,
-                    ProtoError::InvalidRecipientAddress => reply::BAD_RECIPIENT_SYNTAX,
-                    ProtoError::UnsupportedParameter { .. } => reply::PARAM_UNSUPPORTED,
-                    _ => reply::SYNTAX,
-                };
-                self.error(text);
+                // A malformed address is an attempt on record, with what the client wrote.
+                let written = || Some(written_address(body));
+                match e {
+                    ProtoError::InvalidSenderAddress => {
+                        let (text, code) = (reply::BAD_SENDER_SYNTAX, "smtp.bad_sender_syntax");
+                        self.refuse_envelope(text, code, written(), None, true)
+                            .await
+                    }
+                    ProtoError::InvalidRecipientAddress => {
+                        let from = self.tx.as_ref().map(|t| t.mail_from.clone());
+                        let (text, code) =
+                            (reply::BAD_RECIPIENT_SYNTAX, "smtp.bad_recipient_syntax");
+                        self.refuse_envelope(text, code, from, written(), true)
+                            .await
+                    }
+                    ProtoError::UnknownCommand => self.error(reply::UNKNOWN_COMMAND),
+                    ProtoError::UnsupportedParameter { .. } => self.error(reply::PARAM_UNSUPPORTED),
+                    _ => self.error(reply::SYNTAX),
+                }
                 return Flow::Continue;
             }
         };
@@ -354,6 +428,10 @@ impl<D: Decide> Session<D> {
             return;
         }
         if !self.shared.memory.would_fit(from.size) {
+            self.shared
+                .metrics
+                .memory_refusals
+                .fetch_add(1, Ordering::Relaxed);
             self.conn.reply(reply::INSUFFICIENT_STORAGE);
             return;
         }
@@ -361,11 +439,23 @@ impl<D: Decide> Session<D> {
         // smtp-proto reads `<postmaster>` as the null path; only `<>` is the null path here
         // (RFC 5321 4.5.1 allows the bare postmaster in RCPT only).
         if address.is_empty() && !angle_content(line).is_some_and(<[u8]>::is_empty) {
-            return self.error(reply::BAD_SENDER_SYNTAX);
+            let written = Some(written_address(line));
+            return self
+                .refuse_envelope(
+                    reply::BAD_SENDER_SYNTAX,
+                    "smtp.bad_sender_syntax",
+                    written,
+                    None,
+                    true,
+                )
+                .await;
         }
         // RFC 6531 3.4: a non-ASCII address needs SMTPUTF8 on the MAIL command.
         if !address.is_ascii() && from.flags & MAIL_SMTPUTF8 == 0 {
-            return self.error(reply::NON_ASCII_ADDRESS);
+            let (text, code) = (reply::NON_ASCII_ADDRESS, "smtp.non_ascii_address");
+            return self
+                .refuse_envelope(text, code, Some(address), None, true)
+                .await;
         }
         // The null reverse-path (bounces) is allowed inbound only; anything else must parse.
         let domain = if address.is_empty() {
@@ -373,7 +463,12 @@ impl<D: Decide> Session<D> {
         } else {
             match message::split_address(&address) {
                 Some((_, d)) => Some(d.to_string()),
-                None => return self.error(reply::BAD_SENDER_SYNTAX),
+                None => {
+                    let (text, code) = (reply::BAD_SENDER_SYNTAX, "smtp.bad_sender_syntax");
+                    return self
+                        .refuse_envelope(text, code, Some(address), None, true)
+                        .await;
+                }
             }
         };
         match self.listener {
@@ -386,15 +481,19 @@ impl<D: Decide> Session<D> {
                         .iter()
                         .any(|n| n.contains(&self.peer.ip()))
                 {
-                    self.conn.reply(reply::OWN_DOMAIN_SENDER);
-                    return;
+                    let (text, code) = (reply::OWN_DOMAIN_SENDER, "smtp.own_domain_sender");
+                    return self
+                        .refuse_envelope(text, code, Some(address), None, false)
+                        .await;
                 }
             }
             Listener::Submission => {
                 let user = self.auth_user.as_deref().unwrap_or("");
                 if address.is_empty() || !auth::owns(&cfg.users, user, &address) {
-                    self.conn.reply(reply::SENDER_NOT_OWNED);
-                    return;
+                    let (text, code) = (reply::SENDER_NOT_OWNED, "submission.sender_not_owned");
+                    return self
+                        .refuse_envelope(text, code, Some(address), None, false)
+                        .await;
                 }
             }
         }
@@ -421,20 +520,28 @@ impl<D: Decide> Session<D> {
                     let domain = cfg.domains.first().unwrap_or(&cfg.hostname);
                     format!("postmaster@{domain}")
                 }
-                _ => return self.error(reply::BAD_RECIPIENT_SYNTAX),
+                _ => written_address(line),
             }
         } else {
             to
         };
-        if !to.is_ascii() && !tx.smtputf8 {
-            return self.error(reply::NON_ASCII_ADDRESS);
-        }
-        let Some((_, domain)) = message::split_address(&to) else {
-            return self.error(reply::BAD_RECIPIENT_SYNTAX);
+        let from = Some(tx.mail_from.clone());
+        let refused = if !to.is_ascii() && !tx.smtputf8 {
+            Some((reply::NON_ASCII_ADDRESS, "smtp.non_ascii_address"))
+        } else {
+            match message::split_address(&to) {
+                None => Some((reply::BAD_RECIPIENT_SYNTAX, "smtp.bad_recipient_syntax")),
+                // Never an open relay: inbound mail only for our domains.
+                Some((_, domain))
+                    if self.listener == Listener::Inbound && !cfg.is_local_domain(domain) =>
+                {
+                    Some((reply::RELAY_DENIED, "smtp.relay_denied"))
+                }
+                Some(_) => None,
+            }
         };
-        // Never an open relay: inbound mail only for our domains.
-        if self.listener == Listener::Inbound && !cfg.is_local_domain(domain) {
-            return self.error(reply::RELAY_DENIED);
+        if let Some((text, code)) = refused {
+            return self.refuse_envelope(text, code, from, Some(to), true).await;
         }
         if tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
             self.conn.reply(reply::RECIPIENT_OK);
@@ -564,6 +671,10 @@ impl<D: Decide> Session<D> {
         // A locked-out network gets nothing checked, not even the right password.
         let ip = self.peer.ip();
         if self.shared.auth_throttle.ip_locked(ip) {
+            self.shared
+                .metrics
+                .auth_lockouts
+                .fetch_add(1, Ordering::Relaxed);
             self.error(reply::AUTH_LOCKED);
             return Flow::Continue;
         }
@@ -615,6 +726,10 @@ impl<D: Decide> Session<D> {
             return Flow::Continue;
         };
         if self.shared.auth_throttle.account_locked(&user) {
+            self.shared
+                .metrics
+                .auth_lockouts
+                .fetch_add(1, Ordering::Relaxed);
             self.error(reply::AUTH_LOCKED);
             return Flow::Continue;
         }
@@ -744,6 +859,10 @@ impl<D: Decide> Session<D> {
         let mut message_id = None;
         match checked {
             Err(defect) if defect.is_temporary() => {
+                self.shared
+                    .metrics
+                    .memory_refusals
+                    .fetch_add(1, Ordering::Relaxed);
                 out.tempfail(reply::INSUFFICIENT_STORAGE, defect.code());
             }
             Err(defect) => {
@@ -762,13 +881,7 @@ impl<D: Decide> Session<D> {
             }
         }
         self.tx = Some(tx);
-        self.conn.reply(&out.reply);
-        // The client waits for this reply (it ends a PIPELINING group, RFC 2920 3.1), so it
-        // goes out now, not after the record below is written. A write error shows at the
-        // next read.
-        let _ = self.conn.flush().await;
         let latency = ended.elapsed();
-        self.shared.metrics.message(&out.outcome, latency);
         let record = MessageRecord {
             time: now,
             queue_id,
@@ -792,7 +905,36 @@ impl<D: Decide> Session<D> {
             latency_us: latency.as_micros() as u64,
             analysis: out.analysis,
         };
-        self.shared.log.record(&record);
+        // The record is made durable before the reply, as the message is: a 250 the client
+        // heard always has its record, even after kill -9. The session's record goes with the
+        // first message, as it stands (its final form replaces it when the session ends).
+        let session = if self.session_on_record {
+            None
+        } else {
+            Some(self.session_record(None).await)
+        };
+        if self
+            .shared
+            .log
+            .record_durable(&record, session.as_ref())
+            .await
+            .is_ok()
+        {
+            self.session_on_record = true;
+        } else {
+            // The message's fate is settled (relayed, stored or refused): the reply stands.
+            self.shared
+                .metrics
+                .records_not_durable
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.conn.reply(&out.reply);
+        // The client waits for this reply (it ends a PIPELINING group, RFC 2920 3.1). A write
+        // error shows at the next read.
+        let _ = self.conn.flush().await;
+        self.shared
+            .metrics
+            .message(&record.outcome, ended.elapsed());
     }
 
     /// Inbound: the engine decides, then we act.
@@ -1060,6 +1202,20 @@ fn defect_reply(d: DataDefect) -> &'static str {
 }
 
 /// Puts `head` in front of `msg` in place (one move of the message, no second copy of it).
+/// The address a client wrote in a MAIL or RCPT command that could not be read, for the
+/// record: what is between the angle brackets (else after the colon), at most 256 octets,
+/// lossy UTF-8.
+fn written_address(line: &[u8]) -> String {
+    let raw = angle_content(line).unwrap_or_else(|| {
+        let after = line
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(&line[..0], |i| &line[i + 1..]);
+        after.trim_ascii()
+    });
+    String::from_utf8_lossy(&raw[..raw.len().min(256)]).into_owned()
+}
+
 fn prepend(msg: &mut Vec<u8>, head: &[u8]) {
     msg.splice(0..0, head.iter().copied());
 }

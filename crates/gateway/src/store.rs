@@ -5,8 +5,10 @@
 //! answers 250 only after `deliver`/`quarantine` returned `Ok`.
 
 use std::fs::{self, File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -118,7 +120,8 @@ pub struct TlsInfo {
 pub struct MessageRecord {
     /// Unix time the DATA phase ended.
     pub time: i64,
-    /// Our queue id, also in our Received header.
+    /// Our queue id, also in our Received header. Empty for a transaction refused at MAIL
+    /// FROM or RCPT TO, which never got one.
     pub queue_id: String,
     /// The SMTP session (connection) it came in: [`SessionRecord::id`].
     pub session_id: String,
@@ -145,7 +148,8 @@ pub struct MessageRecord {
     pub downstream_reply: Option<String>,
     /// Where a quarantined or locally delivered message was stored.
     pub stored_at: Option<String>,
-    /// Microseconds from end of data to our reply.
+    /// Microseconds from end of data until the reply was decided (the message relayed,
+    /// stored or refused); making this record durable comes after.
     pub latency_us: u64,
     /// The engine's whole analysis, for a store that keeps it (not written to the JSON line,
     /// which stays one short line per message). `None` when the engine did not run.
@@ -159,9 +163,9 @@ pub struct MessageRecord {
 pub struct SessionRecord {
     /// A UUIDv7, unique across gateway processes; [`MessageRecord::session_id`] points here.
     pub id: String,
-    /// Unix times of the connect and of the end.
+    /// Unix times of the connect and of the end (`None` while the session is open).
     pub started_at: i64,
-    pub ended_at: i64,
+    pub ended_at: Option<i64>,
     /// `inbound` or `submission`.
     pub listener: &'static str,
     pub client_ip: String,
@@ -173,15 +177,34 @@ pub struct SessionRecord {
     /// Messages that reached the end of DATA.
     pub messages: u32,
     /// How it ended: `quit`, `dropped` (the client went away), `timeout`, `errors` (too many
-    /// errors), `shutdown` (we stopped; also a TLS handshake or DATA read that failed is `dropped`).
+    /// errors), `shutdown` (we stopped; also a TLS handshake or DATA read that failed is `dropped`);
+    /// `open` in the record that goes with a message while the session still runs.
     pub outcome: &'static str,
 }
+
+/// What [`SessionLog::record_durable`] returns: done once the record is durable.
+pub type DurableFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
 
 /// Receives one record per message and one per session. Called on the runtime, after the
 /// client has its reply: an implementation must not wait (append a line, hand the record to a
 /// queue); a thread hop per message would cost more than the record.
 pub trait SessionLog: Send + Sync + 'static {
     fn record(&self, record: &MessageRecord);
+
+    /// The record of a message whose final reply is about to go out: returns once the record
+    /// is as durable as the message (kill -9 after the 250 loses neither). `session`, when
+    /// given, is the session's record as it stands (the first message of a session), to be
+    /// made durable with it. The default hands the record to [`SessionLog::record`], which is
+    /// enough for a log whose `record` writes before returning.
+    fn record_durable<'a>(
+        &'a self,
+        record: &'a MessageRecord,
+        session: Option<&'a SessionRecord>,
+    ) -> DurableFuture<'a> {
+        let _ = session;
+        self.record(record);
+        Box::pin(std::future::ready(Ok(())))
+    }
 
     /// A session ended. The default ignores it (the JSON lines log is one line per message).
     fn session(&self, record: &SessionRecord) {
@@ -199,6 +222,22 @@ impl SessionLog for SessionLogs {
         }
     }
 
+    fn record_durable<'a>(
+        &'a self,
+        record: &'a MessageRecord,
+        session: Option<&'a SessionRecord>,
+    ) -> DurableFuture<'a> {
+        Box::pin(async move {
+            let mut result = Ok(());
+            for log in &self.0 {
+                if let Err(e) = log.record_durable(record, session).await {
+                    result = Err(e);
+                }
+            }
+            result
+        })
+    }
+
     fn session(&self, record: &SessionRecord) {
         for log in &self.0 {
             log.session(record);
@@ -206,7 +245,9 @@ impl SessionLog for SessionLogs {
     }
 }
 
-/// The default session log: JSON lines appended to a file (`<data>/sessions.jsonl`).
+/// The default session log: JSON lines appended to a file (`<data>/sessions.jsonl`). Each line
+/// is written (into the kernel's page cache) before the client hears the reply, so a kill -9
+/// loses none; it is not fsync'd (a power loss may lose the last lines; the store's records are).
 pub struct JsonlLog {
     file: Mutex<File>,
 }

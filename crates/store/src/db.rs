@@ -215,12 +215,26 @@ impl Db {
         messages: &[MessageRecord],
     ) -> Result<(), sqlx::Error> {
         let mut stmts: Vec<(String, Vec<Val>)> = Vec::new();
+        // One row per session: PostgreSQL refuses an upsert that meets the same key twice
+        // in one statement. The ended record wins over the open one of the same session.
+        let mut latest: Vec<&SessionRecord> = Vec::with_capacity(sessions.len());
+        let mut at: std::collections::HashMap<&str, usize> = Default::default();
+        for s in sessions {
+            match at.get(s.id.as_str()) {
+                Some(&i) if latest[i].ended_at.is_none() || s.ended_at.is_some() => latest[i] = s,
+                Some(_) => {}
+                None => {
+                    at.insert(&s.id, latest.len());
+                    latest.push(s);
+                }
+            }
+        }
         insert_chunked(
             self.backend(),
             &mut stmts,
             "sessions",
             SESSION_COLUMNS,
-            sessions.iter().map(session_values).collect(),
+            latest.into_iter().map(session_values).collect(),
             "id",
         );
         insert_chunked(
@@ -623,6 +637,26 @@ fn insert_chunked(
     }
 }
 
+/// What an insert does with a row whose `key` is already stored: nothing (a replay), except
+/// for a session, whose record first comes as it stands (`ended_at` NULL, written with its
+/// first message before the reply) and later as it ended: the ended one replaces the open
+/// one, never the other way round.
+fn conflict(table: &str, key: &str) -> String {
+    if table == "sessions" {
+        let set: Vec<String> = SESSION_COLUMNS
+            .iter()
+            .filter(|c| **c != "id")
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        format!(
+            "({key}) DO UPDATE SET {} WHERE sessions.ended_at IS NULL",
+            set.join(", ")
+        )
+    } else {
+        format!("({key}) DO NOTHING")
+    }
+}
+
 /// `INSERT INTO table (cols) VALUES (...), (...) ON CONFLICT (key) DO NOTHING`, a placeholder
 /// for every value: `$1, $2, ...` for PostgreSQL, plain `?` for SQLite. SQLite reads `$n` too,
 /// but sqlx then looks each named parameter up with `sqlite3_bind_parameter_name`, a linear
@@ -656,7 +690,8 @@ fn insert(
         }
         sql.push(')');
     }
-    sql.push_str(&format!(" ON CONFLICT ({key}) DO NOTHING"));
+    sql.push_str(" ON CONFLICT ");
+    sql.push_str(&conflict(table, key));
     (sql, vals)
 }
 

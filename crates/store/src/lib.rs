@@ -20,6 +20,7 @@
 
 mod db;
 pub mod dmarc;
+mod journal;
 mod query;
 mod record;
 mod spool;
@@ -43,7 +44,8 @@ pub use record::{
 };
 
 use db::Db;
-use spool::{Spool, SpoolEntry};
+use journal::{Journal, Ticket};
+use spool::{Spool, SpoolEntry, SpoolEntryRef};
 
 /// Our own faults. A database that is down is not one of them for logging (records are spooled).
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,8 @@ pub enum StoreError {
     Spool(PathBuf, std::io::Error),
     #[error("the database did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("journal {0}: {1}")]
+    Journal(PathBuf, std::io::Error),
     #[error("no quarantined message {0}")]
     NotFound(String),
     #[error("quarantined message {0} is {1}, not held")]
@@ -96,6 +100,32 @@ pub struct StoreConfig {
     pub db_timeout_ms: u64,
     /// Connections per process. Default 4.
     pub max_connections: u32,
+    /// Which message records keep the engine's whole analysis (the `analysis` JSON, about
+    /// 7 KB, for `unspoof log show`'s reasons with their evidence and the hop-by-hop trace):
+    /// `not_accepted` (default) keeps it for every message that was not plainly accepted and
+    /// only the summary for the rest (verdict, reason codes, authentication and trace
+    /// summaries, the DNS evidence); `all` keeps it for every message.
+    pub full_analysis: FullAnalysis,
+}
+
+/// [`StoreConfig::full_analysis`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullAnalysis {
+    /// Every message but those whose action is `accept`.
+    #[default]
+    NotAccepted,
+    All,
+}
+
+impl FullAnalysis {
+    /// Whether a message record with this action keeps the whole analysis.
+    pub fn keeps(self, action: &str) -> bool {
+        match self {
+            FullAnalysis::All => true,
+            FullAnalysis::NotAccepted => action != "accept",
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -112,6 +142,7 @@ impl Default for StoreConfig {
             retry_interval_ms: 2_000,
             db_timeout_ms: 5_000,
             max_connections: 4,
+            full_analysis: FullAnalysis::NotAccepted,
         }
     }
 }
@@ -183,8 +214,9 @@ pub struct PruneReport {
 }
 
 enum Entry {
-    Session(SessionRecord),
-    Message(MessageRecord),
+    /// With the journal segment it is also in, if it went through [`Store::log_durable`].
+    Session(SessionRecord, Option<Ticket>),
+    Message(MessageRecord, Option<Ticket>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -239,6 +271,8 @@ impl ContactMemory {
 
 struct Shared {
     spool: Mutex<Spool>,
+    /// Records made durable before a front door's reply (`Store::log_durable`).
+    journal: Journal,
     contacts: Mutex<ContactMemory>,
     /// This process's writes to SQLite, one at a time. SQLite has one writer; a second one
     /// waits in SQLite's busy handler, which sleeps in growing steps (up to 100 ms a step):
@@ -321,7 +355,9 @@ impl Store {
     /// an error: the store starts with the database marked down and spools until it answers.
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         let spool_dir = config.spool_dir();
-        let spool = Spool::open(&spool_dir).map_err(|e| StoreError::Spool(spool_dir, e))?;
+        let spool = Spool::open(&spool_dir).map_err(|e| StoreError::Spool(spool_dir.clone(), e))?;
+        let journal =
+            Journal::open(&spool_dir).map_err(|e| StoreError::Journal(spool_dir.clone(), e))?;
         if let Some(parent) = config
             .database_url()
             .strip_prefix("sqlite://")
@@ -339,6 +375,7 @@ impl Store {
         .await?;
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
+            journal,
             contacts: Mutex::new(ContactMemory::default()),
             sqlite_writes: tokio::sync::Mutex::new(()),
             quarantine_waiting: tokio::sync::Notify::new(),
@@ -403,7 +440,7 @@ impl Store {
 
     /// Logs a session. Never waits for the database; never fails (see the crate invariant).
     pub fn log_session(&self, record: SessionRecord) {
-        self.enqueue(Entry::Session(record));
+        self.enqueue(Entry::Session(record, None));
     }
 
     /// Logs a message. Never waits for the database; never fails (see the crate invariant).
@@ -411,7 +448,56 @@ impl Store {
         for key in db::contact_keys(&record) {
             self.inner.shared.remember_contact(key, true);
         }
-        self.enqueue(Entry::Message(record));
+        self.enqueue(Entry::Message(record, None));
+    }
+
+    /// Logs a message (and, when given, its session as it stands) and returns once both are
+    /// durable: fsync'd into the journal, shared with every record that arrived meanwhile
+    /// (group commit). A front door calls this before it answers, so a record is as durable as
+    /// the message it answers for. The database write itself is the batch writer's, as for
+    /// [`Store::log_message`]; after a crash the journal is replayed into the database.
+    /// `Err` only when the journal cannot be written (the records are then logged anyway).
+    pub async fn log_durable(
+        &self,
+        record: MessageRecord,
+        session: Option<SessionRecord>,
+    ) -> Result<(), StoreError> {
+        let mut lines = Vec::with_capacity(2048);
+        let entries = session
+            .as_ref()
+            .map(SpoolEntryRef::Session)
+            .into_iter()
+            .chain(std::iter::once(SpoolEntryRef::Message(&record)));
+        let mut n = 0;
+        for e in entries {
+            // A record always serialises; a failure here would be a bug, not an input.
+            serde_json::to_writer(&mut lines, &e).map_err(|e| {
+                StoreError::Journal(self.inner.config.spool_dir(), std::io::Error::other(e))
+            })?;
+            lines.push(b'\n');
+            n += 1;
+        }
+        let ticket = self.inner.shared.journal.append(lines, n).await;
+        let (ticket, result) = match ticket {
+            Ok(t) => (Some(t), Ok(())),
+            Err(e) => (
+                None,
+                Err(StoreError::Journal(self.inner.config.spool_dir(), e)),
+            ),
+        };
+        for key in db::contact_keys(&record) {
+            self.inner.shared.remember_contact(key, true);
+        }
+        if let Some(s) = session {
+            self.enqueue(Entry::Session(s, ticket));
+        }
+        self.enqueue(Entry::Message(record, ticket));
+        result
+    }
+
+    /// Which message records keep the whole analysis (`[store] full_analysis`).
+    pub fn keeps_analysis(&self, action: &str) -> bool {
+        self.inner.config.full_analysis.keeps(action)
     }
 
     fn enqueue(&self, entry: Entry) {
@@ -431,15 +517,19 @@ impl Store {
             None => entry,
         };
         // Queue full (or store closed): straight into the spool, durably.
-        let line = match entry {
-            Entry::Session(s) => SpoolEntry::Session(s),
-            Entry::Message(m) => SpoolEntry::Message(m),
+        let (line, ticket) = match entry {
+            Entry::Session(s, t) => (SpoolEntry::Session(s), t),
+            Entry::Message(m, t) => (SpoolEntry::Message(m), t),
             Entry::Flush(_) => return,
         };
         if let Err(e) = shared.spool().append(std::slice::from_ref(&line)) {
+            // Still in the journal, if it went there: replayed after a restart.
             eprintln!("unspoof-store: cannot spool a record: {e}");
         } else {
             shared.spooled.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = ticket {
+                shared.journal.settle(t, 1);
+            }
         }
     }
 
@@ -476,6 +566,7 @@ impl Store {
         if let Some(h) = handle {
             let _ = h.await;
         }
+        self.inner.shared.journal.close();
         self.inner.db.close().await;
     }
 
@@ -778,6 +869,8 @@ impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Entry>) {
         let mut sessions: Vec<SessionRecord> = Vec::new();
         let mut messages: Vec<MessageRecord> = Vec::new();
+        // The journal segments of the records in the batch, settled once it is written.
+        let mut tickets: Vec<Ticket> = Vec::new();
         let mut deadline: Option<Instant> = None;
         // The first try is the one just below, not a tick at once.
         let mut retry =
@@ -797,7 +890,7 @@ impl Writer {
             tokio::select! {
                 biased;
                 _ = sleep => {
-                    self.write(&mut sessions, &mut messages).await;
+                    self.write(&mut sessions, &mut messages, &mut tickets).await;
                     deadline = None;
                     continue;
                 }
@@ -810,24 +903,30 @@ impl Writer {
                     continue;
                 }
                 entry = rx.recv() => match entry {
-                    Some(Entry::Session(s)) => sessions.push(s),
-                    Some(Entry::Message(m)) => messages.push(m),
+                    Some(Entry::Session(s, t)) => {
+                        sessions.push(s);
+                        tickets.extend(t);
+                    }
+                    Some(Entry::Message(m, t)) => {
+                        messages.push(m);
+                        tickets.extend(t);
+                    }
                     Some(Entry::Flush(ack)) => {
-                        self.write(&mut sessions, &mut messages).await;
+                        self.write(&mut sessions, &mut messages, &mut tickets).await;
                         deadline = None;
                         self.replay_if_due(&mut next_retry).await;
                         let _ = ack.send(());
                         continue;
                     }
                     None => {
-                        self.write(&mut sessions, &mut messages).await;
+                        self.write(&mut sessions, &mut messages, &mut tickets).await;
                         self.replay_if_due(&mut next_retry).await;
                         return;
                     }
                 },
             }
             if sessions.len() + messages.len() >= self.batch_size {
-                self.write(&mut sessions, &mut messages).await;
+                self.write(&mut sessions, &mut messages, &mut tickets).await;
                 deadline = None;
             } else if deadline.is_none() {
                 deadline = Some(Instant::now() + self.flush_interval);
@@ -852,11 +951,21 @@ impl Writer {
 
     /// Writes one batch to the database, or to the spool when the database is down. On
     /// success or spool the vectors are emptied; if both fail they keep their records.
-    async fn write(&self, sessions: &mut Vec<SessionRecord>, messages: &mut Vec<MessageRecord>) {
+    async fn write(
+        &self,
+        sessions: &mut Vec<SessionRecord>,
+        messages: &mut Vec<MessageRecord>,
+        tickets: &mut Vec<Ticket>,
+    ) {
         let n = (sessions.len() + messages.len()) as u64;
         if n == 0 {
             return;
         }
+        let settle = |tickets: &mut Vec<Ticket>| {
+            for t in tickets.drain(..) {
+                self.shared.journal.settle(t, 1);
+            }
+        };
         let shared = &self.shared;
         if !shared.db_down.load(Ordering::SeqCst) && shared.migrated.load(Ordering::SeqCst) {
             let write = async {
@@ -868,6 +977,7 @@ impl Writer {
                     shared.written.fetch_add(n, Ordering::Relaxed);
                     sessions.clear();
                     messages.clear();
+                    settle(tickets);
                     return;
                 }
                 Ok(Err(e)) => shared.down(&e),
@@ -885,6 +995,7 @@ impl Writer {
                 shared.spooled.fetch_add(n, Ordering::Relaxed);
                 sessions.clear();
                 messages.clear();
+                settle(tickets);
             }
             // Kept in memory; tried again with the next batch.
             Err(e) => eprintln!("unspoof-store: cannot spool {n} records: {e}"),

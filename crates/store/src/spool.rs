@@ -23,6 +23,29 @@ pub(crate) enum SpoolEntry {
     Message(MessageRecord),
 }
 
+/// [`SpoolEntry`] by reference: the same JSON line, without cloning the record.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SpoolEntryRef<'a> {
+    Session(&'a SessionRecord),
+    Message(&'a MessageRecord),
+}
+
+/// Whether a file name is one of the records files the replay takes: the spool's own
+/// (`records-*.jsonl`) and the journal's (`journal-*.jsonl`, see `crate::journal`).
+fn is_records_file(name: &str) -> bool {
+    (name.starts_with("records-") || name.starts_with("journal-")) && name.ends_with(".jsonl")
+}
+
+/// Whether nobody holds the lock on a file (its writer died): taking the lock and letting it go.
+fn unlocked(path: &Path) -> bool {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .is_ok_and(|f| f.try_lock().is_ok())
+}
+
 /// A records file taken out of the spool for replay; the lock (if ours) is held until drop.
 pub(crate) struct Taken {
     pub path: PathBuf,
@@ -72,7 +95,8 @@ impl Spool {
         file.sync_data()
     }
 
-    /// Whether any records or quarantine files wait (ours or a dead process's).
+    /// Whether any records or quarantine files wait (ours or a dead process's). The journal
+    /// segments a live process still writes do not wait: that process settles them.
     pub fn has_pending(&self) -> bool {
         self.live.is_some()
             || fs::read_dir(&self.dir)
@@ -82,6 +106,7 @@ impl Spool {
                         let n = n.to_string_lossy();
                         (n.starts_with("records-") && n.ends_with(".jsonl"))
                             || (n.starts_with("quarantine-") && n.ends_with(".json"))
+                            || (is_records_file(&n) && unlocked(&e.path()))
                     })
                 })
                 .unwrap_or(false)
@@ -100,9 +125,7 @@ impl Spool {
         for e in dir.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with("records-") && name.ends_with(".jsonl"))
-                || out.iter().any(|t| t.path == path)
-            {
+            if !is_records_file(&name) || out.iter().any(|t| t.path == path) {
                 continue;
             }
             let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {

@@ -234,6 +234,88 @@ both! {
         assert_eq!(s.written, 200, "{s:?}");
         store.close().await;
     }
+
+    // `log_durable`: the records are in the journal when it returns, reach the database by
+    // the batch writer, and the journal is gone once they are settled; the session's open
+    // record is replaced by its final one, never the other way round.
+    async fn durable_records_and_the_session_as_it_stands(db) {
+        let store = db.open("mx1").await;
+        let open = SessionRecord {
+            id: unspoof_store::new_id(),
+            started_at: T0,
+            ended_at: None,
+            node: "mx1".into(),
+            listener: "inbound".into(),
+            messages: 0,
+            outcome: "open".into(),
+            ..Default::default()
+        };
+        let mut m = message("mx1", T0 + 1, "192.0.2.1", "a@b.example", "a@b.example",
+            &["r@site.test"], "accept", &[]);
+        m.session_id = Some(open.id.clone());
+        store.log_durable(m.clone(), Some(open.clone())).await.unwrap();
+        let spool = db.config("mx1").spool_dir();
+        let journal = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("journal-"))
+            .count();
+        assert_eq!(journal(&spool), 1, "fsync'd into the journal before log_durable returned");
+        store.flush().await;
+        assert_eq!(store.message(&m.id).await.unwrap(), Some(m.clone()));
+        assert_eq!(store.session(&open.id).await.unwrap(), Some(open.clone()));
+        let ended = SessionRecord { ended_at: Some(T0 + 5), messages: 1, outcome: "quit".into(), ..open.clone() };
+        store.log_session(ended.clone());
+        store.flush().await;
+        assert_eq!(store.session(&open.id).await.unwrap(), Some(ended.clone()));
+        // The open record again (a journal replayed after a crash): the ended one stays.
+        store.log_session(open.clone());
+        store.flush().await;
+        assert_eq!(store.session(&open.id).await.unwrap(), Some(ended.clone()));
+        // Both in one batch, in either order: one row, the ended one.
+        let other = SessionRecord { id: unspoof_store::new_id(), ..open.clone() };
+        let other_ended = SessionRecord { id: other.id.clone(), ..ended.clone() };
+        store.log_session(other_ended.clone());
+        store.log_session(other.clone());
+        store.flush().await;
+        assert_eq!(store.session(&other.id).await.unwrap(), Some(other_ended));
+        store.close().await;
+        assert_eq!(journal(&spool), 0, "settled segments are removed");
+    }
+
+    // A journal segment left by a process that died (nobody holds its lock) is replayed
+    // into the database by the next store on the directory, without duplicates.
+    async fn a_dead_process_journal_is_replayed(db) {
+        // The writer of mx1 never gets to write: an hour between batches.
+        let mut config = db.config("mx1");
+        config.flush_interval_ms = 3_600_000;
+        let dying = unspoof_store::Store::open(config.clone()).await.unwrap();
+        let records: Vec<_> = (0..5).map(|i| message("mx1", T0 + i, "192.0.2.1", "a@b.example",
+            "a@b.example", &["r@site.test"], "reject", &["dmarc.reject"])).collect();
+        for m in &records {
+            dying.log_durable(m.clone(), None).await.unwrap();
+        }
+        // What a kill -9 leaves: the segment, with no lock on it (a copy: this process still
+        // holds the original's lock).
+        let spool = config.spool_dir();
+        let heir = db.config("mx2");
+        std::fs::create_dir_all(heir.spool_dir()).unwrap();
+        for e in std::fs::read_dir(&spool).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().starts_with("journal-") {
+                std::fs::copy(e.path(), heir.spool_dir().join(e.file_name())).unwrap();
+            }
+        }
+        let store = unspoof_store::Store::open(heir).await.unwrap();
+        store.flush().await;
+        for m in &records {
+            assert_eq!(store.message(&m.id).await.unwrap().as_ref(), Some(m));
+        }
+        store.close().await;
+        // The dying store's own batch, when it does come, adds nothing twice.
+        dying.close().await;
+        let store = db.open("mx3").await;
+        assert_eq!(store.count(&Query::default()).await.unwrap(), 5);
+        store.close().await;
+    }
 }
 
 /// The helper the front doors use to fill a record from the engine's analysis.
