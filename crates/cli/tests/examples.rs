@@ -155,7 +155,7 @@ fn the_key_probe_finds_a_missing_key() {
         keys_of::<Two>(),
         BTreeSet::from(["a".to_string(), "b_c".to_string()])
     );
-    let t: toml::Table = uncommented("a = 1\n# b_c = \"x\"\n# not = a key, words\n")
+    let t: toml::Table = uncommented("a = 1\n# b_c = \"x\"\n# Not a key: words = more words\n")
         .parse()
         .unwrap();
     assert_eq!(t.len(), 2, "{t:?}");

@@ -78,9 +78,12 @@ fn install_script_lays_out_a_hardened_unit_a_config_and_docs() {
 
     // The unit: systemd's own reading of it finds nothing wrong, and it is hardened.
     let unit = units.join("unspoof.service");
+    // It also reads the man pages the unit names (Documentation=): installed here, not in
+    // /usr/local/share/man as on a server.
     let verify = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
+        .env("MANPATH", prefix.join("share/man"))
         .output()
         .expect("systemd-analyze (scripts/deps-cli.sh installs it)");
     let verdict = text(&verify);
@@ -126,7 +129,6 @@ fn install_script_lays_out_a_hardened_unit_a_config_and_docs() {
             .arg("-l")
             .arg(man1.join(page))
             .env("MANWIDTH", "100")
-            .env("MAN_KEEP_FORMATTING", "0")
             .env("PAGER", "cat")
             .output()
             .expect("man (scripts/deps-cli.sh installs man-db)");
