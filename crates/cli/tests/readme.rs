@@ -4,15 +4,18 @@
 //!   on the embedded defaults, a genuine message delivered, a forged CEO message refused, and
 //!   `unspoof log show <queue id>` saying why (plus `/healthz` and `--version`);
 //! - the main command `./scripts/run.sh`, which serves and delivers;
+//! - `./scripts/run.sh --config examples/unspoof.toml`, which starts as it is and delivers the
+//!   shipped genuine sample;
 //! - `./scripts/run.sh` run from inside `cargo test` and from a shell in turn does not rebuild
 //!   the release binary each time.
 //!
 //! Each gateway runs in a network namespace of its own (`ip netns`, loopback only), so the
-//! README's fixed ports (2525, 5587, 9425) cannot collide with anything else on the machine,
-//! and the system resolver is unreachable from inside it: no DNS query leaves the machine, and
-//! the verdicts cannot depend on what the internet answers. Without network namespaces (not
-//! root), the same defaults run on free ports with a resolver on loopback where nothing
-//! listens.
+//! README's fixed ports (2525, 5587, 9425) cannot collide with anything else on the machine.
+//! Inside it, the system resolvers' addresses belong to the test's own Knot DNS server, which
+//! serves only the root zone: the names of the demo (`partner.test`, `example.localhost`) get
+//! NXDOMAIN, as they do on the internet, and no DNS query leaves the namespace. Without network
+//! namespaces (not root), the same defaults run on free ports with `--resolver` naming that
+//! Knot on loopback.
 
 use std::{
     net::{TcpListener, UdpSocket},
@@ -74,37 +77,83 @@ fn as_from_a_shell(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// Where the gateway's clients run: inside its network namespace, or (fallback) beside it on
-/// free ports.
+/// Where the gateway and its clients run: inside a network namespace of their own, or
+/// (fallback) beside everything else on free ports.
 struct Net {
     /// The namespace's name, when there is one.
     netns: Option<String>,
     smtp: u16,
     metrics: u16,
     /// Fallback only: the configuration that moves the defaults to free ports, and the
-    /// loopback resolver where nothing answers.
+    /// loopback address of the test's DNS server.
     fallback: Option<(PathBuf, String)>,
+    /// The test's DNS server.
+    dns: Option<Group>,
+}
+
+/// A root zone and nothing else: every name the demo asks about (`partner.test`,
+/// `_dmarc.example.localhost`, PTR records) is answered NXDOMAIN, as the internet's root
+/// servers answer for the reserved `.test` and `.localhost` names.
+const ROOT_ZONE: &str = ". 3600 IN SOA ns.root.test. hostmaster.root.test. 1 3600 600 86400 300\n\
+                         . 3600 IN NS ns.root.test.\n";
+
+/// The system's resolvers, as `unspoof serve` reads them.
+fn system_resolvers() -> Vec<std::net::IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
 }
 
 impl Net {
     fn new(dir: &Path) -> Net {
         let name = format!("unspoof-readme-{}-{}", std::process::id(), dir_tag(dir));
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let made = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .is_ok_and(|o| o.status.success())
-            && Command::new("ip")
-                .args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"])
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
                 .output()
-                .is_ok_and(|o| o.status.success());
+                .is_ok_and(|o| o.status.success())
+        };
+        let made = ok(&["netns", "add", &name])
+            && ok(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
         if made {
-            return Net {
+            // The system resolvers' addresses on the namespace's loopback, served by the test's
+            // own DNS server: `unspoof serve` uses the system resolver as the README has it,
+            // and no query leaves the namespace.
+            let resolvers = system_resolvers();
+            assert!(!resolvers.is_empty(), "no nameserver in /etc/resolv.conf");
+            for ip in &resolvers {
+                let prefix = if ip.is_ipv4() { "32" } else { "128" };
+                if !ip.is_loopback() {
+                    assert!(
+                        ok(&[
+                            "netns",
+                            "exec",
+                            &name,
+                            "ip",
+                            "addr",
+                            "add",
+                            &format!("{ip}/{prefix}"),
+                            "dev",
+                            "lo"
+                        ]),
+                        "cannot put {ip} on the namespace's loopback"
+                    );
+                }
+            }
+            let listen: Vec<String> = resolvers.iter().map(|ip| format!("{ip}@53")).collect();
+            let mut net = Net {
                 netns: Some(name),
                 smtp: 2525,
                 metrics: 9425,
                 fallback: None,
+                dns: None,
             };
+            net.dns = Some(net.start_dns(dir, &listen, &resolvers[0].to_string(), 53));
+            return net;
         }
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         eprintln!("readme test: no network namespace (not root?); free ports instead");
@@ -116,11 +165,11 @@ impl Net {
                 .port()
         };
         let (smtp, submission, metrics) = (port(), port(), port());
-        // A UDP port nothing listens on: every query fails at once, on loopback.
-        let resolver = UdpSocket::bind("127.0.0.1:0")
+        let dns_port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
-            .unwrap();
+            .unwrap()
+            .port();
         let config = dir.join("free-ports.toml");
         std::fs::write(
             &config,
@@ -130,11 +179,76 @@ impl Net {
             ),
         )
         .unwrap();
-        Net {
+        let mut net = Net {
             netns: None,
             smtp,
             metrics,
-            fallback: Some((config, resolver.to_string())),
+            fallback: Some((config, format!("127.0.0.1:{dns_port}"))),
+            dns: None,
+        };
+        net.dns = Some(net.start_dns(
+            dir,
+            &[format!("127.0.0.1@{dns_port}")],
+            "127.0.0.1",
+            dns_port,
+        ));
+        net
+    }
+
+    /// Knot DNS serving [`ROOT_ZONE`] on `listen`, ready when `probe:port` answers.
+    fn start_dns(&self, dir: &Path, listen: &[String], probe: &str, port: u16) -> Group {
+        need(
+            "knotd",
+            "Knot DNS: scripts/deps-audit.sh installs it (scripts/test.sh runs it)",
+        );
+        let knot = dir.join("knot");
+        std::fs::create_dir_all(&knot).unwrap();
+        std::fs::write(knot.join("root.zone"), ROOT_ZONE).unwrap();
+        let listen: String = listen
+            .iter()
+            .map(|l| format!("    listen: {l}\n"))
+            .collect();
+        std::fs::write(
+            knot.join("knot.conf"),
+            format!(
+                "server:\n    rundir: \"{d}\"\n{listen}    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+                 database:\n    storage: \"{d}\"\n\
+                 log:\n  - target: stderr\n    any: error\n\
+                 template:\n  - id: default\n    storage: \"{d}\"\n    zonefile-sync: -1\n    journal-content: none\n\
+                 zone:\n  - domain: \".\"\n    file: \"root.zone\"\n",
+                d = knot.display()
+            ),
+        )
+        .unwrap();
+        let log = knot.join("knotd.log");
+        let mut knotd = self.command("knotd");
+        knotd.arg("-c").arg(knot.join("knot.conf"));
+        let mut group = Group::spawn(&mut knotd, &log);
+        let started = Instant::now();
+        loop {
+            let answer = self
+                .command("kdig")
+                .args([
+                    &format!("@{probe}"),
+                    "-p",
+                    &port.to_string(),
+                    ".",
+                    "SOA",
+                    "+short",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if answer.contains("ns.root.test.") {
+                return group;
+            }
+            let exited = group.0.try_wait().unwrap();
+            assert!(
+                exited.is_none() && started.elapsed() < Duration::from_secs(30),
+                "knotd did not serve the root zone ({exited:?}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -150,16 +264,44 @@ impl Net {
         }
     }
 
-    /// The arguments that the fallback adds to `unspoof serve` (none in a namespace).
-    fn serve_args(&self) -> Vec<String> {
+    /// The arguments that the fallback adds to `unspoof serve` (none in a namespace):
+    /// `config` is the configuration the test gives itself, if any, which then also gets the
+    /// free ports.
+    fn serve_args(&self, config: Option<&Path>) -> Vec<String> {
         match &self.fallback {
-            Some((config, resolver)) => vec![
-                "--config".into(),
-                config.display().to_string(),
-                "--resolver".into(),
-                resolver.clone(),
-            ],
-            None => Vec::new(),
+            Some((free, resolver)) => {
+                let config = match config {
+                    Some(c) => {
+                        let ports = std::fs::read_to_string(free).unwrap();
+                        let text = std::fs::read_to_string(c).unwrap();
+                        let mut merged = String::new();
+                        for line in text.lines() {
+                            let key = line.split('=').next().unwrap_or("").trim();
+                            match ports.lines().find(|p| p.starts_with(&format!("{key} ="))) {
+                                Some(p) if ["listen", "submission", "metrics"].contains(&key) => {
+                                    merged.push_str(p)
+                                }
+                                _ => merged.push_str(line),
+                            }
+                            merged.push('\n');
+                        }
+                        let out = free.with_file_name("merged.toml");
+                        std::fs::write(&out, merged).unwrap();
+                        out
+                    }
+                    None => free.clone(),
+                };
+                vec![
+                    "--config".into(),
+                    config.display().to_string(),
+                    "--resolver".into(),
+                    resolver.clone(),
+                ]
+            }
+            None => match config {
+                Some(c) => vec!["--config".into(), c.display().to_string()],
+                None => Vec::new(),
+            },
         }
     }
 
@@ -199,6 +341,7 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        drop(self.dns.take());
         if let Some(ns) = &self.netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
@@ -361,7 +504,7 @@ fn readme_demo_from_a_clean_clone() {
     let mut server = Group::spawn(
         net.command(&unspoof)
             .arg("serve")
-            .args(net.serve_args())
+            .args(net.serve_args(None))
             .current_dir(&demo),
         &log,
     );
@@ -374,7 +517,7 @@ fn readme_demo_from_a_clean_clone() {
         "--to",
         "postmaster@example.localhost",
         "--from",
-        "alice@example.org",
+        "alice@partner.test",
         "--h-Subject",
         "Lunch on Friday?",
         "--body",
@@ -389,7 +532,7 @@ fn readme_demo_from_a_clean_clone() {
     let message = std::fs::read_to_string(&delivered[0]).unwrap();
     assert!(message.contains("Authentication-Results: "), "{message}");
     assert!(
-        message.contains("smtp.mailfrom=alice@example.org"),
+        message.contains("smtp.mailfrom=alice@partner.test"),
         "{message}"
     );
     assert!(message.contains("Shall we try the new place?"), "{message}");
@@ -400,7 +543,7 @@ fn readme_demo_from_a_clean_clone() {
         "--to",
         "postmaster@example.localhost",
         "--from",
-        "billing@example.org",
+        "billing@partner.test",
         "--h-From",
         "CEO <ceo@example.localhost>",
         "--h-Subject",
@@ -476,7 +619,7 @@ fn readme_main_command_serves_and_delivers() {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let mut server = Group::spawn(
             net.command(repo().join("scripts/run.sh"))
-                .args(net.serve_args())
+                .args(net.serve_args(None))
                 .current_dir(&dir),
             &log,
         );
@@ -487,7 +630,7 @@ fn readme_main_command_serves_and_delivers() {
         "--to",
         "postmaster@example.localhost",
         "--from",
-        "alice@example.org",
+        "alice@partner.test",
         "--h-Subject",
         "readme test",
         "--body",
@@ -501,7 +644,7 @@ fn readme_main_command_serves_and_delivers() {
     let message = std::fs::read_to_string(&files[0]).unwrap();
     assert!(message.contains("Authentication-Results: "), "{message}");
     assert!(
-        message.contains("smtp.mailfrom=alice@example.org"),
+        message.contains("smtp.mailfrom=alice@partner.test"),
         "{message}"
     );
     assert!(message.contains("Hello from the README test."), "{message}");
@@ -542,4 +685,57 @@ fn run_sh_does_not_rebuild_between_test_and_shell() {
         );
         assert!(said.contains("Finished"), "{said}");
     }
+}
+
+/// `./scripts/run.sh --config examples/unspoof.toml` starts as it is (no DKIM key, nothing
+/// under /var/lib), and the shipped genuine sample sent to it is delivered, not quarantined.
+#[test]
+fn the_example_configuration_starts_as_it_is() {
+    need(
+        "swaks",
+        "scripts/deps-gateway.sh installs it (scripts/test.sh runs it)",
+    );
+    let dir = work_dir("readme-example");
+    let examples = repo().join("examples");
+    let net = Net::new(&dir);
+    let log = dir.join("serve.log");
+    let server = {
+        let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut server = Group::spawn(
+            net.command(repo().join("scripts/run.sh"))
+                .args(net.serve_args(Some(&examples.join("unspoof.toml"))))
+                // The samples' own DNS records (their DKIM keys, SPF and DMARC).
+                .arg("--dns-zone")
+                .arg(examples.join("sample.zone"))
+                .current_dir(&dir),
+            &log,
+        );
+        wait_for(&net, &mut server, &log);
+        server
+    };
+    let send = |sample: &str| {
+        let path = examples.join(sample).display().to_string();
+        net.swaks(&[
+            "--to",
+            "suzie@shopping.test",
+            "--from",
+            "joe@football.example.com",
+            "--data",
+            &path,
+        ])
+    };
+    let genuine = send("sample-genuine.eml");
+    let transcript = text(&genuine);
+    assert!(transcript.contains("<-  250 2.0.0"), "{transcript}");
+    let spoof = send("sample-spoof.eml");
+    let transcript = text(&spoof);
+    assert!(transcript.contains("<** 550 5.7.1"), "{transcript}");
+    let files = maildir_new(&dir.join("unspoof-data"));
+    assert_eq!(files.len(), 1, "the genuine sample alone is delivered");
+    let message = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(message.contains("Is dinner ready?"), "{message}");
+    assert!(message.contains("dmarc=pass"), "{message}");
+    assert!(!message.contains("X-Unspoof-Verdict"), "{message}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
