@@ -25,7 +25,7 @@ pub struct ServeArgs {
     /// 127.0.0.1:9425, mail for `example.localhost` (protected: mail forged in its name is
     /// refused) delivered into ./unspoof-data/maildir, records and the quarantine in
     /// ./unspoof-data/unspoof.db (SQLite).
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "FILE", env = "UNSPOOF_CONFIG")]
     pub config: Option<PathBuf>,
     /// Data directory (overrides `[gateway] data_dir`).
     #[arg(long = "data-dir")]
