@@ -69,6 +69,19 @@ fn cargo_env_vars() -> Vec<String> {
         .collect()
 }
 
+/// Where the release builds of these tests go: the clean clone's `cargo install` and
+/// `./scripts/run.sh` share it (the dependencies are built once), and it is kept between runs,
+/// so a second run builds only what changed. It is not the work tree's own `target/release`,
+/// so the tests never rebuild the binary a person runs `./scripts/run.sh` with.
+fn release_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-target")
+}
+
+/// `./scripts/run.sh`, building into [`release_target`].
+fn run_sh(cmd: &mut Command) -> &mut Command {
+    cmd.env("CARGO_TARGET_DIR", release_target())
+}
+
 /// A shell's environment: this one without cargo's variables.
 fn as_from_a_shell(cmd: &mut Command) -> &mut Command {
     for k in cargo_env_vars() {
@@ -469,7 +482,6 @@ fn readme_demo_from_a_clean_clone() {
             .args(["install", "--path", "crates/cli", "--locked", "--root"])
             .arg(&root)
             .current_dir(&src)
-            // Kept between runs, so a second run builds only what changed.
             .env(
                 "CARGO_TARGET_DIR",
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-target"),
@@ -618,7 +630,7 @@ fn readme_main_command_serves_and_delivers() {
     let server = {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let mut server = Group::spawn(
-            net.command(repo().join("scripts/run.sh"))
+            run_sh(&mut net.command(repo().join("scripts/run.sh")))
                 .args(net.serve_args(None))
                 .current_dir(&dir),
             &log,
@@ -664,7 +676,7 @@ fn run_sh_does_not_rebuild_between_test_and_shell() {
     let run = |from_a_shell: bool| {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let mut cmd = Command::new(repo().join("scripts/run.sh"));
-        cmd.arg("--help");
+        run_sh(&mut cmd).arg("--help");
         if from_a_shell {
             as_from_a_shell(&mut cmd);
         }
@@ -702,7 +714,7 @@ fn the_example_configuration_starts_as_it_is() {
     let server = {
         let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
         let mut server = Group::spawn(
-            net.command(repo().join("scripts/run.sh"))
+            run_sh(&mut net.command(repo().join("scripts/run.sh")))
                 .args(net.serve_args(Some(&examples.join("unspoof.toml"))))
                 // The samples' own DNS records (their DKIM keys, SPF and DMARC).
                 .arg("--dns-zone")
