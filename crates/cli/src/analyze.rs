@@ -153,6 +153,8 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
             return code;
         }
     };
+    // An input that is not an email message has no verdict: the exit code says so instead.
+    let mut not_mail = false;
     let jobs = match &args.batch {
         Some(manifest) => match batch_jobs(manifest) {
             Ok(j) => j,
@@ -166,20 +168,40 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
                 eprintln!("unspoof: name at least one message, folder, mbox or - (see --help)");
                 return exit::USAGE;
             }
-            match inputs::read_all(&args.paths) {
-                Ok(found) => found
-                    .into_iter()
-                    .map(|i| Job {
-                        name: i.name,
-                        raw: i.raw,
-                        envelope: cli_envelope(&args),
-                    })
-                    .collect(),
+            let found = match inputs::read_all(&args.paths) {
+                Ok(found) => found,
                 Err(e) => {
                     eprintln!("unspoof: {e}");
                     return exit::NO_INPUT;
                 }
+            };
+            let mut jobs = Vec::with_capacity(found.len());
+            for input in found {
+                match inputs::not_a_message(&input.raw) {
+                    None => jobs.push(Job {
+                        name: input.name,
+                        raw: input.raw,
+                        envelope: cli_envelope(&args),
+                    }),
+                    // A stray file in a folder of mail is passed over; one named on purpose
+                    // is an error.
+                    Some(why) if input.found_in_folder => {
+                        eprintln!(
+                            "unspoof: {}: skipped, not an email message: {why}",
+                            input.name
+                        )
+                    }
+                    Some(why) => {
+                        eprintln!("unspoof: {}: not an email message: {why}", input.name);
+                        not_mail = true;
+                    }
+                }
             }
+            if jobs.is_empty() && !not_mail {
+                eprintln!("unspoof: no email message found in the folders named");
+                not_mail = true;
+            }
+            jobs
         }
     };
 
@@ -242,6 +264,9 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
         p.finish_and_clear();
     }
     let _ = out.flush();
+    if not_mail {
+        return exit::NOT_MAIL;
+    }
     exit_for(worst)
 }
 

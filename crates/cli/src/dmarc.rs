@@ -32,10 +32,8 @@ pub enum DmarcCommand {
 /// The configuration file and the store, shared by every `dmarc` command.
 #[derive(Args, Clone)]
 pub struct ConfigArgs {
-    /// `unspoof.toml`: its `[dmarc]` section (limits, our report identity, relay), `[store]`
-    /// and, for `send`, `[[gateway.dkim]]` keys.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
+    /// `--config unspoof.toml`: its `[dmarc]` section (limits, our report identity, relay),
+    /// `[store]` and, for `send`, `[[gateway.dkim]]` keys.
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -174,12 +172,15 @@ pub fn run(command: DmarcCommand) -> u8 {
 
 /// The `[dmarc]` section, the store settings and the parsed file (or the defaults).
 fn load(common: &ConfigArgs) -> Result<(DmarcConfig, StoreConfig, toml::Table), u8> {
-    let Some(path) = &common.config else {
-        return Ok((
-            DmarcConfig::default(),
-            common.store.config(),
-            toml::Table::new(),
-        ));
+    let store = match common.store.resolve(false) {
+        Ok(located) => located.store,
+        Err((code, e)) => {
+            eprintln!("unspoof: {e}");
+            return Err(code);
+        }
+    };
+    let Some(path) = &common.store.config else {
+        return Ok((DmarcConfig::default(), store, toml::Table::new()));
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
         eprintln!("unspoof: cannot read {}: {e}", path.display());
@@ -193,19 +194,6 @@ fn load(common: &ConfigArgs) -> Result<(DmarcConfig, StoreConfig, toml::Table), 
         eprintln!("unspoof: {}: {e}", path.display());
         exit::CONFIG
     })?;
-    let mut store = common.store.config();
-    if table.contains_key("store") {
-        let node = store.node.clone();
-        store = crate::store_adapter::store_config(Some(&table), &common.store.data_dir, &node)
-            .map_err(|e| {
-                eprintln!("unspoof: {}: {e}", path.display());
-                exit::CONFIG
-            })?;
-        if common.store.store.is_some() {
-            store.url = common.store.config().url;
-        }
-        store.retention_days = None;
-    }
     Ok((dmarc, store, table))
 }
 

@@ -8,32 +8,111 @@ use unspoof_store::{MessageRecord, Query, Store, StoreConfig};
 
 use crate::exit;
 
-/// Where the store is: the same two settings `unspoof serve` uses.
+/// Where the store is: found the way `unspoof serve` finds it, from the same configuration
+/// file, or given directly.
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
-    /// The database: `postgres://user@host/db`, `sqlite:///path/unspoof.db` or a file path.
-    /// Default: `<data-dir>/unspoof.db`.
-    /// (Environment: `UNSPOOF_STORE`.)
-    #[arg(long, value_name = "URL")]
+    /// The configuration file `unspoof serve` (or `unspoof milter`) runs with: its `[store]`
+    /// and its data directory (`[gateway] data_dir`) say where the records are.
+    #[arg(long, short, value_name = "FILE", env = "UNSPOOF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The database: `postgres://user@host/db`, `sqlite:///path/unspoof.db` or a file path
+    /// (overrides `[store] url`). Default: `<data-dir>/unspoof.db`.
+    #[arg(long, value_name = "URL", env = "UNSPOOF_STORE")]
     pub store: Option<String>,
-    /// The data directory (SQLite database, spool, Maildir).
-    #[arg(long, default_value = "./unspoof-data", value_name = "DIR")]
+    /// The data directory (SQLite database, spool, Maildir). Default: the configuration's
+    /// `[gateway] data_dir`, else ./unspoof-data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where a command's store and data directory are.
+pub struct Located {
+    pub store: StoreConfig,
+    /// The gateway's data directory (its Maildir is `<data_dir>/maildir`).
     pub data_dir: PathBuf,
 }
 
 impl StoreArgs {
-    pub fn config(&self) -> StoreConfig {
-        let url = self
-            .store
-            .clone()
-            .or_else(|| std::env::var("UNSPOOF_STORE").ok())
-            .unwrap_or_default();
-        let mut c = StoreConfig::new(url, &self.data_dir);
+    /// The store the arguments name. A SQLite store that does not exist yet (neither its
+    /// database nor a spool) is an error, not an empty database made in the current folder:
+    /// the person is almost always in the wrong folder or forgot `--config`.
+    pub fn locate(&self) -> Result<Located, (u8, String)> {
+        self.resolve(true)
+    }
+
+    /// The store the arguments name; `must_exist` false for the commands that fill a store
+    /// (`unspoof dmarc ingest`), for which a new one is right.
+    pub fn resolve(&self, must_exist: bool) -> Result<Located, (u8, String)> {
+        let mut data_dir = PathBuf::from("./unspoof-data");
+        let mut file = None;
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                (
+                    exit::NO_INPUT,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let gateway = unspoof_gateway::GatewayConfig::from_toml(&text)
+                .map_err(|e| (exit::CONFIG, format!("{}: {e}", path.display())))?;
+            data_dir = gateway.data_dir;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                (exit::CONFIG, format!("{}: {}", path.display(), e.message()))
+            })?;
+            file = Some(table);
+        }
+        if let Some(dir) = &self.data_dir {
+            data_dir = dir.clone();
+        }
+        let mut c =
+            crate::store_adapter::store_config(file.as_ref(), &data_dir, "").map_err(|e| {
+                let name = self.config.as_deref().unwrap_or("unspoof.toml".as_ref());
+                (exit::CONFIG, format!("{}: {e}", name.display()))
+            })?;
+        if let Some(url) = &self.store {
+            c.url = url.clone();
+        }
+        if self.data_dir.is_some() {
+            c.data_dir = data_dir.clone();
+        }
         // The command line reads and marks; it prunes nothing.
         c.retention_days = None;
-        c.node = format!("{}/cli", c.node);
-        c
+        let sets_node = file
+            .as_ref()
+            .and_then(|f| f.get("store"))
+            .and_then(|s| s.as_table())
+            .is_some_and(|s| s.contains_key("node"));
+        if !sets_node {
+            c.node = format!("{}/cli", c.node);
+        }
+        if let Some(db) = sqlite_file(&c.database_url()).filter(|_| must_exist) {
+            if !db.exists() && !c.spool_dir().exists() {
+                let how = if self.config.is_some() {
+                    "is [store] or [gateway] data_dir of that file the one `unspoof serve` uses?"
+                } else {
+                    "give the configuration `unspoof serve` runs with (--config FILE or \
+                     UNSPOOF_CONFIG), or --data-dir or --store"
+                };
+                return Err((
+                    exit::NO_INPUT,
+                    format!(
+                        "no store at {} (nothing recorded there yet): {how}",
+                        db.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Located { store: c, data_dir })
     }
+}
+
+/// The file of a SQLite database URL (`sqlite://path`, `sqlite:path`, with `?options`), or
+/// `None` for another database or SQLite in memory.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 #[derive(Subcommand)]
@@ -118,7 +197,11 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 pub(crate) async fn open(args: &StoreArgs) -> Result<Store, u8> {
-    let store = Store::open(args.config()).await.map_err(|e| {
+    let located = args.locate().map_err(|(code, e)| {
+        eprintln!("unspoof: {e}");
+        code
+    })?;
+    let store = Store::open(located.store).await.map_err(|e| {
         eprintln!("unspoof: store: {e}");
         exit::SOFTWARE
     })?;
@@ -268,29 +351,7 @@ async fn show(args: ShowArgs) -> u8 {
     println!("size        {}", m.size);
     println!("verdict     {}", clean(&m.action));
     let analysis = m.analysis.as_ref().map(|a| a.value());
-    let reasons = analysis
-        .as_ref()
-        .and_then(|a| a["verdict"]["reasons"].as_array());
-    match reasons {
-        Some(rs) => {
-            for r in rs {
-                println!(
-                    "  reason    {} ({}): {}",
-                    clean(r["code"].as_str().unwrap_or("")),
-                    clean(r["action"].as_str().unwrap_or("")),
-                    clean(r["message"].as_str().unwrap_or(""))
-                );
-                for e in r["evidence"].as_array().into_iter().flatten() {
-                    println!("            evidence: {}", clean(e.as_str().unwrap_or("")));
-                }
-            }
-        }
-        None => {
-            for r in &m.reasons {
-                println!("  reason    {}", clean(r));
-            }
-        }
-    }
+    print_reasons(analysis.as_ref(), &m.reasons);
     println!("auth        {}", opt(&m.auth_summary));
     println!("trace       {}", opt(&m.trace_summary));
     if let Some(hops) = analysis
@@ -330,6 +391,31 @@ async fn show(args: ShowArgs) -> u8 {
         );
     }
     exit::ACCEPT
+}
+
+/// The verdict's reasons in words, with their evidence, from the record's analysis; without
+/// one (a refusal by an SMTP rule, an old record), the codes alone.
+pub(crate) fn print_reasons(analysis: Option<&serde_json::Value>, codes: &[String]) {
+    match analysis.and_then(|a| a["verdict"]["reasons"].as_array()) {
+        Some(rs) => {
+            for r in rs {
+                println!(
+                    "  reason    {} ({}): {}",
+                    clean(r["code"].as_str().unwrap_or("")),
+                    clean(r["action"].as_str().unwrap_or("")),
+                    clean(r["message"].as_str().unwrap_or(""))
+                );
+                for e in r["evidence"].as_array().into_iter().flatten() {
+                    println!("            evidence: {}", clean(e.as_str().unwrap_or("")));
+                }
+            }
+        }
+        None => {
+            for r in codes {
+                println!("  reason    {}", clean(r));
+            }
+        }
+    }
 }
 
 /// Control characters from mail (a hostile HELO, a Subject) never reach the terminal as such.

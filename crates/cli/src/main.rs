@@ -16,7 +16,7 @@ mod store_adapter;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the engine allocates and frees hundreds of small
 /// objects per message, and glibc's fastbin consolidation on every large allocation showed
@@ -42,6 +42,8 @@ pub mod exit {
     pub const SOFTWARE: u8 = 70;
     /// A report or input could not be understood (EX_DATAERR).
     pub const DATA: u8 = 65;
+    /// `analyze`: an input is not an email message (empty, binary, plain text); EX_DATAERR.
+    pub const NOT_MAIL: u8 = DATA;
     /// A policy or zone file is invalid (EX_CONFIG).
     pub const CONFIG: u8 = 78;
 }
@@ -49,7 +51,7 @@ pub mod exit {
 #[derive(Parser)]
 #[command(
     name = "unspoof",
-    version,
+    version = env!("UNSPOOF_VERSION"),
     about = "Stop forged email: analyse, gate and report"
 )]
 struct Cli {
@@ -103,6 +105,19 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print the completion script for a shell, e.g.
+    /// `unspoof completions bash > /etc/bash_completion.d/unspoof`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `unspoof man > /usr/local/share/man/man1/unspoof.1`;
+    /// `--out-dir DIR` writes the pages of every subcommand too.
+    Man {
+        /// Write `unspoof.1` and one page per subcommand into this folder.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +166,31 @@ fn check_config(file: &std::path::Path) -> u8 {
     }
 }
 
+/// `unspoof man`: the page of `unspoof` itself on standard output, or with `--out-dir` every
+/// page (`unspoof.1`, `unspoof-serve.1`, `unspoof-log-show.1`, ...) written into a folder.
+fn man_page(out_dir: Option<PathBuf>) -> u8 {
+    let command = Cli::command();
+    let done = match &out_dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(command, dir))
+            .map_err(|e| format!("{}: {e}", dir.display())),
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &page))
+                .map_err(|e| e.to_string())
+        }
+    };
+    match done {
+        Ok(()) => exit::ACCEPT,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            exit::SOFTWARE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -178,6 +218,12 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check(args),
         } => check_config(&args.file),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "unspoof", &mut std::io::stdout());
+            exit::ACCEPT
+        }
+        Command::Man { out_dir } => man_page(out_dir),
     };
     ExitCode::from(code)
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use unspoof_store::{QuarantineEntry, QuarantineStatus, StoreError};
+use unspoof_store::{MessageRecord, QuarantineEntry, QuarantineStatus, Store, StoreError};
 
 use crate::exit;
 use crate::log::{StoreArgs, clean, format_time, open, runtime};
@@ -16,7 +16,9 @@ use crate::log::{StoreArgs, clean, format_time, open, runtime};
 pub enum QuarantineCommand {
     /// Quarantined messages, newest first.
     List(ListArgs),
-    /// One message: its envelope, reasons and status; `--raw` prints the message itself.
+    /// One message: its envelope, status and reasons in words; `--raw` prints the message
+    /// itself. Takes the quarantine id, or the queue id (as the gateway's reply and
+    /// `unspoof log show` give it), record id or Message-ID.
     Show(ShowArgs),
     /// Deliver a held message after all: to --downstream (SMTP host:port), else into the
     /// Maildir.
@@ -155,20 +157,59 @@ async fn list(args: ListArgs) -> u8 {
     exit::ACCEPT
 }
 
-async fn get(args: &StoreArgs, id: &str) -> Result<QuarantineEntry, u8> {
+/// The quarantine id that `id` names: a quarantine id itself, or the queue id, record id or
+/// Message-ID of the message's record (what `unspoof log show` and the gateway's reply give).
+async fn quarantine_id(store: &Store, id: &str) -> Result<String, StoreError> {
+    if store.quarantine_get(id).await?.is_some() {
+        return Ok(id.to_string());
+    }
+    match store.find(id).await? {
+        Some(MessageRecord {
+            stored_at: Some(at),
+            action,
+            ..
+        }) if action == "quarantine" => Ok(at),
+        _ => Err(StoreError::NotFound(id.into())),
+    }
+}
+
+/// The entry, and the message's record when there is one (for the reasons in words).
+async fn get(args: &StoreArgs, id: &str) -> Result<(QuarantineEntry, Option<MessageRecord>), u8> {
     let store = open(args).await?;
-    let got = store.quarantine_get(id).await;
+    let got = async {
+        let qid = quarantine_id(&store, id).await?;
+        let entry = store
+            .quarantine_get(&qid)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        let m = &entry.message;
+        let key = m.message_record.as_deref().or(m.queue_id.as_deref());
+        let record = match key {
+            Some(k) => store.find(k).await?,
+            None => None,
+        };
+        Ok::<_, StoreError>((entry, record))
+    }
+    .await;
     store.close().await;
-    match got {
-        Ok(Some(e)) => Ok(e),
-        Ok(None) => Err(fail(StoreError::NotFound(id.into()))),
-        Err(e) => Err(fail(e)),
+    got.map_err(fail)
+}
+
+/// Opens the store and resolves `id` for release and delete.
+async fn open_for(args: &StoreArgs, id: &str) -> Result<(Store, String), u8> {
+    let store = open(args).await?;
+    match quarantine_id(&store, id).await {
+        Ok(qid) => Ok((store, qid)),
+        Err(e) => {
+            store.close().await;
+            Err(fail(e))
+        }
     }
 }
 
 async fn show(args: ShowArgs) -> u8 {
-    let e = match get(&args.store, &args.id).await {
-        Ok(e) => e,
+    let (e, record) = match get(&args.store, &args.id).await {
+        Ok(found) => found,
         Err(code) => return code,
     };
     if args.raw {
@@ -209,18 +250,26 @@ async fn show(args: ShowArgs) -> u8 {
     }
     println!("from        {}", opt(&m.from));
     println!("subject     {}", opt(&m.subject));
-    println!("reasons     {}", clean(&m.reasons.join(" ")));
     println!("size        {}", e.size);
+    println!("reasons     {}", clean(&m.reasons.join(" ")));
+    let analysis = record
+        .as_ref()
+        .and_then(|r| r.analysis.as_ref())
+        .map(|a| a.value());
+    crate::log::print_reasons(analysis.as_ref(), &[]);
+    if analysis.is_none() {
+        println!("            (no record of the analysis: `unspoof log show` has what there is)");
+    }
     exit::ACCEPT
 }
 
 async fn release(args: ReleaseArgs) -> u8 {
     let who = actor(args.by);
-    let store = match open(&args.store).await {
-        Ok(s) => s,
+    let (store, id) = match open_for(&args.store, &args.id).await {
+        Ok(found) => found,
         Err(code) => return code,
     };
-    let entry = match store.release_begin(&args.id, &who).await {
+    let entry = match store.release_begin(&id, &who).await {
         Ok(e) => e,
         Err(e) => {
             store.close().await;
@@ -243,10 +292,11 @@ async fn release(args: ReleaseArgs) -> u8 {
             .map_err(|e| format!("{relay}: {e}"))
         }
         None => {
-            let dir = args
-                .maildir
-                .clone()
-                .unwrap_or_else(|| args.store.data_dir.join("maildir"));
+            let dir = match (&args.maildir, args.store.locate()) {
+                (Some(dir), _) => dir.clone(),
+                (None, Ok(located)) => located.data_dir.join("maildir"),
+                (None, Err(_)) => PathBuf::from("./unspoof-data/maildir"),
+            };
             maildir_deliver(&dir, &m.id, &m.raw)
                 .map(|p| p.display().to_string())
                 .map_err(|e| format!("{}: {e}", dir.display()))
@@ -254,7 +304,7 @@ async fn release(args: ReleaseArgs) -> u8 {
     };
     let recorded = store
         .release_end(
-            &args.id,
+            &id,
             &who,
             delivered
                 .as_deref()
@@ -268,11 +318,11 @@ async fn release(args: ReleaseArgs) -> u8 {
     }
     match delivered {
         Ok(to) => {
-            println!("released {} by {who}: {}", args.id, clean(&to));
+            println!("released {id} by {who}: {}", clean(&to));
             exit::ACCEPT
         }
         Err(e) => {
-            eprintln!("unspoof: release {}: {} (still held)", args.id, clean(&e));
+            eprintln!("unspoof: release {id}: {} (still held)", clean(&e));
             exit::SOFTWARE
         }
     }
@@ -280,14 +330,14 @@ async fn release(args: ReleaseArgs) -> u8 {
 
 async fn delete(args: DeleteArgs) -> u8 {
     let who = actor(args.by);
-    let store = match open(&args.store).await {
-        Ok(s) => s,
+    let (store, id) = match open_for(&args.store, &args.id).await {
+        Ok(found) => found,
         Err(code) => return code,
     };
-    let done = store.quarantine_delete(&args.id, &who).await;
+    let done = store.quarantine_delete(&id, &who).await;
     let status = match &done {
         Ok(false) => store
-            .quarantine_get(&args.id)
+            .quarantine_get(&id)
             .await
             .ok()
             .flatten()
@@ -297,11 +347,11 @@ async fn delete(args: DeleteArgs) -> u8 {
     store.close().await;
     match (done, status) {
         (Ok(true), _) => {
-            println!("deleted {} by {who}", args.id);
+            println!("deleted {id} by {who}");
             exit::ACCEPT
         }
-        (Ok(false), Some(s)) => fail(StoreError::NotHeld(args.id, s)),
-        (Ok(false), None) => fail(StoreError::NotFound(args.id)),
+        (Ok(false), Some(s)) => fail(StoreError::NotHeld(id, s)),
+        (Ok(false), None) => fail(StoreError::NotFound(id)),
         (Err(e), _) => fail(e),
     }
 }

@@ -22,9 +22,10 @@ use crate::{
 pub struct ServeArgs {
     /// The configuration file (policy, `[gateway]` and `[store]`); without it, the embedded
     /// defaults: SMTP on 127.0.0.1:2525, submission on 127.0.0.1:5587, metrics on
-    /// 127.0.0.1:9425, mail for `localhost` delivered into ./unspoof-data/maildir, records and
-    /// the quarantine in ./unspoof-data/unspoof.db (SQLite).
-    #[arg(long, short)]
+    /// 127.0.0.1:9425, mail for `example.localhost` (protected: mail forged in its name is
+    /// refused) delivered into ./unspoof-data/maildir, records and the quarantine in
+    /// ./unspoof-data/unspoof.db (SQLite).
+    #[arg(long, short, value_name = "FILE", env = "UNSPOOF_CONFIG")]
     pub config: Option<PathBuf>,
     /// Data directory (overrides `[gateway] data_dir`).
     #[arg(long = "data-dir")]
@@ -85,6 +86,11 @@ pub fn serve(args: ServeArgs) -> u8 {
     policy.hostname = config.hostname.clone();
     if !section_has("domains") && !policy.protected_domains.is_empty() {
         config.domains = policy.protected_domains.clone();
+    }
+    // A site that names no domain at all is the demo site of the embedded defaults: it
+    // protects its own mail domain, so a message forged in its name is refused.
+    if !section_has("domains") && policy.protected_domains.is_empty() {
+        policy.protected_domains = config.domains.clone();
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;

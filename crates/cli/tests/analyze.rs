@@ -457,3 +457,93 @@ fn shipped_example_policy_is_valid_and_errors_name_the_line() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[gateway]"));
 }
+
+/// Empty files, binaries, random bytes and text files are not email messages: named on the
+/// command line, each is reported as such with exit 65 (never ACCEPT with exit 0); found in a
+/// folder, they are passed over with a note, and the folder is searched recursively.
+#[test]
+fn inputs_that_are_not_mail_say_so() {
+    let dir = tempdir("not-mail");
+    std::fs::write(dir.join("empty"), b"").unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_unspoof"), dir.join("binary")).unwrap();
+    // Bytes from a fixed-seed generator: the same "random" file on every run.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("random"), &random).unwrap();
+    std::fs::copy(repo().join("README.md"), dir.join("README.md")).unwrap();
+    std::fs::write(dir.join("note.txt"), "Note: call Bob\nabout the invoice\n").unwrap();
+    for name in ["empty", "binary", "random", "README.md", "note.txt"] {
+        let path = dir.join(name).display().to_string();
+        let out = run(&["analyze", "--offline", &path]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{name}: {said}");
+        assert!(said.contains("not an email message"), "{name}: {said}");
+        assert!(out.stdout.is_empty(), "{name}: no verdict is printed");
+    }
+    let mut stdin = bin()
+        .args(["analyze", "--offline", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    stdin.stdin.take().unwrap().write_all(&random).unwrap();
+    let out = stdin.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+
+    // A corpus folder: two text files at the top, messages two levels down and in a Maildir.
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(corpus.join("easy_ham/2003")).unwrap();
+    std::fs::create_dir_all(corpus.join("box/cur")).unwrap();
+    std::fs::create_dir_all(corpus.join("box/new")).unwrap();
+    std::fs::copy(repo().join("README.md"), corpus.join("README")).unwrap();
+    std::fs::write(corpus.join("cmds"), "wget http://example.com/x.tar.bz2\n").unwrap();
+    std::fs::copy(
+        examples("sample-genuine.eml"),
+        corpus.join("easy_ham/2003/00001.abc"),
+    )
+    .unwrap();
+    std::fs::copy(examples("sample-spoof.eml"), corpus.join("box/new/1.x:2,")).unwrap();
+    let out = run(&[
+        "analyze",
+        "--offline",
+        "--json",
+        &corpus.display().to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    let files: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|v| v["file"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?} {said}");
+    assert!(files[0].ends_with("box/new/1.x:2,"), "{files:?}");
+    assert!(files[1].ends_with("easy_ham/2003/00001.abc"), "{files:?}");
+    assert!(
+        said.contains("README: skipped, not an email message"),
+        "{said}"
+    );
+    assert!(
+        said.contains("cmds: skipped, not an email message"),
+        "{said}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(65),
+        "the messages have verdicts: {said}"
+    );
+
+    // A folder with nothing that is mail.
+    let nothing = dir.join("nothing");
+    std::fs::create_dir_all(&nothing).unwrap();
+    std::fs::write(nothing.join("a.txt"), "hello\n").unwrap();
+    let out = run(&["analyze", "--offline", &nothing.display().to_string()]);
+    assert_eq!(out.status.code(), Some(65));
+    let _ = std::fs::remove_dir_all(&dir);
+}

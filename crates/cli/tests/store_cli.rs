@@ -389,3 +389,128 @@ async fn a_quarantined_message_left_in_the_spool_is_listed_and_released() {
     assert!(spooled.is_empty(), "{spooled:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `unspoof log` and `unspoof quarantine` find the store the way `unspoof serve` does: from
+/// `--config` (or `UNSPOOF_CONFIG`) and its `[gateway] data_dir`, from any folder. Without
+/// it, in a folder with no store, they say so and create nothing. `quarantine show` takes
+/// the queue id the gateway's reply and `unspoof log show` give, and says why in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_and_quarantine_find_the_store_through_the_configuration() {
+    let dir = std::env::temp_dir().join(format!("unspoof-cli-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (data, elsewhere) = (dir.join("data"), dir.join("elsewhere"));
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let config = dir.join("unspoof.toml");
+    std::fs::write(
+        &config,
+        format!("[gateway]\ndata_dir = \"{}\"\n", data.display()),
+    )
+    .unwrap();
+
+    // A quarantined message and its record, as the gateway writes them, with the engine's
+    // analysis of the shipped spoof under the shipped policy.
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let policy = unspoof_engine::Policy::load(&examples.join("unspoof.toml")).unwrap();
+    let engine = unspoof_engine::Engine::new(policy, unspoof_engine::Dns::offline());
+    let raw = std::fs::read(examples.join("sample-spoof.eml")).unwrap();
+    let analysis = engine
+        .evaluate(&raw, &unspoof_engine::Envelope::default())
+        .await;
+    let first_reason = analysis.verdict.reasons[0].message.clone();
+    let (qid, queue_id) = (new_id(), "4XyZ12AbCd".to_string());
+    let mut record = MessageRecord {
+        id: new_id(),
+        received_at: unspoof_store::now(),
+        node: "mx1".into(),
+        listener: "inbound".into(),
+        queue_id: Some(queue_id.clone()),
+        recipients: vec!["suzie@shopping.example.net".into()],
+        ..Default::default()
+    }
+    .with_analysis(&analysis);
+    record.action = "quarantine".into();
+    record.stored_at = Some(qid.clone());
+    let store = Store::open(StoreConfig::new("", &data)).await.unwrap();
+    store.log_message(record.clone());
+    store
+        .quarantine_put(&NewQuarantine {
+            id: qid.clone(),
+            message_record: Some(record.id.clone()),
+            queue_id: Some(queue_id.clone()),
+            recipients: record.recipients.clone(),
+            reasons: record.reasons.clone(),
+            raw: raw.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.close().await;
+
+    let run = |args: &[&str], env_config: Option<&PathBuf>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_unspoof"));
+        cmd.args(args)
+            .current_dir(&elsewhere)
+            .env_remove("UNSPOOF_STORE")
+            .env_remove("UNSPOOF_CONFIG");
+        if let Some(c) = env_config {
+            cmd.env("UNSPOOF_CONFIG", c);
+        }
+        cmd.output().unwrap()
+    };
+
+    // Somewhere else, without the configuration: no empty store is made there.
+    for args in [&["log", "search"][..], &["quarantine", "list"][..]] {
+        let out = run(args, None);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(66), "{args:?}: {said}");
+        assert!(
+            said.contains("no store at ./unspoof-data/unspoof.db"),
+            "{said}"
+        );
+        assert!(
+            said.contains("--config"),
+            "the error says what to do: {said}"
+        );
+        assert!(
+            !elsewhere.join("unspoof-data").exists(),
+            "{args:?} made a store"
+        );
+    }
+
+    // --config, and UNSPOOF_CONFIG, find it from anywhere.
+    let c = config.to_str().unwrap();
+    let found = stdout(&run(&["log", "search", "--config", c], None));
+    assert!(
+        found.contains(&record.id) && found.ends_with("1 record(s)\n"),
+        "{found}"
+    );
+    let shown = stdout(&run(&["log", "show", &queue_id], Some(&config)));
+    assert!(shown.contains("verdict     quarantine"), "{shown}");
+    assert!(shown.contains(&format!("stored at   {qid}")), "{shown}");
+
+    // `quarantine show <queue id>`: the held message, with its reasons in words.
+    let held = stdout(&run(&["quarantine", "show", &queue_id], Some(&config)));
+    assert!(held.contains(&format!("id          {qid}")), "{held}");
+    assert!(held.contains("status      held"), "{held}");
+    assert!(held.contains(&first_reason), "the reason in words: {held}");
+    let by_id = stdout(&run(&["quarantine", "show", "--config", c, &qid], None));
+    assert_eq!(by_id, held);
+    let raw_out = run(&["quarantine", "show", "--raw", "-c", c, &queue_id], None);
+    assert_eq!(raw_out.stdout, raw);
+    // Release by queue id too.
+    let released = stdout(&run(
+        &["quarantine", "release", "--by", "ann", &queue_id],
+        Some(&config),
+    ));
+    assert!(
+        released.starts_with(&format!("released {qid} by ann: ")),
+        "{released}"
+    );
+    assert!(
+        released.contains(&data.join("maildir/new").display().to_string()),
+        "{released}"
+    );
+    let unknown = run(&["quarantine", "show", "no-such-queue-id"], Some(&config));
+    assert_eq!(unknown.status.code(), Some(66));
+    let _ = std::fs::remove_dir_all(&dir);
+}

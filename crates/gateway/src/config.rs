@@ -12,6 +12,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::GatewayError;
 
+/// The mail domain of the embedded defaults: the demo site `unspoof serve` runs without a
+/// configuration file. A name under `.localhost` (RFC 6761 6.3) never reaches another site,
+/// and unlike `localhost` itself it has a dot, so the policy can protect it.
+pub const DEFAULT_DOMAIN: &str = "example.localhost";
+
 /// The `[gateway]` section. Unknown keys are an error, so a typo never silently means "default".
 ///
 /// ```toml
@@ -53,7 +58,8 @@ pub struct GatewayConfig {
     /// them: any other MX is a way around the gateway. Default: empty, read as `[hostname]`.
     pub gateway_names: Vec<String>,
     /// Recipient domains the inbound listener accepts mail for (exact match, case-insensitive).
-    /// Any other recipient gets `550 5.7.1`: never an open relay. Default `["localhost"]`.
+    /// Any other recipient gets `550 5.7.1`: never an open relay. Default
+    /// `[DEFAULT_DOMAIN]`.
     pub domains: Vec<String>,
     /// Client networks allowed to use our own `domains` in MAIL FROM on the inbound listener
     /// (e.g. an internal application server). Default empty.
@@ -260,7 +266,7 @@ impl Default for GatewayConfig {
             submission: Some(SocketAddr::from(([127, 0, 0, 1], 5587))),
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9425))),
             downstream: None,
-            domains: vec!["localhost".to_string()],
+            domains: vec![DEFAULT_DOMAIN.to_string()],
             gateway_names: Vec::new(),
             trusted_networks: Vec::new(),
             refuse_own_domain_senders: true,

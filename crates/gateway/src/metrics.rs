@@ -1,5 +1,6 @@
 //! Prometheus metrics, hand-rolled: a few atomics and a tiny HTTP/1.0 responder for
-//! `GET /metrics` (text exposition format 0.0.4). Keep the listener on loopback.
+//! `GET /metrics` (text exposition format 0.0.4) and `GET /healthz` (`ok`). Keep the listener
+//! on loopback.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -205,7 +206,7 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until `shutdown` changes.
+/// Serves `GET /metrics` and `GET /healthz` until `shutdown` changes.
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -240,6 +241,10 @@ pub(crate) async fn serve(
                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
+            } else if req.starts_with(b"GET /healthz ") || req.starts_with(b"GET /healthz?") {
+                // For a load balancer or systemd's watchdog scripts: this answers only while
+                // the gateway runs (the listener closes when shutdown begins).
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n".into()
             } else {
                 "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
             };
