@@ -75,6 +75,9 @@ pub struct EnvelopeReport {
     /// The front door's first-contact answer ([`Envelope::first_contact`]); absent if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_contact: Option<bool>,
+    /// The SASL login of a submission client ([`Envelope::auth_user`]); absent for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
 }
 
 /// A short identification of the message for reports.
@@ -201,6 +204,7 @@ impl Engine {
             rcpt: envelope.rcpt.clone(),
             inferred,
             first_contact: envelope.first_contact,
+            auth_user: envelope.auth_user.clone(),
         };
         let context = findings::Context::new(&raw, &headers, &envelope, &auth, &trace, &policy);
         let verdict = Verdict::from_reasons(findings::collect(&context));

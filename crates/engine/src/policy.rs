@@ -51,6 +51,11 @@ pub struct Policy {
     _store: Option<toml::Table>,
     #[serde(rename = "dmarc")]
     _dmarc: Option<toml::Table>,
+    /// The site's gateways (`[gateway] gateway_names`, as written there; empty when not set):
+    /// the hub every message for our domains must pass (`findings/hub.rs`). Read from the
+    /// gateway's section by [`Policy::parse`] so the milter and `analyze` know the hub too.
+    #[serde(skip)]
+    pub gateway_names: Vec<String>,
     /// What the findings derive from the protected domains and people, made on first use
     /// ([`Policy::findings_data`]) instead of once per message.
     #[serde(skip)]
@@ -111,6 +116,9 @@ pub struct Actions {
     pub forged_trust: Action,
     /// SPF fail on MAIL FROM without a DMARC pass.
     pub spf_fail: Action,
+    /// A message for our domains that did not pass any of the site's gateways
+    /// (`[gateway] gateway_names`): sent straight to an inner server.
+    pub hub_bypass: Action,
 }
 
 impl Default for Actions {
@@ -125,6 +133,7 @@ impl Default for Actions {
             reply_to_diversion: Action::Tag,
             forged_trust: Action::Tag,
             spf_fail: Action::Tag,
+            hub_bypass: Action::Tag,
         }
     }
 }
@@ -163,6 +172,7 @@ impl Default for Policy {
             _milter: None,
             _store: None,
             _dmarc: None,
+            gateway_names: Vec::new(),
             findings_data: FindingsCache::default(),
         }
     }
@@ -220,6 +230,7 @@ impl Policy {
                 ));
             }
         }
+        policy.gateway_names = gateway_names(policy._gateway.as_ref());
         for d in &mut policy.trusted_arc_sealers {
             *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
         }
@@ -290,6 +301,22 @@ impl Policy {
             lowercased_equals(&domain[split..], p) && (split == 0 || domain[split - 1] == b'.')
         })
     }
+}
+
+/// `[gateway] gateway_names`, lower case without trailing dots; the gateway's own reading
+/// (`GatewayConfig`) validates them, here a value that is not a list of strings is none.
+fn gateway_names(section: Option<&toml::Table>) -> Vec<String> {
+    let Some(list) = section
+        .and_then(|g| g.get("gateway_names"))
+        .and_then(|v| v.as_array())
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|v| v.as_str())
+        .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// Whether `text` with its ASCII letters lower-cased equals `lower`, byte for byte.

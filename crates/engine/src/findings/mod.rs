@@ -14,6 +14,7 @@
 //! | `reply_to` | `reply_to.diversion` |
 //! | `forged_trust` | `trust.*` |
 //! | `contact` | `contact.*` (reads the reasons before it) |
+//! | `hub` | `hub.bypass` |
 //! | (trace) | `trace.*`, `header.*` |
 
 mod ambiguity;
@@ -21,6 +22,7 @@ mod authentication;
 mod confusables;
 mod contact;
 mod forged_trust;
+mod hub;
 mod impersonation;
 mod lookalike;
 mod names;
@@ -209,6 +211,7 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     reply_to::check(ctx, &mut out);
     forged_trust::check(ctx, &mut out);
     contact::check(ctx, &mut out);
+    hub::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
         if let Some(hop) = a.hop.and_then(|i| ctx.trace.hops.get(i)) {
