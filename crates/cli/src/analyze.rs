@@ -259,6 +259,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         received_at: args.received_at,
         auth_user: None,
         first_contact: args.first_contact,
+        sent_by_us: None,
     }
 }
 
@@ -315,6 +316,7 @@ fn batch_jobs(manifest: &Path) -> Result<Vec<Job>, String> {
                 received_at: None,
                 auth_user: None,
                 first_contact: None,
+                sent_by_us: None,
             },
         });
     }

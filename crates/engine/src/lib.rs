@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod bounce;
 pub mod contact;
 pub mod dns;
 pub mod domain;
@@ -60,6 +61,11 @@ pub struct Envelope {
     /// its store before it calls the engine ([`contact::first_contact`]); the engine does no
     /// I/O of its own.
     pub first_contact: Option<bool>,
+    /// Whether the message a bounce or auto-reply answers is one we sent: `Some(true)` when
+    /// its Message-ID is in our outbound records, `Some(false)` when it is not, `None` when
+    /// nobody knows (not a notification, no store, no answer in time). The front door asks its
+    /// store before it calls the engine ([`bounce::sent_by_us`]).
+    pub sent_by_us: Option<bool>,
 }
 
 /// The envelope as the analysis used it, and which parts were reconstructed from the message.
@@ -75,6 +81,10 @@ pub struct EnvelopeReport {
     /// The front door's first-contact answer ([`Envelope::first_contact`]); absent if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_contact: Option<bool>,
+    /// The front door's answer to "did we send the message this notification answers?"
+    /// ([`Envelope::sent_by_us`]); absent if unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_by_us: Option<bool>,
     /// The SASL login of a submission client ([`Envelope::auth_user`]); absent for others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_user: Option<String>,
@@ -205,6 +215,7 @@ impl Engine {
             inferred,
             first_contact: envelope.first_contact,
             auth_user: envelope.auth_user.clone(),
+            sent_by_us: envelope.sent_by_us,
         };
         let context = findings::Context::new(&raw, &headers, &envelope, &auth, &trace, &policy);
         let verdict = Verdict::from_reasons(findings::collect(&context));

@@ -119,6 +119,9 @@ pub struct Actions {
     /// A message for our domains that did not pass any of the site's gateways
     /// (`[gateway] gateway_names`): sent straight to an inner server.
     pub hub_bypass: Action,
+    /// A bounce, auto-reply or challenge for one of our users about a message in our name
+    /// that we never sent (backscatter of a forgery).
+    pub backscatter: Action,
 }
 
 impl Default for Actions {
@@ -134,6 +137,7 @@ impl Default for Actions {
             forged_trust: Action::Tag,
             spf_fail: Action::Tag,
             hub_bypass: Action::Tag,
+            backscatter: Action::Quarantine,
         }
     }
 }

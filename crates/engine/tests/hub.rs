@@ -50,8 +50,16 @@ async fn a_message_that_skipped_the_gateway_is_a_finding_offline() {
     let r = bypass(&skipped).expect("the bypass is a finding");
     assert_eq!(r.action, Action::Tag);
     assert!(r.message.contains("198.51.100.7"), "{}", r.message);
-    assert!(r.message.contains("suzie@shopping.example.net"), "{}", r.message);
-    assert!(r.message.contains("inner.shopping.example.net"), "{}", r.message);
+    assert!(
+        r.message.contains("suzie@shopping.example.net"),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message.contains("inner.shopping.example.net"),
+        "{}",
+        r.message
+    );
     assert!(r.evidence[0].contains("by inner.shopping.example.net"));
 
     // The forger's own "by mx1" line is below the trust boundary.
@@ -106,7 +114,9 @@ async fn the_milter_on_the_inner_server_flags_a_direct_client() {
     submitted.auth_user = Some("suzie".into());
     let a = engine.evaluate(direct.as_bytes(), &submitted).await;
     assert!(bypass(&a).is_none(), "{:?}", a.verdict.codes());
-    let a = engine.evaluate(direct.as_bytes(), &envelope("10.1.2.3")).await;
+    let a = engine
+        .evaluate(direct.as_bytes(), &envelope("10.1.2.3"))
+        .await;
     assert!(bypass(&a).is_none(), "{:?}", a.verdict.codes());
 
     // Mail for another domain is not our hub's business.

@@ -47,6 +47,7 @@ impl Decide for EngineDecider {
             received_at: envelope.received_at,
             auth_user: envelope.auth_user.clone(),
             first_contact: None,
+            sent_by_us: None,
         };
         if let Some(history) = &self.contacts {
             env.first_contact =

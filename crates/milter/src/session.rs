@@ -525,6 +525,7 @@ impl Session {
             received_at,
             auth_user: m.get("auth_authen").map(str::to_string),
             first_contact: None,
+            sent_by_us: None,
         }
     }
 

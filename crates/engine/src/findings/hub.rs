@@ -23,7 +23,7 @@
 //! - a message for nobody in our domains.
 
 use super::Context;
-use crate::verdict::{Action, Reason};
+use crate::verdict::Reason;
 
 /// The reason code.
 pub const HUB_BYPASS: &str = "hub.bypass";

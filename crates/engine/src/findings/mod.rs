@@ -15,10 +15,12 @@
 //! | `forged_trust` | `trust.*` |
 //! | `contact` | `contact.*` (reads the reasons before it) |
 //! | `hub` | `hub.bypass` |
+//! | `backscatter` | `backscatter.forged` |
 //! | (trace) | `trace.*`, `header.*` |
 
 mod ambiguity;
 mod authentication;
+mod backscatter;
 mod confusables;
 mod contact;
 mod forged_trust;
@@ -212,6 +214,7 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     forged_trust::check(ctx, &mut out);
     contact::check(ctx, &mut out);
     hub::check(ctx, &mut out);
+    backscatter::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
         if let Some(hop) = a.hop.and_then(|i| ctx.trace.hops.get(i)) {
