@@ -15,7 +15,7 @@ use unspoof_gateway::{EngineDecider, Gateway, GatewayConfig, JsonlLog, SessionLo
 use crate::{
     analyze::{DnsArgs, dns_view, load_policy},
     exit,
-    store_adapter::{GatewayStore, contact_history, open_store, store_config},
+    store_adapter::{GatewayStore, contact_history, open_store, outbound_history, store_config},
 };
 
 #[derive(Args)]
@@ -157,7 +157,8 @@ pub fn serve(args: ServeArgs) -> u8 {
         };
         let engine = Engine::new(policy, dns);
         let decider = EngineDecider::new(engine, args.config.clone())
-            .with_contact_history(contact_history(&store));
+            .with_contact_history(contact_history(&store))
+            .with_outbound_history(outbound_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());

@@ -17,6 +17,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
+use unspoof_engine::bounce::{SENT_BY_US_BUDGET, sent_by_us};
 use unspoof_engine::contact::{FIRST_CONTACT_BUDGET, first_contact};
 use unspoof_engine::{Action, Analysis, Envelope, Word};
 
@@ -627,6 +628,12 @@ impl Session {
                 FIRST_CONTACT_BUDGET,
             )
             .await;
+        }
+        if let Some(history) = &shared.outbound
+            && !self.message.oversized()
+        {
+            envelope.sent_by_us =
+                sent_by_us(history.as_ref(), self.message.bytes(), SENT_BY_US_BUDGET).await;
         }
         let decided = if self.message.oversized() {
             Err(format!(
