@@ -21,6 +21,7 @@ mod spf_explain;
 mod spf_strict;
 pub mod tag;
 pub mod trace;
+pub mod user_report;
 pub mod verdict;
 
 use std::{

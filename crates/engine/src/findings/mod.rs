@@ -35,6 +35,9 @@ mod reply_to;
 // engine applies to a sender domain, so a registered lookalike it lists is one the gateway flags.
 pub use confusables::{fold as confusable_fold, skeleton as confusable_skeleton};
 pub use lookalike::lookalike_code;
+// The reaction loop's codes, for `unspoof log search --kind` (crates/cli/src/log.rs).
+pub use backscatter::BACKSCATTER_FORGED;
+pub use hub::HUB_BYPASS;
 
 use crate::{
     EnvelopeReport, Headers,
