@@ -163,30 +163,29 @@ pub enum Judgement {
     Unknown,
 }
 
-/// The judgement of an analysis: forged when a finding about the sender's identity
-/// (`spoof.`, `impersonation.`, `lookalike.`, `dmarc.`, `ambiguity.`, `backscatter.`) asks
-/// for quarantine or more, or is a `spoof.`, `impersonation.` or `lookalike.` finding at all;
-/// genuine when DMARC passed, or a DKIM signature of the From domain itself did; unknown else.
+/// The judgement of an analysis: forged on any `spoof.` finding (our own domain from outside,
+/// unauthenticated), or a finding about the sender's identity (`impersonation.`,
+/// `lookalike.`, `dmarc.`, `ambiguity.`, `backscatter.`) that the site's policy acts on (tag
+/// or more: a class the policy makes log-only does not count); genuine when DMARC passed, or
+/// a DKIM signature of the From domain itself did; unknown else.
 pub fn judge(a: &Analysis) -> Judgement {
     let identity = |code: &str| {
         [
-            "spoof.",
             "impersonation.",
             "lookalike.",
             "dmarc.",
             "ambiguity.",
             "backscatter.",
+            "contact.first_impersonation",
         ]
         .iter()
         .any(|p| code.starts_with(p))
     };
-    if a.verdict.reasons.iter().any(|r| {
-        identity(&r.code)
-            && (r.action >= Action::Quarantine
-                || ["spoof.", "impersonation.", "lookalike."]
-                    .iter()
-                    .any(|p| r.code.starts_with(p)))
-    }) {
+    if a.verdict
+        .reasons
+        .iter()
+        .any(|r| r.code.starts_with("spoof.") || (identity(&r.code) && r.action >= Action::Tag))
+    {
         return Judgement::Forged;
     }
     let from_domain = a

@@ -458,7 +458,10 @@ mod tests {
             "[gateway]\nreport_address = \" Report-Phish@Example.org \"\n",
         )
         .unwrap();
-        assert_eq!(c.report_address.as_deref(), Some("report-phish@example.org"));
+        assert_eq!(
+            c.report_address.as_deref(),
+            Some("report-phish@example.org")
+        );
         for bad in ["report-phish", "@example.org", "report phish@example.org"] {
             let toml = format!("[gateway]\nreport_address = {bad:?}\n");
             assert!(GatewayConfig::from_toml(&toml).is_err(), "{bad}");

@@ -29,7 +29,10 @@ pub trait ReportCapture: Send + Sync + 'static {
 
 /// Two captures in one gateway (the DMARC `rua` inbox and the user report desk): each takes
 /// the mail to its own addresses.
-pub struct Both(pub std::sync::Arc<dyn ReportCapture>, pub std::sync::Arc<dyn ReportCapture>);
+pub struct Both(
+    pub std::sync::Arc<dyn ReportCapture>,
+    pub std::sync::Arc<dyn ReportCapture>,
+);
 
 impl ReportCapture for Both {
     fn is_report_address(&self, rcpt: &str) -> bool {
