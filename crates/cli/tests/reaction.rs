@@ -271,6 +271,113 @@ fn reports_are_answered_in_plain_words_and_logged() {
     );
 }
 
+/// Real Postfix bounces (`scripts/make-bounce-fixtures.sh`) arriving at the gateway from the
+/// bouncing MX: the bounce of our own mail is delivered, the bounce of a forgery in our name
+/// is quarantined and on record as backscatter.
+#[test]
+fn backscatter_is_quarantined_and_the_bounce_of_our_own_mail_delivered() {
+    let server = start();
+    let bounce = |name: &str| -> Output {
+        // As the bouncing MX sends it: the null sender, to Suzie; the delivery lines Postfix's
+        // virtual agent added to the fixture (Return-Path, X-Original-To, Delivered-To and its
+        // own Received) are not part of what the MX sends.
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        let start = text.find("Date: ").unwrap();
+        let file = server.dir.join(name);
+        std::fs::write(&file, &text[start..]).unwrap();
+        Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{}", server.port)])
+            .args([
+                "--from",
+                "",
+                "--to",
+                "suzie@shopping.example.net",
+                "--helo",
+                "mx.partner.example",
+            ])
+            .arg("--data")
+            .arg(&file)
+            .output()
+            .expect("swaks")
+    };
+    let ours = bounce("bounce-of-ours.eml");
+    assert!(String::from_utf8_lossy(&ours.stdout).contains("<-  250 2.0.0"));
+    let delivered = server.wait_for("Our order 4471");
+    assert!(!delivered.contains("X-Unspoof-Verdict"), "{delivered}");
+
+    let forged = bounce("bounce-of-forgery.eml");
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("<-  250 2.0.0"));
+    let data = server.dir.join("data");
+    let started = Instant::now();
+    let record = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_unspoof"))
+            .args([
+                "log",
+                "search",
+                "--kind",
+                "backscatter",
+                "--json",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .env_remove("UNSPOOF_STORE")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(l) = text
+            .lines()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            break l;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no backscatter record"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(record["action"], "quarantine", "{record}");
+    assert_eq!(
+        record["message_id"],
+        "20261207072005.55C539903E6@mx.partner.example"
+    );
+    let shown = Command::new(env!("CARGO_BIN_EXE_unspoof"))
+        .args(["log", "show", "--json", "--data-dir"])
+        .arg(&data)
+        .arg(record["id"].as_str().unwrap())
+        .env_remove("UNSPOOF_STORE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("backscatter.forged"), "{text}");
+    assert!(
+        text.contains(
+            "the forged message reached mx.partner.example from 203.0.113.66 (bot.example)"
+        ),
+        "the forger's origin is on record: {text}"
+    );
+    // Only one backscatter record: the bounce of our own mail is not one.
+    let out = Command::new(env!("CARGO_BIN_EXE_unspoof"))
+        .args([
+            "log",
+            "search",
+            "--kind",
+            "backscatter",
+            "--json",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("UNSPOOF_STORE")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let all = std::fs::read_dir(data.join("maildir/new"))
+        .unwrap()
+        .flatten()
+        .count();
+    assert_eq!(all, 1, "the forgery's bounce is not delivered");
+}
+
 #[test]
 fn analyze_flags_a_message_that_skipped_the_gateway() {
     let dir = std::env::temp_dir().join(format!(
