@@ -60,6 +60,10 @@ pub struct AnalyzeArgs {
     /// milter's store answered; replays a stored verdict exactly (`contact.*` reasons).
     #[arg(long = "first-contact", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
     pub first_contact: Option<bool>,
+    /// Whether the message a bounce or auto-reply answers is one we sent (yes/no), as the
+    /// store answered; replays a stored verdict exactly (`backscatter.*` reasons).
+    #[arg(long = "sent-by-us", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sent_by_us: Option<bool>,
 }
 
 /// Where DNS answers come from; shared by every command that runs the engine.
@@ -259,7 +263,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         received_at: args.received_at,
         auth_user: None,
         first_contact: args.first_contact,
-        sent_by_us: None,
+        sent_by_us: args.sent_by_us,
     }
 }
 

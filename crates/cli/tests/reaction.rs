@@ -419,5 +419,19 @@ fn analyze_flags_a_message_that_skipped_the_gateway() {
     assert!(codes.contains(&"hub.bypass"), "{codes:?}");
     let forged_hop = run("hub-bypassed-forged-hop.eml");
     assert_eq!(forged_hop.status.code(), Some(1));
+
+    // A bounce: quarantined (exit 2) unless the store's answer is replayed as ours.
+    let bounce = |sent: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_unspoof"))
+            .args(["analyze", "--offline", "--policy"])
+            .arg(&policy)
+            .args(sent)
+            .arg(fixture("bounce-of-forgery.eml"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(bounce(&[]).status.code(), Some(2));
+    assert_eq!(bounce(&["--sent-by-us", "no"]).status.code(), Some(2));
+    assert_eq!(bounce(&["--sent-by-us", "yes"]).status.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
