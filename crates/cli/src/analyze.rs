@@ -64,6 +64,10 @@ pub struct AnalyzeArgs {
     /// answered; replays a stored verdict exactly (`impersonation.*` with memory).
     #[arg(long = "known-sender", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
     pub known_sender: Option<bool>,
+    /// Whether the message a bounce or auto-reply answers is one we sent (yes/no), as the
+    /// store answered; replays a stored verdict exactly (`backscatter.*` reasons).
+    #[arg(long = "sent-by-us", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sent_by_us: Option<bool>,
 }
 
 /// Where DNS answers come from; shared by every command that runs the engine.
@@ -289,6 +293,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         auth_user: None,
         first_contact: args.first_contact,
         known_sender: args.known_sender,
+        sent_by_us: args.sent_by_us,
     }
 }
 
@@ -346,6 +351,7 @@ fn batch_jobs(manifest: &Path) -> Result<Vec<Job>, String> {
                 auth_user: None,
                 first_contact: None,
                 known_sender: None,
+                sent_by_us: None,
             },
         });
     }

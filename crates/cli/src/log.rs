@@ -151,6 +151,11 @@ pub struct SearchArgs {
     /// Reason code, e.g. dmarc.reject.
     #[arg(long)]
     reason: Option<String>,
+    /// What others told us about forgeries (docs/reaction.md): `report` (user reports),
+    /// `backscatter` (bounces and auto-replies of forgeries in our name), `bypass` (mail that
+    /// skipped the gateway). The same as --reason with the kind's code.
+    #[arg(long, value_parser = ["report", "backscatter", "bypass"], conflicts_with = "reason")]
+    kind: Option<String>,
     /// From this time: Unix seconds, 2026-11-23, 2026-11-23T10:00:00Z, or an age (90m, 6h, 7d).
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
@@ -229,6 +234,10 @@ async fn search(args: SearchArgs) -> u8 {
             return exit::USAGE;
         }
     };
+    let reason = match args.kind.as_deref() {
+        Some(kind) => Some(kind_code(kind).to_string()),
+        None => args.reason,
+    };
     let query = Query {
         message_id: args.message_id,
         queue_id: args.queue_id,
@@ -237,7 +246,7 @@ async fn search(args: SearchArgs) -> u8 {
         from_domain: args.from,
         recipient: args.rcpt,
         action: args.action,
-        reason: args.reason,
+        reason,
         since,
         until,
         limit: Some(args.limit),
@@ -263,6 +272,15 @@ async fn search(args: SearchArgs) -> u8 {
         print_table(&records);
     }
     exit::ACCEPT
+}
+
+/// The reason code a `--kind` stands for.
+fn kind_code(kind: &str) -> &'static str {
+    match kind {
+        "report" => unspoof_engine::user_report::USER_REPORT,
+        "backscatter" => unspoof_engine::findings::BACKSCATTER_FORGED,
+        _ => unspoof_engine::findings::HUB_BYPASS,
+    }
 }
 
 fn print_table(records: &[MessageRecord]) {

@@ -13,6 +13,7 @@ mod quarantine;
 mod render;
 mod serve;
 mod store_adapter;
+mod user_reports;
 
 use std::{path::PathBuf, process::ExitCode};
 

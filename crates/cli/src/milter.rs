@@ -16,7 +16,7 @@ use unspoof_store::StoreConfig;
 use crate::{
     analyze::{DnsArgs, dns_view},
     exit,
-    store_adapter::{MilterStore, contact_history, open_store, store_config},
+    store_adapter::{MilterStore, contact_history, open_store, outbound_history, store_config},
 };
 
 /// `[store]` of the configuration file, if it has one (the spool goes under `./unspoof-data`
@@ -163,7 +163,8 @@ pub fn run(args: MilterArgs) -> u8 {
             milter = milter
                 .with_quarantine_store(Arc::new(MilterStore(s.clone())))
                 .with_message_log(Arc::new(MilterStore(s.clone())))
-                .with_contact_history(contact_history(s));
+                .with_contact_history(contact_history(s))
+                .with_outbound_history(outbound_history(s));
         }
         let path = args.config.clone();
         let reload = move |engine: &Engine| match &path {

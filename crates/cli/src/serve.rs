@@ -15,7 +15,7 @@ use unspoof_gateway::{EngineDecider, Gateway, GatewayConfig, JsonlLog, SessionLo
 use crate::{
     analyze::{DnsArgs, dns_view, load_policy},
     exit,
-    store_adapter::{GatewayStore, contact_history, open_store, store_config},
+    store_adapter::{GatewayStore, contact_history, open_store, outbound_history, store_config},
 };
 
 #[derive(Args)]
@@ -163,15 +163,29 @@ pub fn serve(args: ServeArgs) -> u8 {
         };
         let engine = Engine::new(policy, dns);
         let rdns = Arc::new(unspoof_gateway::EngineReverseDns(engine.clone()));
+        let desk = crate::user_reports::configured(&config.data_dir, &config)
+            .map(|desk| crate::user_reports::start(desk, engine.clone(), store.clone()))
+            .transpose();
+        let desk = match desk {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("unspoof serve: report_address: {e}");
+                return exit::CONFIG;
+            }
+        };
         let decider = EngineDecider::new(engine, args.config.clone())
-            .with_contact_history(contact_history(&store));
+            .with_contact_history(contact_history(&store))
+            .with_outbound_history(outbound_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());
-        let gateway = Gateway::new(config, Arc::new(decider))
+        let mut gateway = Gateway::new(config, Arc::new(decider))
             .reverse_dns(rdns)
             .quarantine(Arc::new(GatewayStore(store.clone())))
             .session_log(Arc::new(SessionLogs(logs)));
+        if let Some(desk) = desk {
+            gateway = gateway.report_capture(Arc::new(desk));
+        }
         let gateway = match crate::dmarc_serve::attach(
             gateway, &file, &store, &data_dir, &hostname, &args.dns,
         )

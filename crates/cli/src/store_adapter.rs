@@ -225,6 +225,11 @@ pub fn contact_history(store: &Store) -> Arc<dyn unspoof_engine::contact::Contac
     Arc::new(store.clone())
 }
 
+/// The store as the engine's record of mail we sent (backscatter, `unspoof_engine::bounce`).
+pub fn outbound_history(store: &Store) -> Arc<dyn unspoof_engine::bounce::OutboundHistory> {
+    Arc::new(store.clone())
+}
+
 /// The store as the milter's quarantine copy and message log.
 #[derive(Clone)]
 pub struct MilterStore(pub Store);

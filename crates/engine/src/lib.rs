@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod bounce;
 pub mod contact;
 pub mod dns;
 pub mod domain;
@@ -20,6 +21,7 @@ mod spf_explain;
 mod spf_strict;
 pub mod tag;
 pub mod trace;
+pub mod user_report;
 pub mod verdict;
 
 use std::{
@@ -66,6 +68,11 @@ pub struct Envelope {
     /// `first_contact` ([`contact::known_sender`]); it softens a display-name impersonation
     /// (`findings/correspondent.rs`).
     pub known_sender: Option<bool>,
+    /// Whether the message a bounce or auto-reply answers is one we sent: `Some(true)` when
+    /// its Message-ID is in our outbound records, `Some(false)` when it is not, `None` when
+    /// nobody knows (not a notification, no store, no answer in time). The front door asks its
+    /// store before it calls the engine ([`bounce::sent_by_us`]).
+    pub sent_by_us: Option<bool>,
 }
 
 /// The envelope as the analysis used it, and which parts were reconstructed from the message.
@@ -85,6 +92,13 @@ pub struct EnvelopeReport {
     /// ([`Envelope::known_sender`]); absent if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_sender: Option<bool>,
+    /// The front door's answer to "did we send the message this notification answers?"
+    /// ([`Envelope::sent_by_us`]); absent if unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_by_us: Option<bool>,
+    /// The SASL login of a submission client ([`Envelope::auth_user`]); absent for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
 }
 
 /// A short identification of the message for reports.
@@ -212,6 +226,8 @@ impl Engine {
             inferred,
             first_contact: envelope.first_contact,
             known_sender: envelope.known_sender,
+            auth_user: envelope.auth_user.clone(),
+            sent_by_us: envelope.sent_by_us,
         };
         let context = findings::Context::new(&raw, &headers, &envelope, &auth, &trace, &policy);
         let verdict = Verdict::from_reasons(findings::collect(&context));

@@ -62,6 +62,11 @@ pub struct Policy {
     _store: Option<toml::Table>,
     #[serde(rename = "dmarc")]
     _dmarc: Option<toml::Table>,
+    /// The site's gateways (`[gateway] gateway_names`, as written there; empty when not set):
+    /// the hub every message for our domains must pass (`findings/hub.rs`). Read from the
+    /// gateway's section by [`Policy::parse`] so the milter and `analyze` know the hub too.
+    #[serde(skip)]
+    pub gateway_names: Vec<String>,
     /// What the findings derive from the protected domains and people, made on first use
     /// ([`Policy::findings_data`]) instead of once per message.
     #[serde(skip)]
@@ -131,6 +136,12 @@ pub struct Actions {
     /// No From field (`header.from_missing`, RFC 5322 3.6 requires one; DMARC cannot judge the
     /// message).
     pub missing_from: Action,
+    /// A message for our domains that did not pass any of the site's gateways
+    /// (`[gateway] gateway_names`): sent straight to an inner server.
+    pub hub_bypass: Action,
+    /// A bounce, auto-reply or challenge for one of our users about a message in our name
+    /// that we never sent (backscatter of a forgery).
+    pub backscatter: Action,
 }
 
 impl Default for Actions {
@@ -148,6 +159,8 @@ impl Default for Actions {
             dmarc_fail_none: Action::Tag,
             malformed_header: Action::Quarantine,
             missing_from: Action::Quarantine,
+            hub_bypass: Action::Tag,
+            backscatter: Action::Quarantine,
         }
     }
 }
@@ -189,6 +202,7 @@ impl Default for Policy {
             _milter: None,
             _store: None,
             _dmarc: None,
+            gateway_names: Vec::new(),
             findings_data: FindingsCache::default(),
         }
     }
@@ -246,6 +260,7 @@ impl Policy {
                 ));
             }
         }
+        policy.gateway_names = gateway_names(policy._gateway.as_ref());
         for d in &mut policy.trusted_arc_sealers {
             *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
         }
@@ -392,6 +407,22 @@ fn is_at_or_under(domain: &[u8], parent: &[u8]) -> bool {
         return false;
     };
     lowercased_equals(&domain[split..], parent) && (split == 0 || domain[split - 1] == b'.')
+}
+
+/// `[gateway] gateway_names`, lower case without trailing dots; the gateway's own reading
+/// (`GatewayConfig`) validates them, here a value that is not a list of strings is none.
+fn gateway_names(section: Option<&toml::Table>) -> Vec<String> {
+    let Some(list) = section
+        .and_then(|g| g.get("gateway_names"))
+        .and_then(|v| v.as_array())
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|v| v.as_str())
+        .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// Whether `text` with its ASCII letters lower-cased equals `lower`, byte for byte.

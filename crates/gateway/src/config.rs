@@ -57,6 +57,10 @@ pub struct GatewayConfig {
     /// records of `domains` should name them. `unspoof audit` checks that every MX is one of
     /// them: any other MX is a way around the gateway. Default: empty, read as `[hostname]`.
     pub gateway_names: Vec<String>,
+    /// Where users report suspicious mail (`report-phish@` one of `domains`): mail to it is
+    /// taken by the gateway, the reported message analysed, recorded and explained to the
+    /// reporter (docs/reaction.md). Default: none.
+    pub report_address: Option<String>,
     /// Recipient domains the inbound listener accepts mail for (exact match, case-insensitive).
     /// Any other recipient gets `550 5.7.1`: never an open relay. Default
     /// `[DEFAULT_DOMAIN]`.
@@ -268,6 +272,7 @@ impl Default for GatewayConfig {
             downstream: None,
             domains: vec![DEFAULT_DOMAIN.to_string()],
             gateway_names: Vec::new(),
+            report_address: None,
             trusted_networks: Vec::new(),
             refuse_own_domain_senders: true,
             reverse_dns: true,
@@ -324,6 +329,15 @@ impl GatewayConfig {
             return Err(GatewayError::Config(format!(
                 "gateway_names: {bad:?} is not a host name"
             )));
+        }
+        if let Some(a) = self.report_address.as_mut() {
+            *a = a.trim().to_ascii_lowercase();
+            let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if domain.is_empty() || a.contains(char::is_whitespace) || a.starts_with('@') {
+                return Err(GatewayError::Config(format!(
+                    "report_address: {a:?} is not an address"
+                )));
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(GatewayError::Config(
@@ -450,6 +464,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.gateways(), vec!["mx1.example.org", "mx2.example.org"]);
         assert!(GatewayConfig::from_toml("[gateway]\ngateway_names = [\"\"]\n").is_err());
+    }
+
+    #[test]
+    fn the_report_address_is_an_address() {
+        let c = GatewayConfig::from_toml(
+            "[gateway]\nreport_address = \" Report-Phish@Example.org \"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.report_address.as_deref(),
+            Some("report-phish@example.org")
+        );
+        for bad in ["report-phish", "@example.org", "report phish@example.org"] {
+            let toml = format!("[gateway]\nreport_address = {bad:?}\n");
+            assert!(GatewayConfig::from_toml(&toml).is_err(), "{bad}");
+        }
+        assert_eq!(GatewayConfig::default().report_address, None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use unspoof_engine::bounce::{OutboundHistory, SENT_BY_US_BUDGET, sent_by_us};
 use unspoof_engine::contact::{ContactHistory, FIRST_CONTACT_BUDGET, first_contact, known_sender};
 use unspoof_engine::{Engine, Policy};
 
@@ -14,6 +15,7 @@ pub struct EngineDecider {
     engine: Engine,
     policy_path: Option<PathBuf>,
     contacts: Option<Arc<dyn ContactHistory>>,
+    outbound: Option<Arc<dyn OutboundHistory>>,
 }
 
 impl EngineDecider {
@@ -22,6 +24,7 @@ impl EngineDecider {
             engine,
             policy_path,
             contacts: None,
+            outbound: None,
         }
     }
 
@@ -29,6 +32,14 @@ impl EngineDecider {
     /// decision, so the engine can weigh a first contact (`contact.*`).
     pub fn with_contact_history(mut self, history: Arc<dyn ContactHistory>) -> Self {
         self.contacts = Some(history);
+        self
+    }
+
+    /// Asks `history` (the store) whether we sent the message a bounce or auto-reply answers,
+    /// so the engine can tell backscatter of a forgery from the bounce of our own mail
+    /// (`backscatter.*`).
+    pub fn with_outbound_history(mut self, history: Arc<dyn OutboundHistory>) -> Self {
+        self.outbound = Some(history);
         self
     }
 
@@ -48,11 +59,15 @@ impl Decide for EngineDecider {
             auth_user: envelope.auth_user.clone(),
             first_contact: None,
             known_sender: None,
+            sent_by_us: None,
         };
         if let Some(history) = &self.contacts {
             env.first_contact =
                 first_contact(history.as_ref(), raw, &env, FIRST_CONTACT_BUDGET).await;
             env.known_sender = known_sender(history.as_ref(), raw, FIRST_CONTACT_BUDGET).await;
+        }
+        if let Some(history) = &self.outbound {
+            env.sent_by_us = sent_by_us(history.as_ref(), raw, SENT_BY_US_BUDGET).await;
         }
         let analysis = self.engine.evaluate(raw, &env).await;
         let action = match analysis.verdict.action {

@@ -185,9 +185,13 @@ impl<D: Decide> Gateway<D> {
         self
     }
 
-    /// Captures mail to the site's own DMARC report addresses (default: none).
+    /// Captures mail to the site's own DMARC report addresses, or to its user report
+    /// address (default: none). Called twice, both capture, each its own addresses.
     pub fn report_capture(mut self, c: Arc<dyn rua::ReportCapture>) -> Self {
-        self.capture = Some(c);
+        self.capture = Some(match self.capture.take() {
+            Some(first) => Arc::new(rua::Both(first, c)),
+            None => c,
+        });
         self
     }
 

@@ -19,6 +19,47 @@ pub trait ReportCapture: Send + Sync + 'static {
     fn deliver_too(&self) -> bool;
     /// Stores the message durably; returns where it went.
     fn capture(&self, queue_id: &str, envelope: &Envelope, message: &[u8]) -> io::Result<String>;
+    /// Whether mail to this report address is also delivered; [`ReportCapture::deliver_too`]
+    /// unless a capture serves addresses that differ ([`Both`]).
+    fn delivers(&self, rcpt: &str) -> bool {
+        let _ = rcpt;
+        self.deliver_too()
+    }
+}
+
+/// Two captures in one gateway (the DMARC `rua` inbox and the user report desk): each takes
+/// the mail to its own addresses.
+pub struct Both(
+    pub std::sync::Arc<dyn ReportCapture>,
+    pub std::sync::Arc<dyn ReportCapture>,
+);
+
+impl ReportCapture for Both {
+    fn is_report_address(&self, rcpt: &str) -> bool {
+        self.0.is_report_address(rcpt) || self.1.is_report_address(rcpt)
+    }
+
+    fn deliver_too(&self) -> bool {
+        self.0.deliver_too() && self.1.deliver_too()
+    }
+
+    fn delivers(&self, rcpt: &str) -> bool {
+        if self.0.is_report_address(rcpt) {
+            self.0.delivers(rcpt)
+        } else {
+            self.1.delivers(rcpt)
+        }
+    }
+
+    fn capture(&self, queue_id: &str, envelope: &Envelope, message: &[u8]) -> io::Result<String> {
+        let mut at = Vec::new();
+        for c in [&self.0, &self.1] {
+            if envelope.rcpt.iter().any(|r| c.is_report_address(r)) {
+                at.push(c.capture(queue_id, envelope, message)?);
+            }
+        }
+        Ok(at.join(" "))
+    }
 }
 
 /// For RCPT: a report address whose mail is captured only, so the downstream never sees it.
@@ -26,7 +67,7 @@ pub(crate) fn captured_only(
     capture: Option<&std::sync::Arc<dyn ReportCapture>>,
     rcpt: &str,
 ) -> bool {
-    capture.is_some_and(|c| !c.deliver_too() && c.is_report_address(rcpt))
+    capture.is_some_and(|c| c.is_report_address(rcpt) && !c.delivers(rcpt))
 }
 
 /// What the capture left to do at the end of DATA.
@@ -54,16 +95,19 @@ pub(crate) async fn capture(
     if !envelope.rcpt.iter().any(|r| c.is_report_address(r)) {
         return Captured::None;
     }
-    let all_reports = envelope.rcpt.iter().all(|r| c.is_report_address(r));
+    // Nothing left to deliver when every recipient is a report address captured only.
+    let all_captured = envelope
+        .rcpt
+        .iter()
+        .all(|r| c.is_report_address(r) && !c.delivers(r));
     let (c, qid, env, msg) = (
         c.clone(),
         queue_id.to_string(),
         envelope.clone(),
         message.to_vec(),
     );
-    let deliver_too = c.deliver_too();
     match tokio::task::spawn_blocking(move || c.capture(&qid, &env, &msg)).await {
-        Ok(Ok(at)) if all_reports && !deliver_too => Captured::Done(at),
+        Ok(Ok(at)) if all_captured => Captured::Done(at),
         Ok(Ok(_)) => Captured::AndDeliver,
         _ => Captured::Failed,
     }

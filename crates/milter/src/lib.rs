@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use unspoof_engine::bounce::OutboundHistory;
 use unspoof_engine::contact::ContactHistory;
 use unspoof_engine::{Analysis, Engine, Envelope};
 
@@ -163,6 +164,7 @@ pub(crate) struct Shared {
     pub store: Option<Arc<dyn QuarantineStore>>,
     pub log: Option<Arc<dyn MessageLog>>,
     pub contacts: Option<Arc<dyn ContactHistory>>,
+    pub outbound: Option<Arc<dyn OutboundHistory>>,
     pub stats: Counters,
 }
 
@@ -173,6 +175,7 @@ pub struct Milter {
     store: Option<Arc<dyn QuarantineStore>>,
     log: Option<Arc<dyn MessageLog>>,
     contacts: Option<Arc<dyn ContactHistory>>,
+    outbound: Option<Arc<dyn OutboundHistory>>,
 }
 
 enum Bound {
@@ -188,6 +191,7 @@ impl Milter {
             store: None,
             log: None,
             contacts: None,
+            outbound: None,
         }
     }
 
@@ -207,6 +211,13 @@ impl Milter {
     /// verdict (`contact.*` reasons).
     pub fn with_contact_history(mut self, history: Arc<dyn ContactHistory>) -> Self {
         self.contacts = Some(history);
+        self
+    }
+
+    /// Asks `history` (the store) whether we sent the message a bounce or auto-reply answers
+    /// (`backscatter.*` reasons).
+    pub fn with_outbound_history(mut self, history: Arc<dyn OutboundHistory>) -> Self {
+        self.outbound = Some(history);
         self
     }
 
@@ -243,6 +254,7 @@ impl Milter {
             store: self.store,
             log: self.log,
             contacts: self.contacts,
+            outbound: self.outbound,
             stats: Counters::default(),
         });
         let (tx, rx) = watch::channel(false);

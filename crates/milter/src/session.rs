@@ -17,6 +17,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
+use unspoof_engine::bounce::{SENT_BY_US_BUDGET, sent_by_us};
 use unspoof_engine::contact::{FIRST_CONTACT_BUDGET, first_contact, known_sender};
 use unspoof_engine::{Action, Analysis, Envelope, Word};
 
@@ -526,6 +527,7 @@ impl Session {
             auth_user: m.get("auth_authen").map(str::to_string),
             first_contact: None,
             known_sender: None,
+            sent_by_us: None,
         }
     }
 
@@ -629,6 +631,12 @@ impl Session {
             .await;
             envelope.known_sender =
                 known_sender(history.as_ref(), self.message.bytes(), FIRST_CONTACT_BUDGET).await;
+        }
+        if let Some(history) = &shared.outbound
+            && !self.message.oversized()
+        {
+            envelope.sent_by_us =
+                sent_by_us(history.as_ref(), self.message.bytes(), SENT_BY_US_BUDGET).await;
         }
         let decided = if self.message.oversized() {
             Err(format!(

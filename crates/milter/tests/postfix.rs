@@ -92,6 +92,8 @@ impl Postfix {
              inet_interfaces = 127.0.0.1\n\
              inet_protocols = ipv4\n\
              mynetworks = 127.0.0.0/8\n\
+             # The hub bypass test plays other clients (the gateway, an outsider) by XCLIENT.\n\
+             smtpd_authorized_xclient_hosts = 127.0.0.0/8\n\
              alias_maps =\n\
              alias_database =\n\
              local_recipient_maps =\n\
@@ -501,4 +503,118 @@ async fn postfix_runs_the_milter() {
         verdicts.lines().count()
     ));
     let _ = Action::Accept;
+}
+
+/// The hub cannot be bypassed unseen (issue 19): Postfix is the site's inner server with the
+/// milter; `gw.example.net` (10.0.0.5) is the gateway. A message the gateway hands over is
+/// delivered; the same message sent straight to the inner server by an outsider is flagged
+/// `hub.bypass` (quarantine here: Postfix holds it). The clients are played by XCLIENT, so
+/// Postfix itself tells the milter who connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_with_the_milter_flags_mail_that_skipped_the_gateway() {
+    if let Some(why) = missing() {
+        say(&format!("postfix hub bypass test: skipped: {why}"));
+        return;
+    }
+    let world = World::new();
+    let engine = world.engine(Duration::from_secs(2)).await;
+    engine.set_policy(
+        unspoof_engine::Policy::parse(
+            &format!(
+                "hostname = \"{HOSTNAME}\"\nprotected_domains = [\"example.net\"]\n\
+                 internal_networks = [\"10.0.0.0/8\"]\n\
+                 [gateway]\ngateway_names = [\"gw.example.net\"]\n\
+                 [actions]\nhub_bypass = \"quarantine\"\n"
+            ),
+            "hub policy",
+        )
+        .unwrap(),
+    );
+    let milter_port = free_port();
+    let milter = start_milter(engine, milter_port).await;
+    let pf = Postfix::start(milter_port);
+    let work = TempDir::new("postfix-hub");
+    let body = |id: &str| {
+        format!(
+            "From: Partner Billing <billing@partner.test>\r\nTo: bob@example.net\r\n\
+             Subject: Invoice {id}\r\nDate: Mon, 07 Dec 2026 06:10:00 +0000\r\n\
+             Message-ID: <{id}@partner.test>\r\n\r\nPlease find invoice {id} in the portal.\r\n"
+        )
+    };
+    let send = |addr: &'static str, name: &'static str, message: String| {
+        let file = work.path().join(format!("{name}.eml"));
+        std::fs::write(&file, message).unwrap();
+        let smtp = pf.smtp;
+        async move {
+            let out = tokio::process::Command::new("swaks")
+                .args([
+                    "--server",
+                    &smtp.ip().to_string(),
+                    "--port",
+                    &smtp.port().to_string(),
+                ])
+                .args(["--xclient-addr", addr, "--xclient-name", name])
+                .args([
+                    "--helo",
+                    name,
+                    "--from",
+                    "billing@partner.test",
+                    "--to",
+                    "bob@example.net",
+                ])
+                .arg("--data")
+                .arg(format!("@{}", file.display()))
+                .output()
+                .await
+                .expect("swaks runs");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    // Handed over by the gateway, whose own Received line is below.
+    let via_gateway = format!(
+        "Received: from mail.partner.test (mail.partner.test [198.51.100.7])\r\n\
+         \tby gw.example.net (unspoof) with ESMTPS id 01JEQ4N3Z8W5\r\n\
+         \tfor <bob@example.net>; Mon, 07 Dec 2026 06:10:02 +0000\r\n{}",
+        body("hub-passed")
+    );
+    let out = send("10.0.0.5", "gw.example.net", via_gateway).await;
+    assert!(out.contains("<-  250 2.0.0"), "{out}\n{}", pf.log());
+    let delivered = pf.wait_for("hub-passed@partner.test").await;
+    assert!(
+        !text(&delivered).contains("hub.bypass"),
+        "{}",
+        text(&delivered)
+    );
+
+    // Straight from the Internet to the inner server: held, and the reason says why.
+    let out = send("203.0.113.66", "mail.partner.test", body("hub-skipped")).await;
+    assert!(out.contains("<-  250 2.0.0"), "{out}\n{}", pf.log());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pf.held() == 0 {
+        assert!(Instant::now() < deadline, "nothing held\n{}", pf.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pf.held(), 1);
+    assert!(
+        pf.find("hub-skipped@partner.test").is_none(),
+        "a held message is not delivered"
+    );
+    // The held copy carries the verdict header the milter added, naming the finding.
+    let mut held = Vec::new();
+    let mut stack = vec![pf.dir.path().join("queue/hold")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                held.extend(std::fs::read(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&held).contains("hub.bypass"),
+        "{}",
+        String::from_utf8_lossy(&held)
+    );
+    milter.shutdown().await;
 }

@@ -356,6 +356,22 @@ impl Db {
         })
     }
 
+    /// Whether a message with this Message-ID (normalised, without brackets) was sent by us:
+    /// recorded from a submission client (a SASL login, or the gateway's submission
+    /// listener). Backscatter's question (`unspoof_engine::bounce`).
+    pub(crate) async fn sent_message(&self, message_id: &str) -> Result<bool, sqlx::Error> {
+        on!(self, p => {
+            let row = sqlx::query(
+                "SELECT 1 FROM messages WHERE message_id = $1 \
+                 AND (auth_user IS NOT NULL OR listener = 'submission') LIMIT 1",
+            )
+            .bind(message_id)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.is_some())
+        })
+    }
+
     /// Inserts a quarantined message and commits. An id already stored is kept as it was.
     async fn quarantine_put_inner(&self, q: &NewQuarantine) -> Result<(), sqlx::Error> {
         let (sql, vals) = insert(

@@ -854,6 +854,32 @@ impl unspoof_engine::contact::ContactHistory for Store {
     }
 }
 
+/// Backscatter's question for the engine (`unspoof_engine::bounce`): did we send the message a
+/// bounce or auto-reply answers? The messages index by Message-ID answers it; a database that
+/// is down or slow answers "could not tell" (`None`), and the returned headers decide alone.
+impl unspoof_engine::bounce::OutboundHistory for Store {
+    fn sent<'a>(
+        &'a self,
+        message_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            if self.inner.shared.db_down.load(Ordering::SeqCst) {
+                return None;
+            }
+            let id = normalize_message_id(message_id);
+            match timeout(
+                self.inner.config.db_timeout(),
+                self.inner.db.sent_message(&id),
+            )
+            .await
+            {
+                Ok(Ok(sent)) => Some(sent),
+                _ => None,
+            }
+        })
+    }
+}
+
 /// The background task: batches records into transactions, spools them when the database does
 /// not answer, and replays the spool when it does again.
 struct Writer {

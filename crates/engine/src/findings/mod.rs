@@ -17,15 +17,19 @@
 //! | `section` | `header.malformed_section`, `header.from_missing` |
 //! | `dkim_replay` | `dkim.old_signature`, `dkim.recipients_not_addressed`, `dkim.unsigned_field`, `dkim.body_extended` |
 //! | `contact` | `contact.*` (reads the reasons before it) |
+//! | `hub` | `hub.bypass` |
+//! | `backscatter` | `backscatter.forged` |
 //! | (trace) | `trace.*`, `header.*` |
 
 mod ambiguity;
 mod authentication;
+mod backscatter;
 mod confusables;
 mod contact;
 mod correspondent;
 mod dkim_replay;
 mod forged_trust;
+mod hub;
 mod impersonation;
 mod lookalike;
 mod names;
@@ -39,6 +43,9 @@ mod watched;
 // engine applies to a sender domain, so a registered lookalike it lists is one the gateway flags.
 pub use confusables::{fold as confusable_fold, skeleton as confusable_skeleton};
 pub use lookalike::lookalike_code;
+// The reaction loop's codes, for `unspoof log search --kind` (crates/cli/src/log.rs).
+pub use backscatter::BACKSCATTER_FORGED;
+pub use hub::HUB_BYPASS;
 
 use crate::{
     EnvelopeReport, Headers,
@@ -226,6 +233,8 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     section::check(ctx, &mut out);
     dkim_replay::check(ctx, &mut out);
     contact::check(ctx, &mut out);
+    hub::check(ctx, &mut out);
+    backscatter::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
         if let Some(hop) = a.hop.and_then(|i| ctx.trace.hops.get(i)) {

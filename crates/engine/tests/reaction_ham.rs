@@ -1,0 +1,91 @@
+//! No false positive of the reaction loop's findings on the legitimate mail of the shared
+//! corpora: each ham message of SpamAssassin's corpus and of mailauth-fixtures is analysed
+//! with a policy that protects its own From domain (so every message is "in our name" and
+//! "for us"), and the site's gateways named: no `backscatter.forged` (none is a bounce of a
+//! forgery), and no `hub.bypass` once the message's own receivers are the site's gateways.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use unspoof_engine::{Dns, Engine, Envelope, Policy, contact::sender_domain, dns::Zone};
+
+fn testdata() -> Option<PathBuf> {
+    let dir = std::env::var_os("UNSPOOF_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata"));
+    dir.is_dir().then_some(dir)
+}
+
+fn eml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            eml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "eml") {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ham_gives_no_backscatter_and_no_bypass_through_its_own_receivers() {
+    let Some(root) = testdata() else {
+        println!("skipped: ../shared/testdata not found (set UNSPOOF_TESTDATA)");
+        return;
+    };
+    let mut files = Vec::new();
+    eml_files(&root.join("corpus-spamassassin/ham"), &mut files);
+    eml_files(&root.join("mailauth-fixtures"), &mut files);
+    assert!(files.len() >= 300, "{} files", files.len());
+    let dns = Dns::zones(Zone::new(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let engine = Engine::new(Policy::default(), dns);
+    let mut found = Vec::new();
+    let mut judged = 0;
+    for f in &files {
+        let raw = std::fs::read(f).unwrap();
+        let Some(domain) = sender_domain(&raw, None).filter(|d| d.contains('.')) else {
+            continue;
+        };
+        // The receivers that wrote the message's Received lines are "our gateways".
+        let text = String::from_utf8_lossy(&raw);
+        let mut gateways: Vec<String> = text
+            .split("\n\tby ")
+            .chain(text.split("\n        by "))
+            .skip(1)
+            .filter_map(|s| s.split_whitespace().next())
+            .filter(|h| h.contains('.'))
+            .map(|h| format!("{h:?}"))
+            .collect();
+        gateways.sort();
+        gateways.dedup();
+        if gateways.is_empty() {
+            gateways.push("\"mx.nowhere.example\"".into());
+        }
+        let policy = format!(
+            "protected_domains = [{domain:?}]\n[gateway]\ngateway_names = [{}]\n",
+            gateways.join(", ")
+        );
+        let Ok(policy) = Policy::parse(&policy, "ham policy") else {
+            continue;
+        };
+        engine.set_policy(policy);
+        judged += 1;
+        let a = engine.evaluate(&raw, &Envelope::default()).await;
+        for r in &a.verdict.reasons {
+            if r.code == "backscatter.forged" || r.code == "hub.bypass" {
+                found.push(format!("{}: {}", f.display(), r.message));
+            }
+        }
+    }
+    println!("reaction ham: {judged} of {} messages judged", files.len());
+    assert!(judged >= 290, "{judged}");
+    assert!(found.is_empty(), "false positives:\n{}", found.join("\n"));
+}
