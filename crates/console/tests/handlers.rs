@@ -562,3 +562,75 @@ async fn the_overview_draws_its_charts_on_the_server() {
         r.body
     );
 }
+
+/// The console's own SQL (overview aggregates, the visible-recipient limit, subject and
+/// sender search, paging, accounts and actions) on PostgreSQL.
+#[tokio::test]
+async fn the_same_pages_on_postgresql() {
+    let url = fresh_pg("pages");
+    let w = world_on("pg", &url).await;
+    let mut config = config();
+    config.page_size = 2;
+    config.maildir = Some(w.maildir());
+    let console = w.console(config);
+    let mut dana = Agent::new(unspoof_console::router(console.clone()));
+    let csrf = dana.logged_in("dana").await;
+    let home = dana.get("/?days=1").await;
+    assert!(
+        home.body.contains("<strong>3</strong> messages"),
+        "{}",
+        home.body
+    );
+    assert!(
+        home.body.contains("<strong>2</strong> held now"),
+        "{}",
+        home.body
+    );
+    assert!(
+        home.body.contains("href=\"/search?sender=bank.test\""),
+        "{}",
+        home.body
+    );
+    let r = dana.get("/search?reason=dmarc.quarantine").await;
+    assert!(r.body.contains("2 messages, page 1 of 1"), "{}", r.body);
+    let r = dana.get("/search?subject=%25invoice_").await;
+    assert!(
+        r.body.contains("0 messages"),
+        "LIKE wildcards are literal: {}",
+        r.body
+    );
+    let r = dana
+        .get("/search?subject=INVOICE&sender=Security%40Bank.test")
+        .await;
+    assert!(
+        r.body.contains("1 message,") && r.body.contains(&w.bob_spoof.record),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        dana.get(&format!("/message/{}", w.carol_spoof.record))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let id = &w.bob_spoof.record;
+    let r = dana
+        .post(&format!("/message/{id}/release"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = dana.get(&format!("/message/{id}")).await;
+    assert!(page.body.contains("dana · release"), "{}", page.body);
+    assert_eq!(
+        std::fs::read_dir(w.maildir().join("new")).unwrap().count(),
+        1
+    );
+
+    let mut admin = Agent::new(unspoof_console::router(console));
+    admin.logged_in("admin").await;
+    let r = admin.get("/search?reason=dmarc.quarantine&page=2").await;
+    assert!(r.body.contains("3 messages, page 2 of 2"), "{}", r.body);
+    let actions = admin.get("/actions").await;
+    assert!(actions.body.contains("release") && actions.body.contains("dana"));
+    w.store.close().await;
+    drop_pg(&url);
+}

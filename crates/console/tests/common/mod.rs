@@ -253,3 +253,41 @@ impl World {
         self.dir.join("maildir")
     }
 }
+
+/// A fresh PostgreSQL database on `UNSPOOF_TEST_PG` (default
+/// `postgres://postgres@127.0.0.1:5432`, started by scripts/deps-store.sh); returns its URL.
+/// [`drop_pg`] removes it.
+pub fn fresh_pg(tag: &str) -> String {
+    let server = std::env::var("UNSPOOF_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_string();
+    let name = format!("unspoof_console_{tag}_{}", std::process::id());
+    psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+    psql(&server, &format!("CREATE DATABASE {name}"));
+    format!("{server}/{name}")
+}
+
+pub fn drop_pg(url: &str) {
+    let (server, name) = url.rsplit_once('/').unwrap();
+    psql(
+        server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+}
+
+fn psql(server: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .arg(format!("{server}/postgres"))
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("psql (postgresql-client) is installed by scripts/deps-store.sh");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
