@@ -69,9 +69,9 @@ impl Session {
     pub fn may_see(&self, recipients: &[String]) -> bool {
         match self.role {
             Role::Administrator => true,
-            Role::DomainAdministrator => recipients.iter().any(|r| {
-                unspoof_store::domain_of(r).is_some_and(|d| self.scope.iter().any(|s| *s == d))
-            }),
+            Role::DomainAdministrator => recipients
+                .iter()
+                .any(|r| unspoof_store::domain_of(r).is_some_and(|d| self.scope.contains(&d))),
             Role::Recipient => recipients
                 .iter()
                 .any(|r| self.scope.iter().any(|s| s.eq_ignore_ascii_case(r.trim()))),

@@ -407,10 +407,7 @@ async fn overview(
     authed: Authed,
     Query(p): Query<OverviewParams>,
 ) -> Response {
-    let days = match p.days {
-        Some(d @ (1 | 7 | 30)) => d,
-        _ => 7,
-    };
+    let days = p.days.filter(|d| [1, 7, 30].contains(d)).unwrap_or(7);
     let bucket = if days == 1 { 3_600 } else { 86_400 };
     let until = (now() / bucket + 1) * bucket;
     let since = until - i64::from(days) * 86_400;

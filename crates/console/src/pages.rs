@@ -206,7 +206,9 @@ fn search_link(p: &SearchParams, base: &str, page: u32) -> String {
         ("since", &p.since),
         ("until", &p.until),
     ] {
-        if !v.trim().is_empty() && !(base == "/quarantine" && k == "verdict") {
+        // The quarantine page sets the verdict itself.
+        let implied = base == "/quarantine" && k == "verdict";
+        if !v.trim().is_empty() && !implied {
             q.push(format!("{k}={}", enc(v.trim())));
         }
     }

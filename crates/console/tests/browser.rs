@@ -20,10 +20,13 @@ use tokio::net::TcpListener;
 use unspoof_console::ConsoleConfig;
 use unspoof_store::QuarantineStatus;
 
+/// One message as the downstream received it: MAIL FROM, RCPT TOs, the bytes.
+type Received = (String, Vec<String>, Vec<u8>);
+
 /// A downstream MTA that accepts everything and keeps each message's envelope and bytes.
 #[derive(Clone, Default)]
 struct Downstream {
-    received: Arc<Mutex<Vec<(String, Vec<String>, Vec<u8>)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Downstream {
@@ -94,7 +97,7 @@ impl Downstream {
         (sink, addr)
     }
 
-    fn received(&self) -> Vec<(String, Vec<String>, Vec<u8>)> {
+    fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 }

@@ -8,17 +8,17 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
     }
-    if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c)) {
-        if let Ok(n) = s[..s.len() - 1].parse::<i64>() {
-            let mult = match unit {
-                's' => 1,
-                'm' => 60,
-                'h' => 3_600,
-                'd' => 86_400,
-                _ => 604_800,
-            };
-            return Ok(now - n * mult);
-        }
+    if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c))
+        && let Ok(n) = s[..s.len() - 1].parse::<i64>()
+    {
+        let mult = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => 604_800,
+        };
+        return Ok(now - n * mult);
     }
     let s2 = s.trim_end_matches('Z');
     let (date, time) = s2.split_once(['T', ' ']).unwrap_or((s2, "00:00:00"));
