@@ -3,6 +3,7 @@
 
 mod analyze;
 mod audit;
+mod console;
 mod dmarc;
 mod dmarc_serve;
 mod forensics;
@@ -91,6 +92,12 @@ enum Command {
     Quarantine {
         #[command(subcommand)]
         command: quarantine::QuarantineCommand,
+    },
+    /// The web console: quarantine, search and message provenance in a browser (`serve`),
+    /// and its accounts (`user`).
+    Console {
+        #[command(subcommand)]
+        command: console::ConsoleCommand,
     },
     /// How spoofable a domain is, and whether the gateway is its single point of entry: SPF,
     /// DMARC, DKIM, MX, STARTTLS, MTA-STS, DANE, bulk-sender rules, lookalikes, a grade.
@@ -214,6 +221,7 @@ fn main() -> ExitCode {
         Command::Report { command } => forensics::report(command),
         Command::Log { command } => log::run(command),
         Command::Quarantine { command } => quarantine::run(command),
+        Command::Console { command } => console::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Dmarc { command } => dmarc::run(command),
         Command::Policy {

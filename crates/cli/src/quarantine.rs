@@ -1,12 +1,13 @@
 //! `unspoof quarantine list | show | release | delete`: the messages the verdict held back.
 //! Release re-injects the message to the downstream MTA (SMTP), or without one delivers it
-//! into the Maildir, and records who released it and when.
+//! into the Maildir, and records who released it and when (`unspoof_console::release`, the
+//! path the web console takes too).
 
-use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use unspoof_console::release::{ReleaseError, ReleaseTarget};
 use unspoof_store::{MessageRecord, QuarantineEntry, QuarantineStatus, Store, StoreError};
 
 use crate::exit;
@@ -269,59 +270,23 @@ async fn release(args: ReleaseArgs) -> u8 {
         Ok(found) => found,
         Err(code) => return code,
     };
-    let entry = match store.release_begin(&id, &who).await {
-        Ok(e) => e,
-        Err(e) => {
-            store.close().await;
-            return fail(e);
-        }
+    let target = match &args.downstream {
+        Some(relay) => ReleaseTarget::Downstream(relay.clone()),
+        None => ReleaseTarget::Maildir(match (&args.maildir, args.store.locate()) {
+            (Some(dir), _) => dir.clone(),
+            (None, Ok(located)) => located.data_dir.join("maildir"),
+            (None, Err(_)) => PathBuf::from("./unspoof-data/maildir"),
+        }),
     };
-    let m = &entry.message;
-    let delivered = match &args.downstream {
-        Some(relay) => {
-            let helo = store.config().node.split('/').next().unwrap_or("localhost");
-            unspoof_forensics::send::send(
-                relay,
-                helo,
-                m.mail_from.as_deref().unwrap_or(""),
-                &m.recipients,
-                &m.raw,
-            )
-            .await
-            .map(|reply| format!("{relay}: {}", reply.trim()))
-            .map_err(|e| format!("{relay}: {e}"))
-        }
-        None => {
-            let dir = match (&args.maildir, args.store.locate()) {
-                (Some(dir), _) => dir.clone(),
-                (None, Ok(located)) => located.data_dir.join("maildir"),
-                (None, Err(_)) => PathBuf::from("./unspoof-data/maildir"),
-            };
-            maildir_deliver(&dir, &m.id, &m.raw)
-                .map(|p| p.display().to_string())
-                .map_err(|e| format!("{}: {e}", dir.display()))
-        }
-    };
-    let recorded = store
-        .release_end(
-            &id,
-            &who,
-            delivered
-                .as_deref()
-                .map(|s| s.as_ref())
-                .map_err(|e| e.as_ref()),
-        )
-        .await;
+    let released = unspoof_console::release::release(&store, &id, &who, &target).await;
     store.close().await;
-    if let Err(e) = recorded {
-        return fail(e);
-    }
-    match delivered {
+    match released {
         Ok(to) => {
             println!("released {id} by {who}: {}", clean(&to));
             exit::ACCEPT
         }
-        Err(e) => {
+        Err(ReleaseError::Store(e)) => fail(e),
+        Err(ReleaseError::Delivery(e)) => {
             eprintln!("unspoof: release {id}: {} (still held)", clean(&e));
             exit::SOFTWARE
         }
@@ -354,27 +319,4 @@ async fn delete(args: DeleteArgs) -> u8 {
         (Ok(false), None) => fail(StoreError::NotFound(id)),
         (Err(e), _) => fail(e),
     }
-}
-
-/// Maildir delivery: write into `tmp/`, fsync, rename into `new/`, fsync `new/`.
-fn maildir_deliver(root: &Path, id: &str, raw: &[u8]) -> std::io::Result<PathBuf> {
-    for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(root.join(sub))?;
-    }
-    let name = format!(
-        "{}.{}.released.{}",
-        unspoof_store::now(),
-        id,
-        std::process::id()
-    );
-    let tmp = root.join("tmp").join(&name);
-    let new = root.join("new").join(&name);
-    {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(raw)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, &new)?;
-    File::open(root.join("new"))?.sync_all()?;
-    Ok(new)
 }

@@ -32,9 +32,6 @@ macro_rules! on {
     };
 }
 
-// The DMARC report tables (`crate::dmarc`) run their statements the same way.
-pub(crate) use on;
-
 /// Binds every value of `$vals` to `$q`, in order.
 macro_rules! bind_all {
     ($q:expr, $vals:expr) => {{
@@ -51,6 +48,10 @@ macro_rules! bind_all {
         q
     }};
 }
+
+// The DMARC report tables (`crate::dmarc`) and the console's (`crate::console`) run their
+// statements the same way.
+pub(crate) use {bind_all, on};
 
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
@@ -94,6 +95,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "DMARC aggregate reports received and sent (crate::dmarc)",
         include_str!("../migrations/sqlite/0003_dmarc.sql"),
         include_str!("../migrations/postgres/0003_dmarc.sql"),
+    ),
+    (
+        18,
+        "the web console's accounts and actions (crate::console)",
+        include_str!("../migrations/sqlite/0018_console.sql"),
+        include_str!("../migrations/postgres/0018_console.sql"),
     ),
 ];
 
@@ -284,9 +291,11 @@ impl Db {
     pub(crate) async fn search(&self, q: &Query) -> Result<Vec<MessageRecord>, sqlx::Error> {
         let (clause, mut vals) = q.where_clause();
         vals.push(Val::I(q.limit()));
+        vals.push(Val::I(i64::from(q.offset.unwrap_or(0))));
         let sql = format!(
             "SELECT {LIST_COLUMNS} FROM messages m {clause} \
-             ORDER BY m.received_at DESC, m.id DESC LIMIT ${}",
+             ORDER BY m.received_at DESC, m.id DESC LIMIT ${} OFFSET ${}",
+            vals.len() - 1,
             vals.len()
         );
         on!(self, p => {

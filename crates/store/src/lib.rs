@@ -18,12 +18,14 @@
 //! answers again; record ids are made at the source ([`new_id`]) and every insert is
 //! `ON CONFLICT DO NOTHING`, so a replay never duplicates.
 
+pub mod console;
 mod db;
 pub mod dmarc;
 mod journal;
 mod query;
 mod record;
 mod spool;
+mod time;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +44,8 @@ pub use record::{
     Durable, JsonText, MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus,
     SessionRecord, domain_of, new_id, normalize_message_id, now,
 };
+
+pub use time::{format_time, parse_time};
 
 use db::Db;
 use journal::{Journal, Ticket};

@@ -35,6 +35,23 @@ pub struct Query {
     pub until: Option<i64>,
     /// At most this many records ([`DEFAULT_LIMIT`] when `None`).
     pub limit: Option<u32>,
+    /// Skip this many of the newest matches first (paging). [`crate::Store::count`] ignores it.
+    #[serde(default)]
+    pub offset: Option<u32>,
+    /// Text the Subject contains, case-insensitively (ASCII case). No index serves it: it
+    /// reads every record the other filters leave, so pair it with a date range on a large
+    /// store.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A sender: an address (the MAIL FROM or the From address, case-insensitively) or a
+    /// domain (the MAIL FROM or the From domain).
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// Only records with at least one recipient among these (addresses, or `@domain`): what a
+    /// console account may see. Empty: no such limit. Unlike the other filters, this one is a
+    /// permission: an empty list here does not mean "nothing".
+    #[serde(default)]
+    pub visible_to: Vec<String>,
 }
 
 /// A value bound to a placeholder.
@@ -74,11 +91,15 @@ impl Query {
     pub(crate) fn where_clause(&self) -> (String, Vec<Val>) {
         let mut conds: Vec<String> = Vec::new();
         let mut vals: Vec<Val> = Vec::new();
+        // `?n` in a condition is its n-th value. Replaced from the highest down, so `?10` is
+        // never read as `?1` followed by a 0.
         let mut push = |cond: &str, v: Vec<Val>| {
+            let base = vals.len();
+            let n = v.len();
+            vals.extend(v);
             let mut c = cond.to_string();
-            for (i, val) in v.into_iter().enumerate() {
-                vals.push(val);
-                c = c.replace(&format!("?{}", i + 1), &format!("${}", vals.len()));
+            for i in (1..=n).rev() {
+                c = c.replace(&format!("?{i}"), &format!("${}", base + i));
             }
             conds.push(c);
         };
@@ -125,6 +146,66 @@ impl Query {
                 vec![Val::S(code.trim().to_string())],
             );
         }
+        if let Some(s) = &self.subject {
+            let pattern = format!("%{}%", like_escape(&s.trim().to_ascii_lowercase()));
+            push(
+                "lower(m.subject) LIKE ?1 ESCAPE '\\'",
+                vec![Val::S(pattern)],
+            );
+        }
+        if let Some(s) = &self.sender {
+            let s = s.trim().to_ascii_lowercase();
+            match s.rsplit_once('@') {
+                Some((local, _)) if !local.is_empty() => {
+                    // The domain columns are indexed; the address comparison then reads few rows.
+                    let d = clean_domain(&s);
+                    push(
+                        "((m.mail_from_domain = ?1 AND lower(m.mail_from) = ?2) \
+                         OR (m.from_domain = ?1 AND lower(m.from_header) = ?2))",
+                        vec![Val::S(d), Val::S(s)],
+                    );
+                }
+                _ => {
+                    let d = clean_domain(s.trim_start_matches('@'));
+                    push(
+                        "(m.mail_from_domain = ?1 OR m.from_domain = ?2)",
+                        vec![Val::S(d.clone()), Val::S(d)],
+                    );
+                }
+            }
+        }
+        if !self.visible_to.is_empty() {
+            let mut addresses = Vec::new();
+            let mut domains = Vec::new();
+            for v in &self.visible_to {
+                let v = v.trim().to_ascii_lowercase();
+                match v.strip_prefix('@') {
+                    Some(d) => domains.push(Val::S(clean_domain(d))),
+                    None => addresses.push(Val::S(v)),
+                }
+            }
+            let marks = |from: usize, n: usize| {
+                (from..from + n)
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut cond = String::from("m.id IN (SELECT r.message FROM message_rcpt r WHERE ");
+            let mut parts = Vec::new();
+            if !addresses.is_empty() {
+                parts.push(format!("r.address IN ({})", marks(1, addresses.len())));
+            }
+            if !domains.is_empty() {
+                parts.push(format!(
+                    "r.domain IN ({})",
+                    marks(addresses.len() + 1, domains.len())
+                ));
+            }
+            cond.push_str(&parts.join(" OR "));
+            cond.push(')');
+            addresses.extend(domains);
+            push(&cond, addresses);
+        }
         if let Some(t) = self.since {
             push("m.received_at >= ?1", vec![Val::I(t)]);
         }
@@ -142,6 +223,18 @@ impl Query {
     pub(crate) fn limit(&self) -> i64 {
         i64::from(self.limit.unwrap_or(DEFAULT_LIMIT))
     }
+}
+
+/// `50%_off` → `50\\%\\_off`: text a LIKE pattern matches literally (with `ESCAPE '\\'`).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `Example.COM.` → `example.com`; an address gives its domain.
@@ -177,5 +270,29 @@ mod tests {
         let (w, v) = q.where_clause();
         assert_eq!(w, "WHERE m.ip_key BETWEEN $1 AND $2 AND m.action = $3");
         assert_eq!(v.len(), 3);
+    }
+
+    #[test]
+    fn many_visible_recipients_keep_their_numbers() {
+        let q = Query {
+            action: Some("quarantine".into()),
+            visible_to: (0..11)
+                .map(|i| format!("u{i}@site.test"))
+                .chain(["@Other.Test".into()])
+                .collect(),
+            subject: Some("50%_Off".into()),
+            ..Default::default()
+        };
+        let (w, v) = q.where_clause();
+        assert!(
+            w.contains("r.address IN ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+            "{w}"
+        );
+        assert!(w.contains("r.domain IN ($14)"), "{w}");
+        assert!(w.contains("lower(m.subject) LIKE $2 ESCAPE"), "{w}");
+        assert!(!w.contains('?'), "{w}");
+        assert_eq!(v.len(), 14);
+        assert!(matches!(&v[13], Val::S(d) if d == "other.test"));
+        assert!(matches!(&v[1], Val::S(p) if p == "%50\\%\\_off%"));
     }
 }

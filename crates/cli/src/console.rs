@@ -1,0 +1,305 @@
+//! `unspoof console serve | user`: the web console (crates/console) on the store, and its
+//! accounts.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use unspoof_console::auth::Role;
+use unspoof_console::{Console, ConsoleConfig};
+use unspoof_store::console::ConsoleAccount;
+
+use crate::exit;
+use crate::log::{StoreArgs, format_time, open};
+
+#[derive(Subcommand)]
+pub enum ConsoleCommand {
+    /// Serve the console: quarantine, search and message provenance in a browser.
+    /// Loopback (127.0.0.1:8025) unless told otherwise.
+    Serve(ServeArgs),
+    /// Console accounts: add (password on standard input), list, remove.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The store, and with `--config` (or `UNSPOOF_CONFIG`) the file's `[console]` section.
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address and port to listen on (overrides `[console] listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Where released messages go, host:port (overrides `[console] downstream`); without
+    /// one, into the Maildir.
+    #[arg(long, value_name = "HOST:PORT")]
+    downstream: Option<String>,
+    /// The Maildir for release without a downstream. Default `<data-dir>/maildir`.
+    #[arg(long, value_name = "DIR")]
+    maildir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an account or replace one (its password is read from standard input).
+    Add(AddArgs),
+    /// Every account, its role and scope.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove an account (its sessions end at their next request).
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    name: String,
+    /// administrator, domain_administrator or recipient.
+    #[arg(long)]
+    role: String,
+    /// A domain (domain administrator) or an address (recipient) whose mail the account may
+    /// see; repeat for more.
+    #[arg(long = "scope", value_name = "DOMAIN|ADDRESS")]
+    scope: Vec<String>,
+}
+
+pub fn run(command: ConsoleCommand) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("unspoof: cannot start the runtime: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    rt.block_on(async {
+        match command {
+            ConsoleCommand::Serve(a) => serve(a).await,
+            ConsoleCommand::User {
+                command: UserCommand::Add(a),
+            } => add(a).await,
+            ConsoleCommand::User {
+                command: UserCommand::List { store },
+            } => list(store).await,
+            ConsoleCommand::User {
+                command: UserCommand::Remove { store, name },
+            } => remove(store, name).await,
+        }
+    })
+}
+
+fn console_config(args: &ServeArgs) -> Result<ConsoleConfig, String> {
+    let Some(path) = &args.store.config else {
+        return Ok(ConsoleConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = match table.get("console") {
+        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
+            format!("{}: [console]: {}", path.display(), e.message())
+        })?,
+        None => ConsoleConfig::default(),
+    };
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> u8 {
+    let mut config = match console_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &args.downstream {
+        config.downstream = d.clone();
+    }
+    if let Some(m) = &args.maildir {
+        config.maildir = Some(m.clone());
+    }
+    let mut store_config = match args.store.locate() {
+        Ok(located) => located.store,
+        Err((code, e)) => {
+            eprintln!("unspoof: {e}");
+            return code;
+        }
+    };
+    // The console reads and marks; the gateway prunes.
+    store_config.retention_days = None;
+    store_config.max_bytes = None;
+    store_config.node = format!("{}/console", store_config.node.trim_end_matches("/cli"));
+    let store = match unspoof_store::Store::open(store_config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("unspoof: store: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    store.flush().await;
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("unspoof: console: cannot listen on {}: {e}", config.listen);
+            return exit::SOFTWARE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    if !config.listen.ip().is_loopback() && !config.secure_cookies {
+        eprintln!(
+            "unspoof: console: listening on {addr}, not loopback, without secure_cookies: \
+             put it behind HTTPS and set [console] secure_cookies = true"
+        );
+    }
+    eprintln!("unspoof: console listening on http://{addr}/");
+    let console = Console::new(store.clone(), config);
+    let served = tokio::select! {
+        r = unspoof_console::serve(console, listener) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    store.close().await;
+    match served {
+        Ok(()) => exit::ACCEPT,
+        Err(e) => {
+            eprintln!("unspoof: console: {e}");
+            exit::SOFTWARE
+        }
+    }
+}
+
+async fn add(args: AddArgs) -> u8 {
+    let Some(role) = Role::parse(&args.role) else {
+        eprintln!("unspoof: --role: administrator, domain_administrator or recipient");
+        return exit::USAGE;
+    };
+    let scope: Vec<String> = args
+        .scope
+        .iter()
+        .map(|s| s.trim().trim_start_matches('@').to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    match role {
+        Role::Administrator if !scope.is_empty() => {
+            eprintln!("unspoof: an administrator sees everything: no --scope");
+            return exit::USAGE;
+        }
+        Role::DomainAdministrator | Role::Recipient if scope.is_empty() => {
+            eprintln!("unspoof: --scope: the domains or addresses this account may see");
+            return exit::USAGE;
+        }
+        Role::DomainAdministrator if scope.iter().any(|s| s.contains('@')) => {
+            eprintln!("unspoof: --scope of a domain administrator: domains, not addresses");
+            return exit::USAGE;
+        }
+        Role::Recipient if scope.iter().any(|s| !s.contains('@')) => {
+            eprintln!("unspoof: --scope of a recipient: addresses (user@domain)");
+            return exit::USAGE;
+        }
+        _ => {}
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!("unspoof: give the password on standard input");
+        return exit::USAGE;
+    }
+    let hash = unspoof_gateway::auth::hash_password(line.trim_end_matches(['\r', '\n']));
+    if hash.is_empty() {
+        eprintln!("unspoof: the password could not be hashed");
+        return exit::SOFTWARE;
+    }
+    let store = match open(&args.store).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let account = ConsoleAccount {
+        name: args.name.trim().to_string(),
+        password_hash: hash,
+        role: role.as_str().to_string(),
+        scope,
+        created_at: unspoof_store::now(),
+        disabled: false,
+    };
+    let put = store.console_account_put(&account).await;
+    store.close().await;
+    match put {
+        Ok(()) => {
+            println!("account {} ({})", account.name, account.role);
+            exit::ACCEPT
+        }
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            exit::SOFTWARE
+        }
+    }
+}
+
+async fn list(args: StoreArgs) -> u8 {
+    let store = match open(&args).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let listed = store.console_accounts().await;
+    store.close().await;
+    match listed {
+        Ok(accounts) => {
+            for a in accounts {
+                println!(
+                    "{:<24} {:<21} {:<20} {}{}",
+                    a.name,
+                    a.role,
+                    format_time(a.created_at),
+                    a.scope.join(" "),
+                    if a.disabled { " (disabled)" } else { "" }
+                );
+            }
+            exit::ACCEPT
+        }
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            exit::SOFTWARE
+        }
+    }
+}
+
+async fn remove(args: StoreArgs, name: String) -> u8 {
+    let store = match open(&args).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let removed = store.console_account_remove(&name).await;
+    store.close().await;
+    match removed {
+        Ok(true) => {
+            println!("removed {name}");
+            exit::ACCEPT
+        }
+        Ok(false) => {
+            eprintln!("unspoof: no account {name}");
+            exit::NO_INPUT
+        }
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            exit::SOFTWARE
+        }
+    }
+}

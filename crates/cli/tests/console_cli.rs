@@ -1,0 +1,171 @@
+//! `unspoof console user` and `unspoof console serve`: an account made from the command line
+//! (password on standard input, argon2id) logs in to the served console over HTTP (curl), on
+//! SQLite in the data directory; a bad role or scope is a usage error.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn unspoof_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
+        .args(args)
+        .env_remove("UNSPOOF_STORE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-i"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_account_made_on_the_command_line_logs_in_to_the_served_console() {
+    let dir = std::env::temp_dir().join(format!("unspoof-console-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().unwrap();
+    let bad = unspoof_stdin(
+        &[
+            "console",
+            "user",
+            "add",
+            "--data-dir",
+            data,
+            "ann",
+            "--role",
+            "recipient",
+        ],
+        "pw\n",
+    );
+    assert_eq!(bad.status.code(), Some(64), "a recipient needs a scope");
+    let bad = unspoof_stdin(
+        &[
+            "console",
+            "user",
+            "add",
+            "--data-dir",
+            data,
+            "ann",
+            "--role",
+            "owner",
+        ],
+        "pw\n",
+    );
+    assert_eq!(bad.status.code(), Some(64));
+    let add = unspoof_stdin(
+        &[
+            "console",
+            "user",
+            "add",
+            "--data-dir",
+            data,
+            "ann",
+            "--role",
+            "recipient",
+            "--scope",
+            "Ann@Site.test",
+        ],
+        "s3cret horse\n",
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let list = unspoof_stdin(&["console", "user", "list", "--data-dir", data], "");
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        list.contains("ann") && list.contains("recipient") && list.contains("ann@site.test"),
+        "{list}"
+    );
+    assert!(!list.contains("argon2"), "the hash is not printed: {list}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _server = Kill(
+        Command::new(env!("CARGO_BIN_EXE_unspoof"))
+            .args(["console", "serve", "--data-dir", data, "--listen", &listen])
+            .env_remove("UNSPOOF_STORE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://{listen}");
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = curl(&[&format!("{base}/login")]);
+        if page.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let cookie = page
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: unspoof_login="))
+        .and_then(|v| v.split(';').next())
+        .expect("the login form's cookie")
+        .to_string();
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let login = |password: &str| {
+        curl(&[
+            "-H",
+            &format!("Cookie: unspoof_login={cookie}"),
+            "--data-urlencode",
+            "name=ann",
+            "--data-urlencode",
+            &format!("password={password}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            &format!("{base}/login"),
+        ])
+    };
+    assert!(login("wrong").starts_with("HTTP/1.1 401"));
+    let ok = login("s3cret horse");
+    assert!(ok.starts_with("HTTP/1.1 303"), "{ok}");
+    let session = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: unspoof_session="))
+        .expect("a session cookie");
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
+    let session = session.split(';').next().unwrap();
+    let q = curl(&[
+        "-H",
+        &format!("Cookie: unspoof_session={session}"),
+        &format!("{base}/quarantine"),
+    ]);
+    assert!(
+        q.starts_with("HTTP/1.1 200") && q.contains("0 messages"),
+        "{q}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
