@@ -12,6 +12,8 @@ use std::{sync::OnceLock, time::Duration};
 use libfuzzer_sys::fuzz_target;
 use unspoof_engine::{Action, Dns, Engine, Envelope, Policy, dns::Zone};
 
+// Only the policy and the checks: this target builds its own envelopes.
+#[allow(dead_code)]
 #[path = "common.rs"]
 mod common;
 

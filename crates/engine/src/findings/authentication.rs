@@ -173,7 +173,7 @@ pub(super) fn trusted_arc_voucher(ctx: &Context<'_>) -> Option<String> {
         return None;
     }
     let mut sealers = ctx.auth.arc.sealers.clone();
-    sealers.sort_by(|a, b| b.instance.cmp(&a.instance));
+    sealers.sort_by_key(|s| std::cmp::Reverse(s.instance));
     for sealer in sealers {
         if !ctx.policy.is_trusted_sealer(&sealer.domain) {
             return None;
