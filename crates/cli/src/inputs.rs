@@ -139,8 +139,7 @@ const MESSAGE_FIELDS: &[&str] = &[
 ];
 
 /// Why `raw` is not an email message, or `None` when it may be one: empty, binary (NUL bytes
-/// in the header section), not beginning with a header field, or without any field a message
-/// has. Only the header section is looked at; a message with a strange body is still a
+/// in the header section), or without any field a message has. Only the header section is looked at; a message with a strange body is still a
 /// message for the engine to judge.
 pub fn not_a_message(raw: &[u8]) -> Option<&'static str> {
     if raw.trim_ascii().is_empty() {
@@ -150,22 +149,9 @@ pub fn not_a_message(raw: &[u8]) -> Option<&'static str> {
     if raw[..headers.body_offset].contains(&0) {
         return Some("it is binary (NUL bytes where header fields should be)");
     }
-    let first_line = if message::is_mbox(raw) {
-        raw.iter()
-            .position(|&b| b == b'\n')
-            .map_or(raw.len(), |i| i + 1)
-    } else {
-        0
-    };
-    let starts_with_field = headers.fields.first().is_some_and(|f| {
-        let name = f.name_trimmed();
-        f.offset == first_line
-            && !name.is_empty()
-            && name.iter().all(|&b| (33..=126).contains(&b) && b != b':')
-    });
-    if !starts_with_field {
-        return Some("it does not begin with header fields");
-    }
+    // A first line that is no header field does not make it "not mail": forgers put one there
+    // so that parsers give up (issue 12), and the engine judges such a section as malformed.
+    // What is not mail has no field a message has anywhere in its header section.
     let has_message_field = headers.fields.iter().any(|f| {
         let name = f.name_trimmed();
         MESSAGE_FIELDS
@@ -194,6 +180,12 @@ mod tests {
         // Messages, even odd ones, are for the engine to judge.
         assert_eq!(not_a_message(b"From: a@b.example\r\n\r\nhi\r\n"), None);
         assert_eq!(not_a_message(b"Subject: no body"), None);
+        // A malformed first line in front of real fields: mail, for the engine to judge.
+        assert_eq!(not_a_message(b" \r\nFrom: a@b.example\r\n\r\nhi\r\n"), None);
+        assert_eq!(
+            not_a_message(b"junk\r\nFrom: a@b.example\r\n\r\nhi\r\n"),
+            None
+        );
         assert_eq!(
             not_a_message(b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nReceived: x\n\n"),
             None
