@@ -67,6 +67,8 @@ pub struct DeskConfig {
     pub hostname: String,
     /// The downstream MTA (`host:port`) that delivers to our users; `None`: `maildir`.
     pub relay: Option<String>,
+    /// Who is told of each report (`[gateway] report_notify`).
+    pub notify: Vec<String>,
     pub data_dir: PathBuf,
 }
 
@@ -114,8 +116,12 @@ async fn handle(
         let mut record = report_record(config, job, &reporter, None);
         record.reasons.push("report.empty".into());
         store.log_message(record);
-        return answer(config, &reporter, report_subject, report_id, text).await;
+        let subject = format!("Re: {}", report_subject.as_deref().unwrap_or("your report"));
+        return send_mail(config, &[reporter], &subject, report_id, text).await;
     };
+    // The original's record may still wait in the writer's batch (a report seconds after
+    // delivery): written first, so that the lookup sees it.
+    store.flush().await;
     let found = original_record(store, &reported, &reporter).await;
     let (bytes, envelope) = original_message(store, &reported, found.as_ref()).await;
     let analysis = engine.evaluate(&bytes, &envelope).await;
@@ -134,7 +140,91 @@ async fn handle(
     record.stored_at = Some(job.path.display().to_string());
     record.reply = found.as_ref().map(|r| format!("original record {}", r.id));
     store.log_message(record);
-    answer(config, &reporter, report_subject, report_id, &text).await
+    let subject = format!("Re: {}", report_subject.as_deref().unwrap_or("your report"));
+    send_mail(
+        config,
+        std::slice::from_ref(&reporter),
+        &subject,
+        report_id,
+        &text,
+    )
+    .await?;
+    if config.notify.is_empty() {
+        return Ok(());
+    }
+    let judgement = user_report::judge(&analysis);
+    let copies = other_copies(store, &reported, found.as_ref()).await;
+    let mut notice = format!(
+        "{reporter} reported a message (queue id {qid}, {form}). Judgement: {judgement:?}.\n\n",
+        qid = job.queue_id,
+        form = match reported.form {
+            Form::Attached => "forwarded as an attachment",
+            Form::Inline => "forwarded inline: its headers were lost",
+        },
+    );
+    match &found {
+        Some(r) => notice.push_str(&format!(
+            "The original is on record: unspoof log show {} (verdict {}).\n",
+            r.id, r.action
+        )),
+        None => {
+            notice.push_str("The original is not on record: it did not pass through the gateway.\n")
+        }
+    }
+    if copies.is_empty() {
+        notice.push_str("No other mailbox received it through us.\n");
+    } else {
+        notice.push_str("The same message (same Message-ID) also reached:\n");
+        for (rcpt, action, id) in &copies {
+            notice.push_str(&format!("  {rcpt} ({action}; record {id})\n"));
+        }
+    }
+    if judgement == user_report::Judgement::Forged {
+        // The message as analysed, kept for the abuse report to the origin's contacts.
+        let path = job.path.with_extension("original.eml");
+        std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        notice.push_str(&format!(
+            "\nTo send the ARF abuse report to the origin's contacts (abuse@ and postmaster@):\n  unspoof report abuse {} --send --relay <your relay>\n",
+            path.display()
+        ));
+    }
+    notice.push_str("\nThe answer the reporter got:\n\n");
+    notice.push_str(&text);
+    let subject = format!(
+        "User report ({judgement:?}): {}",
+        reported.subject.as_deref().unwrap_or("(no subject)")
+    );
+    send_mail(config, &config.notify, &subject, None, &notice).await
+}
+
+/// Other mailboxes the reported message reached through us: (recipient, action, record id).
+async fn other_copies(
+    store: &Store,
+    reported: &Reported,
+    found: Option<&MessageRecord>,
+) -> Vec<(String, String, String)> {
+    let Some(id) = reported
+        .message_id
+        .clone()
+        .or_else(|| found.and_then(|r| r.message_id.clone()))
+    else {
+        return Vec::new();
+    };
+    let q = Query {
+        message_id: Some(id),
+        limit: Some(INLINE_CANDIDATES),
+        ..Query::default()
+    };
+    let mut out = Vec::new();
+    for r in store.search(&q).await.unwrap_or_default() {
+        if r.listener == "report" {
+            continue;
+        }
+        for rcpt in &r.recipients {
+            out.push((rcpt.clone(), r.action.clone(), r.id.clone()));
+        }
+    }
+    out
 }
 
 /// The report's own record: the reporter as recipient, the reported message's identity.
@@ -233,20 +323,21 @@ async fn original_message(
     (reported.raw.clone(), envelope)
 }
 
-/// Sends the answer to the reporter: an auto-reply (RFC 3834) from the report address.
-async fn answer(
+/// Sends a plain-text auto-reply (RFC 3834: null MAIL FROM, `Auto-Submitted`) from the report
+/// address: the answer to the reporter, or the notice to the administrators.
+async fn send_mail(
     config: &DeskConfig,
-    reporter: &str,
-    subject: Option<String>,
+    to: &[String],
+    subject: &str,
     in_reply_to: Option<String>,
     text: &str,
 ) -> Result<(), String> {
     let now = unspoof_store::now();
-    let subject = subject.unwrap_or_else(|| "your report".into());
     let subject: String = subject.chars().filter(|c| !c.is_control()).collect();
     let mut mail = format!(
-        "From: {address}\r\nTo: {reporter}\r\nSubject: Re: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}@{host}>\r\n",
+        "From: {address}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}@{host}>\r\n",
         address = config.address,
+        to = to.join(", "),
         date = unspoof_gateway::message::rfc5322_date(now),
         id = unspoof_store::new_id(),
         host = config.hostname,
@@ -259,20 +350,19 @@ async fn answer(
     );
     mail.push_str(&text.replace('\n', "\r\n"));
     match &config.relay {
-        Some(relay) => unspoof_forensics::send::send(
-            relay,
-            &config.hostname,
-            "",
-            &[reporter.to_string()],
-            mail.as_bytes(),
-        )
-        .await
-        .map(|_| ()),
+        Some(relay) => {
+            unspoof_forensics::send::send(relay, &config.hostname, "", to, mail.as_bytes())
+                .await
+                .map(|_| ())
+        }
         None => {
             let root = config.data_dir.join("maildir");
             let maildir = Maildir::open(&root, &config.hostname).map_err(|e| e.to_string())?;
             maildir
-                .store(&format!("report-answer-{now}"), mail.as_bytes())
+                .store(
+                    &format!("report-answer-{}", unspoof_store::new_id()),
+                    mail.as_bytes(),
+                )
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
@@ -286,6 +376,7 @@ pub fn configured(data_dir: &Path, config: &unspoof_gateway::GatewayConfig) -> O
         address,
         hostname: config.hostname.clone(),
         relay: config.downstream.clone(),
+        notify: config.report_notify.clone(),
         data_dir: data_dir.to_path_buf(),
     })
 }

@@ -81,6 +81,7 @@ domains = ["shopping.example.net"]
 trusted_networks = ["127.0.0.0/8"]
 gateway_names = ["mx1.shopping.example.net"]
 report_address = "report-phish@shopping.example.net"
+report_notify = ["security@shopping.example.net"]
 reverse_dns = false
 
 # The engine reads football.example.com as a cousin of example.net, the registrable domain
@@ -159,10 +160,10 @@ impl Server {
 #[test]
 fn reports_are_answered_in_plain_words_and_logged() {
     let server = start();
-    // The genuine message reaches Bob through the gateway first (recorded: accepted).
+    // The genuine message reaches Bob and Carol through the gateway first (recorded: accepted).
     server.swaks(
         "joe@football.example.com",
-        "bob@shopping.example.net",
+        "bob@shopping.example.net,carol@shopping.example.net",
         &repo().join("examples/sample-genuine.eml"),
     );
     server.wait_for("Is dinner ready?");
@@ -183,6 +184,25 @@ fn reports_are_answered_in_plain_words_and_logged() {
     assert!(answer.contains("No: the sender is who it says"), "{answer}");
     assert!(answer.contains("It was delivered to you"), "{answer}");
     assert!(answer.contains("213.165.64.12"), "{answer}");
+    // The security team is told, with the other mailbox that holds the same message.
+    let notice = server.wait_for("Subject: User report (Genuine): Is dinner ready?");
+    assert!(
+        notice.contains("To: security@shopping.example.net"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("bob@shopping.example.net reported a message"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("  carol@shopping.example.net (accept; record "),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("The original is on record: unspoof log show "),
+        "{notice}"
+    );
+    assert!(!notice.contains("report abuse"), "{notice}");
 
     // A forgery that never passed us, attached: forged, and we have no record of it.
     server.swaks(
@@ -199,6 +219,18 @@ fn reports_are_answered_in_plain_words_and_logged() {
     assert!(
         answer.contains("no record of it passing through our gateway"),
         "{answer}"
+    );
+    let notice = server.wait_for("Subject: User report (Forged): Invoice overdue - pay today");
+    assert!(notice.contains("unspoof report abuse "), "{notice}");
+    let kept = notice
+        .split("unspoof report abuse ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap();
+    let kept = std::fs::read_to_string(kept).expect("the forgery is kept for the abuse report");
+    assert!(
+        kept.contains("Message-ID: <a81f0c2e9d.7731@bot.example>"),
+        "{kept}"
     );
 
     // The same forgery forwarded inline: what the forward kept cannot prove anything.

@@ -61,6 +61,10 @@ pub struct GatewayConfig {
     /// taken by the gateway, the reported message analysed, recorded and explained to the
     /// reporter (docs/reaction.md). Default: none.
     pub report_address: Option<String>,
+    /// Who is told of each user report (the security team): the answer the reporter got, the
+    /// original's record, the other mailboxes the same message reached, and for a forgery the
+    /// `unspoof report abuse` command for the origin's contacts. Default: nobody.
+    pub report_notify: Vec<String>,
     /// Recipient domains the inbound listener accepts mail for (exact match, case-insensitive).
     /// Any other recipient gets `550 5.7.1`: never an open relay. Default
     /// `[DEFAULT_DOMAIN]`.
@@ -273,6 +277,7 @@ impl Default for GatewayConfig {
             domains: vec![DEFAULT_DOMAIN.to_string()],
             gateway_names: Vec::new(),
             report_address: None,
+            report_notify: Vec::new(),
             trusted_networks: Vec::new(),
             refuse_own_domain_senders: true,
             reverse_dns: true,
