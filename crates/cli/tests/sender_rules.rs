@@ -743,26 +743,36 @@ s.quit()
             .unwrap_or_else(|_| panic!("smtplib: {}", String::from_utf8_lossy(&out.stderr)))
     }
 
-    /// The session log's verdict for the message with this Message-ID: (action, codes).
+    /// The session log's verdict for the message with this Message-ID: (action, codes). The
+    /// line may follow the reply by a moment: waited for (60 s turns a hang into a failure).
     fn verdict(&self, message_id: &str) -> (String, Vec<String>) {
-        let log = std::fs::read_to_string(self.dir.join("sessions.jsonl")).unwrap_or_default();
-        let line = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| {
-                v["message_id"]
-                    .as_str()
-                    .is_some_and(|m| m.contains(message_id))
-            })
-            .last()
-            .unwrap_or_else(|| panic!("{message_id} not in the session log:\n{log}"));
-        verdict_of(&line["outcome"], &line["reasons"], |r| r)
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.dir.join("sessions.jsonl")).unwrap_or_default();
+            let line = log
+                .lines()
+                .rev()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| {
+                    v["message_id"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(&format!("<{message_id}@")))
+                });
+            if let Some(line) = line {
+                return verdict_of(&line["outcome"], &line["reasons"], |r| r);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{message_id} not in the session log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
 fn message_id(raw: &str) -> String {
     let at = raw.find("Message-ID: <").unwrap() + "Message-ID: <".len();
-    raw[at..].split('>').next().unwrap().to_string()
+    raw[at..].split('@').next().unwrap().to_string()
 }
 
 #[test]

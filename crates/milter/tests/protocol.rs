@@ -887,11 +887,16 @@ async fn every_message_is_recorded_and_first_contact_comes_from_the_history() {
     assert!(got[1].2.iter().any(|c| c == "dmarc.quarantine"), "{got:#?}");
     assert!(got[1].2.iter().any(|c| c == "contact.first"), "{got:#?}");
     assert_eq!((got[2].1.as_str(), got[2].3), ("skipped", false));
+    // For each judged message: first contact of its From domain with each recipient, then
+    // whether its From address has written to the site before (the correspondent memory).
+    let any = unspoof_engine::contact::ANY_RECIPIENT;
     assert_eq!(
         *contacts.asked.lock().unwrap(),
         vec![
             ("good.test".to_string(), "bob@example.net".to_string()),
+            ("alice@good.test".to_string(), any.to_string()),
             ("shady.test".to_string(), "bob@example.net".to_string()),
+            ("billing@shady.test".to_string(), any.to_string()),
         ]
     );
 }

@@ -121,6 +121,7 @@ both! {
         assert_eq!(listed.len(), 1);
         assert!(listed[0].message.raw.is_empty(), "listings carry no bytes");
         assert!(!other.has_seen("corp.test", Some("ann@site.test")).await.unwrap());
+        assert!(!other.has_seen("ceo@corp.test", Some(unspoof_engine::contact::ANY_RECIPIENT)).await.unwrap());
 
         let claimed = other.release_begin(&q.id, "admin@site.test").await.unwrap();
         assert_eq!(claimed.message.raw, raw);
@@ -135,8 +136,12 @@ both! {
         assert_eq!(done.actor.as_deref(), Some("admin@site.test"));
         assert_eq!(done.result.as_deref(), Some("250 2.0.0 queued as X"));
         assert!(done.acted_at.is_some());
-        // A person's release makes the sender known to the recipient.
+        // A person's release makes the sender known to the recipient, and its From address a
+        // correspondent of the site (to this process at once, to others from the database).
         assert!(other.has_seen("corp.test", Some("ann@site.test")).await.unwrap());
+        let any = unspoof_engine::contact::ANY_RECIPIENT;
+        assert!(other.has_seen("ceo@corp.test", Some(any)).await.unwrap());
+        assert!(store.has_seen("ceo@corp.test", Some(any)).await.unwrap());
         assert!(!other.quarantine_delete(&q.id, "admin").await.unwrap(), "released, not held");
 
         let q2 = NewQuarantine { id: unspoof_store::new_id(), raw: b"x".to_vec(), ..q.clone() };
@@ -182,6 +187,16 @@ both! {
         assert!(store.has_seen("partner.example", None).await.unwrap());
         assert!(!store.has_seen("evil.example", None).await.unwrap());
         assert!(store.has_seen("newpartner.example", Some("carl@site.test")).await.unwrap());
+        // The correspondent memory: the From address of delivered mail, site-wide.
+        let any = unspoof_engine::contact::ANY_RECIPIENT;
+        let other = db.open("mx3").await;
+        assert!(other.has_seen("pat@partner.example", Some(any)).await.unwrap());
+        assert!(!other.has_seen("pat2@partner.example", Some(any)).await.unwrap());
+        assert!(!other.has_seen("x@evil.example", Some(any)).await.unwrap());
+        // An address key never answers a domain's question, nor the other way round.
+        assert!(!other.has_seen("partner.example", Some(any)).await.unwrap());
+        assert!(!other.has_seen("pat@partner.example", Some("ann@site.test")).await.unwrap());
+        other.close().await;
         store.close().await;
     }
 
