@@ -16,6 +16,7 @@
 #   UNSPOOF_BIN=/tmp/base/unspoof scripts/bench-gateway.sh    # another build of the gateway
 #                                                # (before/after pairs; the sink and the load
 #                                                # generator stay this tree's)
+#   BUILD=0 SINK_BIN=... LOAD_BIN=...            # no build; these sink / load generator binaries
 #
 # Set-up (everything on loopback):
 # - a private network namespace ($NETNS, default unspoof-gwbench) with only `lo`, to which the
@@ -71,12 +72,14 @@ MANIFEST=$(cd "$(dirname "$MANIFEST")" && pwd)/manifest.jsonl
 ZONES=()
 for z in "$(dirname "$MANIFEST")"/zones/*.zone; do ZONES+=(--dns-zone "$z"); done
 
-log "building (release): unspoof, and the sink and load generator examples"
-(cd "$REPO" && cargo build --release -p unspoof && \
-  cargo build --release -p unspoof-gateway --example sink --example smtp_load)
+if [ "${BUILD:-1}" = 1 ]; then
+  log "building (release): unspoof, and the sink and load generator examples"
+  (cd "$REPO" && cargo build --release -p unspoof && \
+    cargo build --release -p unspoof-gateway --example sink --example smtp_load)
+fi
 BIN=${UNSPOOF_BIN:-$REPO/target/release/unspoof}
-SINK=$REPO/target/release/examples/sink
-LOAD=$REPO/target/release/examples/smtp_load
+SINK=${SINK_BIN:-$REPO/target/release/examples/sink}
+LOAD=${LOAD_BIN:-$REPO/target/release/examples/smtp_load}
 
 mkdir -p "$OUT"
 DATA=$OUT/data

@@ -388,4 +388,15 @@ From: Alice <alice@example.com>\r\nTo: bob@site.test\r\nSubject: hi\r\nMessage-I
         m.dns.as_ref().unwrap()["view"],
         serde_json::json!(analysis.dns)
     );
+    // The summary (a plain accept, `[store] full_analysis`): everything but the analysis.
+    let summary = unspoof_store::MessageRecord::default().with_analysis_summary(&analysis);
+    assert!(m.analysis.is_some());
+    assert!(summary.analysis.is_none());
+    assert_eq!(
+        unspoof_store::MessageRecord {
+            analysis: None,
+            ..m
+        },
+        summary
+    );
 }
