@@ -361,7 +361,10 @@ pub fn message(
                     @for r in &reasons {
                         li {
                             code { (s(r, &["code"]).unwrap_or("?")) }
-                            " asks to " strong { (s(r, &["action"]).unwrap_or("?")) } ": "
+                            @match s(r, &["action"]) {
+                                Some("accept") | None => " (a note): ",
+                                Some(a) => { " asks to " strong { (a) } ": " }
+                            }
                             (s(r, &["message"]).unwrap_or(""))
                             @if let Some(ev) = r.get("evidence").and_then(Value::as_array) {
                                 @if !ev.is_empty() {
