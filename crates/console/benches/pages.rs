@@ -76,7 +76,7 @@ fn record(rng: &mut Rng, i: u64, n: u64, t0: i64, full: &str) -> MessageRecord {
         mail_from: Some(format!("bounce@d{domain}.example")),
         recipients: vec![format!("user{rcpt}@site.test")],
         from: Some(format!("Person <p@d{domain}.example>")),
-        subject: Some(if i % 100 == 0 {
+        subject: Some(if i.is_multiple_of(100) {
             format!("Invoice {i}")
         } else {
             format!("Message {i}")
