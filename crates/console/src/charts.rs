@@ -97,7 +97,7 @@ pub fn bar_list(rows: &[(String, i64)], link: impl Fn(&str) -> String) -> Markup
                     tr {
                         td.key { a href=(link(k)) { (k) } }
                         td.bar {
-                            svg width="160" height="12" role="img" aria-label=(n) {
+                            svg width="160" height="12" viewBox="0 0 160 12" preserveAspectRatio="none" role="img" aria-label=(n) {
                                 rect width=(fmt(*n as f64 / max as f64 * 160.0)) height="12" fill="#5b7db1" {}
                             }
                         }

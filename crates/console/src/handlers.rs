@@ -46,6 +46,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/message/{id}/release", post(release))
         .route("/message/{id}/delete", post(delete))
         .route("/actions", get(actions))
+        .route("/dmarc", get(dmarc))
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/console.css", get(css))
         .layer(middleware::from_fn(security_headers))
@@ -769,4 +770,49 @@ async fn actions(State(console): State<Arc<Console>>, authed: Authed) -> Respons
         Ok(a) => html(pages::actions(&authed.session, &a)),
         Err(e) => store_failed(e),
     }
+}
+
+// DMARC sources: who sends as a domain, from the aggregate reports (`unspoof dmarc sources`).
+
+/// Most days the DMARC page looks back.
+const DMARC_MAX_DAYS: u32 = 90;
+
+#[derive(Deserialize, Default)]
+struct DmarcParams {
+    #[serde(default)]
+    domain: String,
+    days: Option<u32>,
+}
+
+async fn dmarc(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    Query(p): Query<DmarcParams>,
+) -> Response {
+    let s = &authed.session;
+    if s.role == Role::Recipient {
+        return forbidden("The DMARC reports are for administrators of the domain.");
+    }
+    let domain = p.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let days = p.days.unwrap_or(7).clamp(1, DMARC_MAX_DAYS);
+    // A domain administrator reads its own domains' reports (and their subdomains': the
+    // store's rows of a domain include them).
+    if s.role == Role::DomainAdministrator && !domain.is_empty() && !s.scope.contains(&domain) {
+        return forbidden("That domain is not one of yours.");
+    }
+    if domain.is_empty() {
+        return html(pages::dmarc(s, &domain, days, None));
+    }
+    let until = now();
+    let since = until - i64::from(days) * 86_400;
+    let rows = match console.store.dmarc_rows(&domain, since, until).await {
+        Ok(r) => r,
+        Err(e) => return store_failed(e),
+    };
+    // No reverse DNS from a page view: `unspoof dmarc sources` names the addresses.
+    let picture =
+        unspoof_reports::sources::picture(&domain, since, until, &rows, &|_| None, &|day| {
+            unspoof_store::format_time(day * 86_400)[..10].to_string()
+        });
+    html(pages::dmarc(s, &domain, days, Some(&picture)))
 }

@@ -41,6 +41,7 @@ fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                             a href="/" { "Overview" }
                             a href="/search" { "Search" }
                             a href="/quarantine" { "Quarantine" }
+                            @if s.role != Role::Recipient { a href="/dmarc" { "DMARC sources" } }
                             @if s.role == Role::Administrator { a href="/actions" { "Actions" } }
                         }
                         span.who { (s.name) " · " (role_words(s.role)) }
@@ -360,7 +361,10 @@ pub fn message(
                     @for r in &reasons {
                         li {
                             code { (s(r, &["code"]).unwrap_or("?")) }
-                            " asks to " strong { (s(r, &["action"]).unwrap_or("?")) } ": "
+                            @match s(r, &["action"]) {
+                                Some("accept") | None => " (a note): ",
+                                Some(a) => { " asks to " strong { (a) } ": " }
+                            }
                             (s(r, &["message"]).unwrap_or(""))
                             @if let Some(ev) = r.get("evidence").and_then(Value::as_array) {
                                 @if !ev.is_empty() {
@@ -584,6 +588,81 @@ pub fn actions(session: &Session, list: &[ConsoleAction]) -> Markup {
                             td { (a.target.as_deref().unwrap_or("")) }
                             td { (a.client.as_deref().unwrap_or("")) }
                             td { (a.detail.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn dmarc(
+    session: &Session,
+    domain: &str,
+    days: u32,
+    picture: Option<&unspoof_reports::sources::Picture>,
+) -> Markup {
+    page(
+        Some(session),
+        "DMARC sources",
+        html! {
+            p.muted { "Who sends mail as a domain, from the aggregate reports receivers sent us (as " code { "unspoof dmarc sources" } ", without reverse names)." }
+            form.search method="get" action="/dmarc" {
+                label { "Domain"
+                    @if session.role == Role::DomainAdministrator {
+                        select name="domain" {
+                            @for d in &session.scope { option value=(d) selected[d == domain] { (d) } }
+                        }
+                    } @else {
+                        input type="text" name="domain" value=(domain) placeholder="example.org" required;
+                    }
+                }
+                label { "Days" input type="number" name="days" min="1" max="90" value=(days); }
+                button type="submit" { "Show" }
+            }
+            @if let Some(p) = picture {
+                @let t = &p.totals;
+                section.numbers {
+                    div { strong { (t.messages) } " messages in " (p.reports) " reports" }
+                    div { strong { (t.percent(t.dmarc_pass)) "%" } " pass DMARC" }
+                    div { strong { (t.ours) } " ours" }
+                    div { strong { (t.forwarded) } " forwarded" }
+                    div { strong { (t.misaligned) } " misaligned" }
+                    div { strong { (t.spoofing) } " spoofing" }
+                }
+                section {
+                    h2 { "Sources" }
+                    @if p.sources.is_empty() { p.muted { "No report covers this domain in this period." } }
+                    @else {
+                        table.results {
+                            thead { tr { th { "Address" } th { "Organisation" } th { "Class" } th { "Messages" } th { "DMARC pass" } th { "DKIM domains" } th { "Sent as" } th { "Reported by" } } }
+                            tbody {
+                                @for s in &p.sources {
+                                    tr {
+                                        td { @if let Some(ip) = s.ip { a href={ "/search?client=" (enc(&ip.to_string())) } { (ip) } } }
+                                        td { (s.organisation.as_deref().unwrap_or("")) }
+                                        td { (s.class.words()) }
+                                        td { (s.tally.messages) }
+                                        td { (s.tally.percent(s.tally.dmarc_pass)) "%" }
+                                        td.addr { @for (i, d) in s.dkim.iter().enumerate() { @if i > 0 { ", " } (d.domain) " (" (d.pass) " pass, " (d.fail) " fail)" } }
+                                        td.addr { (s.header_from.join(", ")) }
+                                        td.addr { (s.reporters.join(", ")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if !p.subdomains.is_empty() {
+                    section {
+                        h2 { "Domains sent as" }
+                        table.results {
+                            thead { tr { th { "Domain" } th { "Messages" } th { "DMARC pass" } th { "" } } }
+                            tbody {
+                                @for d in &p.subdomains {
+                                    tr { td { (d.name) } td { (d.tally.messages) } td { (d.tally.percent(d.tally.dmarc_pass)) "%" } td { @if d.only_forged { strong { "only forgers use it" } } } }
+                                }
+                            }
                         }
                     }
                 }

@@ -404,6 +404,12 @@ async fn the_console_in_headless_chromium() {
     shot(&c, "quarantine").await;
     c.goto(&format!("{base}/actions")).await.unwrap();
     shot(&c, "actions").await;
+    ingest_dmarc_report(&w.store).await;
+    c.goto(&format!("{base}/dmarc?domain=site.test"))
+        .await
+        .unwrap();
+    assert!(text(&c, "table.results").await.contains("192.0.2.66"));
+    shot(&c, "dmarc").await;
     logout(&c).await;
 
     // Bob, a recipient: his quarantine only; Ann's message is not there for him.

@@ -634,3 +634,46 @@ async fn the_same_pages_on_postgresql() {
     w.store.close().await;
     drop_pg(&url);
 }
+
+#[tokio::test]
+async fn the_dmarc_sources_page_shows_a_domains_senders_to_its_administrators() {
+    let w = world("dmarc").await;
+    ingest_dmarc_report(&w.store).await;
+
+    let mut dana = Agent::new(unspoof_console::router(w.console(config())));
+    dana.logged_in("dana").await;
+    let r = dana.get("/dmarc?domain=site.test").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("<strong>12</strong> messages in 1 reports"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("192.0.2.66") && r.body.contains("spoofing"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("receiver.example"));
+    // Another domain's reports are not a domain administrator's to read.
+    assert_eq!(
+        dana.get("/dmarc?domain=bank.test").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut ann = Agent::new(unspoof_console::router(w.console(config())));
+    ann.logged_in("ann").await;
+    assert_eq!(
+        ann.get("/dmarc?domain=site.test").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut admin = Agent::new(unspoof_console::router(w.console(config())));
+    admin.logged_in("admin").await;
+    let r = admin.get("/dmarc?domain=site.test&days=3").await;
+    assert!(r.body.contains("192.0.2.66"));
+    let r = admin.get("/dmarc?domain=bank.test").await;
+    assert!(
+        r.body.contains("No report covers this domain"),
+        "{}",
+        r.body
+    );
+}

@@ -782,8 +782,8 @@ impl Store {
     }
 }
 
-/// `LIKE` pattern text with `%`, `_` and `\` taken literally.
-fn like_escape(s: &str) -> String {
+/// `LIKE` pattern text with `%`, `_` and `\` taken literally (with `ESCAPE '\'`).
+pub(crate) fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -7,6 +7,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{domain_of, normalize_message_id};
+// One escaping for every LIKE of the store (the DMARC domain match uses it too).
+use crate::dmarc::like_escape;
 
 /// Results returned when a query gives no limit.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -223,18 +225,6 @@ impl Query {
     pub(crate) fn limit(&self) -> i64 {
         i64::from(self.limit.unwrap_or(DEFAULT_LIMIT))
     }
-}
-
-/// `50%_off` → `50\\%\\_off`: text a LIKE pattern matches literally (with `ESCAPE '\\'`).
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `Example.COM.` → `example.com`; an address gives its domain.

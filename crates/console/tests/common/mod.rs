@@ -291,3 +291,37 @@ fn psql(server: &str, sql: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One aggregate report for site.test from a receiver: a forger at 192.0.2.66 sent 12
+/// messages as site.test, all failing DMARC.
+pub fn dmarc_report(begin: i64) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<feedback xmlns="urn:ietf:params:xml:ns:dmarc-2.0">
+<report_metadata><org_name>receiver.example</org_name><email>r@receiver.example</email>
+<report_id>console-1</report_id><date_range><begin>{begin}</begin><end>{end}</end></date_range>
+</report_metadata>
+<policy_published><domain>site.test</domain><p>reject</p></policy_published>
+<record><row><source_ip>192.0.2.66</source_ip><count>12</count>
+<policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf></policy_evaluated></row>
+<identifiers><header_from>site.test</header_from></identifiers>
+<auth_results><spf><domain>forger.example</domain><result>fail</result></spf></auth_results></record>
+</feedback>
+"#,
+        end = begin + 86_399
+    )
+}
+
+/// Stores [`dmarc_report`] for yesterday through the reports crate's ingestion.
+pub async fn ingest_dmarc_report(store: &Store) {
+    let mut ingest =
+        unspoof_reports::Ingestor::new(store.clone(), unspoof_reports::DmarcConfig::default());
+    let begin = (now() / 86_400 - 1) * 86_400;
+    ingest
+        .add("report.xml", dmarc_report(begin).as_bytes())
+        .await
+        .unwrap();
+    let done = ingest.commit().await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert!(!done[0].1.is_rejected(), "{:?}", done[0].1);
+}
