@@ -227,7 +227,8 @@ async fn add(args: AddArgs) -> u8 {
         eprintln!("unspoof: the password could not be hashed");
         return exit::SOFTWARE;
     }
-    let store = match open(&args.store).await {
+    // The first account may well come before the first message: it makes the store.
+    let store = match crate::log::open_or_create(&args.store).await {
         Ok(s) => s,
         Err(code) => return code,
     };

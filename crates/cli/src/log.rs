@@ -204,7 +204,17 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 pub(crate) async fn open(args: &StoreArgs) -> Result<Store, u8> {
-    let located = args.locate().map_err(|(code, e)| {
+    open_resolved(args, true).await
+}
+
+/// [`open`] for the commands that fill a store (`unspoof console user add`): a store that does
+/// not exist yet is made.
+pub(crate) async fn open_or_create(args: &StoreArgs) -> Result<Store, u8> {
+    open_resolved(args, false).await
+}
+
+async fn open_resolved(args: &StoreArgs, must_exist: bool) -> Result<Store, u8> {
+    let located = args.resolve(must_exist).map_err(|(code, e)| {
         eprintln!("unspoof: {e}");
         code
     })?;

@@ -388,15 +388,36 @@ From: Alice <alice@example.com>\r\nTo: bob@site.test\r\nSubject: hi\r\nMessage-I
         m.dns.as_ref().unwrap()["view"],
         serde_json::json!(analysis.dns)
     );
-    // The summary (a plain accept, `[store] full_analysis`): everything but the analysis.
+    // The summary (a plain accept, `[store] full_analysis`): everything but the analysis, of
+    // which only what the day's DMARC report counts, at the same paths.
     let summary = unspoof_store::MessageRecord::default().with_analysis_summary(&analysis);
-    assert!(m.analysis.is_some());
-    assert!(summary.analysis.is_none());
+    let (whole, kept) = (
+        m.analysis.as_ref().unwrap().value(),
+        summary.analysis.as_ref().unwrap().value(),
+    );
+    assert_eq!(kept["summary"], true);
+    assert_eq!(kept["auth"]["dmarc"], whole["auth"]["dmarc"]);
+    assert_eq!(kept["auth"]["checked"], whole["auth"]["checked"]);
+    assert_eq!(
+        kept["envelope"]["mail_from"],
+        whole["envelope"]["mail_from"]
+    );
+    assert!(
+        kept["trace"].is_null() && kept["verdict"].is_null(),
+        "{kept}"
+    );
+    assert!(
+        kept.to_string().len() * 3 < whole.to_string().len(),
+        "{kept}"
+    );
     assert_eq!(
         unspoof_store::MessageRecord {
             analysis: None,
             ..m
         },
-        summary
+        unspoof_store::MessageRecord {
+            analysis: None,
+            ..summary
+        }
     );
 }
