@@ -580,15 +580,26 @@ fn readme_demo_from_a_clean_clone() {
         .unwrap_or_else(|| panic!("no queue id in the refusal: {refusal}"));
 
     // `unspoof log show <queue id>` (from the same folder) explains it.
-    let show = Command::new(&unspoof)
-        .args(["log", "show"])
-        .args(net.store_args())
-        .arg(&queue_id)
-        .current_dir(&demo)
-        .env_remove("UNSPOOF_CONFIG")
-        .env_remove("UNSPOOF_STORE")
-        .output()
-        .unwrap();
+    // The gateway writes its records in the background, in batches of at most
+    // `flush_interval_ms` (50 ms): a person typing the command never sees the gap, a test
+    // right after swaks may.
+    let log_show = || {
+        Command::new(&unspoof)
+            .args(["log", "show"])
+            .args(net.store_args())
+            .arg(&queue_id)
+            .current_dir(&demo)
+            .env_remove("UNSPOOF_CONFIG")
+            .env_remove("UNSPOOF_STORE")
+            .output()
+            .unwrap()
+    };
+    let asked = Instant::now();
+    let mut show = log_show();
+    while !show.status.success() && asked.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        show = log_show();
+    }
     let shown = text(&show);
     assert!(show.status.success(), "{shown}");
     assert!(
