@@ -138,18 +138,15 @@ const MESSAGE_FIELDS: &[&str] = &[
     "reply-to",
 ];
 
-/// Why `raw` is not an email message, or `None` when it may be one: empty, binary (NUL bytes
-/// in the header section), not beginning with a header field, or without any field a message
-/// has. Only the header section is looked at; a message with a strange body is still a
-/// message for the engine to judge.
+/// Why `raw` is not an email message, or `None` when it may be one: empty, not beginning with
+/// a header field (a binary, random bytes, most text), or without any field a message has.
+/// Only the header section is looked at, and only for its shape: a message with malformed
+/// fields (a NUL octet in one, an empty From) is still a message, for the engine to judge.
 pub fn not_a_message(raw: &[u8]) -> Option<&'static str> {
     if raw.trim_ascii().is_empty() {
         return Some("it is empty");
     }
     let headers = Headers::parse(raw);
-    if raw[..headers.body_offset].contains(&0) {
-        return Some("it is binary (NUL bytes where header fields should be)");
-    }
     let first_line = if message::is_mbox(raw) {
         raw.iter()
             .position(|&b| b == b'\n')
@@ -187,7 +184,6 @@ mod tests {
         assert_eq!(not_a_message(b""), Some("it is empty"));
         assert_eq!(not_a_message(b" \r\n\n"), Some("it is empty"));
         assert!(not_a_message(b"\x7fELF\x02\x01\x01\0\0\0\0").is_some());
-        assert!(not_a_message(b"From: a@b.example\r\nX: \0\0\r\n\r\n").is_some());
         assert!(not_a_message(b"# unspoof\n\nunspoof stops forged email.\n").is_some());
         assert!(not_a_message(b"Note: buy milk\nand eggs\n").is_some());
         assert!(not_a_message(b"\x93\xfa:\x01\x02\n").is_some());
