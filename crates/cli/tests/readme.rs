@@ -681,7 +681,8 @@ fn readme_main_command_serves_and_delivers() {
 /// `./scripts/run.sh` from a test (with cargo's variables) and from a shell (without) in turn:
 /// once built, neither rebuilds anything. Before run.sh dropped those variables, ring's build
 /// script (which asks to be rerun when CARGO_MANIFEST_DIR or CARGO_PKG_* change) ran again at
-/// every switch, and the whole release binary was linked anew.
+/// every switch, and the whole release binary was linked anew. (A commit made while this test
+/// runs does rebuild: `--version` names the commit.)
 #[test]
 fn run_sh_does_not_rebuild_between_test_and_shell() {
     let run = |from_a_shell: bool| {
