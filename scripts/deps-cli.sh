@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the command line's tests need (crates/cli/tests): git for the README test's
 # clean clone, iproute2 for its network namespace, man-db to read the man page (`man -l`),
-# systemd for `systemd-analyze verify` of the installed unit.
+# systemd for `systemd-analyze verify` of the installed unit. (The README test's DNS server,
+# Knot, comes from scripts/deps-audit.sh, which keeps its system service from starting.)
 # Idempotent: does nothing when everything is present. Needs root (or sudo) otherwise.
 set -euo pipefail
 

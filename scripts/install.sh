@@ -44,6 +44,12 @@ mkdir -p "$bindir"
 if [ -n "$binary" ]; then
   install -m 0755 "$binary" "$bindir/unspoof"
 else
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "install.sh: cargo is not on this PATH (under sudo, rustup's cargo often is not)." >&2
+    echo "  Build as yourself: cargo install --path crates/cli --locked" >&2
+    echo "  then: sudo scripts/install.sh --binary ~/.cargo/bin/unspoof" >&2
+    exit 69
+  fi
   echo "== building unspoof (the first build takes several minutes)"
   cargo install --path "$root/crates/cli" --locked --root "$prefix"
 fi
@@ -155,5 +161,5 @@ Next:
   1. set protected_domains (and [gateway] downstream) in $config
   2. $unspoof policy check $config
   3. systemctl enable --now unspoof
-  4. unspoof log search --config $config     (the records; UNSPOOF_CONFIG works too)
+  4. sudo unspoof log search --config $config     (the records; UNSPOOF_CONFIG works too)
 EOF

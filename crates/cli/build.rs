@@ -24,13 +24,14 @@ fn main() {
             let common = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
                 .map(PathBuf::from)
                 .unwrap_or_else(|| git_dir.clone());
-            println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
-            println!(
-                "cargo:rerun-if-changed={}",
-                common.join("packed-refs").display()
-            );
+            // Only files that exist: cargo reruns a build script on every build while a file it
+            // watches is missing (a repository often has no packed-refs).
+            let mut watch = vec![git_dir.join("HEAD"), common.join("packed-refs")];
             if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                println!("cargo:rerun-if-changed={}", common.join(branch).display());
+                watch.push(common.join(branch));
+            }
+            for file in watch.iter().filter(|f| f.exists()) {
+                println!("cargo:rerun-if-changed={}", file.display());
             }
             Some(commit)
         });

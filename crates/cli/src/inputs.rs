@@ -138,20 +138,22 @@ const MESSAGE_FIELDS: &[&str] = &[
     "reply-to",
 ];
 
-/// Why `raw` is not an email message, or `None` when it may be one: empty, binary (NUL bytes
-/// in the header section), or without any field a message has. Only the header section is looked at; a message with a strange body is still a
-/// message for the engine to judge.
+/// Why `raw` is not an email message, or `None` when it may be one: empty, binary (a NUL octet
+/// in its first line), or without any field a message has anywhere in its header section.
+/// Only the header section is looked at, and only for its shape: a message with malformed
+/// fields (a NUL octet in one, an empty From) or a malformed first line in front of its fields
+/// is still a message, for the engine to judge.
 pub fn not_a_message(raw: &[u8]) -> Option<&'static str> {
     if raw.trim_ascii().is_empty() {
         return Some("it is empty");
     }
     let headers = Headers::parse(raw);
-    if raw[..headers.body_offset].contains(&0) {
-        return Some("it is binary (NUL bytes where header fields should be)");
+    let first_line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+    if first_line.contains(&0) {
+        return Some("it is binary (NUL octets where header fields should be)");
     }
     // A first line that is no header field does not make it "not mail": forgers put one there
     // so that parsers give up (issue 12), and the engine judges such a section as malformed.
-    // What is not mail has no field a message has anywhere in its header section.
     let has_message_field = headers.fields.iter().any(|f| {
         let name = f.name_trimmed();
         MESSAGE_FIELDS
@@ -173,13 +175,13 @@ mod tests {
         assert_eq!(not_a_message(b""), Some("it is empty"));
         assert_eq!(not_a_message(b" \r\n\n"), Some("it is empty"));
         assert!(not_a_message(b"\x7fELF\x02\x01\x01\0\0\0\0").is_some());
-        assert!(not_a_message(b"From: a@b.example\r\nX: \0\0\r\n\r\n").is_some());
         assert!(not_a_message(b"# unspoof\n\nunspoof stops forged email.\n").is_some());
         assert!(not_a_message(b"Note: buy milk\nand eggs\n").is_some());
         assert!(not_a_message(b"\x93\xfa:\x01\x02\n").is_some());
         // Messages, even odd ones, are for the engine to judge.
         assert_eq!(not_a_message(b"From: a@b.example\r\n\r\nhi\r\n"), None);
         assert_eq!(not_a_message(b"Subject: no body"), None);
+        assert_eq!(not_a_message(b"From: a@b.example\r\nX: \0\0\r\n\r\n"), None);
         // A malformed first line in front of real fields: mail, for the engine to judge.
         assert_eq!(not_a_message(b" \r\nFrom: a@b.example\r\n\r\nhi\r\n"), None);
         assert_eq!(

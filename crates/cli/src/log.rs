@@ -87,22 +87,23 @@ impl StoreArgs {
         if !sets_node {
             c.node = format!("{}/cli", c.node);
         }
-        if let Some(db) = sqlite_file(&c.database_url()).filter(|_| must_exist) {
-            if !db.exists() && !c.spool_dir().exists() {
-                let how = if self.config.is_some() {
-                    "is [store] or [gateway] data_dir of that file the one `unspoof serve` uses?"
-                } else {
-                    "give the configuration `unspoof serve` runs with (--config FILE or \
-                     UNSPOOF_CONFIG), or --data-dir or --store"
-                };
-                return Err((
-                    exit::NO_INPUT,
-                    format!(
-                        "no store at {} (nothing recorded there yet): {how}",
-                        db.display()
-                    ),
-                ));
-            }
+        if let Some(db) = sqlite_file(&c.database_url()).filter(|_| must_exist)
+            && !db.exists()
+            && !c.spool_dir().exists()
+        {
+            let how = if self.config.is_some() {
+                "is [store] or [gateway] data_dir of that file the one `unspoof serve` uses?"
+            } else {
+                "give the configuration `unspoof serve` runs with (--config FILE or \
+                 UNSPOOF_CONFIG), or --data-dir or --store"
+            };
+            return Err((
+                exit::NO_INPUT,
+                format!(
+                    "no store at {} (nothing recorded there yet): {how}",
+                    db.display()
+                ),
+            ));
         }
         Ok(Located { store: c, data_dir })
     }

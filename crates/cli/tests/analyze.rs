@@ -406,10 +406,27 @@ fn bad_arguments_and_inputs_have_their_exit_codes() {
 #[test]
 fn malformed_messages_are_analysed_not_crashed() {
     let dir = tempdir("malformed");
-    let cases: [&[u8]; 5] = [
+    // Not messages at all: said so (exit 65), never judged (inputs_that_are_not_mail_say_so).
+    let not_mail: [&[u8]; 3] = [
         b"",
         b"no header section at all",
         b"\xff\xfe\x00garbage\r\n\r\n",
+    ];
+    for (i, raw) in not_mail.iter().enumerate() {
+        let p = dir.join(format!("not-{i}.eml"));
+        std::fs::write(&p, raw).unwrap();
+        let out = run(&[
+            "analyze",
+            "--json",
+            "--dns-zone",
+            &zone(),
+            &p.display().to_string(),
+        ]);
+        assert_eq!(out.status.code(), Some(65), "case {i}: {out:?}");
+        assert!(json_lines(&out).is_empty(), "case {i}");
+    }
+    // Messages with malformed fields: judged.
+    let cases: [&[u8]; 2] = [
         b"From: \r\nReceived: from\r\nReceived: ;;;\r\nDKIM-Signature: v=1; d=\x00; s=\r\n\r\n",
         b"Subject: unterminated header",
     ];

@@ -580,15 +580,26 @@ fn readme_demo_from_a_clean_clone() {
         .unwrap_or_else(|| panic!("no queue id in the refusal: {refusal}"));
 
     // `unspoof log show <queue id>` (from the same folder) explains it.
-    let show = Command::new(&unspoof)
-        .args(["log", "show"])
-        .args(net.store_args())
-        .arg(&queue_id)
-        .current_dir(&demo)
-        .env_remove("UNSPOOF_CONFIG")
-        .env_remove("UNSPOOF_STORE")
-        .output()
-        .unwrap();
+    // The gateway writes its records in the background, in batches of at most
+    // `flush_interval_ms` (50 ms): a person typing the command never sees the gap, a test
+    // right after swaks may.
+    let log_show = || {
+        Command::new(&unspoof)
+            .args(["log", "show"])
+            .args(net.store_args())
+            .arg(&queue_id)
+            .current_dir(&demo)
+            .env_remove("UNSPOOF_CONFIG")
+            .env_remove("UNSPOOF_STORE")
+            .output()
+            .unwrap()
+    };
+    let asked = Instant::now();
+    let mut show = log_show();
+    while !show.status.success() && asked.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        show = log_show();
+    }
     let shown = text(&show);
     assert!(show.status.success(), "{shown}");
     assert!(
@@ -670,7 +681,8 @@ fn readme_main_command_serves_and_delivers() {
 /// `./scripts/run.sh` from a test (with cargo's variables) and from a shell (without) in turn:
 /// once built, neither rebuilds anything. Before run.sh dropped those variables, ring's build
 /// script (which asks to be rerun when CARGO_MANIFEST_DIR or CARGO_PKG_* change) ran again at
-/// every switch, and the whole release binary was linked anew.
+/// every switch, and the whole release binary was linked anew. (A commit made while this test
+/// runs does rebuild: `--version` names the commit.)
 #[test]
 fn run_sh_does_not_rebuild_between_test_and_shell() {
     let run = |from_a_shell: bool| {
