@@ -759,7 +759,17 @@ fn the_example_configuration_starts_as_it_is() {
     let message = std::fs::read_to_string(&files[0]).unwrap();
     assert!(message.contains("Is dinner ready?"), "{message}");
     assert!(message.contains("dmarc=pass"), "{message}");
-    assert!(!message.contains("X-Unspoof-Verdict"), "{message}");
+    // The sample was signed in 2018: received today its signature is old, which the example's
+    // [dkim_replay] tags (dkim.old_signature) and which is the only thing held against it.
+    if let Some(verdict) = message
+        .lines()
+        .find(|l| l.starts_with("X-Unspoof-Verdict:"))
+    {
+        assert!(
+            verdict.starts_with("X-Unspoof-Verdict: tag; reasons=dkim.old_signature"),
+            "{message}"
+        );
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
