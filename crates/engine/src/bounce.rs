@@ -162,7 +162,12 @@ impl Notification {
 pub fn read(raw: &[u8]) -> Option<Notification> {
     let raw = message::to_crlf(raw);
     let headers = Headers::parse(&raw);
-    let auto_reply = is_auto_reply(&headers);
+    read_parsed(&raw, &headers)
+}
+
+/// [`read`] of a message already in CRLF whose header section the caller has parsed.
+pub fn read_parsed(raw: &[u8], headers: &Headers<'_>) -> Option<Notification> {
+    let auto_reply = is_auto_reply(headers);
     let report_type = headers
         .first("Content-Type")
         .map(|h| h.value_unfolded().to_ascii_lowercase())
@@ -378,7 +383,16 @@ pub async fn sent_by_us(
     raw: &[u8],
     budget: Duration,
 ) -> Option<bool> {
-    let ids = read(raw)?.asked_ids();
+    sent_by_us_of(history, &read(raw)?, budget).await
+}
+
+/// [`sent_by_us`] for a notification already read.
+pub(crate) async fn sent_by_us_of(
+    history: &dyn OutboundHistory,
+    notification: &Notification,
+    budget: Duration,
+) -> Option<bool> {
+    let ids = notification.asked_ids();
     if ids.is_empty() {
         return None;
     }

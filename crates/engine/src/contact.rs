@@ -33,15 +33,24 @@ pub trait ContactHistory: Send + Sync {
 pub fn sender_domain(raw: &[u8], mail_from: Option<&str>) -> Option<String> {
     let raw = message::to_crlf(raw);
     let headers = Headers::parse(&raw);
-    let (from, _) = findings::read_addresses(&headers);
-    from.into_iter()
+    sender_keys(&headers, mail_from).0
+}
+
+/// The two keys the store is asked with, from one reading of the header section: the sender
+/// domain of [`sender_domain`] and the From address of [`sender_address`].
+fn sender_keys(headers: &Headers<'_>, mail_from: Option<&str>) -> (Option<String>, Option<String>) {
+    let (from, _) = findings::read_addresses(headers);
+    let address = from.first().and_then(|m| address_key(&m.address));
+    let domain = from
+        .into_iter()
         .map(|m| m.domain)
         .find(|d| !d.is_empty())
         .or_else(|| {
             let (_, d) = mail_from?.rsplit_once('@')?;
             let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
             (!d.is_empty()).then_some(d)
-        })
+        });
+    (domain, address)
 }
 
 /// The first-contact answer for one message, as [`Envelope::first_contact`] wants it:
@@ -55,12 +64,21 @@ pub async fn first_contact(
     budget: Duration,
 ) -> Option<bool> {
     let domain = sender_domain(raw, envelope.mail_from.as_deref())?;
-    if envelope.rcpt.is_empty() {
+    first_contact_of(history, &domain, &envelope.rcpt, budget).await
+}
+
+async fn first_contact_of(
+    history: &dyn ContactHistory,
+    domain: &str,
+    rcpt: &[String],
+    budget: Duration,
+) -> Option<bool> {
+    if rcpt.is_empty() {
         return None;
     }
     let ask = async {
-        for rcpt in envelope.rcpt.iter().take(MAX_RECIPIENTS_ASKED) {
-            if !history.has_seen(&domain, rcpt).await? {
+        for rcpt in rcpt.iter().take(MAX_RECIPIENTS_ASKED) {
+            if !history.has_seen(domain, rcpt).await? {
                 return Some(true);
             }
         }
@@ -79,8 +97,7 @@ pub const ANY_RECIPIENT: &str = "*";
 pub fn sender_address(raw: &[u8]) -> Option<String> {
     let raw = message::to_crlf(raw);
     let headers = Headers::parse(&raw);
-    let (from, _) = findings::read_addresses(&headers);
-    address_key(&from.into_iter().next()?.address)
+    sender_keys(&headers, None).1
 }
 
 /// The correspondent memory's key for a From field's value as written or decoded
@@ -114,11 +131,63 @@ pub async fn known_sender(
     raw: &[u8],
     budget: Duration,
 ) -> Option<bool> {
-    let address = sender_address(raw)?;
-    tokio::time::timeout(budget, history.has_seen(&address, ANY_RECIPIENT))
+    known_sender_of(history, &sender_address(raw)?, budget).await
+}
+
+async fn known_sender_of(
+    history: &dyn ContactHistory,
+    address: &str,
+    budget: Duration,
+) -> Option<bool> {
+    tokio::time::timeout(budget, history.has_seen(address, ANY_RECIPIENT))
         .await
         .ok()
         .flatten()
+}
+
+/// Every answer a front door gets from its store before the verdict, put into `envelope`:
+/// [`first_contact`], [`known_sender`] and, for a bounce or auto-reply,
+/// [`sent_by_us`](crate::bounce::sent_by_us). The header section is read once and the
+/// questions are asked at the same time, so a slow store costs one budget, not three.
+pub async fn ask_history(
+    contacts: Option<&dyn ContactHistory>,
+    outbound: Option<&dyn crate::bounce::OutboundHistory>,
+    raw: &[u8],
+    envelope: &mut Envelope,
+) {
+    if contacts.is_none() && outbound.is_none() {
+        return;
+    }
+    let raw = message::to_crlf(raw);
+    let headers = Headers::parse(&raw);
+    let (domain, address) = sender_keys(&headers, envelope.mail_from.as_deref());
+    let notification = outbound.and_then(|_| crate::bounce::read_parsed(&raw, &headers));
+    let first = async {
+        match (contacts, &domain) {
+            (Some(h), Some(d)) => {
+                first_contact_of(h, d, &envelope.rcpt, FIRST_CONTACT_BUDGET).await
+            }
+            _ => None,
+        }
+    };
+    let known = async {
+        match (contacts, &address) {
+            (Some(h), Some(a)) => known_sender_of(h, a, FIRST_CONTACT_BUDGET).await,
+            _ => None,
+        }
+    };
+    let sent = async {
+        match (outbound, &notification) {
+            (Some(h), Some(n)) => {
+                crate::bounce::sent_by_us_of(h, n, crate::bounce::SENT_BY_US_BUDGET).await
+            }
+            _ => None,
+        }
+    };
+    let (first, known, sent) = tokio::join!(first, known, sent);
+    envelope.first_contact = first;
+    envelope.known_sender = known;
+    envelope.sent_by_us = sent;
 }
 
 #[cfg(test)]
@@ -208,5 +277,33 @@ mod tests {
         let env = envelope(&["bob@us.example"]);
         let answer = first_contact(&silent, MSG, &env, Duration::from_millis(50)).await;
         assert_eq!(answer, None);
+    }
+
+    #[tokio::test]
+    async fn ask_history_answers_both_questions_from_one_reading() {
+        let seen = Seen(
+            [
+                ("partner.example".to_string(), "bob@us.example".to_string()),
+                ("ann@partner.example".to_string(), ANY_RECIPIENT.to_string()),
+            ]
+            .into(),
+            true,
+        );
+        let mut env = envelope(&["bob@us.example", "carol@us.example"]);
+        ask_history(Some(&seen), None, MSG, &mut env).await;
+        assert_eq!(env.first_contact, Some(true), "carol never heard from it");
+        assert_eq!(env.known_sender, Some(true));
+        assert_eq!(
+            env.sent_by_us, None,
+            "no outbound history, and not a bounce"
+        );
+        // The same answers as the one-question functions give.
+        assert_eq!(
+            env.first_contact,
+            first_contact(&seen, MSG, &env, Duration::from_secs(1)).await
+        );
+        let mut none = envelope(&["bob@us.example"]);
+        ask_history(None, None, MSG, &mut none).await;
+        assert_eq!((none.first_contact, none.known_sender), (None, None));
     }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use unspoof_engine::bounce::{OutboundHistory, SENT_BY_US_BUDGET, sent_by_us};
-use unspoof_engine::contact::{ContactHistory, FIRST_CONTACT_BUDGET, first_contact, known_sender};
+use unspoof_engine::bounce::OutboundHistory;
+use unspoof_engine::contact::{ContactHistory, ask_history};
 use unspoof_engine::{Engine, Policy};
 
 use crate::decide::{Action, Decide, Decision, Envelope, Reason};
@@ -61,14 +61,13 @@ impl Decide for EngineDecider {
             known_sender: None,
             sent_by_us: None,
         };
-        if let Some(history) = &self.contacts {
-            env.first_contact =
-                first_contact(history.as_ref(), raw, &env, FIRST_CONTACT_BUDGET).await;
-            env.known_sender = known_sender(history.as_ref(), raw, FIRST_CONTACT_BUDGET).await;
-        }
-        if let Some(history) = &self.outbound {
-            env.sent_by_us = sent_by_us(history.as_ref(), raw, SENT_BY_US_BUDGET).await;
-        }
+        ask_history(
+            self.contacts.as_deref(),
+            self.outbound.as_deref(),
+            raw,
+            &mut env,
+        )
+        .await;
         let analysis = self.engine.evaluate(raw, &env).await;
         let action = match analysis.verdict.action {
             unspoof_engine::Action::Accept => Action::Accept,

@@ -17,8 +17,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
-use unspoof_engine::bounce::{SENT_BY_US_BUDGET, sent_by_us};
-use unspoof_engine::contact::{FIRST_CONTACT_BUDGET, first_contact, known_sender};
+use unspoof_engine::contact::ask_history;
 use unspoof_engine::{Action, Analysis, Envelope, Word};
 
 use crate::actions::{self, Caps, VERDICT_HEADER};
@@ -619,24 +618,14 @@ impl Session {
             return self.send(w, &replies).await;
         }
 
-        if let Some(history) = &shared.contacts
-            && !self.message.oversized()
-        {
-            envelope.first_contact = first_contact(
-                history.as_ref(),
+        if !self.message.oversized() {
+            ask_history(
+                shared.contacts.as_deref(),
+                shared.outbound.as_deref(),
                 self.message.bytes(),
-                &envelope,
-                FIRST_CONTACT_BUDGET,
+                &mut envelope,
             )
             .await;
-            envelope.known_sender =
-                known_sender(history.as_ref(), self.message.bytes(), FIRST_CONTACT_BUDGET).await;
-        }
-        if let Some(history) = &shared.outbound
-            && !self.message.oversized()
-        {
-            envelope.sent_by_us =
-                sent_by_us(history.as_ref(), self.message.bytes(), SENT_BY_US_BUDGET).await;
         }
         let decided = if self.message.oversized() {
             Err(format!(
