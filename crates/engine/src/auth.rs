@@ -251,17 +251,19 @@ fn domain_of(addr: &str) -> Option<&str> {
 /// CRLF line endings.
 pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthResults {
     let headers = Headers::parse(raw);
-    authenticate_headers(raw, &headers, input, dns).await
+    let (author, _) = crate::findings::read_addresses(&headers);
+    authenticate_headers(raw, &headers, &author, input, dns).await
 }
 
-/// [`authenticate`] with the header section already split by [`Headers::parse`] (the engine
-/// has it). No input switches authentication off: SPF needs only the envelope, DMARC only our
+/// [`authenticate`] with the header section already split by [`Headers::parse`] and its From
+/// mailboxes read (`author`, as the findings read them: the engine has both). No input switches authentication off: SPF needs only the envelope, DMARC only our
 /// own reading of From, so a header section mail-auth refuses or misreads still gets both (see
 /// [`MalformedSection`]); only DNS being off stops everything, and a missing client IP stops
 /// only SPF.
 pub async fn authenticate_headers(
     raw: &[u8],
     headers: &Headers<'_>,
+    author: &[crate::findings::Mailbox],
     input: AuthInput<'_>,
     dns: &Dns,
 ) -> AuthResults {
@@ -289,7 +291,6 @@ pub async fn authenticate_headers(
     // DMARC judges the From that the findings and the reader see: our own reading (mail-parser,
     // the first From field), not mail-auth's, which stops at a stray line and skips what
     // follows it.
-    let (author, _) = crate::findings::read_addresses(headers);
     if !author.is_empty() {
         message.from = author
             .iter()

@@ -212,7 +212,9 @@ impl Engine {
             mail_from: mail_from.as_deref().unwrap_or(""),
             host_domain: &policy.hostname,
         };
-        let auth = auth::authenticate_headers(&raw, &headers, input, &self.dns).await;
+        // From and Reply-To read once: DMARC judges the From the findings see.
+        let (from, reply_to) = findings::read_addresses(&headers);
+        let auth = auth::authenticate_headers(&raw, &headers, &from, input, &self.dns).await;
 
         if let Some(origin) = trace.origin.as_mut() {
             origin.rdns = self.reverse_name(origin.ip).await;
@@ -229,7 +231,15 @@ impl Engine {
             auth_user: envelope.auth_user.clone(),
             sent_by_us: envelope.sent_by_us,
         };
-        let context = findings::Context::new(&raw, &headers, &envelope, &auth, &trace, &policy);
+        let context = findings::Context::with_addresses(
+            &raw,
+            &headers,
+            &envelope,
+            &auth,
+            &trace,
+            &policy,
+            (from, reply_to),
+        );
         let verdict = Verdict::from_reasons(findings::collect(&context));
         Analysis {
             schema: SCHEMA,

@@ -161,7 +161,21 @@ impl<'a> Context<'a> {
         trace: &'a Trace,
         policy: &'a Policy,
     ) -> Self {
-        let (from, reply_to) = read_addresses(headers);
+        let addresses = read_addresses(headers);
+        Self::with_addresses(raw, headers, envelope, auth, trace, policy, addresses)
+    }
+
+    /// [`Context::new`] with From and Reply-To already read ([`read_addresses`]): the engine
+    /// reads them once, for DMARC and for the findings.
+    pub(crate) fn with_addresses(
+        raw: &'a [u8],
+        headers: &'a Headers<'a>,
+        envelope: &'a EnvelopeReport,
+        auth: &'a AuthResults,
+        trace: &'a Trace,
+        policy: &'a Policy,
+        (from, reply_to): (Vec<Mailbox>, Vec<Mailbox>),
+    ) -> Self {
         Context {
             raw,
             headers,
