@@ -8,17 +8,17 @@
 //! said), [`Analysis`] (everything found, serialisable as the versioned JSON schema) and
 //! [`verdict::Verdict`] (action + reasons).
 
-pub mod address;
-pub mod auth;
+// The layers below the verdict, each its own crate; re-exported so that the paths
+// `unspoof_engine::{message, address, dns, auth}::...` keep working in every crate.
+pub use unspoof_auth as auth;
+pub use unspoof_dns as dns;
+pub use unspoof_message as message;
+pub use unspoof_message::address;
 pub mod bounce;
 pub mod contact;
-pub mod dns;
 pub mod domain;
 pub mod findings;
-pub mod message;
 pub mod policy;
-mod spf_explain;
-mod spf_strict;
 pub mod tag;
 pub mod trace;
 pub mod user_report;
@@ -32,10 +32,10 @@ use std::{
 use serde::Serialize;
 
 pub use auth::{AuthResults, Word};
+pub use auth::{is_spf_record_text, spf_record_problem};
 pub use dns::Dns;
 pub use message::Headers;
 pub use policy::Policy;
-pub use spf_strict::{is_spf_record_text, spf_record_problem};
 pub use trace::Trace;
 pub use verdict::{Action, Reason, Verdict};
 

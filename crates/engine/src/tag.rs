@@ -74,7 +74,7 @@ use crate::{
 };
 
 /// The name of our verdict header field.
-pub const VERDICT_HEADER: &str = "X-Unspoof-Verdict";
+pub use crate::message::auth_results::VERDICT_HEADER;
 
 /// At most this many reasons are spelled out in the banner.
 pub const MAX_BANNER_REASONS: usize = 3;

@@ -46,6 +46,8 @@ pub use lookalike::lookalike_code;
 // The reaction loop's codes, for `unspoof log search --kind` (crates/cli/src/log.rs).
 pub use backscatter::BACKSCATTER_FORGED;
 pub use hub::HUB_BYPASS;
+// From and Reply-To as the common parsers read them: the message layer's reading.
+pub use unspoof_message::mailbox::{Mailbox, read_addresses};
 
 use crate::{
     EnvelopeReport, Headers,
@@ -104,36 +106,6 @@ impl PolicyData {
                 .iter()
                 .zip(&policy.protected_people)
                 .all(|(n, p)| *n == p.name)
-    }
-}
-
-/// One mailbox of the From header, as the common parsers (mail-parser) read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mailbox {
-    /// The display name, decoded.
-    pub name: Option<String>,
-    /// The address, as written (case kept).
-    pub address: String,
-    /// The domain part, lower case; empty when the address has none.
-    pub domain: String,
-}
-
-impl Mailbox {
-    pub fn new(name: Option<String>, address: &str) -> Self {
-        let domain = address
-            .rsplit_once('@')
-            .map(|(_, d)| {
-                d.trim_end_matches('>')
-                    .trim()
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
-        Mailbox {
-            name: name.filter(|n| !n.trim().is_empty()),
-            address: address.to_string(),
-            domain,
-        }
     }
 }
 
@@ -202,35 +174,6 @@ impl<'a> Context<'a> {
             .iter()
             .any(|m| self.policy.is_protected(&m.domain))
     }
-}
-
-/// Reads From and Reply-To with mail-parser, the parser most mail software resembles.
-pub(crate) fn read_addresses(headers: &Headers<'_>) -> (Vec<Mailbox>, Vec<Mailbox>) {
-    let mut block = Vec::new();
-    for name in ["From", "Reply-To"] {
-        if let Some(h) = headers.first(name) {
-            block.extend_from_slice(name.as_bytes());
-            block.push(b':');
-            block.extend_from_slice(h.value);
-            block.extend_from_slice(b"\r\n");
-        }
-    }
-    block.extend_from_slice(b"\r\n");
-    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(&block[..]) else {
-        return (Vec::new(), Vec::new());
-    };
-    let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<Mailbox> {
-        a.map(|a| {
-            a.iter()
-                .filter_map(|m| {
-                    let addr = m.address.as_deref()?;
-                    Some(Mailbox::new(m.name.as_deref().map(str::to_string), addr))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    };
-    (list(parsed.from()), list(parsed.reply_to()))
 }
 
 /// Every reason for one message, in a fixed order.

@@ -25,7 +25,12 @@ use mail_auth::{
 };
 use serde::Serialize;
 
-use crate::{Headers, dns::Dns, spf_explain, spf_strict};
+use unspoof_dns::Dns;
+use unspoof_message::Headers;
+
+mod spf_explain;
+mod spf_strict;
+pub use spf_strict::{is_spf_record_text, spf_record_problem};
 
 /// An RFC 8601 result word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -251,7 +256,7 @@ fn domain_of(addr: &str) -> Option<&str> {
 /// CRLF line endings.
 pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthResults {
     let headers = Headers::parse(raw);
-    let (author, _) = crate::findings::read_addresses(&headers);
+    let (author, _) = unspoof_message::mailbox::read_addresses(&headers);
     authenticate_headers(raw, &headers, &author, input, dns).await
 }
 
@@ -263,7 +268,7 @@ pub async fn authenticate(raw: &[u8], input: AuthInput<'_>, dns: &Dns) -> AuthRe
 pub async fn authenticate_headers(
     raw: &[u8],
     headers: &Headers<'_>,
-    author: &[crate::findings::Mailbox],
+    author: &[unspoof_message::mailbox::Mailbox],
     input: AuthInput<'_>,
     dns: &Dns,
 ) -> AuthResults {
@@ -635,7 +640,7 @@ fn dkim_check(out: &DkimOutput<'_>) -> DkimCheck {
 }
 
 /// The first 8 characters of the base64 form of `b=` (RFC 6008 2).
-pub(crate) fn b64_prefix(b: &[u8]) -> String {
+pub fn b64_prefix(b: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in b.chunks(3).take(2) {

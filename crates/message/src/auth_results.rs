@@ -30,6 +30,9 @@
 
 use super::{Headers, RawHeader};
 
+/// The name of our verdict header field (written by the engine's `tag`, removed here).
+pub const VERDICT_HEADER: &str = "X-Unspoof-Verdict";
+
 /// The name of the field RFC 8601 defines.
 pub const AUTHENTICATION_RESULTS: &str = "Authentication-Results";
 
@@ -128,7 +131,7 @@ fn normalize_bytes(id: &[u8]) -> String {
 /// `Authentication-Results` that claims `authserv_id` (RFC 8601 5), and every
 /// `X-Unspoof-Verdict`, which only we may write.
 pub fn is_forged(field: &RawHeader<'_>, authserv_id: &str) -> bool {
-    if field.is(crate::tag::VERDICT_HEADER) {
+    if field.is(VERDICT_HEADER) {
         return true;
     }
     field.is(AUTHENTICATION_RESULTS) && claims(field.value, authserv_id)

@@ -7,7 +7,9 @@
 //! [`auth_results`] reads whose results an Authentication-Results field claims (RFC 8601), for
 //! every front door.
 
+pub mod address;
 pub mod auth_results;
+pub mod mailbox;
 
 /// One header field: its name and its value exactly as in the message (value still folded,
 /// without the final line ending).

@@ -75,7 +75,7 @@ use mail_auth::{
     spf::{Macro, Mechanism, Spf, Variable, verify::SpfParameters},
 };
 
-use crate::dns::{Caches, Dns};
+use unspoof_dns::{Caches, Dns};
 
 /// RFC 7208 4.6.4: more void lookups than this is permerror.
 const MAX_VOID_LOOKUPS: usize = 2;
@@ -1229,11 +1229,11 @@ mod tests {
 
     // --- evaluations against a zone: cold and warm must agree ------------------------------
 
-    use crate::dns::Zone;
     use hickory_proto::rr::{
         Name as ZName, RData as ZRData,
         rdata::{A, PTR},
     };
+    use unspoof_dns::Zone;
 
     fn zone(records: &[(&str, &str)]) -> Zone {
         let mut z = Zone::new();

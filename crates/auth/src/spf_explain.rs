@@ -14,7 +14,7 @@ use std::{
 
 use mail_auth::spf::{Macro, Mechanism, Qualifier, Spf, Variables};
 
-use crate::dns::Dns;
+use unspoof_dns::Dns;
 
 /// RFC 7208 4.6.4: at most 10 mechanisms that cause DNS lookups; also bounds our walk.
 const MAX_LOOKUPS: usize = 10;
