@@ -12,6 +12,7 @@ use std::{
 };
 
 use serde::Serialize;
+use unspoof_message::date::{MONTHS, unix_time};
 
 /// Longest line read; longer lines are cut (a log line is never legitimately this long).
 const MAX_LINE: usize = 64 * 1024;
@@ -203,10 +204,6 @@ pub fn parse_line(line: &str, source: &str, year: i32) -> Option<LogLine> {
     Some(l)
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
 /// `Nov 23 11:00:01 ` (classic), `2026-11-23T11:00:01.123+00:00 ` (RFC 3339) or
 /// `2026-11-23T11:00:01+0000 ` (journald short-iso).
 fn syslog_timestamp(line: &str, year: i32) -> Option<(Option<i64>, &str)> {
@@ -288,16 +285,9 @@ fn rfc3339(s: &str) -> Option<i64> {
     Some(unix(y, mo, d, h, m, sec, zone(rest)?))
 }
 
-/// Days from civil (Howard Hinnant's algorithm), then seconds, minus the zone offset.
+/// Unix seconds of a civil date and time (the message layer's calendar), minus the zone offset.
 fn unix(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32, offset: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y } as i64;
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    days * 86400 + (h * 3600 + min * 60 + s) as i64 - offset
+    unix_time(y.into(), m.into(), d.into(), h.into(), min.into(), s.into()) - offset
 }
 
 /// `name[1.2.3.4]` or `name [1.2.3.4]` -> (name, ip).

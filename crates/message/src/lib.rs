@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod auth_results;
+pub mod date;
 pub mod mailbox;
 
 /// One header field: its name and its value exactly as in the message (value still folded,
