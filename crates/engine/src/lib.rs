@@ -281,7 +281,7 @@ fn summarize(raw: &[u8], headers: &Headers<'_>) -> MessageSummary {
     let decoded = |name: &str| {
         headers.first(name).map(|h| {
             let v = h.value_unfolded();
-            decode_words(&v)
+            message::codec::decode_words(&v)
         })
     };
     MessageSummary {
@@ -291,16 +291,4 @@ fn summarize(raw: &[u8], headers: &Headers<'_>) -> MessageSummary {
         date: headers.first("Date").map(|h| h.value_unfolded()),
         size: raw.len(),
     }
-}
-
-/// Decodes RFC 2047 encoded-words for display.
-fn decode_words(v: &str) -> String {
-    if !v.contains("=?") {
-        return v.to_string();
-    }
-    let field = format!("Subject: {v}\r\n\r\n");
-    mail_parser::MessageParser::default()
-        .parse_headers(field.as_bytes())
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or_else(|| v.to_string())
 }

@@ -68,7 +68,11 @@ use std::cmp::Reverse;
 
 use crate::{
     Analysis,
-    message::{Headers, is_mbox, to_crlf},
+    message::{
+        Headers,
+        codec::{base64_decode, base64_encode, decode_words, qp_decode, qp_encode},
+        is_mbox, to_crlf,
+    },
     policy::TagSettings,
     verdict::{Action, Reason},
 };
@@ -418,15 +422,7 @@ fn starts_with_prefix(subject: &str, prefix: &str) -> bool {
 
 /// The Subject as a person reads it: unfolded, encoded-words decoded.
 fn decode_subject(value: &[u8]) -> String {
-    let v = crate::message::unfold(value);
-    if !v.contains("=?") {
-        return v;
-    }
-    let field = format!("Subject: {v}\r\n\r\n");
-    mail_parser::MessageParser::default()
-        .parse_headers(field.as_bytes())
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or(v)
+    decode_words(&crate::message::unfold(value))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1571,199 +1567,7 @@ fn cp1252_byte(c: char) -> Option<u8> {
 // ---------------------------------------------------------------------------------------------
 // Transfer encodings
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
-
-/// Quoted-printable to bytes (RFC 2045 6.7): soft breaks removed, hard breaks as CRLF,
-/// whitespace at the end of a line dropped (transport padding), a `=` that starts no
-/// escape kept as it is, a bare CR (never literal in quoted-printable) dropped.
-fn qp_decode(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    let mut lines = body.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let hard = lines.peek().is_some();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = trim_wsp_end(line);
-        let (line, soft) = match line.strip_suffix(b"=") {
-            Some(l) => (l, true),
-            None => (line, false),
-        };
-        let mut i = 0;
-        while i < line.len() {
-            if line[i] == b'='
-                && let (Some(h), Some(l)) = (
-                    line.get(i + 1).copied().and_then(hex_value),
-                    line.get(i + 2).copied().and_then(hex_value),
-                )
-            {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-            if line[i] != b'\r' {
-                out.push(line[i]);
-            }
-            i += 1;
-        }
-        if hard && !soft {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
-}
-
-fn trim_wsp_end(mut line: &[u8]) -> &[u8] {
-    while let [rest @ .., b' ' | b'\t'] = line {
-        line = rest;
-    }
-    line
-}
-
-/// Bytes to quoted-printable: CRLF as hard breaks, lines at most 76 characters with soft
-/// breaks; `=`, controls, 8-bit bytes, whitespace before a break and a `-` or `.` starting a
-/// line (a delimiter or an SMTP dot can never appear) encoded; `From ` at a line start too.
-fn qp_encode(content: &[u8]) -> Vec<u8> {
-    const MAX: usize = 76;
-    let mut out = Vec::with_capacity(content.len() + content.len() / 8);
-    let mut lines: Vec<&[u8]> = Vec::new();
-    let mut rest = content;
-    while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
-        lines.push(&rest[..i]);
-        rest = &rest[i + 2..];
-    }
-    lines.push(rest);
-    let last = lines.len() - 1;
-    for (n, line) in lines.iter().enumerate() {
-        let mut col = 0usize;
-        for (i, &b) in line.iter().enumerate() {
-            let at_end = i + 1 == line.len();
-            let at_start = col == 0;
-            let literal = match b {
-                b'=' => false,
-                b' ' | b'\t' => !at_end,
-                b'-' | b'.' if at_start => false,
-                b'F' if at_start && line[i..].starts_with(b"From ") => false,
-                33..=126 => true,
-                _ => false,
-            };
-            let width = if literal { 1 } else { 3 };
-            // Room for the soft break "=" unless this is the line's last character.
-            let limit = if at_end { MAX } else { MAX - 1 };
-            if col + width > limit {
-                out.extend_from_slice(b"=\r\n");
-                col = 0;
-                // The character now starts a line: re-judge it.
-                let literal = literal && !matches!(b, b'-' | b'.');
-                let literal = literal && !(b == b'F' && line[i..].starts_with(b"From "));
-                push_qp(&mut out, b, literal);
-                col += if literal { 1 } else { 3 };
-                continue;
-            }
-            push_qp(&mut out, b, literal);
-            col += width;
-        }
-        if n != last {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
-}
-
-fn push_qp(out: &mut Vec<u8>, b: u8, literal: bool) {
-    if literal {
-        out.push(b);
-    } else {
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-    }
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Strict base64: whitespace ignored, anything else outside the alphabet (or data after the
-/// padding) is `None`.
-fn base64_decode(body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    let mut quad = [0u8; 4];
-    let mut n = 0;
-    let mut padding = 0;
-    for &c in body {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padding += 1;
-                continue;
-            }
-            b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => return None,
-        };
-        if padding > 0 {
-            return None;
-        }
-        quad[n] = v;
-        n += 1;
-        if n == 4 {
-            out.extend_from_slice(&[
-                quad[0] << 2 | quad[1] >> 4,
-                quad[1] << 4 | quad[2] >> 2,
-                quad[2] << 6 | quad[3],
-            ]);
-            n = 0;
-        }
-    }
-    match n {
-        0 => {}
-        2 => out.push(quad[0] << 2 | quad[1] >> 4),
-        3 => out.extend_from_slice(&[quad[0] << 2 | quad[1] >> 4, quad[1] << 4 | quad[2] >> 2]),
-        _ => return None,
-    }
-    if padding > 2 {
-        return None;
-    }
-    Some(out)
-}
-
-/// Base64 in lines of 76 characters joined by CRLF, without a final line break.
-fn base64_encode(data: &[u8]) -> Vec<u8> {
-    let mut line = Vec::with_capacity(data.len() * 4 / 3 + 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        line.push(B64[usize::from(b[0] >> 2)]);
-        line.push(B64[usize::from((b[0] & 3) << 4 | b[1] >> 4)]);
-        line.push(if chunk.len() > 1 {
-            B64[usize::from((b[1] & 15) << 2 | b[2] >> 6)]
-        } else {
-            b'='
-        });
-        line.push(if chunk.len() > 2 {
-            B64[usize::from(b[2] & 63)]
-        } else {
-            b'='
-        });
-    }
-    let mut out = Vec::with_capacity(line.len() + line.len() / 38);
-    for (i, l) in line.chunks(76).enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(l);
-    }
-    out
-}
+// Quoted-printable and base64 are the message layer's (`unspoof_message::codec`).
 
 #[cfg(test)]
 mod tests {
@@ -1794,41 +1598,6 @@ mod tests {
 
     fn settings() -> TagSettings {
         TagSettings::default()
-    }
-
-    #[test]
-    fn qp_round_trip_and_line_length() {
-        let text =
-            "caf\u{e9} = ok \r\n--boundary-looking line\r\n.dot\r\nFrom here\r\ntrailing \t\r\n"
-                .repeat(3)
-                + &"x".repeat(300)
-                + "\r\n"
-                + &"\u{e9}".repeat(100);
-        let enc = qp_encode(text.as_bytes());
-        for line in enc.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            assert!(line.len() <= 76, "{}", String::from_utf8_lossy(line));
-            assert!(
-                !line.starts_with(b"-") && !line.starts_with(b".") && !line.starts_with(b"From ")
-            );
-            assert!(!line.ends_with(b" ") && !line.ends_with(b"\t"));
-        }
-        assert_eq!(qp_decode(&enc), text.as_bytes());
-        // Lenient decoding: soft breaks with padding, stray '=' kept, transport padding dropped.
-        assert_eq!(qp_decode(b"a= \r\nb=ZZ=3D  \r\nc"), b"ab=ZZ=\r\nc");
-    }
-
-    #[test]
-    fn base64_round_trip() {
-        for n in 0..200 {
-            let data: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
-            let enc = base64_encode(&data);
-            assert!(enc.split(|&b| b == b'\n').all(|l| l.len() <= 77));
-            assert_eq!(base64_decode(&enc).unwrap(), data);
-        }
-        assert_eq!(base64_decode(b"aGk=\r\n").unwrap(), b"hi");
-        assert!(base64_decode(b"aGk=aGk=").is_none());
-        assert!(base64_decode(b"aG!k").is_none());
     }
 
     #[test]

@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+use crate::codec::{base64_decode_lenient, charset_to_text, q_decode};
+
 /// Bytes of one value that are parsed; the rest is ignored and reported as [`Defect::TooLong`].
 /// A real From or MAIL FROM is far below this; a To with thousands of recipients is not parsed
 /// here.
@@ -1251,87 +1253,6 @@ pub fn read_path(value: &[u8]) -> (Path, Vec<Reading>) {
 // ---------------------------------------------------------------------------------------------
 // RFC 2047 encoded-words
 
-fn base64_value(b: u8) -> Option<u8> {
-    Some(match b {
-        b'A'..=b'Z' => b - b'A',
-        b'a'..=b'z' => b - b'a' + 26,
-        b'0'..=b'9' => b - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => return None,
-    })
-}
-
-/// Lenient base64: stops at `=`, skips other non-alphabet bytes.
-fn base64_decode(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for &b in text {
-        if b == b'=' {
-            break;
-        }
-        let Some(v) = base64_value(b) else { continue };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// RFC 2047 4.2 Q encoding.
-fn q_decode(text: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(text.len());
-    let mut i = 0;
-    while i < text.len() {
-        match text[i] {
-            b'_' => out.push(b' '),
-            b'=' => match (
-                text.get(i + 1).and_then(|&b| hex(b)),
-                text.get(i + 2).and_then(|&b| hex(b)),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'='),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Bytes in `charset` to text: UTF-16 and UCS-2 as such, UTF-8 when valid, else Latin-1 (every
-/// charset a sender would use to hide an `@` is ASCII-compatible).
-fn charset_to_text(charset: &str, bytes: &[u8]) -> String {
-    let cs = charset.to_ascii_lowercase();
-    if cs.starts_with("utf-16") || cs.starts_with("ucs-2") || cs == "unicode" {
-        let le = cs.ends_with("le");
-        let units: Vec<u16> = bytes
-            .chunks_exact(2)
-            .map(|c| {
-                if le {
-                    u16::from_le_bytes([c[0], c[1]])
-                } else {
-                    u16::from_be_bytes([c[0], c[1]])
-                }
-            })
-            .collect();
-        return String::from_utf16_lossy(&units);
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => bytes.iter().map(|&b| b as char).collect(),
-    }
-}
-
 /// Every RFC 2047 encoded-word (`=?charset?B|Q?text?=`) in `text`, decoded, wherever it stands
 /// (parsers that decode before parsing do not care where).
 pub fn decode_encoded_words(text: &[u8]) -> Vec<String> {
@@ -1358,7 +1279,7 @@ pub fn decode_encoded_words(text: &[u8]) -> Vec<String> {
         };
         let encoded = &body[..end];
         let bytes = if matches!(enc, b'B' | b'b') {
-            base64_decode(encoded)
+            base64_decode_lenient(encoded)
         } else {
             q_decode(encoded)
         };

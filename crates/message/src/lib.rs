@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod auth_results;
+pub mod codec;
 pub mod date;
 pub mod mailbox;
 

@@ -129,15 +129,7 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
 /// The From field as a reader sees it apart from its addresses: RFC 2047 words decoded, every
 /// `<...>` and every parsed address removed, quotes dropped.
 fn visible_text(raw: &str, from: &[Mailbox]) -> String {
-    let decoded = if raw.contains("=?") {
-        let field = format!("Subject: {raw}\r\n\r\n");
-        mail_parser::MessageParser::default()
-            .parse_headers(field.as_bytes())
-            .and_then(|m| m.subject().map(str::to_string))
-            .unwrap_or_else(|| raw.to_string())
-    } else {
-        raw.to_string()
-    };
+    let decoded = crate::message::codec::decode_words(raw);
     let mut text = String::with_capacity(decoded.len());
     let mut depth = 0usize;
     for c in decoded.chars() {
