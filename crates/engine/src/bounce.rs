@@ -32,7 +32,7 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 
 use crate::{
-    Headers, findings, message,
+    Headers, message,
     trace::{self, Trace, TrustConfig},
 };
 
@@ -253,7 +253,7 @@ fn is_auto_reply(headers: &Headers<'_>) -> bool {
 pub(crate) fn returned_message(raw: &[u8], headers_only: bool) -> Returned {
     let raw = message::to_crlf(raw);
     let headers = Headers::parse(&raw);
-    let (from, _) = findings::read_addresses(&headers);
+    let (from, _) = message::mailbox::read_addresses(&headers);
     let from = from.into_iter().find(|m| !m.address.is_empty());
     let domain_of = |a: &str| {
         a.trim()

@@ -7,7 +7,7 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use crate::{Envelope, Headers, findings, message};
+use crate::{Envelope, Headers, message};
 
 /// How long a front door waits for the answer before it decides without it ("unknown"): a
 /// slow database must not hold mail up.
@@ -39,7 +39,7 @@ pub fn sender_domain(raw: &[u8], mail_from: Option<&str>) -> Option<String> {
 /// The two keys the store is asked with, from one reading of the header section: the sender
 /// domain of [`sender_domain`] and the From address of [`sender_address`].
 fn sender_keys(headers: &Headers<'_>, mail_from: Option<&str>) -> (Option<String>, Option<String>) {
-    let (from, _) = findings::read_addresses(headers);
+    let (from, _) = message::mailbox::read_addresses(headers);
     let address = from.first().and_then(|m| address_key(&m.address));
     let domain = from
         .into_iter()

@@ -4,6 +4,7 @@
 //! only its domains. `examples/unspoof.toml` documents every key.
 
 use std::{
+    any::Any,
     path::Path,
     sync::{Arc, OnceLock},
 };
@@ -11,7 +12,7 @@ use std::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::{findings::PolicyData, trace::TrustConfig, verdict::Action};
+use crate::{trace::TrustConfig, verdict::Action};
 
 mod senders;
 pub use senders::{AuthorisedSender, DEFAULT_MAX_SIGNATURE_AGE_HOURS, DkimReplay, SignedMail};
@@ -68,22 +69,34 @@ pub struct Policy {
     #[serde(skip)]
     pub gateway_names: Vec<String>,
     /// What the findings derive from the protected domains and people, made on first use
-    /// ([`Policy::findings_data`]) instead of once per message.
+    /// (`findings::PolicyData::of`) instead of once per message.
     #[serde(skip)]
-    findings_data: FindingsCache,
+    pub(crate) derived: DerivedCache,
 }
 
-/// A policy's [`PolicyData`], made once. A clone starts empty: it may be edited before use.
+/// Data a layer above derives from a policy (the findings' `PolicyData`), made once and kept
+/// here without the policy knowing its type: the findings import the policy, never the other
+/// way round. A clone starts empty: it may be edited before use.
 #[derive(Default)]
-struct FindingsCache(OnceLock<Arc<PolicyData>>);
+pub(crate) struct DerivedCache(OnceLock<Arc<dyn Any + Send + Sync>>);
 
-impl Clone for FindingsCache {
-    fn clone(&self) -> Self {
-        FindingsCache::default()
+impl DerivedCache {
+    /// The data, made by `make` on the first call.
+    pub(crate) fn get_or_init(
+        &self,
+        make: impl FnOnce() -> Arc<dyn Any + Send + Sync>,
+    ) -> Arc<dyn Any + Send + Sync> {
+        self.0.get_or_init(make).clone()
     }
 }
 
-impl std::fmt::Debug for FindingsCache {
+impl Clone for DerivedCache {
+    fn clone(&self) -> Self {
+        DerivedCache::default()
+    }
+}
+
+impl std::fmt::Debug for DerivedCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.get().is_some() {
             "made"
@@ -203,7 +216,7 @@ impl Default for Policy {
             _store: None,
             _dmarc: None,
             gateway_names: Vec::new(),
-            findings_data: FindingsCache::default(),
+            derived: DerivedCache::default(),
         }
     }
 }
@@ -360,21 +373,6 @@ impl Policy {
                     .strip_suffix(t.as_str())
                     .is_some_and(|s| s.ends_with('.'))
         })
-    }
-
-    /// What the findings derive from this policy's protected domains and people: made on the
-    /// first call and kept. The fields are public, so a policy changed after that gets data
-    /// made afresh for it (the comparison costs far less than the making).
-    pub(crate) fn findings_data(&self) -> Arc<PolicyData> {
-        let made = self
-            .findings_data
-            .0
-            .get_or_init(|| Arc::new(PolicyData::new(self)));
-        if made.is_for(self) {
-            made.clone()
-        } else {
-            Arc::new(PolicyData::new(self))
-        }
     }
 
     /// Whether `ip` is in the internal networks.

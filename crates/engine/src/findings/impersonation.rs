@@ -68,7 +68,7 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
     if ctx.from.is_empty() {
         return;
     }
-    let policy_data = ctx.policy.findings_data();
+    let policy_data = super::PolicyData::of(ctx.policy);
     let people: Vec<(&ProtectedPerson, &Name)> = policy_data
         .people
         .iter()

@@ -206,7 +206,7 @@ struct Hit {
 }
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
-    let policy_data = ctx.policy.findings_data();
+    let policy_data = super::PolicyData::of(ctx.policy);
     let protected = &policy_data.lookalike;
     if protected.is_empty() {
         return;

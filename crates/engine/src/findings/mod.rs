@@ -49,6 +49,8 @@ pub use hub::HUB_BYPASS;
 // From and Reply-To as the common parsers read them: the message layer's reading.
 pub use unspoof_message::mailbox::{Mailbox, read_addresses};
 
+use std::sync::Arc;
+
 use crate::{
     EnvelopeReport, Headers,
     auth::AuthResults,
@@ -58,7 +60,7 @@ use crate::{
 };
 
 /// What the findings derive from the policy alone, made once per policy
-/// ([`Policy::findings_data`]) instead of once per message.
+/// ([`PolicyData::of`]) instead of once per message.
 #[derive(Debug)]
 pub(crate) struct PolicyData {
     /// The protected domains and people's names it was made from.
@@ -93,6 +95,19 @@ impl PolicyData {
                 .map(|(i, p)| (i, names::Name::parse(&p.name)))
                 .filter(|(_, n)| !n.is_empty())
                 .collect(),
+        }
+    }
+
+    /// What the findings derive from `policy`'s protected domains and people: made on the
+    /// first call and kept in the policy. The fields are public, so a policy changed after that
+    /// gets data made afresh for it (the comparison costs far less than the making).
+    pub(crate) fn of(policy: &Policy) -> Arc<PolicyData> {
+        let made = policy
+            .derived
+            .get_or_init(|| Arc::new(PolicyData::new(policy)));
+        match made.downcast::<PolicyData>() {
+            Ok(data) if data.is_for(policy) => data,
+            _ => Arc::new(PolicyData::new(policy)),
         }
     }
 
@@ -213,12 +228,12 @@ mod tests {
             "test policy",
         )
         .unwrap();
-        assert_eq!(policy.findings_data().lookalike.len(), 1);
-        assert_eq!(policy.findings_data().people.len(), 1);
+        assert_eq!(PolicyData::of(&policy).lookalike.len(), 1);
+        assert_eq!(PolicyData::of(&policy).people.len(), 1);
         policy.protected_domains.push("example.org".into());
         policy.protected_people[0].name = "Dr.".into(); // reads as no name at all
-        assert_eq!(policy.findings_data().lookalike.len(), 2);
-        assert!(policy.findings_data().people.is_empty());
-        assert_eq!(policy.clone().findings_data().lookalike.len(), 2);
+        assert_eq!(PolicyData::of(&policy).lookalike.len(), 2);
+        assert!(PolicyData::of(&policy).people.is_empty());
+        assert_eq!(PolicyData::of(&policy.clone()).lookalike.len(), 2);
     }
 }

@@ -69,7 +69,7 @@ pub(crate) fn display_name(
     display: &str,
     out: &mut Vec<Reason>,
 ) {
-    let data = ctx.policy.findings_data();
+    let data = super::PolicyData::of(ctx.policy);
     if data.brands.is_empty() || mailboxes.iter().any(|mb| in_watched(ctx, mb)) {
         return;
     }
