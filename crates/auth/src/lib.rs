@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 
 use mail_auth::{
-    AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, Error as MaError, SpfResult,
+    DkimOutput, DkimResult, DmarcResult, Error as MaError, SpfResult,
     arc::ChainValidation,
     common::crypto::Algorithm,
     dkim::DkimError,
@@ -30,6 +30,7 @@ use unspoof_message::Headers;
 
 mod spf_explain;
 mod spf_strict;
+pub mod workarounds;
 pub use spf_strict::{is_spf_record_text, spf_record_problem};
 
 /// An RFC 8601 result word.
@@ -275,33 +276,16 @@ pub async fn authenticate_headers(
     let Some(auth) = dns.authenticator() else {
         return AuthResults::unchecked(&input, NOT_CHECKED_OFFLINE);
     };
-    // RFC 7208 5 (and its test suite): an IPv4-mapped IPv6 client (`::ffff:192.0.2.1`, how a
-    // dual-stack listener reports IPv4 peers) MUST be treated as IPv4; mail-auth would fetch
-    // AAAA records for `a` and `mx` and match it against ip6 ranges.
-    let ip = input.ip.map(|ip| ip.to_canonical());
+    let ip = input.ip.map(workarounds::spf_client_ip);
 
     // A malformed section is verified as repaired (its stray lines left out), and nothing that
     // passes over the repair is trusted more than the bytes as sent: see MalformedSection.
     let repaired = headers.repaired(raw);
     let bytes: &[u8] = repaired.as_deref().unwrap_or(raw);
     let malformed = headers.is_malformed();
-    // mail-auth returns nothing for a section without a single field; an empty message then
-    // has nothing to verify, and SPF and DMARC still run.
-    let mut message = AuthenticatedMessage::parse(bytes).unwrap_or_else(|| AuthenticatedMessage {
-        raw_message: bytes,
-        body_offset: bytes.len() as u32,
-        ..Default::default()
-    });
-    relaxed_body_hash_fix(&mut message, bytes);
-    // DMARC judges the From that the findings and the reader see: our own reading (mail-parser,
-    // the first From field), not mail-auth's, which stops at a stray line and skips what
-    // follows it.
-    if !author.is_empty() {
-        message.from = author
-            .iter()
-            .map(|m| m.address.to_ascii_lowercase())
-            .collect();
-    }
+    let mut message = workarounds::parse_message(bytes);
+    workarounds::relaxed_body_hash_fix(&mut message, bytes);
+    workarounds::dmarc_author(&mut message, author);
     let has_from = !message.from.is_empty();
     let budget = dns.timeout();
     // An SPF check is several queries in a row: one that times out late (the exp= text, which
@@ -309,19 +293,10 @@ pub async fn authenticate_headers(
     // so SPF gets the same two-query budget as the other checks.
     let spf_budget = budget * 2;
 
-    // SPF: HELO identity (RFC 7208 2.3) and MAIL FROM identity (2.4). A null sender is checked
-    // as postmaster@HELO, which is what mail-auth does for an empty sender. mail-auth evaluates;
+    // SPF: HELO identity (RFC 7208 2.3) and MAIL FROM identity (2.4). mail-auth evaluates;
     // spf_strict adds the RFC 7208 checks it skips (identity syntax, record syntax, one record,
     // void lookups) and says why when that changes the result.
-    let mail_from_for_spf: String = if input.mail_from.is_empty() {
-        format!("postmaster@{}", input.helo)
-    } else if input.mail_from.starts_with('@') {
-        // RFC 7208 4.3: a sender without a local-part is checked as postmaster@domain (mail-auth
-        // would leave %{l} empty).
-        format!("postmaster{}", input.mail_from)
-    } else {
-        input.mail_from.to_string()
-    };
+    let mail_from_for_spf = workarounds::spf_sender(input.mail_from, input.helo);
     let (helo, host) = (input.helo, input.host_domain);
     let spf_helo = async {
         let ip = ip?;
@@ -512,45 +487,6 @@ impl MalformedSection {
         if arc.result == Word::Pass {
             arc.result = Word::Fail;
             arc.reason = Some(WHY.into());
-        }
-    }
-}
-
-/// Workaround for mail-auth 0.13.3, fixed upstream in mail-auth 0.15.0: remove this function
-/// and its call in [`authenticate`] on upgrade (tests/conformance_dkim_relaxed_body.rs says when).
-///
-/// RFC 6376 3.4.4 relaxed body canonicalisation removes the trailing whitespace of each line
-/// first and then ignores empty lines at the end, so "text\r\n \t\r\n\r\n" is "text\r\n".
-/// mail-auth 0.13.3 keeps lines made only of spaces and tabs at the end of the body, so a
-/// correctly signed relaxed-body DKIM signature (or ARC-Message-Signature) fails its body hash.
-/// When the body ends in such lines, the relaxed body hashes mail-auth precomputed at parse
-/// time (which both DKIM and ARC verification use) are recomputed from the body without them,
-/// which is the same body under relaxed canonicalisation. Simple-body hashes keep the original:
-/// there those lines are content (RFC 6376 3.4.3).
-fn relaxed_body_hash_fix(message: &mut AuthenticatedMessage<'_>, raw: &[u8]) {
-    use mail_auth::dkim::Canonicalization;
-    let body = raw.get(message.body_offset as usize..).unwrap_or_default();
-    // The end of the last line holding anything but SP/HTAB, CR, LF; 0 for a blank body.
-    let keep = match body
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-    {
-        Some(last) => body[last..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(body.len(), |n| last + n + 1),
-        None => 0,
-    };
-    if !body[keep..].iter().any(|b| matches!(b, b' ' | b'\t')) {
-        return; // no whitespace-only line at the end: mail-auth's hashes are right
-    }
-    let trimmed = &body[..keep];
-    for (canonicalization, hash, length, body_hash) in &mut message.body_hashes {
-        if *canonicalization == Canonicalization::Relaxed {
-            *body_hash = hash
-                .hash(canonicalization.canonical_body(trimmed, *length))
-                .as_ref()
-                .to_vec();
         }
     }
 }

@@ -5,7 +5,7 @@
 //! like "text\r\n". mail-auth 0.13.3 keeps such lines (fixed upstream in 0.15.0), so a message
 //! correctly signed with c=.../relaxed fails its body hash once a relay has added a line of
 //! spaces at the end, or when a correct signer signed a body ending that way. These tests prove
-//! the bug is in mail-auth 0.13.3 and that the engine works around it (`auth.rs`,
+//! the bug is in mail-auth 0.13.3 and that the engine works around it (`crates/auth/src/workarounds.rs`,
 //! `relaxed_body_hash_fix`) for relaxed bodies only. They need no test data.
 //!
 //! The signatures are made with mail-auth's own signer on the body without those lines (where it
@@ -194,7 +194,7 @@ async fn relaxed_body_ignores_trailing_whitespace_only_lines() {
         mail_auth_relaxed_hash(&padded_body),
         signature.bh,
         "mail-auth now canonicalises trailing whitespace-only lines as RFC 6376 3.4.4 says \
-         (fixed upstream in 0.15.0): remove the workaround `relaxed_body_hash_fix` in auth.rs \
+         (fixed upstream in 0.15.0): remove the workaround `relaxed_body_hash_fix` in crates/auth/src/workarounds.rs \
          and turn this assertion around"
     );
 
@@ -344,7 +344,7 @@ async fn arc_message_signature_relaxed_body_too() {
     assert!(
         !matches!(direct.result(), DkimResult::Pass),
         "mail-auth validates the padded chain by itself now (fixed in 0.15.0?): remove \
-         `relaxed_body_hash_fix` in auth.rs"
+         `relaxed_body_hash_fix` in crates/auth/src/workarounds.rs"
     );
     let arc = authenticate(&padded, input, &dns).await.arc;
     assert_eq!(arc.result, Word::Pass, "{arc:?}");

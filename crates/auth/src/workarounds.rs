@@ -1,0 +1,132 @@
+//! Every workaround for mail-auth 0.13.3 (pinned: the last release that builds on rustc 1.95),
+//! in one place. Each says what mail-auth does, what RFC it breaks, and the upstream release
+//! that removes it; "none yet" means no release we know of does, and the conformance test
+//! named tells when an upgrade makes it unneeded.
+//!
+//! | workaround | where | removed by |
+//! | --- | --- | --- |
+//! | relaxed body hash of trailing whitespace-only lines ([`relaxed_body_hash_fix`]) | here | mail-auth 0.15.0 |
+//! | IPv4-mapped client treated as IPv4 for SPF ([`spf_client_ip`]) | here | none yet (tests/conformance_spf.rs) |
+//! | `postmaster@` for a sender without a local-part ([`spf_sender`]) | here | none yet (tests/conformance_spf.rs) |
+//! | a message with no header field still gets SPF and DMARC ([`parse_message`]) | here | none yet |
+//! | DMARC judges our reading of From, not mail-auth's ([`dmarc_author`]) | here | none yet: a choice as much as a fix (the findings and DMARC must judge the same author) |
+//! | a malformed header section verified as repaired, a pass over the repair distrusted | `MalformedSection` in lib.rs, `Headers::repaired` in unspoof-message | none yet |
+//! | RFC 7208 checks the SPF evaluation skips (identity and record syntax, one record, void lookups, dotted names) | `spf_strict.rs` (docs/rfc.md; what is left to mail-auth: tests/known-differences/spf-rfc7208.txt) | none yet |
+//! | DMARC aggregate reports read strictly before mail-auth's lenient parser | `crates/reports/src/parse.rs` (it needs the report schema, not authentication) | none yet |
+//!
+//! The engine, the gateway and the milter reach mail-auth's verifiers only through this crate.
+
+use std::net::IpAddr;
+
+use mail_auth::AuthenticatedMessage;
+use unspoof_message::mailbox::Mailbox;
+
+/// The client address SPF judges. RFC 7208 5 (and its test suite): an IPv4-mapped IPv6 client
+/// (`::ffff:192.0.2.1`, how a dual-stack listener reports IPv4 peers) MUST be treated as IPv4;
+/// mail-auth 0.13.3 would fetch AAAA records for `a` and `mx` and match it against ip6 ranges.
+/// Removed by: none yet.
+pub fn spf_client_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// The MAIL FROM identity SPF checks. A null sender is checked as postmaster@HELO (RFC 7208
+/// 2.4, which is also what mail-auth does for an empty sender); a sender without a local-part
+/// is checked as postmaster@domain (RFC 7208 4.3; mail-auth 0.13.3 would leave `%{l}` empty).
+/// Removed by: none yet.
+pub fn spf_sender(mail_from: &str, helo: &str) -> String {
+    if mail_from.is_empty() {
+        format!("postmaster@{helo}")
+    } else if mail_from.starts_with('@') {
+        format!("postmaster{mail_from}")
+    } else {
+        mail_from.to_string()
+    }
+}
+
+/// The message for the verifiers. mail-auth 0.13.3 returns nothing for a section without a
+/// single field; such a message then has nothing to verify, and SPF and DMARC still run.
+/// Removed by: none yet.
+pub(crate) fn parse_message(bytes: &[u8]) -> AuthenticatedMessage<'_> {
+    AuthenticatedMessage::parse(bytes).unwrap_or_else(|| AuthenticatedMessage {
+        raw_message: bytes,
+        body_offset: bytes.len() as u32,
+        ..Default::default()
+    })
+}
+
+/// DMARC judges the From that the findings and the reader see: our own reading (mail-parser,
+/// the first From field, `unspoof_message::mailbox`), not mail-auth 0.13.3's, which stops at a
+/// stray line and skips what follows it. Removed by: none yet.
+pub(crate) fn dmarc_author(message: &mut AuthenticatedMessage<'_>, author: &[Mailbox]) {
+    if !author.is_empty() {
+        message.from = author
+            .iter()
+            .map(|m| m.address.to_ascii_lowercase())
+            .collect();
+    }
+}
+
+/// **Removed by mail-auth 0.15.0** (fixed upstream): remove this function and its call in
+/// [`crate::authenticate_headers`] on upgrade (tests/conformance_dkim_relaxed_body.rs says when).
+///
+/// RFC 6376 3.4.4 relaxed body canonicalisation removes the trailing whitespace of each line
+/// first and then ignores empty lines at the end, so "text\r\n \t\r\n\r\n" is "text\r\n".
+/// mail-auth 0.13.3 keeps lines made only of spaces and tabs at the end of the body, so a
+/// correctly signed relaxed-body DKIM signature (or ARC-Message-Signature) fails its body hash.
+/// When the body ends in such lines, the relaxed body hashes mail-auth precomputed at parse
+/// time (which both DKIM and ARC verification use) are recomputed from the body without them,
+/// which is the same body under relaxed canonicalisation. Simple-body hashes keep the original:
+/// there those lines are content (RFC 6376 3.4.3).
+pub(crate) fn relaxed_body_hash_fix(message: &mut AuthenticatedMessage<'_>, raw: &[u8]) {
+    use mail_auth::dkim::Canonicalization;
+    let body = raw.get(message.body_offset as usize..).unwrap_or_default();
+    // The end of the last line holding anything but SP/HTAB, CR, LF; 0 for a blank body.
+    let keep = match body
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        Some(last) => body[last..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |n| last + n + 1),
+        None => 0,
+    };
+    if !body[keep..].iter().any(|b| matches!(b, b' ' | b'\t')) {
+        return; // no whitespace-only line at the end: mail-auth's hashes are right
+    }
+    let trimmed = &body[..keep];
+    for (canonicalization, hash, length, body_hash) in &mut message.body_hashes {
+        if *canonicalization == Canonicalization::Relaxed {
+            *body_hash = hash
+                .hash(canonicalization.canonical_body(trimmed, *length))
+                .as_ref()
+                .to_vec();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spf_identities() {
+        assert_eq!(spf_sender("", "mx.example"), "postmaster@mx.example");
+        assert_eq!(spf_sender("@example.org", "mx"), "postmaster@example.org");
+        assert_eq!(spf_sender("a@example.org", "mx"), "a@example.org");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(
+            spf_client_ip(mapped),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(spf_client_ip(v6), v6);
+    }
+
+    #[test]
+    fn a_message_without_fields_still_has_a_body() {
+        let m = parse_message(b"");
+        assert_eq!(m.body_offset, 0);
+        assert!(m.from.is_empty());
+    }
+}
