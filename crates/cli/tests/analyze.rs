@@ -1,19 +1,18 @@
 //! `unspoof analyze` end to end: the real binary, real files, DNS from zone files served by the
 //! binary itself on loopback.
 
+mod common;
+
+use common::{repo, tempdir};
+
 use std::{
     io::Write,
-    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::Duration,
 };
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_unspoof"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn examples(name: &str) -> String {
@@ -147,13 +146,6 @@ fn lf_and_crlf_input_agree() {
     assert_eq!(v.len(), 2);
     assert_eq!(v[0]["auth"], v[1]["auth"]);
     assert_eq!(v[0]["auth"]["dmarc"]["result"], "pass");
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("unspoof-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -9,15 +9,18 @@
 //!   senders send, and every queue id a client heard 250 for is delivered (Maildir) or
 //!   quarantined, and found by `unspoof log show` after the restarts.
 
+mod common;
+
+use common::{free_port, ok_stdout, spawn_serve, stop, unspoof};
+
 #[allow(dead_code)]
 #[path = "../../store/tests/common/mod.rs"]
 mod store_common;
 
 use std::{
     collections::BTreeSet,
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -34,32 +37,6 @@ _dmarc   IN TXT "v=DMARC1; p=quarantine"
 
 const OURS: &str = "shopping.example.net";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn unspoof(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(args)
-        .env_remove("UNSPOOF_STORE")
-        .output()
-        .unwrap()
-}
-
-fn ok_stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// One `unspoof serve` on a data directory (kept across restarts) and fixed ports.
 struct Gateway {
     child: Child,
@@ -68,8 +45,7 @@ struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
@@ -104,30 +80,12 @@ flush_interval_ms = 50
             ),
         )
         .unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("serve.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-            .args(["serve", "--config"])
-            .arg(dir.join("unspoof.toml"))
-            .arg("--dns-zone")
-            .arg(dir.join("z.zone"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "unspoof serve did not start: {}",
-                std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_serve(
+            &dir.join("unspoof.toml"),
+            &dir.join("z.zone"),
+            &dir.join("serve.log"),
+            port,
+        );
         Gateway {
             child,
             dir: dir.to_path_buf(),

@@ -10,6 +10,10 @@
 //! - fleet: two gateways on one PostgreSQL, two `unspoof dmarc send` at once: one report per
 //!   domain and day (one claim row), covering the mail of both gateways.
 
+mod common;
+
+use common::{free_port, ok_stdout, spawn_serve, stop, unspoof};
+
 #[allow(dead_code)]
 #[path = "../../store/tests/common/mod.rs"]
 mod store_common;
@@ -17,38 +21,12 @@ mod store_common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use store_common::{Kind, TempDir, TestDb};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn unspoof(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(args)
-        .env_remove("UNSPOOF_STORE")
-        .output()
-        .unwrap()
-}
-
-fn ok_stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A relay that accepts every mail (an SMTP server on loopback), keeping (recipient, bytes).
 struct Sink {
@@ -147,8 +125,7 @@ struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
@@ -192,25 +169,12 @@ from = "dmarc-noreply@reporter.test"
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-            .args(["serve", "--config"])
-            .arg(dir.join("unspoof.toml"))
-            .arg("--dns-zone")
-            .arg(dir.join("z.zone"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "unspoof serve did not start: {}",
-                std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_serve(
+            &dir.join("unspoof.toml"),
+            &dir.join("z.zone"),
+            &dir.join("serve.log"),
+            port,
+        );
         Gateway { child, port, dir }
     }
 

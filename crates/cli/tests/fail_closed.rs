@@ -9,27 +9,18 @@
 //! - DMARC fail under p=none: tagged;
 //! - one line per reason code, and the same informational findings from both doors.
 
+mod common;
+
+use common::{free_port, repo, spawn_serve, stop};
+
 use std::{
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Output},
     time::{Duration, Instant},
 };
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn example(name: &str) -> Vec<u8> {
     std::fs::read(repo().join("examples").join(name)).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// What football.example.com publishes (examples/sample.zone), and a p=none newsletter.
@@ -271,8 +262,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
@@ -284,25 +274,12 @@ fn start() -> Server {
         data = dir.0.join("data").display()
     );
     let config = dir.file("unspoof.toml", config.as_bytes());
-    let child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--dns-zone")
-        .arg(dir.0.join("z.zone"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.0.join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "unspoof serve did not start: {}",
-            std::fs::read_to_string(dir.0.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_serve(
+        &config,
+        &dir.0.join("z.zone"),
+        &dir.0.join("serve.log"),
+        port,
+    );
     Server { child, port, dir }
 }
 

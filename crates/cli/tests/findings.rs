@@ -3,14 +3,11 @@
 //! legitimate (signed and aligned, from the internal network, through a trusted forwarder)
 //! asserting accept.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::repo;
+
+use std::{path::PathBuf, process::Command};
 
 fn example(name: &str) -> PathBuf {
     repo().join("examples").join(name)

@@ -3,19 +3,16 @@
 //! unit that `systemd-analyze verify` accepts; the man page reads with `man -l`; the licence
 //! files the README names exist; `--version` names the commit.
 
+mod common;
+
+use common::repo;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
 const UNSPOOF: &str = env!("CARGO_BIN_EXE_unspoof");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn text(out: &Output) -> String {
     format!(

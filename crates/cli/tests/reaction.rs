@@ -4,29 +4,20 @@
 //! an answer in plain words in their mailbox; the reports are in `unspoof log search --kind
 //! report`. And `unspoof analyze` flags a message that skipped the gateway.
 
+mod common;
+
+use common::{free_port, repo, spawn_serve, stop};
+
 use std::{
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Output},
     time::{Duration, Instant},
 };
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn fixture(name: &str) -> PathBuf {
     repo()
         .join("crates/engine/tests/fixtures/reaction")
         .join(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Server {
@@ -37,8 +28,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -93,25 +83,12 @@ lookalike = "accept"
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(["serve", "--config"])
-        .arg(dir.join("unspoof.toml"))
-        .arg("--dns-zone")
-        .arg(dir.join("z.zone"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "unspoof serve did not start: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_serve(
+        &dir.join("unspoof.toml"),
+        &dir.join("z.zone"),
+        &dir.join("serve.log"),
+        port,
+    );
     Server { child, port, dir }
 }
 

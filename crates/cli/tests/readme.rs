@@ -17,6 +17,10 @@
 //! namespaces (not root), the same defaults run on free ports with `--resolver` naming that
 //! Knot on loopback.
 
+mod common;
+
+use common::repo;
+
 use std::{
     net::{TcpListener, UdpSocket},
     os::unix::process::CommandExt,
@@ -32,13 +36,6 @@ const START_BOUND: Duration = Duration::from_secs(2400);
 /// The release builds of these tests, one at a time: two at once on two cores only makes
 /// both slower.
 static BUILDS: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn need(program: &str, what: &str) {
     if Command::new(program).arg("--version").output().is_err()

@@ -18,10 +18,13 @@
 //! Messages are signed here with mail-auth; an old `t=` is made by signing again with the
 //! timestamp replaced (mail-auth's signer always writes the current time).
 
+mod common;
+
+use common::{free_port, spawn_serve, stop};
+
 use std::{
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -37,14 +40,6 @@ const LEGIT_IP: &str = "127.0.0.2";
 const FORGER_IP: &str = "127.0.0.3";
 const ESP_IP: &str = "127.0.0.4";
 const RCPT: &str = "bob@ours.example";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -679,8 +674,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
@@ -692,23 +686,12 @@ fn serve(w: &World) -> Server {
         data.display()
     );
     std::fs::write(w.dir.join("unspoof.toml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(["serve", "--config", &w.path("unspoof.toml")])
-        .args(["--dns-zone", &w.path("z.zone")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(w.dir.join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "unspoof serve did not start: {}",
-            std::fs::read_to_string(w.dir.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_serve(
+        &w.dir.join("unspoof.toml"),
+        &w.dir.join("z.zone"),
+        &w.dir.join("serve.log"),
+        port,
+    );
     Server {
         child,
         port,

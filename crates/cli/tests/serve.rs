@@ -3,24 +3,15 @@
 //! signed one is delivered with Authentication-Results. Real swaks over loopback; DNS from a
 //! zone file.
 
+mod common;
+
+use common::{free_port, repo, spawn_serve, stop};
+
 use std::{
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    path::PathBuf,
+    process::{Child, Command, Output},
     time::{Duration, Instant},
 };
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server {
     child: Child,
@@ -30,8 +21,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
@@ -78,25 +68,12 @@ reverse_dns = false
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(["serve", "--config"])
-        .arg(dir.join("unspoof.toml"))
-        .arg("--dns-zone")
-        .arg(dir.join("z.zone"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "unspoof serve did not start: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_serve(
+        &dir.join("unspoof.toml"),
+        &dir.join("z.zone"),
+        &dir.join("serve.log"),
+        port,
+    );
     Server { child, port, dir }
 }
 

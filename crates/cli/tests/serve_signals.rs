@@ -4,9 +4,13 @@
 //! ports are free loopback ports; DNS comes from a zone file. No timing assertions: only
 //! generous upper bounds that turn a hang into a failure.
 
+mod common;
+
+use common::free_port;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
@@ -15,14 +19,6 @@ use std::{
 
 /// Upper bound for anything that should take milliseconds: only a hang exceeds it.
 const HANG: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `weeklynews.org` fails SPF from 127.0.0.1 and publishes no DMARC record: unprotected, the
 /// engine tags such mail; once the domain is protected, it is a spoof and is refused.

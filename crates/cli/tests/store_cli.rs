@@ -4,30 +4,16 @@
 //! PostgreSQL: `UNSPOOF_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`, started by
 //! `scripts/deps-store.sh`).
 
+mod common;
+
+use common::{ok_stdout, unspoof};
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use unspoof_store::{MessageRecord, NewQuarantine, Store, StoreConfig, new_id};
-
-fn unspoof(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(args)
-        .env_remove("UNSPOOF_STORE")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn psql(server: &str, sql: &str) {
     let ok = Command::new("psql")
@@ -149,7 +135,7 @@ async fn two_writers_one_search_and_a_release_downstream() {
     let data_dir = db.dir.join("cli");
     let data = data_dir.to_str().unwrap();
 
-    let out = stdout(&unspoof(&[
+    let out = ok_stdout(&unspoof(&[
         "log",
         "search",
         "--store",
@@ -170,7 +156,7 @@ async fn two_writers_one_search_and_a_release_downstream() {
     for node in ["mx1", "mx2"] {
         assert_eq!(found.iter().filter(|r| r["node"] == node).count(), 50);
     }
-    let table = stdout(&unspoof(&[
+    let table = ok_stdout(&unspoof(&[
         "log",
         "search",
         "--store",
@@ -185,7 +171,7 @@ async fn two_writers_one_search_and_a_release_downstream() {
         "2026-11-23T10:00:00Z",
     ]));
     assert!(table.ends_with("50 record(s)\n"), "{table}");
-    let show = stdout(&unspoof(&[
+    let show = ok_stdout(&unspoof(&[
         "log",
         "show",
         "--store",
@@ -215,7 +201,7 @@ async fn two_writers_one_search_and_a_release_downstream() {
         .unwrap();
     store.quarantine_put(&q).await.unwrap();
     store.close().await;
-    let list = stdout(&unspoof(&[
+    let list = ok_stdout(&unspoof(&[
         "quarantine",
         "list",
         "--store",
@@ -240,7 +226,7 @@ async fn two_writers_one_search_and_a_release_downstream() {
     assert_eq!(shown.stdout, raw);
 
     let (sink, got) = smtp_sink();
-    let out = stdout(&unspoof(&[
+    let out = ok_stdout(&unspoof(&[
         "quarantine",
         "release",
         "--store",
@@ -260,7 +246,7 @@ async fn two_writers_one_search_and_a_release_downstream() {
         String::from_utf8_lossy(&delivered).replace("\r\n..", "\r\n."),
         String::from_utf8_lossy(&raw)
     );
-    let json = stdout(&unspoof(&[
+    let json = ok_stdout(&unspoof(&[
         "quarantine",
         "list",
         "--store",
@@ -308,7 +294,7 @@ async fn release_into_the_maildir_with_sqlite_in_the_data_dir() {
     store.quarantine_put(&q2).await.unwrap();
     store.close().await;
     let data = dir.to_str().unwrap();
-    let out = stdout(&unspoof(&[
+    let out = ok_stdout(&unspoof(&[
         "quarantine",
         "release",
         "--data-dir",
@@ -320,7 +306,7 @@ async fn release_into_the_maildir_with_sqlite_in_the_data_dir() {
     let path = out.trim().rsplit(": ").next().unwrap().to_string();
     assert!(path.starts_with(&format!("{data}/maildir/new/")), "{out}");
     assert_eq!(std::fs::read(&path).unwrap(), q.raw);
-    let out = stdout(&unspoof(&[
+    let out = ok_stdout(&unspoof(&[
         "quarantine",
         "delete",
         "--data-dir",
@@ -330,7 +316,7 @@ async fn release_into_the_maildir_with_sqlite_in_the_data_dir() {
         &q2.id,
     ]));
     assert!(out.starts_with("deleted"), "{out}");
-    let all = stdout(&unspoof(&[
+    let all = ok_stdout(&unspoof(&[
         "quarantine",
         "list",
         "--data-dir",
@@ -368,9 +354,9 @@ async fn a_quarantined_message_left_in_the_spool_is_listed_and_released() {
     );
     drop(gateway);
     let data = dir.to_str().unwrap();
-    let list = stdout(&unspoof(&["quarantine", "list", "--data-dir", data]));
+    let list = ok_stdout(&unspoof(&["quarantine", "list", "--data-dir", data]));
     assert!(list.contains(&q.id), "{list}");
-    let out = stdout(&unspoof(&[
+    let out = ok_stdout(&unspoof(&[
         "quarantine",
         "release",
         "--data-dir",
@@ -479,26 +465,26 @@ async fn log_and_quarantine_find_the_store_through_the_configuration() {
 
     // --config, and UNSPOOF_CONFIG, find it from anywhere.
     let c = config.to_str().unwrap();
-    let found = stdout(&run(&["log", "search", "--config", c], None));
+    let found = ok_stdout(&run(&["log", "search", "--config", c], None));
     assert!(
         found.contains(&record.id) && found.ends_with("1 record(s)\n"),
         "{found}"
     );
-    let shown = stdout(&run(&["log", "show", &queue_id], Some(&config)));
+    let shown = ok_stdout(&run(&["log", "show", &queue_id], Some(&config)));
     assert!(shown.contains("verdict     quarantine"), "{shown}");
     assert!(shown.contains(&format!("stored at   {qid}")), "{shown}");
 
     // `quarantine show <queue id>`: the held message, with its reasons in words.
-    let held = stdout(&run(&["quarantine", "show", &queue_id], Some(&config)));
+    let held = ok_stdout(&run(&["quarantine", "show", &queue_id], Some(&config)));
     assert!(held.contains(&format!("id          {qid}")), "{held}");
     assert!(held.contains("status      held"), "{held}");
     assert!(held.contains(&first_reason), "the reason in words: {held}");
-    let by_id = stdout(&run(&["quarantine", "show", "--config", c, &qid], None));
+    let by_id = ok_stdout(&run(&["quarantine", "show", "--config", c, &qid], None));
     assert_eq!(by_id, held);
     let raw_out = run(&["quarantine", "show", "--raw", "-c", c, &queue_id], None);
     assert_eq!(raw_out.stdout, raw);
     // Release by queue id too.
-    let released = stdout(&run(
+    let released = ok_stdout(&run(
         &["quarantine", "release", "--by", "ann", &queue_id],
         Some(&config),
     ));
