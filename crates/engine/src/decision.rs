@@ -319,13 +319,7 @@ fn reply_for(disposition: Disposition, analysis: &Analysis) -> SmtpReply {
         Disposition::Accept | Disposition::Tag | Disposition::Quarantine => {
             SmtpReply::new(250, "2.0.0", "Ok")
         }
-        Disposition::Reject => {
-            let v = &analysis.verdict;
-            let deciding = v.reasons.iter().find(|r| r.action == v.action);
-            let advice =
-                crate::verdict::sender_advice(deciding.map_or("", |r| r.code.as_str()));
-            SmtpReply::new(550, "5.7.1", format!("Message refused: {advice}"))
-        }
+        Disposition::Reject => refusal(analysis),
         // RFC 3463 4.4.3: directory server failure (DNS).
         Disposition::Defer => SmtpReply::new(
             451,
@@ -333,6 +327,16 @@ fn reply_for(disposition: Disposition, analysis: &Analysis) -> SmtpReply {
             "Message deferred: the sender's domain could not be checked because its DNS did not answer; try again later",
         ),
     }
+}
+
+/// The refusal of a message (RFC 3463 5.7.1: delivery not authorized): what the sender can
+/// fix ([`crate::verdict::sender_advice`] of the code that decided). Also what a milter
+/// answers for a quarantine its MTA cannot hold: never a silent delivery.
+pub fn refusal(analysis: &Analysis) -> SmtpReply {
+    let v = &analysis.verdict;
+    let deciding = v.reasons.iter().find(|r| r.action == v.action);
+    let advice = crate::verdict::sender_advice(deciding.map_or("", |r| r.code.as_str()));
+    SmtpReply::new(550, "5.7.1", format!("Message refused: {advice}"))
 }
 
 /// Removals of every field only we may write ([`auth_results::is_forged`]), last first per
