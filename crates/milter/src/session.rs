@@ -711,6 +711,19 @@ impl Session {
     ) {
         let Some(log) = &self.shared.log else { return };
         let client_name = self.client_name.as_deref().filter(|n| !n.starts_with('['));
+        // The store's answers the engine asked for, with the envelope they belong to.
+        let answered;
+        let envelope = match analysis {
+            Some(a) => {
+                let mut e = envelope.clone();
+                e.first_contact = a.envelope.first_contact;
+                e.known_sender = a.envelope.known_sender;
+                e.sent_by_us = a.envelope.sent_by_us;
+                answered = e;
+                &answered
+            }
+            None => envelope,
+        };
         log.record(&Decided {
             analysis,
             envelope,
