@@ -148,6 +148,12 @@ impl Outcome {
     }
 }
 
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl From<Disposition> for Outcome {
     fn from(d: Disposition) -> Self {
         match d {
@@ -177,7 +183,7 @@ pub struct SmtpReply {
 }
 
 impl SmtpReply {
-    fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
+    pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
         SmtpReply {
             code,
             enhanced: enhanced.into(),
