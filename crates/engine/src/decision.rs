@@ -388,15 +388,15 @@ pub fn apply(raw: &[u8], edits: &[HeaderEdit], body: Option<&[u8]>) -> Vec<u8> {
         0
     };
     let body_at = headers.body_offset.min(raw.len());
-    let end = if raw[..body_at].ends_with(b"\r\n\r\n") || body_at == 2 && raw.starts_with(b"\r\n")
-    {
-        body_at - 2
-    } else if raw[..body_at].ends_with(b"\n\n") || body_at == 1 && raw.starts_with(b"\n") {
-        body_at - 1
-    } else {
-        body_at
-    }
-    .max(start);
+    let end =
+        if raw[..body_at].ends_with(b"\r\n\r\n") || body_at == 2 && raw.starts_with(b"\r\n") {
+            body_at - 2
+        } else if raw[..body_at].ends_with(b"\n\n") || body_at == 1 && raw.starts_with(b"\n") {
+            body_at - 1
+        } else {
+            body_at
+        }
+        .max(start);
     // The section as segments: each field (lower-case name, bytes with line end) and, kept
     // byte for byte, any stray line between them (a malformed section).
     let mut segments: Vec<(Option<String>, Vec<u8>)> = Vec::new();

@@ -225,7 +225,11 @@ impl Engine {
             };
             self.analyse(raw, envelope).await
         };
-        match (CatchUnwind { inner: Box::pin(run) }).await {
+        match (CatchUnwind {
+            inner: Box::pin(run),
+        })
+        .await
+        {
             Ok(analysis) => analysis,
             Err(()) => self.failed(raw, envelope),
         }

@@ -21,12 +21,12 @@ use crate::Shared;
 use crate::auth;
 use crate::conn::{Conn, DataPace, Line, Stream};
 use crate::data::{DataDefect, DotReader, check_shape};
-use crate::decide::{Action, Decide, Decision, Envelope};
-use unspoof_engine::Outcome;
+use crate::decide::{Action, Decide, Decision, Envelope, HeaderEdit};
 use crate::message;
 use crate::relay::{Downstream, RelayError};
 use crate::reply;
 use crate::store::{MessageRecord, QuarantineItem, SessionRecord, TlsInfo};
+use unspoof_engine::Outcome;
 use unspoof_engine::message::auth_results;
 
 /// Which listener a session came in on.
@@ -933,9 +933,7 @@ impl<D: Decide> Session<D> {
         // The client waits for this reply (it ends a PIPELINING group, RFC 2920 3.1). A write
         // error shows at the next read.
         let _ = self.conn.flush().await;
-        self.shared
-            .metrics
-            .message(record.outcome, ended.elapsed());
+        self.shared.metrics.message(record.outcome, ended.elapsed());
     }
 
     /// Inbound: the engine decides, then we act.
@@ -965,6 +963,10 @@ impl<D: Decide> Session<D> {
             body,
             ..
         } = decision;
+        let on_top = edits
+            .iter()
+            .filter(|e| matches!(e, HeaderEdit::Insert { .. }))
+            .count();
         match action {
             Action::Reject | Action::Defer => {
                 out.outcome = Outcome::from(action);
@@ -974,7 +976,7 @@ impl<D: Decide> Session<D> {
             Action::Quarantine => {
                 let edited = unspoof_engine::decision::apply(&msg, &edits, body.as_deref());
                 drop(msg);
-                let full = self.with_received(queue_id, envelope, edited).await;
+                let full = self.with_received(queue_id, envelope, edited, on_top).await;
                 let q = self.shared.quarantine.clone();
                 let item = QuarantineItem {
                     queue_id: queue_id.to_string(),
@@ -998,7 +1000,7 @@ impl<D: Decide> Session<D> {
                 // One copy of the message at a time: the edited one replaces the original.
                 let edited = unspoof_engine::decision::apply(&msg, &edits, body.as_deref());
                 drop(msg);
-                let full = self.with_received(queue_id, envelope, edited).await;
+                let full = self.with_received(queue_id, envelope, edited, on_top).await;
                 use crate::rua::{Captured, capture};
                 match capture(self.shared.capture.as_ref(), queue_id, envelope, &full).await {
                     Captured::None => {}
@@ -1021,13 +1023,7 @@ impl<D: Decide> Session<D> {
     }
 
     /// Submission: the header From/Sender must be the user's; DKIM-sign; relay.
-    async fn submit(
-        &mut self,
-        queue_id: &str,
-        envelope: &Envelope,
-        msg: Vec<u8>,
-        out: &mut Fate,
-    ) {
+    async fn submit(&mut self, queue_id: &str, envelope: &Envelope, msg: Vec<u8>, out: &mut Fate) {
         let cfg = &self.shared.config;
         let user = self.auth_user.clone().unwrap_or_default();
         let Some(from_domain) = header_senders_owned(&msg, &cfg.users, &user) else {
@@ -1072,10 +1068,25 @@ impl<D: Decide> Session<D> {
         body
     }
 
-    /// Our Received field on top of a message the engine's edits made.
-    async fn with_received(&mut self, queue_id: &str, envelope: &Envelope, mut body: Vec<u8>) -> Vec<u8> {
+    /// Our Received field in a message the engine's edits made: right below the fields the
+    /// engine inserted on top (`on_top`: our Authentication-Results and verdict field), where
+    /// the milter's MTA has its own.
+    async fn with_received(
+        &mut self,
+        queue_id: &str,
+        envelope: &Envelope,
+        mut body: Vec<u8>,
+        on_top: usize,
+    ) -> Vec<u8> {
         let received = self.received_field(queue_id, envelope).await;
-        prepend(&mut body, received.as_bytes());
+        let at = {
+            let headers = unspoof_engine::Headers::parse(&body);
+            match headers.fields.get(on_top) {
+                Some(f) => f.offset,
+                None => headers.fields.last().map_or(0, |f| f.end(&body)),
+            }
+        };
+        body.splice(at..at, received.bytes());
         body
     }
 

@@ -597,7 +597,15 @@ impl Session {
                 });
             }
             replies.push(Reply::Accept);
-            self.record(&envelope, &qid, None, Outcome::Skipped, Vec::new(), None, started);
+            self.record(
+                &envelope,
+                &qid,
+                None,
+                Outcome::Skipped,
+                Vec::new(),
+                None,
+                started,
+            );
             return self.send(w, &replies).await;
         }
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use unspoof_gateway::{
-    Action, Decide, Decision, HeaderEdit, SmtpReply, Envelope, Gateway, GatewayConfig, MessageRecord, Reason, ServeHandle,
-    SessionLog,
+    Action, Decide, Decision, Envelope, Gateway, GatewayConfig, HeaderEdit, MessageRecord, Reason,
+    ServeHandle, SessionLog, SmtpReply,
 };
 
 /// Decides by the Subject: `[reject]`, `[quarantine]`, `[tag]`, anything else accepts.
