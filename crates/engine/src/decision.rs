@@ -216,7 +216,7 @@ impl SmtpReply {
 }
 
 /// One header edit; a value is what follows the colon (leading space kept, folds as CRLF).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum HeaderEdit {
     /// Remove the `index`-th (from 1) field called `name` (case-insensitive).
