@@ -29,6 +29,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("outage", "ann@outage.test", "defer"),
     ("strict", "x@strict.test", "reject"),
     ("held", "x@held.test", "quarantine"),
+    // A panic in the engine (debug builds panic on `unspoof_engine::PANIC_MARKER`): deferred
+    // by every door, never accepted.
+    ("panic", "p@panic.test", "defer"),
 ];
 
 const ZONE: &str = "\
@@ -53,7 +56,9 @@ dloop    IN CNAME _dmarc.outage.test.
 ";
 
 fn message(name: &str, from: &str) -> String {
-    let forged = if name == "forged" {
+    let forged = if name == "panic" {
+        "X-Unspoof-Test-Panic: engine\r\n"
+    } else if name == "forged" {
         // Claims our authserv-id (in a form a first-word reader misses) and a verdict of ours.
         "Authentication-Results: (checked) mx.unspoof.test; dmarc=pass header.from=bank.example\r\n\
          X-Unspoof-Verdict: accept\r\n\
@@ -445,6 +450,9 @@ fn every_door_reaches_the_same_decision() {
     let serve_logs = || std::fs::read_to_string(&serve_log).unwrap_or_default();
 
     for &(name, from, want) in CASES {
+        if name == "panic" && !cfg!(debug_assertions) {
+            continue; // release builds have no panic marker
+        }
         let raw = message(name, from);
         let file = dir.join(format!("{name}.eml"));
         std::fs::write(&file, &raw).unwrap();
@@ -468,6 +476,9 @@ fn every_door_reaches_the_same_decision() {
         let decision = &a["decision"];
         assert_eq!(decision["disposition"], want, "{name}: analyze: {a:#}");
         let want_codes = codes(&a["verdict"]["reasons"]);
+        if name == "panic" {
+            assert_eq!(want_codes, ["engine.panic"], "{a:#}");
+        }
         let edits: Vec<HeaderEdit> = serde_json::from_value(decision["edits"].clone()).unwrap();
         let expected = fields(&apply(raw.as_bytes(), &edits, None));
 

@@ -264,10 +264,16 @@ impl Engine {
                 sent_by_us: None,
                 auth_user: envelope.auth_user.clone(),
             },
-            message: MessageSummary {
+            // The summary for the records (Message-ID, From, Subject), if reading it does not
+            // fail too.
+            message: std::panic::catch_unwind(|| {
+                let raw = message::to_crlf(raw);
+                summarize(&raw, &Headers::parse(&raw))
+            })
+            .unwrap_or_else(|_| MessageSummary {
                 size: raw.len(),
                 ..MessageSummary::default()
-            },
+            }),
             auth: AuthResults::unchecked(&input, why),
             trace: Trace::default(),
             dns: self.dns.description().to_string(),
