@@ -193,7 +193,7 @@ impl AuthResults {
         d
     }
 
-    fn unchecked(env: &AuthInput<'_>, why: &str) -> Self {
+    pub fn unchecked(env: &AuthInput<'_>, why: &str) -> Self {
         AuthResults {
             checked: false,
             not_checked: Some(why.into()),

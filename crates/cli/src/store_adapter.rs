@@ -158,7 +158,7 @@ impl GatewayStore {
             ..Default::default()
         };
         if let Some(a) = &r.analysis {
-            record = if self.0.keeps_analysis(&r.outcome) {
+            record = if self.0.keeps_analysis(r.outcome.as_str()) {
                 record.with_analysis(a)
             } else {
                 record.with_analysis_summary(a)
@@ -166,7 +166,7 @@ impl GatewayStore {
         }
         // What happened is the gateway's word, not only the engine's: a message the engine
         // accepted may still have been refused downstream (`tempfail`, `refused`).
-        record.action = r.outcome.clone();
+        record.action = r.outcome.to_string();
         record.reasons = r.reasons.clone();
         record
     }
@@ -286,7 +286,7 @@ impl unspoof_milter::MessageLog for MilterStore {
             ..Default::default()
         };
         if let Some(a) = d.analysis {
-            record = if self.0.keeps_analysis(d.outcome) {
+            record = if self.0.keeps_analysis(d.outcome.as_str()) {
                 record.with_analysis(a)
             } else {
                 record.with_analysis_summary(a)

@@ -16,6 +16,7 @@ pub use unspoof_message as message;
 pub use unspoof_message::address;
 pub mod bounce;
 pub mod contact;
+pub mod decision;
 pub mod domain;
 pub mod findings;
 pub mod policy;
@@ -33,6 +34,7 @@ use serde::Serialize;
 
 pub use auth::{AuthResults, Word};
 pub use auth::{is_spf_record_text, spf_record_problem};
+pub use decision::{Decision, Disposition, HeaderEdit, Outcome, SmtpReply};
 pub use dns::Dns;
 pub use message::Headers;
 pub use policy::Policy;
@@ -116,6 +118,9 @@ pub struct MessageSummary {
 pub struct Analysis {
     pub schema: &'static str,
     pub verdict: Verdict,
+    /// What every front door does with the message: disposition, SMTP reply, header edits and
+    /// the new body of a banner ([`decision`]).
+    pub decision: Decision,
     pub envelope: EnvelopeReport,
     pub message: MessageSummary,
     pub auth: AuthResults,
@@ -140,6 +145,10 @@ impl Analysis {
 pub struct Engine {
     policy: Arc<RwLock<Arc<Policy>>>,
     dns: Arc<Dns>,
+    /// The store's memory, an optional input like the DNS view: asked before each verdict
+    /// ([`contact::ask_history`]) unless the envelope already carries the answers.
+    contacts: Option<Arc<dyn contact::ContactHistory>>,
+    outbound: Option<Arc<dyn bounce::OutboundHistory>>,
 }
 
 impl Engine {
@@ -147,7 +156,24 @@ impl Engine {
         Engine {
             policy: Arc::new(RwLock::new(Arc::new(policy))),
             dns: Arc::new(dns),
+            contacts: None,
+            outbound: None,
         }
+    }
+
+    /// Asks `history` (the store) before each verdict whether the sender is new to the
+    /// recipients and whether its From address wrote here before (`contact.*`,
+    /// `impersonation.*`).
+    pub fn with_contact_history(mut self, history: Arc<dyn contact::ContactHistory>) -> Self {
+        self.contacts = Some(history);
+        self
+    }
+
+    /// Asks `history` (the store) before each verdict whether we sent the message a bounce or
+    /// auto-reply answers (`backscatter.*`).
+    pub fn with_outbound_history(mut self, history: Arc<dyn bounce::OutboundHistory>) -> Self {
+        self.outbound = Some(history);
+        self
     }
 
     /// The policy in force.
@@ -171,8 +197,98 @@ impl Engine {
         &self.dns
     }
 
-    /// Analyses one message. Never fails: a malformed message is itself a finding.
+    /// Analyses one message and decides what every front door does with it
+    /// ([`Analysis::decision`]). Never fails: a malformed message is itself a finding, and a
+    /// panic inside the engine is caught and becomes a defer (`engine.panic`), never an accept.
+    /// With a contact or outbound history ([`Engine::with_contact_history`]) it is asked first,
+    /// unless the envelope already carries its answers.
     pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
+        let run = async {
+            let asked;
+            let envelope = if (self.contacts.is_some() || self.outbound.is_some())
+                && envelope.first_contact.is_none()
+                && envelope.known_sender.is_none()
+                && envelope.sent_by_us.is_none()
+            {
+                let mut e = envelope.clone();
+                contact::ask_history(
+                    self.contacts.as_deref(),
+                    self.outbound.as_deref(),
+                    raw,
+                    &mut e,
+                )
+                .await;
+                asked = e;
+                &asked
+            } else {
+                envelope
+            };
+            self.analyse(raw, envelope).await
+        };
+        match (CatchUnwind {
+            inner: Box::pin(run),
+        })
+        .await
+        {
+            Ok(analysis) => analysis,
+            Err(()) => self.failed(raw, envelope),
+        }
+    }
+
+    /// The analysis of a message the engine failed on: nothing checked, deferred.
+    fn failed(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
+        let policy = self.policy();
+        let input = auth::AuthInput {
+            ip: envelope.ip,
+            helo: envelope.helo.as_deref().unwrap_or(""),
+            mail_from: envelope.mail_from.as_deref().unwrap_or(""),
+            host_domain: &policy.hostname,
+        };
+        let why = "the engine failed on this message";
+        Analysis {
+            schema: SCHEMA,
+            verdict: Verdict::from_reasons(vec![Reason::new(
+                "engine.panic",
+                Action::Accept,
+                format!("{why}; it was deferred, so the sender retries"),
+            )]),
+            decision: Decision::failed(),
+            envelope: EnvelopeReport {
+                ip: envelope.ip,
+                helo: envelope.helo.clone(),
+                mail_from: envelope.mail_from.clone(),
+                rcpt: envelope.rcpt.clone(),
+                inferred: Vec::new(),
+                first_contact: None,
+                known_sender: None,
+                sent_by_us: None,
+                auth_user: envelope.auth_user.clone(),
+            },
+            // The summary for the records (Message-ID, From, Subject), if reading it does not
+            // fail too.
+            message: std::panic::catch_unwind(|| {
+                let raw = message::to_crlf(raw);
+                summarize(&raw, &Headers::parse(&raw))
+            })
+            .unwrap_or_else(|_| MessageSummary {
+                size: raw.len(),
+                ..MessageSummary::default()
+            }),
+            auth: AuthResults::unchecked(&input, why),
+            trace: Trace::default(),
+            dns: self.dns.description().to_string(),
+            authserv_id: policy.hostname.clone(),
+        }
+    }
+
+    async fn analyse(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
+        #[cfg(debug_assertions)]
+        if raw
+            .windows(PANIC_MARKER.len())
+            .any(|w| w == PANIC_MARKER.as_bytes())
+        {
+            panic!("the test marker asked the engine to panic");
+        }
         let policy = self.policy();
         let raw = message::to_crlf(raw);
         let headers = Headers::parse(&raw);
@@ -241,16 +357,19 @@ impl Engine {
             (from, reply_to),
         );
         let verdict = Verdict::from_reasons(findings::collect(&context));
-        Analysis {
+        let mut analysis = Analysis {
             schema: SCHEMA,
             verdict,
+            decision: Decision::failed(),
             envelope,
             message: summarize(&raw, &headers),
             auth,
             trace,
             dns: self.dns.description().to_string(),
             authserv_id: policy.hostname.clone(),
-        }
+        };
+        analysis.decision = decision::decide(&raw, &analysis, &policy);
+        analysis
     }
 
     /// The first PTR name of `ip`, within the DNS budget; `None` without one.
@@ -265,6 +384,32 @@ impl Engine {
             .rrset
             .first()
             .map(|n| n.trim_end_matches('.').to_string())
+    }
+}
+
+/// In debug builds (tests), a message holding this text makes the engine panic, so the tests
+/// of every door can show that a panic is deferred, never accepted.
+#[cfg(debug_assertions)]
+pub const PANIC_MARKER: &str = "X-Unspoof-Test-Panic: engine";
+
+/// A future that turns a panic while polling `inner` into `Err(())`.
+struct CatchUnwind<F> {
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.inner.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
     }
 }
 

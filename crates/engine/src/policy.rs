@@ -52,6 +52,10 @@ pub struct Policy {
     pub signed_mail: Vec<SignedMail>,
     /// The DKIM replay and extension signals.
     pub dkim_replay: DkimReplay,
+    /// What a DNS temperror on the checks DMARC rests on does to a message the findings would
+    /// deliver, in every front door: `defer` (default: 451 4.4.3, the sender retries) or
+    /// `decide` (deliver on what did answer). See `crate::decision`.
+    pub dns_temperror: crate::decision::DnsTempError,
     // The front doors' sections of the same file. The engine does not read them; each front
     // door reads its own section (`GatewayConfig::load`, ...), and they are accepted here so that
     // one `unspoof.toml` holds everything and unknown keys are still errors.
@@ -211,6 +215,7 @@ impl Default for Policy {
             watched_domains: Vec::new(),
             signed_mail: Vec::new(),
             dkim_replay: DkimReplay::default(),
+            dns_temperror: crate::decision::DnsTempError::default(),
             _gateway: None,
             _milter: None,
             _store: None,

@@ -192,6 +192,105 @@ pub fn rewrite(raw: &[u8], analysis: &Analysis, settings: &TagSettings) -> Vec<u
     out
 }
 
+/// A tag's rewrite said field by field, for [`crate::decision`]: the Subject prefix and the
+/// MIME fields a banner changes as changes of whole fields, the MIME fields a banner adds at
+/// the end of the section, a Subject to insert when there is none, and the new body when a
+/// banner went in. Stale `X-Unspoof-Verdict` fields are left to the decision's removals.
+/// `raw` has CRLF line ends and `headers` is its section.
+pub(crate) struct FieldChanges {
+    pub edits: Vec<crate::decision::HeaderEdit>,
+    pub subject_added: Option<String>,
+    pub body: Option<Vec<u8>>,
+}
+
+pub(crate) fn field_changes(
+    raw: &[u8],
+    headers: &Headers<'_>,
+    analysis: &Analysis,
+    settings: &TagSettings,
+) -> FieldChanges {
+    use crate::decision::HeaderEdit;
+    let (edits, added) = tag_edits(raw, analysis, settings);
+    let body_at = headers.body_offset.min(raw.len());
+    let section_end = headers.fields.last().map_or(0, |f| f.end(raw));
+    let mut per_field: Vec<Vec<Edit>> = vec![Vec::new(); headers.fields.len()];
+    let mut appended: Vec<u8> = Vec::new();
+    let mut body_edits = Vec::new();
+    for e in edits {
+        if e.start >= body_at && !(e.start == e.end && e.start == section_end) {
+            body_edits.push(e);
+        } else if e.start == e.end && e.start == section_end {
+            appended.extend_from_slice(&e.with);
+        } else if let Some(i) = headers
+            .fields
+            .iter()
+            .position(|f| f.offset <= e.start && e.end <= f.end(raw))
+        {
+            per_field[i].push(e);
+        } else {
+            debug_assert!(false, "edit {}..{} in no field", e.start, e.end);
+        }
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut out = Vec::new();
+    for (i, field_edits) in per_field.iter().enumerate() {
+        if field_edits.is_empty() {
+            continue;
+        }
+        let f = &headers.fields[i];
+        let end = f.end(raw);
+        let shifted: Vec<Edit> = field_edits
+            .iter()
+            .map(|e| Edit {
+                start: e.start - f.offset,
+                end: e.end - f.offset,
+                with: e.with.clone(),
+            })
+            .collect();
+        let mut new = Vec::new();
+        apply_edits(&raw[f.offset..end], 0, &shifted, &mut new);
+        if new.is_empty() {
+            continue; // a stale verdict field: the decision removes those
+        }
+        let new = new.strip_suffix(b"\r\n").unwrap_or(&new);
+        let Some(colon) = memchr::memchr(b':', new) else {
+            continue;
+        };
+        let index = headers.fields[..i]
+            .iter()
+            .filter(|g| g.name_trimmed().eq_ignore_ascii_case(f.name_trimmed()))
+            .count() as u32
+            + 1;
+        out.push(HeaderEdit::Change {
+            name: text(f.name_trimmed()),
+            index,
+            value: text(&new[colon + 1..]),
+        });
+    }
+    for line in appended.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(colon) = memchr::memchr(b':', line) {
+            out.push(HeaderEdit::Append {
+                name: text(&line[..colon]),
+                value: text(&line[colon + 1..]),
+            });
+        }
+    }
+    let body = (!body_edits.is_empty()).then(|| {
+        let mut b = Vec::with_capacity(raw.len() - body_at + 1024);
+        apply_edits(raw, body_at, &body_edits, &mut b);
+        b
+    });
+    let subject_added = added
+        .strip_prefix("Subject:")
+        .map(|v| v.trim_end_matches("\r\n").to_string());
+    FieldChanges {
+        edits: out,
+        subject_added,
+        body,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Assembly
 

@@ -26,29 +26,11 @@ pub struct Envelope {
     pub auth_user: Option<String>,
 }
 
-/// What to do with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Relay with Authentication-Results.
-    Accept,
-    /// Relay the rewritten (tagged) message.
-    Tag,
-    /// Store durably in the quarantine, answer 250, relay nothing.
-    Quarantine,
-    /// Answer 550 5.7.1 with the reason codes.
-    Reject,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Accept => "accept",
-            Action::Tag => "tag",
-            Action::Quarantine => "quarantine",
-            Action::Reject => "reject",
-        }
-    }
-}
+/// What to do with a message: the engine's disposition (accept and tag relay the edited
+/// message, quarantine stores it and answers 250, reject answers 550 and defer 451 with the
+/// engine's reply).
+pub use unspoof_engine::Disposition as Action;
+pub use unspoof_engine::{HeaderEdit, SmtpReply};
 
 /// One reason for a decision: a stable machine code (`dmarc.fail`) and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,17 +39,20 @@ pub struct Reason {
     pub message: String,
 }
 
-/// The engine's answer for one message.
+/// The engine's answer for one message (`unspoof_engine::Decision` with the reasons in reply
+/// order): the gateway applies it and decides nothing of its own.
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub action: Action,
     pub reasons: Vec<Reason>,
-    /// Complete header fields (each ending in CRLF) to prepend to the relayed or stored message,
-    /// normally the `Authentication-Results:` field.
-    pub headers: String,
-    /// For [`Action::Tag`]: the rewritten message (banner, subject prefix, verdict header).
-    /// `None` relays the message as received.
-    pub rewritten: Option<Vec<u8>>,
+    /// The reply for a reject or a defer (the gateway adds its queue id).
+    pub reply: SmtpReply,
+    /// Header edits for the relayed or stored copy, in order
+    /// (`unspoof_engine::decision::apply`): forged results and stale verdicts out, our
+    /// Authentication-Results and verdict field in, the tag's Subject.
+    pub edits: Vec<HeaderEdit>,
+    /// The new body when a banner was added; `None` relays the body as received.
+    pub body: Option<Vec<u8>>,
     /// The engine's whole analysis, for the records (the store keeps it with the message);
     /// nothing in the gateway decides on it. `None` from test doubles.
     pub analysis: Option<Arc<unspoof_engine::Analysis>>,

@@ -5,17 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use unspoof_engine::bounce::OutboundHistory;
-use unspoof_engine::contact::{ContactHistory, ask_history};
+use unspoof_engine::contact::ContactHistory;
 use unspoof_engine::{Engine, Policy};
 
-use crate::decide::{Action, Decide, Decision, Envelope, Reason};
+use crate::decide::{Decide, Decision, Envelope, Reason};
 
 /// The engine as a [`Decide`]r. `policy_path` is re-read on [`Decide::reload`] (SIGHUP).
 pub struct EngineDecider {
     engine: Engine,
     policy_path: Option<PathBuf>,
-    contacts: Option<Arc<dyn ContactHistory>>,
-    outbound: Option<Arc<dyn OutboundHistory>>,
 }
 
 impl EngineDecider {
@@ -23,15 +21,13 @@ impl EngineDecider {
         EngineDecider {
             engine,
             policy_path,
-            contacts: None,
-            outbound: None,
         }
     }
 
     /// Asks `history` (the store) whether the sender is new to the recipients before each
     /// decision, so the engine can weigh a first contact (`contact.*`).
     pub fn with_contact_history(mut self, history: Arc<dyn ContactHistory>) -> Self {
-        self.contacts = Some(history);
+        self.engine = self.engine.with_contact_history(history);
         self
     }
 
@@ -39,7 +35,7 @@ impl EngineDecider {
     /// so the engine can tell backscatter of a forgery from the bounce of our own mail
     /// (`backscatter.*`).
     pub fn with_outbound_history(mut self, history: Arc<dyn OutboundHistory>) -> Self {
-        self.outbound = Some(history);
+        self.engine = self.engine.with_outbound_history(history);
         self
     }
 
@@ -49,8 +45,8 @@ impl EngineDecider {
 }
 
 impl Decide for EngineDecider {
-    async fn decide(&self, raw: &[u8], envelope: &Envelope, authserv_id: &str) -> Decision {
-        let mut env = unspoof_engine::Envelope {
+    async fn decide(&self, raw: &[u8], envelope: &Envelope, _authserv_id: &str) -> Decision {
+        let env = unspoof_engine::Envelope {
             ip: envelope.ip,
             helo: envelope.helo.clone(),
             mail_from: envelope.mail_from.clone(),
@@ -61,41 +57,17 @@ impl Decide for EngineDecider {
             known_sender: None,
             sent_by_us: None,
         };
-        ask_history(
-            self.contacts.as_deref(),
-            self.outbound.as_deref(),
-            raw,
-            &mut env,
-        )
-        .await;
-        let analysis = self.engine.evaluate(raw, &env).await;
-        let action = match analysis.verdict.action {
-            unspoof_engine::Action::Accept => Action::Accept,
-            unspoof_engine::Action::Tag => Action::Tag,
-            unspoof_engine::Action::Quarantine => Action::Quarantine,
-            unspoof_engine::Action::Reject => Action::Reject,
-        };
-        let mut headers = analysis.authentication_results(authserv_id);
-        // What users and downstream filters see (issue 3): a tagged message gets the verdict
-        // header, the subject prefix and the banner; a quarantined one the verdict header, so
-        // whoever releases it sees why it was held.
-        let rewritten = match action {
-            Action::Tag => {
-                headers.push_str(&unspoof_engine::tag::verdict_header(&analysis));
-                let policy = self.engine.policy();
-                Some(unspoof_engine::tag::rewrite(raw, &analysis, &policy.tag))
-            }
-            Action::Quarantine => {
-                headers.push_str(&unspoof_engine::tag::verdict_header(&analysis));
-                None
-            }
-            Action::Accept | Action::Reject => None,
-        };
+        // One call: the engine asks the store's history, decides, and catches its own panics
+        // (a defer, as in the milter). The authserv-id is the policy's hostname, which
+        // `unspoof serve` sets from the gateway's.
+        let mut analysis = self.engine.evaluate(raw, &env).await;
+        let body = analysis.decision.body.take();
         Decision {
-            action,
+            action: analysis.decision.disposition,
             reasons: decisive_first(&analysis.verdict),
-            headers,
-            rewritten,
+            reply: analysis.decision.reply.clone(),
+            edits: analysis.decision.edits.clone(),
+            body,
             analysis: Some(Arc::new(analysis)),
         }
     }

@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use config::{DkimKeyConfig, GatewayConfig, Limits, UserConfig};
-pub use decide::{Action, Decide, Decision, Envelope, Reason};
+pub use decide::{Action, Decide, Decision, Envelope, HeaderEdit, Reason, SmtpReply};
 pub use engine::EngineDecider;
 pub use session::Listener;
 

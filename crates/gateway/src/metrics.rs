@@ -10,15 +10,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use unspoof_engine::Outcome;
 
-/// Outcomes counted in `unspoof_messages_total{outcome=...}` (see `MessageRecord::outcome`).
-pub const OUTCOMES: [&str; 6] = [
-    "accept",
-    "tag",
-    "quarantine",
-    "reject",
-    "refused",
-    "tempfail",
+/// Outcomes counted in `unspoof_messages_total{outcome=...}` (see `MessageRecord::outcome`):
+/// the outcome enum every door shares, without the milter's own two (`unchecked`, `skipped`).
+pub const OUTCOMES: [Outcome; 7] = [
+    Outcome::Accept,
+    Outcome::Tag,
+    Outcome::Quarantine,
+    Outcome::Reject,
+    Outcome::Defer,
+    Outcome::Refused,
+    Outcome::Tempfail,
 ];
 
 /// Reason codes of transactions refused at MAIL FROM or RCPT TO, counted in
@@ -68,7 +71,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one message with `outcome` and the time from end of data to our reply.
-    pub fn message(&self, outcome: &str, latency: Duration) {
+    pub fn message(&self, outcome: Outcome, latency: Duration) {
         if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
             self.messages[i].fetch_add(1, Relaxed);
         }

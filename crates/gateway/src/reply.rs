@@ -90,11 +90,5 @@ pub const NUL_IN_MESSAGE: &str = "550 5.6.0 NUL characters in message not allowe
 /// non-ASCII address without SMTPUTF8 on MAIL.
 pub const NON_ASCII_ADDRESS: &str = "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n";
 
-/// The reply to a message the engine rejected (RFC 3463 5.7.1: delivery not authorized): what
-/// the sender can do about it (`unspoof_engine::verdict::sender_advice` of the deciding code)
-/// and our queue id. Never the reason codes: they would show a forger which check to work
-/// around; they are in the message's record, which `unspoof log show <queue id>` finds.
-pub fn rejected(queue_id: &str, deciding_code: Option<&str>) -> String {
-    let advice = unspoof_engine::verdict::sender_advice(deciding_code.unwrap_or(""));
-    format!("550 5.7.1 Message refused: {advice} (queue id {queue_id})\r\n")
-}
+// The replies to messages the engine decided (reject 550 5.7.1, defer 451 4.4.3) are the
+// engine's (`unspoof_engine::decision`), the same in every door.

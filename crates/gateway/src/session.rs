@@ -21,11 +21,12 @@ use crate::Shared;
 use crate::auth;
 use crate::conn::{Conn, DataPace, Line, Stream};
 use crate::data::{DataDefect, DotReader, check_shape};
-use crate::decide::{Action, Decide, Envelope};
+use crate::decide::{Action, Decide, Decision, Envelope, HeaderEdit};
 use crate::message;
 use crate::relay::{Downstream, RelayError};
 use crate::reply;
 use crate::store::{MessageRecord, QuarantineItem, SessionRecord, TlsInfo};
+use unspoof_engine::Outcome;
 use unspoof_engine::message::auth_results;
 
 /// Which listener a session came in on.
@@ -271,7 +272,7 @@ impl<D: Decide> Session<D> {
             recipients: rcpt.into_iter().collect(),
             message_id: None,
             size: 0,
-            outcome: "refused".into(),
+            outcome: Outcome::Refused,
             reasons: vec![code.to_string()],
             reply: text.trim_end().to_string(),
             downstream_reply: None,
@@ -854,7 +855,7 @@ impl<D: Decide> Session<D> {
             received_at: Some(now),
             auth_user: self.auth_user.clone(),
         };
-        let mut out = Outcome::default();
+        let mut out = Fate::default();
         let mut size = 0;
         let mut message_id = None;
         match checked {
@@ -932,9 +933,7 @@ impl<D: Decide> Session<D> {
         // The client waits for this reply (it ends a PIPELINING group, RFC 2920 3.1). A write
         // error shows at the next read.
         let _ = self.conn.flush().await;
-        self.shared
-            .metrics
-            .message(&record.outcome, ended.elapsed());
+        self.shared.metrics.message(record.outcome, ended.elapsed());
     }
 
     /// Inbound: the engine decides, then we act.
@@ -943,7 +942,7 @@ impl<D: Decide> Session<D> {
         queue_id: &str,
         envelope: &Envelope,
         msg: Vec<u8>,
-        out: &mut Outcome,
+        out: &mut Fate,
     ) {
         let cfg = &self.shared.config;
         let decided = timeout(
@@ -951,22 +950,33 @@ impl<D: Decide> Session<D> {
             self.shared.decider.decide(&msg, envelope, &cfg.hostname),
         )
         .await;
-        let Ok(mut decision) = decided else {
+        let Ok(decision) = decided else {
             out.tempfail(reply::LOCAL_ERROR, "engine.timeout");
             return;
         };
         out.reasons = decision.reasons.iter().map(|r| r.code.clone()).collect();
         out.analysis = decision.analysis.clone();
-        match decision.action {
-            Action::Reject => {
-                out.outcome = "reject".into();
-                // What the sender can fix and our queue id; the codes are in the record.
-                out.reply = reply::rejected(queue_id, out.reasons.first().map(String::as_str));
+        let Decision {
+            action,
+            reply: engine_reply,
+            edits,
+            body,
+            ..
+        } = decision;
+        let on_top = edits
+            .iter()
+            .filter(|e| matches!(e, HeaderEdit::Insert { .. }))
+            .count();
+        match action {
+            Action::Reject | Action::Defer => {
+                out.outcome = Outcome::from(action);
+                // The engine's reply with our queue id; the codes are in the record.
+                out.reply = format!("{}\r\n", engine_reply.line(Some(queue_id)));
             }
             Action::Quarantine => {
-                let full = self
-                    .with_our_headers(queue_id, envelope, &decision.headers, msg)
-                    .await;
+                let edited = unspoof_engine::decision::apply(&msg, &edits, body.as_deref());
+                drop(msg);
+                let full = self.with_received(queue_id, envelope, edited, on_top).await;
                 let q = self.shared.quarantine.clone();
                 let item = QuarantineItem {
                     queue_id: queue_id.to_string(),
@@ -974,12 +984,12 @@ impl<D: Decide> Session<D> {
                     envelope: envelope.clone(),
                     message: full,
                     reasons: out.reasons.clone(),
-                    analysis: decision.analysis.clone(),
+                    analysis: out.analysis.clone(),
                 };
                 let stored = tokio::task::spawn_blocking(move || q.quarantine(&item)).await;
                 match stored {
                     Ok(Ok(at)) => {
-                        out.outcome = "quarantine".into();
+                        out.outcome = Outcome::Quarantine;
                         out.stored_at = Some(at);
                         out.reply = queued(queue_id);
                     }
@@ -987,24 +997,17 @@ impl<D: Decide> Session<D> {
                 }
             }
             Action::Accept | Action::Tag => {
-                // One copy of the message at a time: the rewrite replaces the original.
-                let body = match (decision.action, decision.rewritten.take()) {
-                    (Action::Tag, Some(r)) => {
-                        drop(msg);
-                        r
-                    }
-                    _ => msg,
-                };
-                let full = self
-                    .with_our_headers(queue_id, envelope, &decision.headers, body)
-                    .await;
+                // One copy of the message at a time: the edited one replaces the original.
+                let edited = unspoof_engine::decision::apply(&msg, &edits, body.as_deref());
+                drop(msg);
+                let full = self.with_received(queue_id, envelope, edited, on_top).await;
                 use crate::rua::{Captured, capture};
                 match capture(self.shared.capture.as_ref(), queue_id, envelope, &full).await {
                     Captured::None => {}
                     Captured::AndDeliver => out.reasons.push("dmarc.report_captured".into()),
                     Captured::Done(at) => {
                         out.reasons.push("dmarc.report_captured".into());
-                        out.outcome = decision.action.as_str().into();
+                        out.outcome = Outcome::from(action);
                         out.reply = queued(queue_id);
                         out.stored_at = Some(at);
                         return;
@@ -1013,20 +1016,14 @@ impl<D: Decide> Session<D> {
                         return out.tempfail(reply::LOCAL_ERROR, "store.report_capture_failed");
                     }
                 }
-                self.deliver(queue_id, envelope, full, decision.action.as_str(), out)
+                self.deliver(queue_id, envelope, full, Outcome::from(action), out)
                     .await;
             }
         }
     }
 
     /// Submission: the header From/Sender must be the user's; DKIM-sign; relay.
-    async fn submit(
-        &mut self,
-        queue_id: &str,
-        envelope: &Envelope,
-        msg: Vec<u8>,
-        out: &mut Outcome,
-    ) {
+    async fn submit(&mut self, queue_id: &str, envelope: &Envelope, msg: Vec<u8>, out: &mut Fate) {
         let cfg = &self.shared.config;
         let user = self.auth_user.clone().unwrap_or_default();
         let Some(from_domain) = header_senders_owned(&msg, &cfg.users, &user) else {
@@ -1048,13 +1045,15 @@ impl<D: Decide> Session<D> {
         let full = self
             .with_our_headers(queue_id, envelope, &headers, msg)
             .await;
-        self.deliver(queue_id, envelope, full, "accept", out).await;
+        self.deliver(queue_id, envelope, full, Outcome::Accept, out)
+            .await;
     }
 
-    /// Our Received field, then `extra` (Authentication-Results or DKIM-Signature), then the
+    /// Our Received field, then `extra` (the DKIM-Signature of a submission), then the
     /// message without the fields only we may write: Authentication-Results claiming our
-    /// authserv-id in any RFC 8601 form, and every X-Unspoof-Verdict (ours is in `extra`).
-    /// Works on the message in place: a large message is never held twice.
+    /// authserv-id in any RFC 8601 form (the engine's reader, the one every door uses), and
+    /// every X-Unspoof-Verdict. Works on the message in place: a large message is never held
+    /// twice. (Inbound mail gets these removals as the engine's edits instead.)
     async fn with_our_headers(
         &mut self,
         queue_id: &str,
@@ -1062,6 +1061,37 @@ impl<D: Decide> Session<D> {
         extra: &str,
         mut body: Vec<u8>,
     ) -> Vec<u8> {
+        let hostname = self.shared.config.hostname.clone();
+        auth_results::remove_forged(&mut body, &hostname);
+        let received = self.received_field(queue_id, envelope).await;
+        prepend(&mut body, format!("{extra}{received}").as_bytes());
+        body
+    }
+
+    /// Our Received field in a message the engine's edits made: right below the fields the
+    /// engine inserted on top (`on_top`: our Authentication-Results and verdict field), where
+    /// the milter's MTA has its own.
+    async fn with_received(
+        &mut self,
+        queue_id: &str,
+        envelope: &Envelope,
+        mut body: Vec<u8>,
+        on_top: usize,
+    ) -> Vec<u8> {
+        let received = self.received_field(queue_id, envelope).await;
+        let at = {
+            let headers = unspoof_engine::Headers::parse(&body);
+            match headers.fields.get(on_top) {
+                Some(f) => f.offset,
+                None => headers.fields.last().map_or(0, |f| f.end(&body)),
+            }
+        };
+        body.splice(at..at, received.bytes());
+        body
+    }
+
+    /// Our Received field (RFC 5321 4.4), ending in CRLF.
+    async fn received_field(&mut self, queue_id: &str, envelope: &Envelope) -> String {
         let hostname = self.shared.config.hostname.clone();
         let rdns = self.reverse_name().await;
         let proto = match (self.esmtp, self.tls.is_some(), self.auth_user.is_some()) {
@@ -1081,16 +1111,13 @@ impl<D: Decide> Session<D> {
             [one] => format!("\r\n\tfor <{one}>"),
             _ => String::new(),
         };
-        let ours = format!(
-            "{extra}Received: from {} ({} [{}]){tls}\r\n\tby {hostname} (unspoof) with {proto} id {queue_id}{for_clause};\r\n\t{}\r\n",
+        format!(
+            "Received: from {} ({} [{}]){tls}\r\n\tby {hostname} (unspoof) with {proto} id {queue_id}{for_clause};\r\n\t{}\r\n",
             self.helo.as_deref().unwrap_or("unknown"),
             rdns.as_deref().unwrap_or("unknown"),
             self.peer.ip(),
             message::rfc5322_date(envelope.received_at.unwrap_or_else(unix_now)),
-        );
-        auth_results::remove_forged(&mut body, &hostname);
-        prepend(&mut body, ours.as_bytes());
-        body
+        )
     }
 
     /// Relays to the downstream (its reply becomes ours) or delivers into the Maildir.
@@ -1099,8 +1126,8 @@ impl<D: Decide> Session<D> {
         queue_id: &str,
         envelope: &Envelope,
         full: Vec<u8>,
-        action: &str,
-        out: &mut Outcome,
+        action: Outcome,
+        out: &mut Fate,
     ) {
         if self.shared.config.downstream.is_some() {
             let Some(d) = &mut self.downstream else {
@@ -1109,12 +1136,16 @@ impl<D: Decide> Session<D> {
             };
             match d.data(&full).await {
                 Ok(r) if r.is_positive() => {
-                    out.outcome = action.into();
+                    out.outcome = action;
                     out.reply = queued(queue_id);
                     out.downstream_reply = Some(r.to_string());
                 }
                 Ok(r) => {
-                    out.outcome = if r.code >= 500 { "refused" } else { "tempfail" }.into();
+                    out.outcome = if r.code >= 500 {
+                        Outcome::Refused
+                    } else {
+                        Outcome::Tempfail
+                    };
                     out.reasons.push("downstream.refused".into());
                     out.reply = r.to_client_line();
                     out.downstream_reply = Some(r.to_string());
@@ -1140,7 +1171,7 @@ impl<D: Decide> Session<D> {
         let (qid, env) = (queue_id.to_string(), envelope.clone());
         match tokio::task::spawn_blocking(move || sink.deliver(&qid, &env, &local)).await {
             Ok(Ok(at)) => {
-                out.outcome = action.into();
+                out.outcome = action;
                 out.reply = queued(queue_id);
                 out.stored_at = Some(at);
             }
@@ -1150,8 +1181,8 @@ impl<D: Decide> Session<D> {
 }
 
 /// The fate of one message, as it will be answered, counted and logged.
-struct Outcome {
-    outcome: String,
+struct Fate {
+    outcome: Outcome,
     reasons: Vec<String>,
     reply: String,
     downstream_reply: Option<String>,
@@ -1159,10 +1190,10 @@ struct Outcome {
     analysis: Option<Arc<unspoof_engine::Analysis>>,
 }
 
-impl Default for Outcome {
+impl Default for Fate {
     fn default() -> Self {
-        Outcome {
-            outcome: "tempfail".into(),
+        Fate {
+            outcome: Outcome::Tempfail,
             reasons: Vec::new(),
             reply: reply::LOCAL_ERROR.into(),
             downstream_reply: None,
@@ -1172,14 +1203,14 @@ impl Default for Outcome {
     }
 }
 
-impl Outcome {
+impl Fate {
     fn refuse(&mut self, reply: &str, code: &str) {
-        self.outcome = "refused".into();
+        self.outcome = Outcome::Refused;
         self.reasons.push(code.into());
         self.reply = reply.into();
     }
     fn tempfail(&mut self, reply: &str, code: &str) {
-        self.outcome = "tempfail".into();
+        self.outcome = Outcome::Tempfail;
         self.reasons.push(code.into());
         self.reply = reply.into();
     }

@@ -137,9 +137,11 @@ pub struct MessageRecord {
     pub recipients: Vec<String>,
     pub message_id: Option<String>,
     pub size: usize,
-    /// What happened: `accept`, `tag`, `quarantine`, `reject`, `refused` (an SMTP rule, e.g.
-    /// bare LF), `tempfail` (we or the downstream could not finish; the client retries).
-    pub outcome: String,
+    /// What happened (the outcome enum every door shares): `accept`, `tag`, `quarantine`,
+    /// `reject`, `defer` (the engine's: DNS did not answer, or it failed), `refused` (an SMTP
+    /// rule, e.g. bare LF), `tempfail` (we or the downstream could not finish; the client
+    /// retries).
+    pub outcome: unspoof_engine::Outcome,
     /// The engine's reason codes (or the SMTP rule's code for `refused`).
     pub reasons: Vec<String>,
     /// What we answered the client.

@@ -12,8 +12,10 @@ use unspoof_gateway::{EngineDecider, Gateway};
 async fn swaks_through_the_real_engine_lands_with_its_authentication_results() {
     let c = config("engine");
     let dir = c.data_dir.clone();
+    // The authserv-id is the policy's hostname, which `unspoof serve` sets from the gateway's.
+    let policy = Policy::parse("hostname = \"mx.test\"\n", "p.toml").unwrap();
     let decider = Arc::new(EngineDecider::new(
-        Engine::new(Policy::default(), Dns::offline()),
+        Engine::new(policy, Dns::offline()),
         None,
     ));
     let handle = Gateway::new(c, decider.clone()).start().await.unwrap();

@@ -112,36 +112,49 @@ async fn assert_clean(delivered: &[u8], dir: &Path, verdicts: usize) {
     assert_eq!(v.len(), verdicts, "{fields:#?}");
 }
 
+/// A gateway with the real engine (offline), whose forged results decide `action`.
+async fn engine_gateway(
+    name: &str,
+    action: &str,
+    downstream: std::net::SocketAddr,
+) -> (unspoof_gateway::ServeHandle, std::path::PathBuf) {
+    let mut c = config(name);
+    c.downstream = Some(downstream.to_string());
+    let dir = c.data_dir.clone();
+    let text = format!("hostname = \"mx.test\"\n[actions]\nforged_trust = \"{action}\"\n");
+    let policy = Policy::parse(&text, "p.toml").unwrap();
+    let decider = Arc::new(EngineDecider::new(
+        Engine::new(policy, Dns::offline()),
+        None,
+    ));
+    (Gateway::new(c, decider).start().await.unwrap(), dir)
+}
+
+/// The removals are the engine's edits (`unspoof_engine::decision`), which the gateway
+/// applies: the same reader and the same list as the milter's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_results_in_every_form_are_removed_on_accept_tag_and_quarantine() {
     let sink = Sink::start(SinkMode::Normal).await;
-    let mut c = config("forged");
-    c.downstream = Some(sink.addr.to_string());
-    let gw = start(c).await;
-
     // Accept: no verdict field of ours, so none at all may be left.
-    let r = send(gw.handle.inbound, &message("plain")).await;
+    let (gw, dir) = engine_gateway("forged-a", "accept", sink.addr).await;
+    let r = send(gw.inbound, &message("plain")).await;
     assert!(r.starts_with("250"), "{r}");
-    // Tag: ours (from the decider) only.
-    let r = send(gw.handle.inbound, &message("[tag] odd")).await;
+    // Tag: ours only.
+    let (gw, _) = engine_gateway("forged-t", "tag", sink.addr).await;
+    let r = send(gw.inbound, &message("odd")).await;
     assert!(r.starts_with("250"), "{r}");
     let got = sink.received();
     assert_eq!(got.len(), 2);
-    assert_clean(&got[0].data, &gw.data_dir, 0).await;
-    assert_clean(&got[1].data, &gw.data_dir, 1).await;
-    // The decider saw the message as sent (the forged fields are evidence for the engine).
-    let seen = gw.decider.seen.lock().unwrap()[0].1.clone();
-    assert!(String::from_utf8_lossy(&seen).contains("f1.test"));
+    assert_clean(&got[0].data, &dir, 0).await;
+    assert_clean(&got[1].data, &dir, 1).await;
 
-    // Quarantine: the stored copy is as clean.
-    let mut c = config("forged-q");
-    c.downstream = Some(sink.addr.to_string());
-    let gw = start(c).await;
-    let r = send(gw.handle.inbound, &message("[quarantine] odd")).await;
+    // Quarantine: the stored copy is as clean, with our verdict field.
+    let (gw, dir) = engine_gateway("forged-q", "quarantine", sink.addr).await;
+    let r = send(gw.inbound, &message("odd")).await;
     assert!(r.starts_with("250"), "{r}");
-    let q = maildir_messages(&gw.data_dir.join("maildir/.Quarantine"));
+    let q = maildir_messages(&dir.join("maildir/.Quarantine"));
     assert_eq!(q.len(), 1);
-    assert_clean(q[0].as_bytes(), &gw.data_dir, 0).await;
+    assert_clean(q[0].as_bytes(), &dir, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,23 +1,25 @@
-//! The engine's verdict as milter replies at end of message.
+//! The engine's decision (`Analysis::decision`, `unspoof_engine::decision`) as milter replies
+//! at end of message, one to one. The milter decides nothing: the disposition, the reply and
+//! the header edits are the engine's, the same as the gateway applies to its bytes.
 //!
-//! | verdict | replies |
+//! | decision | replies |
 //! | --- | --- |
-//! | accept | Authentication-Results at the top, then ACCEPT |
-//! | tag | AR and `X-Unspoof-Verdict`, the engine's rewrite (`unspoof_engine::tag`: subject prefix, banner) as CHGHEADER/INSHEADER and REPLBODY, ACCEPT |
-//! | quarantine | AR and `X-Unspoof-Verdict`, QUARANTINE with the reason codes, ACCEPT |
-//! | reject | REPLYCODE `550 5.7.1` with what the sender can fix and the MTA's queue id, never the codes (no edits) |
+//! | `Remove { name, index }` | CHGHEADER `index` `name` with an empty value |
+//! | `Change { name, index, value }` | CHGHEADER `index` `name` `value` |
+//! | `Insert { name, value }` | INSHEADER at 0 (the top) |
+//! | `Append { name, value }` | ADDHEADER |
+//! | new body (banner) | REPLBODY chunks, after every header edit |
+//! | accept, tag | the edits, ACCEPT |
+//! | quarantine | the edits, QUARANTINE with the reason codes, ACCEPT |
+//! | reject, defer | REPLYCODE with the engine's reply (`550 5.7.1`, `451 4.4.3`) and the MTA's queue id |
 //!
-//! On every delivered message, fields that claim to be ours but came from outside are removed
-//! first: Authentication-Results with our authserv-id in any form RFC 8601 allows (read by
-//! `unspoof_engine::message::auth_results`, the reader every door uses) and any
-//! `X-Unspoof-Verdict` (for a tag, the rewrite removes those).
-//!
-//! Edits the MTA did not allow in OPTNEG are left out; a quarantine the MTA cannot do becomes
-//! a reject (never a silent delivery).
+//! Edits the MTA did not allow in OPTNEG are left out (a new body only with header changes,
+//! or the MIME fields it needs are left out too); a quarantine the MTA cannot do becomes the
+//! engine's refusal (never a silent delivery).
 
-use unspoof_engine::{Action, Analysis, Policy, Reason};
+use unspoof_engine::decision::{self, Disposition, HeaderEdit};
+use unspoof_engine::{Analysis, Reason};
 
-use crate::edits::{self, HeaderEdit};
 use unspoof_engine::message::{RawHeader, auth_results};
 
 use crate::message::Message;
@@ -112,27 +114,6 @@ fn delete_where(
     }
 }
 
-/// The reply text of a refused message (RFC 3463 5.7.1: delivery not authorized): what the
-/// sender can fix (`unspoof_engine::verdict::sender_advice` of the deciding code) and the MTA's
-/// queue id (`-`: unknown, left out). Never the reason codes, which would show a forger which
-/// check to get past; they are in the log line and the record of that queue id.
-pub fn refusal(analysis: &Analysis, queue_id: &str) -> String {
-    let v = &analysis.verdict;
-    let deciding = v.reasons.iter().find(|r| r.action == v.action);
-    let advice = unspoof_engine::verdict::sender_advice(deciding.map_or("", |r| r.code.as_str()));
-    // The queue id is the MTA's macro; only its plain characters go into a reply line.
-    let id: String = queue_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(64)
-        .collect();
-    if id.is_empty() {
-        format!("550 5.7.1 Message refused: {advice}")
-    } else {
-        format!("550 5.7.1 Message refused: {advice} (queue id {id})")
-    }
-}
-
 /// Deletions of the fields only we may write, for the MTA's copy: every Authentication-Results
 /// that claims `authserv_id` (the engine's RFC 8601 reader, the gateway's too) and, with
 /// `verdicts`, every `X-Unspoof-Verdict`. Empty when the MTA did not allow header changes.
@@ -162,88 +143,76 @@ pub fn forged_deletions(
 }
 
 /// The replies for a decided message, ending in the final one. `queue_id` is the MTA's (`i`
-/// macro), for the refusal text.
+/// macro), for the reply text.
 pub fn replies(
     analysis: &Analysis,
-    policy: &Policy,
-    message: &Message,
     caps: Caps,
     quarantine_note: Option<&str>,
     queue_id: &str,
 ) -> Vec<Reply> {
-    let action = analysis.verdict.action;
-    let codes = deciding_codes(analysis);
-    if action == Action::Reject || (action == Action::Quarantine && !caps.can(action::QUARANTINE)) {
-        return vec![Reply::ReplyCode(refusal(analysis, queue_id))];
+    let d = &analysis.decision;
+    let qid = (queue_id != "-").then_some(queue_id);
+    match d.disposition {
+        Disposition::Reject | Disposition::Defer => {
+            return vec![Reply::ReplyCode(d.reply.line(qid))];
+        }
+        Disposition::Quarantine if !caps.can(action::QUARANTINE) => {
+            return vec![Reply::ReplyCode(decision::refusal(analysis).line(qid))];
+        }
+        _ => {}
     }
-
-    // Forged results out first; for a tag, the rewrite below removes stale verdict fields.
-    let mut out = forged_deletions(message, &policy.hostname, action != Action::Tag, caps);
-
-    let mut body = None;
-    if action == Action::Tag {
-        // What users see is the engine's (unspoof_engine::tag), the same as through the
-        // gateway; here it becomes edits of the MTA's copy.
-        let raw = message.bytes();
-        let rewritten = unspoof_engine::tag::rewrite(raw, analysis, &policy.tag);
-        let (header_edits, new_body) = edits::diff(raw, &rewritten);
-        for e in header_edits {
-            match e {
-                HeaderEdit::Change { index, name, value } if caps.can(action::CHGHDRS) => {
-                    let value = if value.is_empty() {
-                        value
-                    } else {
-                        caps.value(&value)
-                    };
-                    out.push(Reply::ChangeHeader { index, name, value });
-                }
-                HeaderEdit::Insert { name, value } if caps.can(action::ADDHDRS) => {
-                    out.push(Reply::InsertHeader {
-                        index: 0,
-                        name,
-                        value: caps.value(&value),
-                    });
-                }
-                _ => {}
+    let with_body = d.body.is_some() && caps.can(action::CHGBODY) && caps.can(action::CHGHDRS);
+    // Without the new body, the MIME fields a banner changes stay as they were.
+    let mime = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        n.starts_with("content-") || n == "mime-version"
+    };
+    let mut out = Vec::new();
+    for e in &d.edits {
+        match e {
+            HeaderEdit::Remove { name, index } if caps.can(action::CHGHDRS) => {
+                out.push(Reply::ChangeHeader {
+                    index: *index,
+                    name: name.clone(),
+                    value: String::new(),
+                })
             }
-        }
-        // A new body may need its new Content-* fields: only both, or neither.
-        if caps.can(action::CHGBODY) && caps.can(action::CHGHDRS) {
-            body = new_body;
-        }
-    }
-
-    if caps.can(action::ADDHDRS) {
-        if action != Action::Accept {
-            let field = unspoof_engine::tag::verdict_header(analysis);
-            if let Some((name, value)) = field.split_once(':') {
+            HeaderEdit::Change { name, index, value }
+                if caps.can(action::CHGHDRS) && (with_body || !mime(name)) =>
+            {
+                out.push(Reply::ChangeHeader {
+                    index: *index,
+                    name: name.clone(),
+                    value: caps.value(value),
+                })
+            }
+            HeaderEdit::Insert { name, value } if caps.can(action::ADDHDRS) => {
                 out.push(Reply::InsertHeader {
                     index: 0,
-                    name: name.to_string(),
+                    name: name.clone(),
                     value: caps.value(value),
-                });
+                })
             }
-        }
-        // Inserted last at the top, so it ends up above our verdict field.
-        let ar = analysis.authentication_results(&policy.hostname);
-        if let Some((name, value)) = ar.split_once(':') {
-            out.push(Reply::InsertHeader {
-                index: 0,
-                name: name.to_string(),
-                value: caps.value(value),
-            });
+            HeaderEdit::Append { name, value }
+                if caps.can(action::ADDHDRS) && (with_body || !mime(name)) =>
+            {
+                out.push(Reply::AddHeader {
+                    name: name.clone(),
+                    value: caps.value(value),
+                })
+            }
+            _ => {}
         }
     }
-
     // Body replacement comes after every header edit: Postfix ends a replacement at the first
     // packet of another kind (milter8.c).
-    if let Some(body) = body {
+    if let (true, Some(body)) = (with_body, &d.body) {
         for chunk in body.chunks(CHUNK_SIZE) {
             out.push(Reply::ReplaceBody(chunk.to_vec()));
         }
     }
-    if action == Action::Quarantine {
-        let mut reason = format!("unspoof: {codes}");
+    if d.disposition == Disposition::Quarantine {
+        let mut reason = format!("unspoof: {}", deciding_codes(analysis));
         if let Some(note) = quarantine_note {
             reason.push_str("; ");
             reason.push_str(note);

@@ -14,18 +14,19 @@
 //!    space), keeps the envelope from CONNECT/HELO/MAIL/RCPT and the
 //!    macros, and puts the message back together from the header and body callbacks
 //!    ([`message`]);
-//! 3. at end of message the engine decides, with SMFIR_PROGRESS while it works;
-//! 4. [`actions`] turns the verdict into replies: reject `550 5.7.1 ... (codes)`, quarantine
-//!    (the MTA's hold, plus [`QuarantineStore`]), tag (the engine's rewrite with subject prefix
-//!    and banner, as edits via [`edits`]), accept (Authentication-Results). When there is no verdict (timeout, engine
-//!    failure, DNS outage, oversized message) [`OnError`] decides: tempfail or accept.
+//! 3. at end of message the engine decides (asking the store's history itself, when the
+//!    milter has one), with SMFIR_PROGRESS while it works;
+//! 4. [`actions`] turns the engine's decision into replies one to one: its header edits as
+//!    CHGHEADER/INSHEADER/ADDHEADER, a banner's body as REPLBODY, quarantine as the MTA's hold
+//!    (plus [`QuarantineStore`]), reject and defer as REPLYCODE with the engine's reply. When
+//!    there is no verdict (timeout, oversized message) [`OnError`] decides: tempfail or accept.
+//!    A panic in the engine is the engine's defer, never an accept.
 //!
 //! Entry points: [`serve`] (what `unspoof milter` calls: runs until SIGTERM) and [`Milter`]
 //! (builder; [`Milter::start`] returns a [`MilterHandle`] for tests and embedding).
 
 pub mod actions;
 pub mod config;
-pub mod edits;
 pub mod message;
 mod session;
 pub mod wire;
@@ -41,7 +42,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use unspoof_engine::bounce::OutboundHistory;
 use unspoof_engine::contact::ContactHistory;
-use unspoof_engine::{Analysis, Engine, Envelope};
+use unspoof_engine::{Analysis, Engine, Envelope, Outcome};
 
 pub use config::{Limits, Listen, MilterConfig, OnError};
 
@@ -83,9 +84,10 @@ pub struct Decided<'a> {
     pub queue_id: Option<&'a str>,
     /// The client's name as the MTA resolved it (CONNECT), when it is not `[ip]`.
     pub client_name: Option<&'a str>,
-    /// `accept`, `tag`, `quarantine`, `reject`; `tempfail` or `unchecked` (no verdict,
-    /// `on_error` decided); `skipped` (an authenticated submission, not judged).
-    pub outcome: &'a str,
+    /// The engine's disposition (`accept`, `tag`, `quarantine`, `reject`, `defer`);
+    /// `tempfail` or `unchecked` (no verdict, `on_error` decided); `skipped` (an authenticated
+    /// submission, not judged). The same enum as the gateway's records and metrics.
+    pub outcome: Outcome,
     /// Reason codes, each once, in the verdict's order; or why there was no verdict.
     pub reasons: Vec<String>,
     /// Where the store put a quarantined copy (its id).
@@ -112,6 +114,7 @@ pub(crate) struct Counters {
     pub tagged: AtomicU64,
     pub quarantined: AtomicU64,
     pub rejected: AtomicU64,
+    pub deferred: AtomicU64,
     pub tempfailed: AtomicU64,
     pub errors: AtomicU64,
     pub protocol_errors: AtomicU64,
@@ -130,9 +133,11 @@ pub struct Stats {
     pub tagged: u64,
     pub quarantined: u64,
     pub rejected: u64,
+    /// Messages the engine deferred (DNS temperror under `dns_temperror = "defer"`, a panic).
+    pub deferred: u64,
     /// Messages answered with a tempfail because of `on_error`.
     pub tempfailed: u64,
-    /// Messages without a verdict (timeout, engine failure, DNS outage, oversized); each then
+    /// Messages without a verdict (timeout, oversized); each then
     /// counts as tempfailed or accepted.
     pub errors: u64,
     /// Connections closed for a malformed or oversized packet, or a timeout.
@@ -150,6 +155,7 @@ impl Counters {
             tagged: g(&self.tagged),
             quarantined: g(&self.quarantined),
             rejected: g(&self.rejected),
+            deferred: g(&self.deferred),
             tempfailed: g(&self.tempfailed),
             errors: g(&self.errors),
             protocol_errors: g(&self.protocol_errors),
@@ -163,8 +169,6 @@ pub(crate) struct Shared {
     pub config: MilterConfig,
     pub store: Option<Arc<dyn QuarantineStore>>,
     pub log: Option<Arc<dyn MessageLog>>,
-    pub contacts: Option<Arc<dyn ContactHistory>>,
-    pub outbound: Option<Arc<dyn OutboundHistory>>,
     pub stats: Counters,
 }
 
@@ -174,8 +178,6 @@ pub struct Milter {
     engine: Engine,
     store: Option<Arc<dyn QuarantineStore>>,
     log: Option<Arc<dyn MessageLog>>,
-    contacts: Option<Arc<dyn ContactHistory>>,
-    outbound: Option<Arc<dyn OutboundHistory>>,
 }
 
 enum Bound {
@@ -190,8 +192,6 @@ impl Milter {
             engine,
             store: None,
             log: None,
-            contacts: None,
-            outbound: None,
         }
     }
 
@@ -210,14 +210,14 @@ impl Milter {
     /// Asks `history` (the store) whether the sender is new to the recipients before each
     /// verdict (`contact.*` reasons).
     pub fn with_contact_history(mut self, history: Arc<dyn ContactHistory>) -> Self {
-        self.contacts = Some(history);
+        self.engine = self.engine.with_contact_history(history);
         self
     }
 
     /// Asks `history` (the store) whether we sent the message a bounce or auto-reply answers
     /// (`backscatter.*` reasons).
     pub fn with_outbound_history(mut self, history: Arc<dyn OutboundHistory>) -> Self {
-        self.outbound = Some(history);
+        self.engine = self.engine.with_outbound_history(history);
         self
     }
 
@@ -253,8 +253,6 @@ impl Milter {
             config,
             store: self.store,
             log: self.log,
-            contacts: self.contacts,
-            outbound: self.outbound,
             stats: Counters::default(),
         });
         let (tx, rx) = watch::channel(false);

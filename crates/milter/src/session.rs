@@ -8,17 +8,14 @@
 //! wrong ends in a reply or a closed connection, never a silent wait.
 
 use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use unspoof_engine::auth::ar_value;
-use unspoof_engine::contact::ask_history;
-use unspoof_engine::{Action, Analysis, Envelope, Word};
+use unspoof_engine::{Analysis, Disposition, Envelope, Outcome};
 
 use crate::actions::{self, Caps, VERDICT_HEADER};
 use crate::config::OnError;
@@ -135,17 +132,6 @@ fn bracketed_ip(v: &str) -> Option<IpAddr> {
     let end = start + v[start..].find(']')?;
     let s = &v[start..end];
     s.strip_prefix("IPv6:").unwrap_or(s).parse().ok()
-}
-
-/// Why the engine's answer cannot stand: the DNS did not answer for the checks DMARC rests on.
-fn dns_outage(a: &Analysis) -> bool {
-    let auth = &a.auth;
-    auth.checked
-        && matches!(a.verdict.action, Action::Accept | Action::Tag)
-        && (auth.dmarc.result == Word::TempError
-            || (auth.dmarc.result != Word::Pass
-                && (auth.spf.result == Word::TempError
-                    || auth.dkim.iter().any(|d| d.result == Word::TempError))))
 }
 
 enum Flow {
@@ -537,8 +523,8 @@ impl Session {
         }
     }
 
-    /// Runs the engine on the message, sending progress while it works. A panic in the engine
-    /// is caught and becomes an error, like a timeout.
+    /// Runs the engine on the message, sending progress while it works. (A panic in the engine
+    /// is the engine's own defer: `Engine::evaluate` catches it, for every door.)
     async fn evaluate<W: AsyncWrite + Unpin>(
         &self,
         envelope: &Envelope,
@@ -549,10 +535,7 @@ impl Session {
         let begun = tokio::time::Instant::now();
         // Boxed: the engine's future is large, and inline it would make every connection's
         // task that large (allocated and copied at each accept).
-        let mut run = Box::pin(
-            AssertUnwindSafe(engine.evaluate(self.message.bytes(), envelope)).catch_unwind(),
-        );
-        let panicked = |_| "the engine panicked".to_string();
+        let mut run = Box::pin(engine.evaluate(self.message.bytes(), envelope));
         // The engine first: with warm caches it is done on the first poll and no timer is made.
         let first = std::future::poll_fn(|cx| match run.as_mut().poll(cx) {
             std::task::Poll::Ready(done) => std::task::Poll::Ready(Some(done)),
@@ -560,7 +543,7 @@ impl Session {
         })
         .await;
         if let Some(done) = first {
-            return Ok(done.map_err(panicked));
+            return Ok(Ok(done));
         }
         let deadline = tokio::time::sleep_until(begun + limits.eval_timeout());
         tokio::pin!(deadline);
@@ -569,7 +552,7 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                done = &mut run => return Ok(done.map_err(panicked)),
+                done = &mut run => return Ok(Ok(done)),
                 _ = &mut deadline => {
                     return Ok(Err(format!("no verdict within eval_timeout ({} s)", limits.eval_timeout)));
                 }
@@ -584,7 +567,7 @@ impl Session {
         let stats = &shared.stats;
         stats.messages.fetch_add(1, Ordering::Relaxed);
         let qid = self.macros.get("i").unwrap_or("-").to_string();
-        let mut envelope = self.envelope();
+        let envelope = self.envelope();
 
         if let (true, Some(user)) = (shared.config.skip_authenticated, &envelope.auth_user) {
             stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -614,19 +597,18 @@ impl Session {
                 });
             }
             replies.push(Reply::Accept);
-            self.record(&envelope, &qid, None, "skipped", Vec::new(), None, started);
+            self.record(
+                &envelope,
+                &qid,
+                None,
+                Outcome::Skipped,
+                Vec::new(),
+                None,
+                started,
+            );
             return self.send(w, &replies).await;
         }
 
-        if !self.message.oversized() {
-            ask_history(
-                shared.contacts.as_deref(),
-                shared.outbound.as_deref(),
-                self.message.bytes(),
-                &mut envelope,
-            )
-            .await;
-        }
         let decided = if self.message.oversized() {
             Err(format!(
                 "message of {} octets is over max_message_size",
@@ -634,45 +616,29 @@ impl Session {
             ))
         } else {
             self.message.end_of_headers();
-            match self.evaluate(&envelope, w).await? {
-                Ok(analysis) => {
-                    if dns_outage(&analysis) && shared.config.on_error == OnError::Tempfail {
-                        Err("DNS did not answer for the checks DMARC rests on".to_string())
-                    } else {
-                        Ok(analysis)
-                    }
-                }
-                Err(e) => Err(e),
-            }
+            self.evaluate(&envelope, w).await?
         };
 
         let replies = match decided {
             Ok(analysis) => {
-                let policy = shared.engine.policy();
+                let disposition = analysis.decision.disposition;
                 let mut stored = None;
-                if analysis.verdict.action == Action::Quarantine {
+                if disposition == Disposition::Quarantine {
                     stored = self.store_quarantined(&analysis, &envelope, &qid).await;
                 }
                 let note = stored.as_ref().map(|id| format!("stored as {id}"));
-                let replies = actions::replies(
-                    &analysis,
-                    &policy,
-                    &self.message,
-                    self.caps(),
-                    note.as_deref(),
-                    &qid,
-                );
-                let counter = match analysis.verdict.action {
-                    Action::Accept => &stats.accepted,
-                    Action::Tag => &stats.tagged,
-                    Action::Quarantine => &stats.quarantined,
-                    Action::Reject => &stats.rejected,
+                let replies = actions::replies(&analysis, self.caps(), note.as_deref(), &qid);
+                let counter = match disposition {
+                    Disposition::Accept => &stats.accepted,
+                    Disposition::Tag => &stats.tagged,
+                    Disposition::Quarantine => &stats.quarantined,
+                    Disposition::Reject => &stats.rejected,
+                    Disposition::Defer => &stats.deferred,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 if shared.config.log_verdicts {
                     self.log(&format!(
-                        "{qid} {} reasons={} client={} from=<{}> ms={}",
-                        analysis.verdict.action,
+                        "{qid} {disposition} reasons={} client={} from=<{}> ms={}",
                         actions::unique_codes(analysis.verdict.reasons.iter()).join(","),
                         envelope.ip.map_or("-".into(), |ip| ip.to_string()),
                         envelope.mail_from.as_deref().unwrap_or(""),
@@ -680,12 +646,11 @@ impl Session {
                     ));
                 }
                 let codes = actions::unique_codes(analysis.verdict.reasons.iter());
-                let outcome = analysis.verdict.action.as_str();
                 self.record(
                     &envelope,
                     &qid,
                     Some(&analysis),
-                    outcome,
+                    Outcome::from(disposition),
                     codes,
                     stored.as_deref(),
                     started,
@@ -695,8 +660,8 @@ impl Session {
             Err(why) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 let outcome = match shared.config.on_error {
-                    OnError::Tempfail => "tempfail",
-                    OnError::Accept => "unchecked",
+                    OnError::Tempfail => Outcome::Tempfail,
+                    OnError::Accept => Outcome::Unchecked,
                 };
                 self.record(
                     &envelope,
@@ -747,13 +712,26 @@ impl Session {
         envelope: &Envelope,
         qid: &str,
         analysis: Option<&Analysis>,
-        outcome: &str,
+        outcome: Outcome,
         reasons: Vec<String>,
         stored_at: Option<&str>,
         started: Instant,
     ) {
         let Some(log) = &self.shared.log else { return };
         let client_name = self.client_name.as_deref().filter(|n| !n.starts_with('['));
+        // The store's answers the engine asked for, with the envelope they belong to.
+        let answered;
+        let envelope = match analysis {
+            Some(a) => {
+                let mut e = envelope.clone();
+                e.first_contact = a.envelope.first_contact;
+                e.known_sender = a.envelope.known_sender;
+                e.sent_by_us = a.envelope.sent_by_us;
+                answered = e;
+                &answered
+            }
+            None => envelope,
+        };
         log.record(&Decided {
             analysis,
             envelope,

@@ -614,19 +614,34 @@ async fn one_connection_many_messages_and_sessions() {
     );
 }
 
+/// A DNS outage is the policy's `dns_temperror` (the engine decides, as for every door), not
+/// the milter's `on_error`: deferred with the engine's 451 by default, whatever `on_error` says.
 #[tokio::test]
-async fn dns_outage_follows_on_error() {
+async fn dns_outage_follows_the_policy_not_on_error() {
     let world = World::new();
     let raw = plain_message("x@slow.test", "slow dns");
     let t = Transaction::new(STRANGER, "x@slow.test", &raw);
 
-    let h = start_with(&world, |c| c.on_error = OnError::Tempfail).await;
-    let mut m = postfix_like(tcp(&h).await).await;
-    let o = m.message(&t).await;
-    assert_eq!(o.code, b't', "{o:?}");
-    assert_eq!(h.stats().tempfailed, 1);
+    for on_error in [OnError::Tempfail, OnError::Accept] {
+        let h = start_with(&world, |c| c.on_error = on_error).await;
+        let mut m = postfix_like(tcp(&h).await).await;
+        let o = m.message(&t).await;
+        assert_eq!(o.code, b'y', "{o:?}");
+        assert!(o.reply.starts_with("451 4.4.3 "), "{}", o.reply);
+        assert_eq!((h.stats().deferred, h.stats().accepted), (1, 0));
+    }
 
-    let h = start_with(&world, |c| c.on_error = OnError::Accept).await;
+    // dns_temperror = "decide": delivered on what did answer, our AR says temperror.
+    let engine = world.engine(Duration::from_secs(2)).await;
+    let mut policy = (*engine.policy()).clone();
+    policy.dns_temperror = unspoof_engine::decision::DnsTempError::Decide;
+    engine.set_policy(policy);
+    let config = MilterConfig {
+        listen: vec!["inet:127.0.0.1:0".parse().unwrap()],
+        log_verdicts: false,
+        ..MilterConfig::default()
+    };
+    let h = Milter::new(config, engine).start().await.unwrap();
     let mut m = postfix_like(tcp(&h).await).await;
     let o = m.message(&t).await;
     assert_eq!(o.code, b'a', "{o:?}");

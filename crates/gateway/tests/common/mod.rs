@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use unspoof_gateway::{
-    Action, Decide, Decision, Envelope, Gateway, GatewayConfig, MessageRecord, Reason, ServeHandle,
-    SessionLog,
+    Action, Decide, Decision, Envelope, Gateway, GatewayConfig, HeaderEdit, MessageRecord, Reason,
+    ServeHandle, SessionLog, SmtpReply,
 };
 
 /// Decides by the Subject: `[reject]`, `[quarantine]`, `[tag]`, anything else accepts.
@@ -42,26 +42,43 @@ impl Decide for ScriptedDecider {
         } else {
             (Action::Accept, "test.accept")
         };
-        // As the engine adapter does: our verdict field goes on top with the
-        // Authentication-Results, the rewrite changes the message itself.
-        let rewritten = (action == Action::Tag).then(|| {
-            let mut m = b"X-Test-Rewritten: yes\r\n".to_vec();
-            m.extend_from_slice(raw);
-            m
-        });
-        let mut headers =
-            format!("Authentication-Results: {authserv_id}; dmarc=pass (test double)\r\n");
+        // As the engine does: forged results are the engine's removals (none here), our
+        // verdict field and Authentication-Results go on top, the tag changes the message.
+        let mut edits = Vec::new();
         if action == Action::Tag {
-            headers.push_str("X-Unspoof-Verdict: tag\r\n");
+            edits.push(HeaderEdit::Insert {
+                name: "X-Test-Rewritten".into(),
+                value: " yes".into(),
+            });
+            edits.push(HeaderEdit::Insert {
+                name: "X-Unspoof-Verdict".into(),
+                value: " tag".into(),
+            });
         }
+        edits.push(HeaderEdit::Insert {
+            name: "Authentication-Results".into(),
+            value: format!(" {authserv_id}; dmarc=pass (test double)"),
+        });
+        let reply = match action {
+            Action::Reject => SmtpReply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "Message refused: {}",
+                    unspoof_engine::verdict::sender_advice(code)
+                ),
+            ),
+            _ => SmtpReply::new(250, "2.0.0", "Ok"),
+        };
         Decision {
             action,
             reasons: vec![Reason {
                 code: code.into(),
                 message: "scripted".into(),
             }],
-            headers,
-            rewritten,
+            reply,
+            edits,
+            body: None,
             analysis: None,
         }
     }
