@@ -62,20 +62,21 @@ async fn ham_gives_no_backscatter_and_no_bypass_through_its_own_receivers() {
             .skip(1)
             .filter_map(|s| s.split_whitespace().next())
             .filter(|h| h.contains('.'))
-            .map(|h| format!("{h:?}"))
+            .map(str::to_string)
             .collect();
         gateways.sort();
         gateways.dedup();
         if gateways.is_empty() {
-            gateways.push("\"mx.nowhere.example\"".into());
+            gateways.push("mx.nowhere.example".into());
         }
-        let policy = format!(
-            "protected_domains = [{domain:?}]\n[gateway]\ngateway_names = [{}]\n",
-            gateways.join(", ")
-        );
-        let Ok(policy) = Policy::parse(&policy, "ham policy") else {
+        let policy = format!("protected_domains = [{domain:?}]\n");
+        let Ok(mut policy) = Policy::parse(&policy, "ham policy") else {
             continue;
         };
+        policy.gateway_names = gateways;
+        if policy.validate().is_err() {
+            continue;
+        }
         engine.set_policy(policy);
         judged += 1;
         let a = engine.evaluate(&raw, &Envelope::default()).await;
