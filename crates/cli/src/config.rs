@@ -235,12 +235,9 @@ impl File<'_> {
             let mut at = root.get(name).and_then(Item::span).or_else(|| key_span(root, name));
             if let Some(section) = section {
                 let named = message
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .filter(|w| !w.is_empty())
-                    .find_map(|w| {
-                        let path = format!("{name}.{}", w.trim_start_matches(&format!("{name}.")));
-                        span_of(root, &path).map(|s| (path, s))
-                    });
+                    .find_map(|w| find_key(section, w, &format!("{name}.")));
                 if let Some((path, span)) = named {
                     key = path;
                     at = Some(span);
@@ -288,6 +285,24 @@ fn span_of(root: &Table, path: &str) -> Option<Range<usize>> {
         }
     }
     span
+}
+
+/// The first key called `name` in `table` or a table below it: its dotted path under `prefix`
+/// and its position.
+fn find_key(
+    table: &dyn toml_edit::TableLike,
+    name: &str,
+    prefix: &str,
+) -> Option<(String, Range<usize>)> {
+    if let Some((key, item)) = table.get_key_value(name) {
+        if let Some(span) = key.span().or_else(|| item.span()) {
+            return Some((format!("{prefix}{name}"), span));
+        }
+    }
+    table.iter().find_map(|(k, item)| {
+        let t = item.as_table_like()?;
+        find_key(t, name, &format!("{prefix}{k}."))
+    })
 }
 
 /// The dotted path of the key whose name or value holds the position `at`.
