@@ -225,11 +225,38 @@ fn doc_key_rows(doc: &str) -> Vec<BTreeMap<String, String>> {
     tables
 }
 
+/// The example with its commented-out keys and section headers (`# key = value`,
+/// `# [section]`) put back: every key the file documents.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let Some(rest) = line.strip_prefix('#') else {
+                return line.to_string();
+            };
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            let key = rest
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            if key.is_some() || rest.starts_with('[') {
+                rest.to_string()
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn the_example_and_the_docs_name_every_key_the_types_read_and_no_other() {
     let example_text = read("examples/unspoof.toml");
     let example = Config::parse(&example_text, "examples/unspoof.toml")
         .unwrap_or_else(|e| panic!("the example must load: {e}"));
+    // What the comments document is valid too.
+    if let Err(e) = Config::parse(&uncommented(&example_text), "the example uncommented") {
+        panic!("{e}");
+    }
     let written = example_keys();
     let mut problems = Vec::new();
     let mut doc_keys: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
