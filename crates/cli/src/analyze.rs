@@ -88,15 +88,16 @@ pub struct DnsArgs {
     pub dns_timeout: f64,
 }
 
-/// Reads the policy file, or the default policy; prints the error and returns the exit code.
+/// The policy of a whole `unspoof.toml` (its doors' sections checked too, and `[gateway]
+/// gateway_names` handed to the policy), or the default policy; prints the error and returns
+/// the exit code.
 pub fn load_policy(path: Option<&Path>) -> Result<Policy, u8> {
-    match path {
-        Some(path) => Policy::load(path).map_err(|e| {
+    crate::config::Config::load_or_default(path)
+        .map(|c| c.policy)
+        .map_err(|e| {
             eprintln!("unspoof: {e}");
             exit::CONFIG
-        }),
-        None => Ok(Policy::default()),
-    }
+        })
 }
 
 /// One line of a batch manifest (the format of the bench kit's manifest.jsonl).

@@ -182,40 +182,19 @@ async fn run_async(args: AuditArgs) -> u8 {
     options.limits.max_queries = args.max_queries;
     let mut configured_keys: Vec<(String, Selector)> = Vec::new();
     if let Some(path) = &args.config {
-        let gateway = match unspoof_gateway::GatewayConfig::load(path) {
-            Ok(g) => g,
+        // As `unspoof serve` reads it: [gateway] hostname, else the top-level hostname.
+        let site = match crate::serve::serve_config(Some(path)) {
+            Ok(c) => c,
             Err(e) => {
-                eprintln!("unspoof: {}: [gateway]: {e}", path.display());
-                return exit::CONFIG;
+                eprintln!("unspoof: {e}");
+                return crate::serve::config_exit(&e);
             }
         };
-        // As `unspoof serve` reads it: [gateway] hostname, else the top-level hostname.
-        let table: toml::Table = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_default();
-        let gateway_hostname = table
-            .get("gateway")
-            .and_then(|g| g.get("hostname"))
-            .and_then(|h| h.as_str())
-            .or_else(|| table.get("hostname").and_then(|h| h.as_str()))
-            .map(str::to_string);
-        let mut gateway = gateway;
-        if let Some(h) = gateway_hostname {
-            gateway.hostname = h;
-        }
+        let gateway = &site.gateway;
         options.gateway_names = gateway.gateways();
         options.helo_name = gateway.hostname.clone();
-        if domains.is_empty() {
-            domains = table
-                .get("protected_domains")
-                .and_then(|d| d.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+        if domains.is_empty() && site.sets("protected_domains") {
+            domains = site.policy.protected_domains.clone();
         }
         for k in &gateway.dkim {
             let record = match unspoof_gateway::dkim::public_record(k) {

@@ -100,20 +100,9 @@ pub fn run(command: ConsoleCommand) -> u8 {
 }
 
 fn console_config(args: &ServeArgs) -> Result<ConsoleConfig, String> {
-    let Some(path) = &args.store.config else {
-        return Ok(ConsoleConfig::default());
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let config = match table.get("console") {
-        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-            format!("{}: [console]: {}", path.display(), e.message())
-        })?,
-        None => ConsoleConfig::default(),
-    };
-    Ok(config)
+    crate::config::Config::load_or_default(args.store.config.as_deref())
+        .map(|c| c.console)
+        .map_err(|e| e.to_string())
 }
 
 async fn serve(args: ServeArgs) -> u8 {

@@ -13,6 +13,8 @@ use unspoof_reports::DmarcConfig;
 use unspoof_reports::send::{NoSigner, Signer};
 use unspoof_store::{Store, StoreConfig};
 
+use crate::config::Config;
+
 use crate::analyze::{DnsArgs, dns_view};
 use crate::exit;
 use crate::log::{StoreArgs, format_time, parse_time, runtime};
@@ -170,31 +172,15 @@ pub fn run(command: DmarcCommand) -> u8 {
     })
 }
 
-/// The `[dmarc]` section, the store settings and the parsed file (or the defaults).
-fn load(common: &ConfigArgs) -> Result<(DmarcConfig, StoreConfig, toml::Table), u8> {
-    let store = match common.store.resolve(false) {
-        Ok(located) => located.store,
+/// The `[dmarc]` section, the store settings and the whole file (or the defaults).
+fn load(common: &ConfigArgs) -> Result<(DmarcConfig, StoreConfig, Config), u8> {
+    match common.store.resolve(false) {
+        Ok(located) => Ok((located.file.dmarc.clone(), located.store, located.file)),
         Err((code, e)) => {
             eprintln!("unspoof: {e}");
-            return Err(code);
+            Err(code)
         }
-    };
-    let Some(path) = &common.store.config else {
-        return Ok((DmarcConfig::default(), store, toml::Table::new()));
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("unspoof: cannot read {}: {e}", path.display());
-        exit::NO_INPUT
-    })?;
-    let table: toml::Table = text.parse().map_err(|e| {
-        eprintln!("unspoof: {}: {e}", path.display());
-        exit::CONFIG
-    })?;
-    let dmarc = DmarcConfig::from_toml(&text).map_err(|e| {
-        eprintln!("unspoof: {}: {e}", path.display());
-        exit::CONFIG
-    })?;
-    Ok((dmarc, store, table))
+    }
 }
 
 async fn open(config: StoreConfig) -> Result<Store, u8> {
@@ -489,13 +475,12 @@ impl Signer for GatewaySigner {
 }
 
 /// The signer from the file's `[[gateway.dkim]]`, or none.
-pub(crate) fn signer(table: &toml::Table) -> Result<Box<dyn Signer>, String> {
-    if !table.contains_key("gateway") {
+pub(crate) fn signer(file: &Config) -> Result<Box<dyn Signer>, String> {
+    if file.gateway.dkim.is_empty() {
         return Ok(Box::new(NoSigner));
     }
-    let text = toml::to_string(table).map_err(|e| e.to_string())?;
-    let gw = unspoof_gateway::GatewayConfig::from_toml(&text).map_err(|e| e.to_string())?;
-    let signers = unspoof_gateway::dkim::DkimSigners::load(&gw.dkim).map_err(|e| e.to_string())?;
+    let signers =
+        unspoof_gateway::dkim::DkimSigners::load(&file.gateway.dkim).map_err(|e| e.to_string())?;
     Ok(Box::new(GatewaySigner(signers)))
 }
 

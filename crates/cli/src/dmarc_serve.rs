@@ -47,13 +47,13 @@ impl ReportCapture for InboxCapture {
 /// Plugs the `[dmarc]` duties into the gateway being built.
 pub async fn attach<D: Decide>(
     gateway: Gateway<D>,
-    file: &toml::Table,
+    file: &crate::config::Config,
     store: &Store,
     data_dir: &Path,
     hostname: &str,
     dns: &DnsArgs,
 ) -> Result<Gateway<D>, String> {
-    let config = DmarcConfig::from_table(file)?;
+    let config = file.dmarc.clone();
     let mut gateway = gateway;
     if !config.rua.is_empty() {
         let dir = data_dir.join("dmarc-inbox");

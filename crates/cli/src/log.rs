@@ -33,6 +33,8 @@ pub struct Located {
     pub store: StoreConfig,
     /// The gateway's data directory (its Maildir is `<data_dir>/maildir`).
     pub data_dir: PathBuf,
+    /// The whole configuration file (every default without one).
+    pub file: crate::config::Config,
 }
 
 impl StoreArgs {
@@ -46,31 +48,15 @@ impl StoreArgs {
     /// The store the arguments name; `must_exist` false for the commands that fill a store
     /// (`unspoof dmarc ingest`), for which a new one is right.
     pub fn resolve(&self, must_exist: bool) -> Result<Located, (u8, String)> {
-        let mut data_dir = PathBuf::from("./unspoof-data");
-        let mut file = None;
-        if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                (
-                    exit::NO_INPUT,
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let gateway = unspoof_gateway::GatewayConfig::from_toml(&text)
-                .map_err(|e| (exit::CONFIG, format!("{}: {e}", path.display())))?;
-            data_dir = gateway.data_dir;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                (exit::CONFIG, format!("{}: {}", path.display(), e.message()))
-            })?;
-            file = Some(table);
-        }
+        let file = crate::config::Config::load_or_default(self.config.as_deref()).map_err(|e| {
+            let code = crate::serve::config_exit(&e);
+            (code, e.to_string())
+        })?;
+        let mut data_dir = file.gateway.data_dir.clone();
         if let Some(dir) = &self.data_dir {
             data_dir = dir.clone();
         }
-        let mut c =
-            crate::store_adapter::store_config(file.as_ref(), &data_dir, "").map_err(|e| {
-                let name = self.config.as_deref().unwrap_or("unspoof.toml".as_ref());
-                (exit::CONFIG, format!("{}: {e}", name.display()))
-            })?;
+        let mut c = crate::store_adapter::store_config(&file, &data_dir, "");
         if let Some(url) = &self.store {
             c.url = url.clone();
         }
@@ -79,12 +65,7 @@ impl StoreArgs {
         }
         // The command line reads and marks; it prunes nothing.
         c.retention_days = None;
-        let sets_node = file
-            .as_ref()
-            .and_then(|f| f.get("store"))
-            .and_then(|s| s.as_table())
-            .is_some_and(|s| s.contains_key("node"));
-        if !sets_node {
+        if !file.sets("store.node") {
             c.node = format!("{}/cli", c.node);
         }
         if let Some(db) = sqlite_file(&c.database_url()).filter(|_| must_exist)
@@ -105,7 +86,11 @@ impl StoreArgs {
                 ),
             ));
         }
-        Ok(Located { store: c, data_dir })
+        Ok(Located {
+            store: c,
+            data_dir,
+            file,
+        })
     }
 }
 

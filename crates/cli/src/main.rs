@@ -3,6 +3,7 @@
 
 mod analyze;
 mod audit;
+mod config;
 mod console;
 mod dmarc;
 mod dmarc_serve;
@@ -142,26 +143,7 @@ struct PolicyCheckArgs {
 /// `unspoof policy check`: the policy and every front door's section of the same file, and
 /// `[store]`.
 fn check_config(file: &std::path::Path) -> u8 {
-    let checked = unspoof_engine::Policy::load(file)
-        .map_err(|e| e.to_string())
-        .and_then(|_| {
-            unspoof_gateway::GatewayConfig::load(file)
-                .map(|_| ())
-                .map_err(|e| format!("{}: [gateway]: {e}", file.display()))
-        })
-        .and_then(|_| {
-            unspoof_milter::MilterConfig::load(file)
-                .map(|_| ())
-                .map_err(|e| format!("{}: [milter]: {e}", file.display()))
-        })
-        .and_then(|_| unspoof_reports::DmarcConfig::load(file).map(|_| ()))
-        .and_then(|_| {
-            let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-            let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
-            store_adapter::store_config(Some(&table), ".".as_ref(), "")
-                .map(|_| ())
-                .map_err(|e| format!("{}: {e}", file.display()))
-        });
+    let checked = config::Config::load(file).map(|_| ()).map_err(|e| e.to_string());
     match checked {
         Ok(()) => {
             println!("{}: ok", file.display());

@@ -8,33 +8,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use unspoof_engine::{Engine, Policy};
-use unspoof_milter::{MilterConfig, OnError};
+use unspoof_engine::Engine;
+use unspoof_milter::OnError;
 
 use unspoof_store::StoreConfig;
 
 use crate::{
     analyze::{DnsArgs, dns_view},
+    config::{Config, ConfigError},
     exit,
+    serve::config_exit,
     store_adapter::{MilterStore, contact_history, open_store, outbound_history, store_config},
 };
 
 /// `[store]` of the configuration file, if it has one (the spool goes under `./unspoof-data`
 /// unless the section sets `data_dir`).
-fn milter_store_config(path: Option<&Path>, node: &str) -> Result<Option<StoreConfig>, String> {
-    let Some(path) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
-    if !file.contains_key("store") {
-        return Ok(None);
+fn milter_store_config(file: &Config) -> Option<StoreConfig> {
+    if !file.sets("store") {
+        return None;
     }
     let default_dir = StoreConfig::default().data_dir;
-    store_config(Some(&file), &default_dir, node)
-        .map(Some)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    Some(store_config(file, &default_dir, &file.policy.hostname))
 }
 
 #[derive(Args)]
@@ -54,23 +48,15 @@ pub struct MilterArgs {
     pub dns: DnsArgs,
 }
 
-/// The policy with the milter's authserv-id rule applied.
-fn load_policy(path: Option<&Path>) -> Result<Policy, String> {
-    let Some(path) = path else {
-        let mut p = Policy::default();
-        p.hostname = machine_hostname().unwrap_or(p.hostname);
-        return Ok(p);
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut p = Policy::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
-    let sets_hostname = text
-        .parse::<toml::Table>()
-        .is_ok_and(|t| t.contains_key("hostname"));
-    if !sets_hostname {
-        p.hostname = machine_hostname().unwrap_or(p.hostname);
+/// The whole file as `unspoof milter` reads it (every default without one): the authserv-id
+/// is the policy's `hostname`, or the machine's host name when the file sets none. SIGHUP
+/// reads it again the same way.
+fn milter_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut file = Config::load_or_default(path)?;
+    if !file.sets("hostname") {
+        file.policy.hostname = machine_hostname().unwrap_or(file.policy.hostname);
     }
-    Ok(p)
+    Ok(file)
 }
 
 fn machine_hostname() -> Option<String> {
@@ -80,23 +66,15 @@ fn machine_hostname() -> Option<String> {
 }
 
 pub fn run(args: MilterArgs) -> u8 {
-    let policy = match load_policy(args.config.as_deref()) {
-        Ok(p) => p,
+    let file = match milter_config(args.config.as_deref()) {
+        Ok(f) => f,
         Err(e) => {
             eprintln!("unspoof: {e}");
-            return exit::CONFIG;
+            return config_exit(&e);
         }
     };
-    let mut config = match &args.config {
-        Some(path) => match MilterConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("unspoof: {e}");
-                return exit::CONFIG;
-            }
-        },
-        None => MilterConfig::default(),
-    };
+    let policy = file.policy.clone();
+    let mut config = file.milter.clone();
     if let Some(listen) = &args.listen {
         match listen.parse() {
             Ok(l) => config.listen = vec![l],
@@ -116,13 +94,7 @@ pub fn run(args: MilterArgs) -> u8 {
         }
     }
 
-    let store_config = match milter_store_config(args.config.as_deref(), &policy.hostname) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("unspoof: {e}");
-            return exit::CONFIG;
-        }
-    };
+    let store_config = milter_store_config(&file);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -168,7 +140,9 @@ pub fn run(args: MilterArgs) -> u8 {
         }
         let path = args.config.clone();
         let reload = move |engine: &Engine| match &path {
-            Some(p) => load_policy(Some(p)).map(|p| engine.set_policy(p)),
+            Some(p) => milter_config(Some(p))
+                .map(|f| engine.set_policy(f.policy))
+                .map_err(|e| e.to_string()),
             None => Err("no --config file to re-read".into()),
         };
         let code = match unspoof_milter::serve_with_reload(milter, reload).await {

@@ -6,14 +6,18 @@
 //! engine's authserv-id is always the gateway's name) and the site's domains (`[gateway]
 //! domains` defaults to `protected_domains`).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use clap::{Args, Subcommand};
 use unspoof_engine::Engine;
-use unspoof_gateway::{EngineDecider, Gateway, GatewayConfig, JsonlLog, SessionLog, SessionLogs};
+use unspoof_gateway::{EngineDecider, Gateway, JsonlLog, SessionLog, SessionLogs};
 
 use crate::{
-    analyze::{DnsArgs, dns_view, load_policy},
+    analyze::{DnsArgs, dns_view},
+    config::{Config, ConfigError},
     exit,
     store_adapter::{GatewayStore, contact_history, open_store, outbound_history, store_config},
 };
@@ -54,56 +58,50 @@ pub struct KeygenArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn serve(args: ServeArgs) -> u8 {
-    let mut policy = match load_policy(args.config.as_deref()) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let (mut config, file) = match &args.config {
-        Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("unspoof: cannot read {}: {e}", path.display());
-                    return exit::NO_INPUT;
-                }
-            };
-            match GatewayConfig::from_toml(&text) {
-                Ok(c) => (c, text.parse::<toml::Table>().unwrap_or_default()),
-                Err(e) => {
-                    eprintln!("unspoof: {}: {e}", path.display());
-                    return exit::CONFIG;
-                }
-            }
-        }
-        None => (GatewayConfig::default(), toml::Table::new()),
-    };
-    let section = file.get("gateway").and_then(|g| g.as_table());
-    let section_has = |key: &str| section.is_some_and(|g| g.contains_key(key));
-    if file.contains_key("hostname") && !section_has("hostname") {
-        config.hostname = policy.hostname.clone();
+/// The whole file as `unspoof serve` reads it (every default without one): the gateway's
+/// host name is the authserv-id of the policy (the top-level `hostname` when `[gateway]` sets
+/// none), and the gateway's domains and the protected domains default to each other. SIGHUP
+/// reads it again the same way.
+pub fn serve_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut site = Config::load_or_default(path)?;
+    if site.sets("hostname") && !site.sets("gateway.hostname") {
+        site.gateway.hostname = site.policy.hostname.clone();
     }
-    policy.hostname = config.hostname.clone();
-    if !section_has("domains") && !policy.protected_domains.is_empty() {
-        config.domains = policy.protected_domains.clone();
+    site.policy.hostname = site.gateway.hostname.clone();
+    if !site.sets("gateway.domains") && !site.policy.protected_domains.is_empty() {
+        site.gateway.domains = site.policy.protected_domains.clone();
     }
     // A site that names no domain at all is the demo site of the embedded defaults: it
     // protects its own mail domain, so a message forged in its name is refused.
-    if !section_has("domains") && policy.protected_domains.is_empty() {
-        policy.protected_domains = config.domains.clone();
+    if !site.sets("gateway.domains") && site.policy.protected_domains.is_empty() {
+        site.policy.protected_domains = site.gateway.domains.clone();
     }
+    Ok(site)
+}
+
+/// The exit code for a configuration that cannot be used: no file, or a bad one.
+pub fn config_exit(e: &ConfigError) -> u8 {
+    match e {
+        ConfigError::Read { .. } => exit::NO_INPUT,
+        ConfigError::Invalid { .. } => exit::CONFIG,
+    }
+}
+
+pub fn serve(args: ServeArgs) -> u8 {
+    let site = match serve_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return config_exit(&e);
+        }
+    };
+    let mut config = site.gateway.clone();
+    let policy = site.policy.clone();
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
     // The gateway's host name names it in the fleet's records unless [store] says otherwise.
-    let store_config = match store_config(Some(&file), &config.data_dir, &config.hostname) {
-        Ok(c) => c,
-        Err(e) => {
-            let name = args.config.as_deref().unwrap_or("unspoof.toml".as_ref());
-            eprintln!("unspoof: {}: {e}", name.display());
-            return exit::CONFIG;
-        }
-    };
+    let store_config = store_config(&site, &config.data_dir, &config.hostname);
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         eprintln!("unspoof: {}: {e}", config.data_dir.display());
         return exit::SOFTWARE;
@@ -173,7 +171,14 @@ pub fn serve(args: ServeArgs) -> u8 {
                 return exit::CONFIG;
             }
         };
-        let decider = EngineDecider::new(engine, args.config.clone())
+        let reload_from: Option<unspoof_gateway::PolicySource> = args.config.clone().map(|path| {
+            Box::new(move || {
+                serve_config(Some(&path))
+                    .map(|c| c.policy)
+                    .map_err(|e| e.to_string())
+            }) as unspoof_gateway::PolicySource
+        });
+        let decider = EngineDecider::new(engine, reload_from)
             .with_contact_history(contact_history(&store))
             .with_outbound_history(outbound_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
@@ -187,7 +192,7 @@ pub fn serve(args: ServeArgs) -> u8 {
             gateway = gateway.report_capture(Arc::new(desk));
         }
         let gateway = match crate::dmarc_serve::attach(
-            gateway, &file, &store, &data_dir, &hostname, &args.dns,
+            gateway, &site, &store, &data_dir, &hostname, &args.dns,
         )
         .await
         {

@@ -6,39 +6,23 @@
 
 use std::{io, path::Path, sync::Arc, time::Duration};
 
+use crate::config::Config;
 use unspoof_store::{MessageRecord, NewQuarantine, SessionRecord, Store, StoreConfig, new_id, now};
 
 /// How often the front doors apply the retention settings (`Store::prune`).
 pub const PRUNE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The `[store]` section of the configuration file, with the front door's data directory and
-/// node name where the section does not set them. Every key is `StoreConfig`'s (unknown keys
-/// are errors).
-pub fn store_config(
-    file: Option<&toml::Table>,
-    data_dir: &Path,
-    node: &str,
-) -> Result<StoreConfig, String> {
-    let section = file.and_then(|t| t.get("store"));
-    let mut config: StoreConfig = match section {
-        Some(v) => v
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("[store]: {}", e.message()))?,
-        None => StoreConfig::default(),
-    };
-    let sets = |key: &str| {
-        section
-            .and_then(|s| s.as_table())
-            .is_some_and(|t| t.contains_key(key))
-    };
-    if !sets("data_dir") {
+/// node name where the section does not set them.
+pub fn store_config(file: &Config, data_dir: &Path, node: &str) -> StoreConfig {
+    let mut config = file.store.clone();
+    if !file.sets("store.data_dir") {
         config.data_dir = data_dir.to_path_buf();
     }
-    if !sets("node") && !node.is_empty() {
+    if !file.sets("store.node") && !node.is_empty() {
         config.node = node.to_string();
     }
-    Ok(config)
+    config
 }
 
 /// Opens the store for a long-running front door (`who` names it in the log line) and starts

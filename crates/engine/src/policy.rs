@@ -17,11 +17,6 @@ use crate::{trace::TrustConfig, verdict::Action};
 mod senders;
 pub use senders::{AuthorisedSender, DEFAULT_MAX_SIGNATURE_AGE_HOURS, DkimReplay, SignedMail};
 
-/// Offset of the `n`-th occurrence of `needle` in `text`.
-fn nth_offset(text: &str, needle: &str, n: usize) -> Option<usize> {
-    text.match_indices(needle).nth(n).map(|(i, _)| i)
-}
-
 /// The whole policy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,20 +51,11 @@ pub struct Policy {
     /// deliver, in every front door: `defer` (default: 451 4.4.3, the sender retries) or
     /// `decide` (deliver on what did answer). See `crate::decision`.
     pub dns_temperror: crate::decision::DnsTempError,
-    // The front doors' sections of the same file. The engine does not read them; each front
-    // door reads its own section (`GatewayConfig::load`, ...), and they are accepted here so that
-    // one `unspoof.toml` holds everything and unknown keys are still errors.
-    #[serde(rename = "gateway")]
-    _gateway: Option<toml::Table>,
-    #[serde(rename = "milter")]
-    _milter: Option<toml::Table>,
-    #[serde(rename = "store")]
-    _store: Option<toml::Table>,
-    #[serde(rename = "dmarc")]
-    _dmarc: Option<toml::Table>,
-    /// The site's gateways (`[gateway] gateway_names`, as written there; empty when not set):
-    /// the hub every message for our domains must pass (`findings/hub.rs`). Read from the
-    /// gateway's section by [`Policy::parse`] so the milter and `analyze` know the hub too.
+    /// The site's gateways, lower case without trailing dots (empty: the check is off): the
+    /// hub every message for our domains must pass (`findings/hub.rs`). Not a key of the
+    /// policy: the file says it in the gateway's section (`[gateway] gateway_names`), and
+    /// whoever reads the whole file (the CLI's `Config`) sets it here, so the milter and
+    /// `analyze` know the hub too.
     #[serde(skip)]
     pub gateway_names: Vec<String>,
     /// What the findings derive from the protected domains and people, made on first use
@@ -216,10 +202,6 @@ impl Default for Policy {
             signed_mail: Vec::new(),
             dkim_replay: DkimReplay::default(),
             dns_temperror: crate::decision::DnsTempError::default(),
-            _gateway: None,
-            _milter: None,
-            _store: None,
-            _dmarc: None,
             gateway_names: Vec::new(),
             derived: DerivedCache::default(),
         }
@@ -243,6 +225,37 @@ pub enum PolicyError {
     },
 }
 
+/// A value of the policy that parses but cannot work: the key it is at and why. `key` is a
+/// path into the file as people read it: `protected_domains`, `protected_people[1]` (the second
+/// `[[protected_people]]`), so whoever holds the file's positions can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidKey {
+    pub key: String,
+    pub message: String,
+}
+
+impl InvalidKey {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidKey {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Where the key is in `text`, found by its name (the `n`-th `[[name]]` for `name[n]`):
+    /// for [`Policy::parse`], which has the text but not a parsed document's positions.
+    fn offset_in(&self, text: &str) -> Option<usize> {
+        match self.key.split_once('[') {
+            Some((name, rest)) => {
+                let n: usize = rest.trim_end_matches(']').parse().ok()?;
+                let header = format!("[[{name}]]");
+                text.match_indices(&header).nth(n).map(|(i, _)| i)
+            }
+            None => text.find(&self.key),
+        }
+    }
+}
+
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
@@ -253,10 +266,11 @@ impl Policy {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses policy text; `origin` names it in errors.
+    /// Parses policy text (the policy's keys only: the doors' sections of `unspoof.toml` are
+    /// unknown here, the CLI's `Config` reads the whole file); `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        let invalid = |offset: Option<std::ops::Range<usize>>, message: String| {
-            let at = offset.map(|r| r.start).unwrap_or(0).min(text.len());
+        let invalid = |at: Option<usize>, message: String| {
+            let at = at.unwrap_or(0).min(text.len());
             let line = text[..at].matches('\n').count() + 1;
             let column = at - text[..at].rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
             PolicyError::Invalid {
@@ -266,27 +280,38 @@ impl Policy {
                 message,
             }
         };
-        let mut policy: Policy =
-            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
-        for d in &mut policy.protected_domains {
+        let mut policy: Policy = toml::from_str(text)
+            .map_err(|e| invalid(e.span().map(|r| r.start), e.message().to_string()))?;
+        policy.validate().map_err(|e| {
+            let message = format!("{}: {}", e.key, e.message);
+            invalid(e.offset_in(text), message)
+        })?;
+        Ok(policy)
+    }
+
+    /// Normalises what serde read (domains lower case, without trailing dots) and checks what
+    /// serde cannot: values that parse but cannot work. The error names the key.
+    pub fn validate(&mut self) -> Result<(), InvalidKey> {
+        for d in &mut self.protected_domains {
             *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
             if d.is_empty() || !d.contains('.') {
-                let at = text.find("protected_domains").map(|s| s..s + 1);
-                return Err(invalid(
-                    at,
+                return Err(InvalidKey::new(
+                    "protected_domains",
                     format!("protected domain {d:?} is not a domain name"),
                 ));
             }
         }
-        policy.gateway_names = gateway_names(policy._gateway.as_ref());
-        for d in &mut policy.trusted_arc_sealers {
+        for d in &mut self.trusted_arc_sealers {
             *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
         }
-        for (i, person) in policy.protected_people.iter().enumerate() {
+        for n in &mut self.gateway_names {
+            *n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+        self.gateway_names.retain(|n| !n.is_empty());
+        for (i, person) in self.protected_people.iter().enumerate() {
             if person.name.trim().is_empty() || person.addresses.iter().any(|a| !a.contains('@')) {
-                let at = nth_offset(text, "[[protected_people]]", i).map(|s| s..s + 1);
-                return Err(invalid(
-                    at,
+                return Err(InvalidKey::new(
+                    format!("protected_people[{i}]"),
                     format!(
                         "protected person {:?} needs a name and full addresses",
                         person.name
@@ -294,28 +319,22 @@ impl Policy {
                 ));
             }
         }
-        policy.check_senders(text, &invalid)?;
-        Ok(policy)
+        self.check_senders()
     }
 
     /// Normalises and validates `watched_domains` and `[[signed_mail]]`.
-    fn check_senders(
-        &mut self,
-        text: &str,
-        invalid: &dyn Fn(Option<std::ops::Range<usize>>, String) -> PolicyError,
-    ) -> Result<(), PolicyError> {
-        let key_at = |key: &str, n: usize| nth_offset(text, key, n).map(|s| s..s + 1);
+    fn check_senders(&mut self) -> Result<(), InvalidKey> {
         for i in 0..self.watched_domains.len() {
             let d = senders::normalise_domain(&self.watched_domains[i]);
             if d.is_empty() || !d.contains('.') {
-                return Err(invalid(
-                    key_at("watched_domains", 0),
+                return Err(InvalidKey::new(
+                    "watched_domains",
                     format!("watched domain {d:?} is not a domain name"),
                 ));
             }
             if self.is_protected(&d) {
-                return Err(invalid(
-                    key_at("watched_domains", 0),
+                return Err(InvalidKey::new(
+                    "watched_domains",
                     format!(
                         "watched domain {d:?} is one of our protected domains: a domain is ours or watched, not both"
                     ),
@@ -326,8 +345,8 @@ impl Policy {
         for i in 0..self.signed_mail.len() {
             let d = senders::normalise_domain(&self.signed_mail[i].domain);
             if !self.is_protected(&d) {
-                return Err(invalid(
-                    key_at("[[signed_mail]]", i),
+                return Err(InvalidKey::new(
+                    format!("signed_mail[{i}]"),
                     format!(
                         "signed_mail domain {d:?} is not one of protected_domains: only our own mail can be required to be signed"
                     ),
@@ -338,8 +357,8 @@ impl Policy {
                 if s.dkim_domain.is_empty()
                     || s.selector.as_deref().is_some_and(|x| x.trim().is_empty())
                 {
-                    return Err(invalid(
-                        key_at("[[signed_mail]]", i),
+                    return Err(InvalidKey::new(
+                        format!("signed_mail[{i}]"),
                         format!(
                             "a sender of signed_mail {d:?} needs a dkim_domain (and a selector, if given, that is not empty)"
                         ),
@@ -410,22 +429,6 @@ fn is_at_or_under(domain: &[u8], parent: &[u8]) -> bool {
         return false;
     };
     lowercased_equals(&domain[split..], parent) && (split == 0 || domain[split - 1] == b'.')
-}
-
-/// `[gateway] gateway_names`, lower case without trailing dots; the gateway's own reading
-/// (`GatewayConfig`) validates them, here a value that is not a list of strings is none.
-fn gateway_names(section: Option<&toml::Table>) -> Vec<String> {
-    let Some(list) = section
-        .and_then(|g| g.get("gateway_names"))
-        .and_then(|v| v.as_array())
-    else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|v| v.as_str())
-        .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect()
 }
 
 /// Whether `text` with its ASCII letters lower-cased equals `lower`, byte for byte.

@@ -11,9 +11,6 @@ const POLICY: &str = r#"
 hostname = "mx1.shopping.example.net"
 protected_domains = ["shopping.example.net"]
 internal_networks = ["10.0.0.0/8"]
-
-[gateway]
-gateway_names = ["mx1.shopping.example.net"]
 "#;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -27,7 +24,10 @@ async fn engine() -> Engine {
     let dns = Dns::zones(Zone::new(), Duration::from_secs(2))
         .await
         .unwrap();
-    Engine::new(Policy::parse(POLICY, "test policy").unwrap(), dns)
+    let mut policy = Policy::parse(POLICY, "test policy").unwrap();
+    // `[gateway] gateway_names` of the site's file, as the CLI's `Config` hands it over.
+    policy.gateway_names = vec!["mx1.shopping.example.net".into()];
+    Engine::new(policy, dns)
 }
 
 /// What the gateway sees: partner.example's MX hands the bounce to us for Suzie.

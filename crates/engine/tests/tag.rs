@@ -584,12 +584,9 @@ async fn broken_mime_gets_headers_and_subject_but_no_banner() {
 // ---------------------------------------------------------------------------------------------
 // The corpora
 
+/// The shared test data (absent: a skip line, or a failure under `CI=true`).
 fn testdata() -> Option<PathBuf> {
-    let root = std::env::var_os("UNSPOOF_TESTDATA")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata"));
-    root.is_dir().then_some(root)
+    unspoof_testkit::testdata("tag corpus sweep", "")
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -613,7 +610,6 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[tokio::test]
 async fn corpus_sweep() {
     let Some(root) = testdata() else {
-        eprintln!("tag corpus sweep: skipped: ../shared/testdata not found (set UNSPOOF_TESTDATA)");
         return;
     };
     let mut paths = Vec::new();

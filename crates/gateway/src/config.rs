@@ -4,7 +4,7 @@
 //! there is one place to read them (docs/gateway.md copies this table for administrators).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -129,12 +129,12 @@ pub struct Limits {
     /// Longest command line in octets, CRLF included. Over it: `500 5.5.2`.
     /// Default 2048 (RFC 5321 4.5.3.1.4 allows 512 plus extension parameters).
     pub max_command_line: usize,
-    /// Longest text line inside DATA in octets, CRLF included. Over it: `554 5.6.0` after the
+    /// Longest text line inside DATA in octets, CRLF included. Over it: `550 5.6.0` after the
     /// data is read to its end. Default 10000 (RFC 5322 2.1.1 says 1000; real mail exceeds it).
     pub max_line_length: usize,
-    /// Header fields per message. Over it: `554 5.6.0`. Default 1000.
+    /// Header fields per message. Over it: `550 5.6.0`. Default 1000.
     pub max_header_fields: usize,
-    /// Octets in the whole header section. Over it: `554 5.6.0`. Default 262144 (256 KiB).
+    /// Octets in the whole header section. Over it: `550 5.6.0`. Default 262144 (256 KiB).
     pub max_header_size: usize,
     /// Open SMTP connections in total (both listeners). Over it the new connection gets
     /// `421 4.3.2` and is closed at once. Default 2000.
@@ -298,8 +298,9 @@ struct File {
 }
 
 impl GatewayConfig {
-    /// Reads the `[gateway]` section from the text of an `unspoof.toml`; other sections are
-    /// ignored (they belong to the engine). A file without `[gateway]` gives the defaults.
+    /// Reads the `[gateway]` section from the text of an `unspoof.toml`, other sections
+    /// ignored; a file without `[gateway]` gives the defaults. For tests and tools: `unspoof`
+    /// reads the whole file once, with positions in its errors (crates/cli/src/config.rs).
     pub fn from_toml(text: &str) -> Result<Self, GatewayError> {
         let file: File = toml::from_str(text).map_err(|e| GatewayError::Config(e.to_string()))?;
         file.gateway.validated()
@@ -312,13 +313,6 @@ impl GatewayConfig {
         } else {
             self.gateway_names.clone()
         }
-    }
-
-    /// Reads the `[gateway]` section of the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, GatewayError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
-        Self::from_toml(&text)
     }
 
     /// Checks what serde cannot: values that parse but cannot work.
@@ -444,7 +438,7 @@ mod tests {
 
     #[test]
     fn every_limit_is_in_the_example_and_the_docs_at_its_default() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let example = std::fs::read_to_string(root.join("examples/unspoof.toml")).unwrap();
         assert!(GatewayConfig::from_toml(&example).is_ok());
         let example: toml::Value = toml::from_str(&example).unwrap();

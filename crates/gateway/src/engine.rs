@@ -1,7 +1,6 @@
 //! The adapter from [`Decide`] to the real engine (`unspoof_engine::Engine`): what
 //! `unspoof serve` runs. Translates envelopes and verdicts; decides nothing itself.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use unspoof_engine::bounce::OutboundHistory;
@@ -10,17 +9,22 @@ use unspoof_engine::{Engine, Policy};
 
 use crate::decide::{Decide, Decision, Envelope, Reason};
 
-/// The engine as a [`Decide`]r. `policy_path` is re-read on [`Decide::reload`] (SIGHUP).
+/// Where a new policy comes from on [`Decide::reload`] (SIGHUP): the CLI re-reads the whole
+/// `unspoof.toml` as `unspoof serve` read it at start (the gateway's hostname and domains
+/// folded into the policy), so a reload never changes what the file did not.
+pub type PolicySource = Box<dyn Fn() -> Result<Policy, String> + Send + Sync>;
+
+/// The engine as a [`Decide`]r; `reload_from`, if any, gives the policy on [`Decide::reload`].
 pub struct EngineDecider {
     engine: Engine,
-    policy_path: Option<PathBuf>,
+    reload_from: Option<PolicySource>,
 }
 
 impl EngineDecider {
-    pub fn new(engine: Engine, policy_path: Option<PathBuf>) -> Self {
+    pub fn new(engine: Engine, reload_from: Option<PolicySource>) -> Self {
         EngineDecider {
             engine,
-            policy_path,
+            reload_from,
         }
     }
 
@@ -73,11 +77,10 @@ impl Decide for EngineDecider {
     }
 
     fn reload(&self) -> Result<(), String> {
-        let Some(path) = &self.policy_path else {
+        let Some(source) = &self.reload_from else {
             return Ok(());
         };
-        let policy = Policy::load(path).map_err(|e| e.to_string())?;
-        self.engine.set_policy(policy);
+        self.engine.set_policy(source()?);
         Ok(())
     }
 }

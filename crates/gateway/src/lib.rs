@@ -52,7 +52,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use config::{DkimKeyConfig, GatewayConfig, Limits, UserConfig};
 pub use decide::{Action, Decide, Decision, Envelope, HeaderEdit, Reason, SmtpReply};
-pub use engine::EngineDecider;
+pub use engine::{EngineDecider, PolicySource};
 pub use session::Listener;
 
 pub use store::{

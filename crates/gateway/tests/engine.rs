@@ -58,7 +58,13 @@ async fn reload_reports_a_broken_policy_and_keeps_the_old_one() {
     let path = dir.join("policy.toml");
     std::fs::write(&path, "hostname = \"mx.test\"\n").unwrap();
     let engine = Engine::new(Policy::load(&path).unwrap(), Dns::offline());
-    let decider = EngineDecider::new(engine, Some(path.clone()));
+    let source = path.clone();
+    let decider = EngineDecider::new(
+        engine,
+        Some(Box::new(move || {
+            Policy::load(&source).map_err(|e| e.to_string())
+        })),
+    );
     std::fs::write(&path, "no_such_key = 1\n").unwrap();
     use unspoof_gateway::Decide;
     assert!(decider.reload().is_err());

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -220,21 +220,12 @@ struct File {
 }
 
 impl MilterConfig {
-    /// Reads the `[milter]` section from the text of an `unspoof.toml`; other sections are
-    /// left to their owners. A missing section gives the defaults.
+    /// Reads the `[milter]` section from the text of an `unspoof.toml`, other sections left to
+    /// their owners; a missing section gives the defaults. For tests and tools: `unspoof` reads
+    /// the whole file once, with positions in its errors (crates/cli/src/config.rs).
     pub fn from_toml(text: &str) -> Result<Self, MilterError> {
         let file: File = toml::from_str(text).map_err(|e| MilterError::Config(e.to_string()))?;
         file.milter.validated()
-    }
-
-    /// Reads the `[milter]` section of the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, MilterError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| MilterError::Config(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| match e {
-            MilterError::Config(m) => MilterError::Config(format!("{}: {m}", path.display())),
-            e => e,
-        })
     }
 
     /// Checks values serde cannot: at least one listener, a valid socket mode, sane limits.

@@ -518,18 +518,18 @@ async fn postfix_with_the_milter_flags_mail_that_skipped_the_gateway() {
     }
     let world = World::new();
     let engine = world.engine(Duration::from_secs(2)).await;
-    engine.set_policy(
-        unspoof_engine::Policy::parse(
-            &format!(
-                "hostname = \"{HOSTNAME}\"\nprotected_domains = [\"example.net\"]\n\
-                 internal_networks = [\"10.0.0.0/8\"]\n\
-                 [gateway]\ngateway_names = [\"gw.example.net\"]\n\
-                 [actions]\nhub_bypass = \"quarantine\"\n"
-            ),
-            "hub policy",
-        )
-        .unwrap(),
-    );
+    let mut policy = unspoof_engine::Policy::parse(
+        &format!(
+            "hostname = \"{HOSTNAME}\"\nprotected_domains = [\"example.net\"]\n\
+             internal_networks = [\"10.0.0.0/8\"]\n\
+             [actions]\nhub_bypass = \"quarantine\"\n"
+        ),
+        "hub policy",
+    )
+    .unwrap();
+    // `[gateway] gateway_names` of the site's file, as the CLI's `Config` hands it over.
+    policy.gateway_names = vec!["gw.example.net".into()];
+    engine.set_policy(policy);
     let milter_port = free_port();
     let milter = start_milter(engine, milter_port).await;
     let pf = Postfix::start(milter_port);

@@ -10,7 +10,6 @@
 //! send = true                           # `unspoof serve` sends yesterday's reports daily
 //! ```
 
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,11 +108,6 @@ impl DmarcConfig {
             .try_into()
             .map_err(|e: toml::de::Error| format!("[dmarc]: {e}"))?;
         config.validated()
-    }
-
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Checks values that would make the section unusable.

@@ -20,28 +20,15 @@ use std::{
 
 /// The shared test data folder, or `None` (after printing the skip line) when it is absent.
 /// `sub` is the suite's folder inside it, checked too.
+/// Under `CI=true` an absent folder fails the test instead (`unspoof_testkit::testdata`).
 pub fn testdata(suite: &str, sub: &str) -> Option<PathBuf> {
-    let root = match std::env::var_os("UNSPOOF_TESTDATA") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata"),
-    };
-    let dir = root.join(sub);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        say(&format!(
-            "{suite}: skipped: ../shared/testdata/{sub} not found at {} (set UNSPOOF_TESTDATA)",
-            dir.display()
-        ));
-        None
-    }
+    unspoof_testkit::testdata(suite, sub)
 }
 
 /// Prints a line that shows even when the test harness captures output (summary and skip
 /// lines belong in every test log).
 pub fn say(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    unspoof_testkit::say(line)
 }
 
 /// Reads a file of the test data; panics with the path on failure (the folder exists, so a

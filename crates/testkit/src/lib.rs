@@ -1,0 +1,440 @@
+//! The tests' own kit (dev-only, never published): what the test suites of every crate used to
+//! write for themselves, once.
+//!
+//! - [`testdata`]: the shared test data (`../shared/testdata`, or `$UNSPOOF_TESTDATA`). Absent,
+//!   a test prints its skip line and passes, except under `CI=true`, where a missing corpus is
+//!   a failure: a CI run that skipped the corpus must not read as one that checked it.
+//! - [`free_port`], [`TempDir`], [`repo`], [`example`]: loopback ports chosen by the system,
+//!   folders removed on drop, the workspace's files.
+//! - [`PolicyBuilder`] and [`ZoneBuilder`]: a policy and a DNS zone written key by key, as
+//!   `unspoof.toml` and a master file would say them.
+//! - [`Serve`]: a real `unspoof serve` on free ports with a zone file for its DNS, stopped on drop.
+//! - [`verdict_cases`]: the table of verdict cases (`crates/engine/tests/verdicts/`), which
+//!   `crates/engine/tests/verdicts.rs` runs through the engine.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use unspoof_engine::{
+    Policy,
+    dns::{Dns, Zone},
+};
+
+mod cases;
+pub use cases::{VerdictCase, verdict_cases};
+
+/// The workspace's root folder.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file of `examples/`.
+pub fn example(name: &str) -> PathBuf {
+    repo().join("examples").join(name)
+}
+
+/// Prints a line that shows even when the test harness captures output (summary and skip
+/// lines belong in every test log).
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Whether this is a CI run (`CI=true`, as GitHub Actions, GitLab and most others set it).
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The shared test data's root: `$UNSPOOF_TESTDATA`, else `../shared/testdata` beside the
+/// workspace.
+pub fn testdata_root() -> PathBuf {
+    match std::env::var_os("UNSPOOF_TESTDATA") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => repo().join("../shared/testdata"),
+    }
+}
+
+/// The folder `sub` of the shared test data (`""` for the root), or `None` after the skip line
+/// naming `who` when it is absent. Under `CI=true` an absent folder panics instead: CI must
+/// check the corpus, not skip it.
+pub fn testdata(who: &str, sub: &str) -> Option<PathBuf> {
+    let dir = testdata_root().join(sub);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let line = format!(
+        "{who}: ../shared/testdata/{sub} not found at {} (set UNSPOOF_TESTDATA)",
+        dir.display()
+    );
+    if is_ci() {
+        panic!("{line}; CI=true: a test that needs the shared test data fails without it");
+    }
+    say(&format!("{who}: skipped: {line}"));
+    None
+}
+
+/// A loopback port that was free a moment ago (bound to :0 and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A fresh folder under the system's temporary folder, removed with its contents on drop
+/// (kept when `UNSPOOF_KEEP_TEMP` is set, to look at after a failure).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "unspoof-{tag}-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            free_port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("UNSPOOF_KEEP_TEMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A TOML string (quoted and escaped).
+fn quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list(items: &[&str]) -> String {
+    let items: Vec<String> = items.iter().map(|s| quoted(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A policy written key by key, as `unspoof.toml` says it.
+///
+/// ```
+/// let policy = unspoof_testkit::PolicyBuilder::new("mx.shop.example")
+///     .protect(&["shop.example"])
+///     .internal(&["10.0.0.0/8"])
+///     .action("spf_fail", "quarantine")
+///     .build();
+/// assert!(policy.is_protected("mail.shop.example"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PolicyBuilder {
+    top: Vec<String>,
+    actions: Vec<String>,
+    tail: Vec<String>,
+    gateway_names: Vec<String>,
+}
+
+impl PolicyBuilder {
+    pub fn new(hostname: &str) -> Self {
+        PolicyBuilder::default().key("hostname", &quoted(hostname))
+    }
+
+    /// A top-level key with its value as TOML (`"text"`, `["a", "b"]`, `true`).
+    pub fn key(mut self, key: &str, toml_value: &str) -> Self {
+        self.top.push(format!("{key} = {toml_value}"));
+        self
+    }
+
+    pub fn protect(self, domains: &[&str]) -> Self {
+        self.key("protected_domains", &list(domains))
+    }
+
+    pub fn internal(self, networks: &[&str]) -> Self {
+        self.key("internal_networks", &list(networks))
+    }
+
+    pub fn watch(self, domains: &[&str]) -> Self {
+        self.key("watched_domains", &list(domains))
+    }
+
+    /// `[actions] class = "action"`.
+    pub fn action(mut self, class: &str, action: &str) -> Self {
+        self.actions.push(format!("{class} = {}", quoted(action)));
+        self
+    }
+
+    /// A protected person (`[[protected_people]]`).
+    pub fn person(mut self, name: &str, addresses: &[&str]) -> Self {
+        self.tail.push(format!(
+            "[[protected_people]]\nname = {}\naddresses = {}",
+            quoted(name),
+            list(addresses)
+        ));
+        self
+    }
+
+    /// Any further TOML, after everything else (whole sections: `[dkim_replay]\n...`).
+    pub fn raw(mut self, toml: &str) -> Self {
+        self.tail.push(toml.to_string());
+        self
+    }
+
+    /// `[gateway] gateway_names` of the site's file, which the CLI's configuration hands to
+    /// the policy (the engine reads no door section).
+    pub fn gateway_names(mut self, names: &[&str]) -> Self {
+        self.gateway_names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// The policy's part of `unspoof.toml` (without `gateway_names`: see [`Self::gateway_toml`]).
+    pub fn text(&self) -> String {
+        let mut out = self.top.join("\n");
+        out.push('\n');
+        if !self.actions.is_empty() {
+            out.push_str("\n[actions]\n");
+            out.push_str(&self.actions.join("\n"));
+            out.push('\n');
+        }
+        for t in &self.tail {
+            out.push('\n');
+            out.push_str(t);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The `[gateway]` lines this policy needs in a whole `unspoof.toml` (its gateway names).
+    pub fn gateway_toml(&self) -> String {
+        if self.gateway_names.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = self.gateway_names.iter().map(String::as_str).collect();
+            format!("gateway_names = {}\n", list(&names))
+        }
+    }
+
+    /// The policy, checked as the engine checks it; panics with the error and the text.
+    pub fn build(&self) -> Policy {
+        let text = self.text();
+        let mut policy = Policy::parse(&text, "test policy")
+            .unwrap_or_else(|e| panic!("{e}\n--- the policy ---\n{text}"));
+        policy.gateway_names = self.gateway_names.clone();
+        policy.validate().unwrap_or_else(|e| panic!("{e:?}"));
+        policy
+    }
+}
+
+/// A DNS zone written record by record, as a master file (RFC 1035) says it; what
+/// `--dns-zone` reads and the engine's loopback zone server answers from.
+#[derive(Clone, Debug, Default)]
+pub struct ZoneBuilder {
+    lines: Vec<String>,
+}
+
+impl ZoneBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A TXT record; long values are split into 255-octet strings.
+    pub fn txt(mut self, name: &str, value: &str) -> Self {
+        let strings: Vec<String> = value
+            .as_bytes()
+            .chunks(255)
+            .map(|c| quoted(&String::from_utf8_lossy(c)))
+            .collect();
+        self.lines
+            .push(format!("{} IN TXT {}", fqdn(name), strings.join(" ")));
+        self
+    }
+
+    pub fn spf(self, domain: &str, record: &str) -> Self {
+        self.txt(domain, record)
+    }
+
+    pub fn dmarc(self, domain: &str, record: &str) -> Self {
+        self.txt(&format!("_dmarc.{domain}"), record)
+    }
+
+    pub fn dkim(self, selector: &str, domain: &str, record: &str) -> Self {
+        self.txt(&format!("{selector}._domainkey.{domain}"), record)
+    }
+
+    pub fn a(mut self, name: &str, ip: &str) -> Self {
+        let kind = if ip.contains(':') { "AAAA" } else { "A" };
+        self.lines.push(format!("{} IN {kind} {ip}", fqdn(name)));
+        self
+    }
+
+    pub fn mx(mut self, domain: &str, preference: u16, host: &str) -> Self {
+        self.lines
+            .push(format!("{} IN MX {preference} {}", fqdn(domain), fqdn(host)));
+        self
+    }
+
+    /// Any master-file text.
+    pub fn raw(mut self, text: &str) -> Self {
+        self.lines.push(text.to_string());
+        self
+    }
+
+    /// The master file.
+    pub fn text(&self) -> String {
+        let mut out = self.lines.join("\n");
+        out.push('\n');
+        out
+    }
+
+    pub fn zone(&self) -> Zone {
+        zone_of(&self.text())
+    }
+
+    /// The engine's DNS view of this zone (its loopback zone server).
+    pub async fn dns(&self) -> Dns {
+        dns_of(&self.text()).await
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+/// A zone from master-file text; panics with the reader's error.
+pub fn zone_of(text: &str) -> Zone {
+    let mut zone = Zone::new();
+    zone.load_text(text, None)
+        .unwrap_or_else(|e| panic!("zone: {e}\n--- the zone ---\n{text}"));
+    zone
+}
+
+/// The engine's DNS view of master-file text (an empty text: every name absent), as
+/// `--dns-zone` makes it.
+pub async fn dns_of(text: &str) -> Dns {
+    Dns::zones(zone_of(text), Duration::from_secs(2))
+        .await
+        .expect("the loopback zone server starts")
+}
+
+/// A real `unspoof serve`: its own folder, `listen` on a free loopback port, no submission or
+/// metrics listener, no reverse DNS, the DNS from a zone file. Killed on drop.
+pub struct Serve {
+    child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+/// What a [`Serve`] runs with.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// The policy's part of the file (top-level keys and its sections).
+    pub policy: String,
+    /// More lines for `[gateway]` (`domains = [...]`, `downstream = ...`).
+    pub gateway: String,
+    /// More sections after `[gateway]` (`[store]`, `[gateway.limits]`, ...).
+    pub sections: String,
+    /// The zone file the gateway's DNS answers from.
+    pub zone: String,
+    /// More command-line arguments.
+    pub args: Vec<String>,
+}
+
+impl Serve {
+    /// Starts `bin` (the test's `env!("CARGO_BIN_EXE_unspoof")`) and waits until it listens.
+    pub fn start(bin: &str, options: &ServeOptions) -> Serve {
+        let dir = TempDir::new("serve");
+        let port = free_port();
+        std::fs::write(dir.join("z.zone"), &options.zone).unwrap();
+        let config = format!(
+            "{}\n[gateway]\ndata_dir = {}\nlisten = \"127.0.0.1:{port}\"\nsubmission = \"\"\n\
+             metrics = \"\"\nreverse_dns = false\n{}\n{}\n",
+            options.policy,
+            quoted(&dir.join("data").display().to_string()),
+            options.gateway,
+            options.sections
+        );
+        std::fs::write(dir.join("unspoof.toml"), config).unwrap();
+        let child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(dir.join("unspoof.toml"))
+            .arg("--dns-zone")
+            .arg(dir.join("z.zone"))
+            .args(&options.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e}"));
+        let mut serve = Serve { child, port, dir };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = serve.child.try_wait() {
+                panic!("unspoof serve exited ({status}): {}", serve.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "unspoof serve did not start: {}",
+                serve.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        serve
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// The process, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The messages delivered into its Maildir (`data/maildir/new`), oldest name first.
+    pub fn delivered(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("data/maildir/new"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
