@@ -1,10 +1,13 @@
 //! The journal: records made durable before a front door answers, so that a record is as
 //! durable as its message (a kill -9 right after the 250 loses neither).
 //!
-//! One thread appends and fsyncs; every record that arrives while an fsync runs goes into the
-//! next one (group commit), so a busy gateway pays one fsync per group, not per message. The
-//! records then take the ordinary path (queue, batch writer, database or spool); the journal is
-//! only read after a crash.
+//! A few threads ([`Journal::open`]'s `writers`) take turns: one waits for records, takes
+//! every record waiting, appends them to its own segment and fsyncs (group commit: a busy
+//! gateway pays one fsync per group, not per message); while it fsyncs, the next thread is
+//! already waiting, so a record that arrives during an fsync starts its own at once instead of
+//! waiting for that one to end (on a disk whose flush takes 4 ms, that is 0-4 ms of waiting
+//! instead of 4-8). The records then take the ordinary path (queue, batch writer, database or
+//! spool); the journal is only read after a crash.
 //!
 //! Files are `journal-<id>.jsonl` in the spool directory, in the spool's line format
 //! ([`SpoolEntry`]), each locked (`File::lock`) by the process writing it, like the spool's own
@@ -18,6 +21,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
@@ -69,26 +73,33 @@ impl Segments {
     }
 }
 
-/// The journal of one store. Cheap to share; the thread stops when the last clone is dropped.
+/// The journal of one store. The threads stop when it is closed or dropped.
 pub(crate) struct Journal {
     tx: Mutex<Option<mpsc::Sender<Append>>>,
     segments: Arc<Mutex<Segments>>,
 }
 
 impl Journal {
-    pub fn open(dir: &Path) -> io::Result<Journal> {
+    /// Opens the journal in `dir` with `writers` threads (at least one), each with its own
+    /// segment.
+    pub fn open(dir: &Path, writers: usize) -> io::Result<Journal> {
         fs::create_dir_all(dir)?;
         let segments = Arc::new(Mutex::new(Segments::default()));
         let (tx, rx) = mpsc::channel::<Append>();
-        let writer = Appender {
-            dir: dir.to_path_buf(),
-            segments: segments.clone(),
-            current: None,
-            next_ticket: 0,
-        };
-        std::thread::Builder::new()
-            .name("unspoof-journal".into())
-            .spawn(move || writer.run(rx))?;
+        let rx = Arc::new(Mutex::new(rx));
+        let tickets = Arc::new(AtomicU64::new(0));
+        for i in 0..writers.max(1) {
+            let writer = Appender {
+                dir: dir.to_path_buf(),
+                segments: segments.clone(),
+                current: None,
+                tickets: tickets.clone(),
+            };
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("unspoof-journal-{i}"))
+                .spawn(move || writer.run(&rx))?;
+        }
         Ok(Journal {
             tx: Mutex::new(Some(tx)),
             segments,
@@ -143,23 +154,31 @@ impl Journal {
     }
 }
 
-/// The journal thread's state.
+/// One journal thread's state.
 struct Appender {
     dir: PathBuf,
     segments: Arc<Mutex<Segments>>,
-    /// The open segment: its ticket, file and size so far.
+    /// This thread's open segment: its ticket, file and size so far.
     current: Option<(Ticket, File, u64)>,
-    next_ticket: Ticket,
+    /// The next segment's ticket, shared by the threads.
+    tickets: Arc<AtomicU64>,
 }
 
 impl Appender {
-    fn run(mut self, rx: mpsc::Receiver<Append>) {
-        while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            // Everything that arrived meanwhile shares this write and fsync.
-            while let Ok(more) = rx.try_recv() {
-                group.push(more);
-            }
+    fn run(mut self, rx: &Mutex<mpsc::Receiver<Append>>) {
+        loop {
+            // The receiver is held while waiting and taking the group, and let go before the
+            // write: the next thread then waits for the records that arrive during this fsync.
+            let group = {
+                let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+                let Ok(first) = rx.recv() else { break };
+                let mut group = vec![first];
+                // Everything that arrived meanwhile shares this write and fsync.
+                while let Ok(more) = rx.try_recv() {
+                    group.push(more);
+                }
+                group
+            };
             match self.write(&group) {
                 Ok((ticket, full)) => {
                     let n: u64 = group.iter().map(|a| a.records).sum();
@@ -199,8 +218,7 @@ impl Appender {
             file.lock()?;
             // The new name must survive a crash too, or the fsync'd records are not found.
             File::open(&self.dir)?.sync_all()?;
-            let ticket = self.next_ticket;
-            self.next_ticket += 1;
+            let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
             let handle = file.try_clone()?;
             self.segments
                 .lock()

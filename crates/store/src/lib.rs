@@ -110,6 +110,11 @@ pub struct StoreConfig {
     /// only the summary for the rest (verdict, reason codes, authentication and trace
     /// summaries, the DNS evidence); `all` keeps it for every message.
     pub full_analysis: FullAnalysis,
+    /// Threads that write the journal (see "Durability" in docs/store.md), each into its own
+    /// segment. Default 2: while one fsyncs, records that arrive start their own fsync at
+    /// once instead of waiting for it to end; 1 makes every record wait for the fsync in
+    /// progress and then its own.
+    pub journal_writers: usize,
 }
 
 /// [`StoreConfig::full_analysis`].
@@ -147,6 +152,7 @@ impl Default for StoreConfig {
             db_timeout_ms: 5_000,
             max_connections: 4,
             full_analysis: FullAnalysis::NotAccepted,
+            journal_writers: 2,
         }
     }
 }
@@ -360,8 +366,8 @@ impl Store {
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         let spool_dir = config.spool_dir();
         let spool = Spool::open(&spool_dir).map_err(|e| StoreError::Spool(spool_dir.clone(), e))?;
-        let journal =
-            Journal::open(&spool_dir).map_err(|e| StoreError::Journal(spool_dir.clone(), e))?;
+        let journal = Journal::open(&spool_dir, config.journal_writers)
+            .map_err(|e| StoreError::Journal(spool_dir.clone(), e))?;
         if let Some(parent) = config
             .database_url()
             .strip_prefix("sqlite://")
