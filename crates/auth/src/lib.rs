@@ -577,18 +577,9 @@ fn dkim_check(out: &DkimOutput<'_>) -> DkimCheck {
 
 /// The first 8 characters of the base64 form of `b=` (RFC 6008 2).
 pub fn b64_prefix(b: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in b.chunks(3).take(2) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &c)| acc | (c as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    // Six octets are eight characters; a shorter value's padding is left off.
+    let line = unspoof_message::codec::base64_line(&b[..b.len().min(6)]);
+    line.trim_end_matches('=').to_string()
 }
 
 fn arc_check(out: &mail_auth::ArcOutput<'_>) -> ArcCheck {

@@ -2,7 +2,8 @@
 //!
 //! Trust level: talks to SMTP clients from the Internet, to the site's downstream MTA and to
 //! DNS (PTR lookups only, through the engine's view); reads the TLS and DKIM private keys at startup; writes only under
-//! the data directory. **This is the only crate that knows the SMTP wire.**
+//! the data directory. **This is the only SMTP server** (other crates send mail through
+//! `unspoof_forensics::send`; ARCHITECTURE.md, "Who speaks SMTP").
 //!
 //! The path of one message:
 //! 1. [`session`] reads commands ([`config::Limits`] bound every resource: time per line and

@@ -167,30 +167,37 @@ pub fn base64_decode(body: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Base64 in lines of 76 characters joined by CRLF, without a final line break.
-pub fn base64_encode(data: &[u8]) -> Vec<u8> {
-    let mut line = Vec::with_capacity(data.len() * 4 / 3 + 4);
+/// Base64 on one line, padded (RFC 4648 4): DNS key records, test data, and the lines of
+/// [`base64_encode`].
+pub fn base64_line(data: &[u8]) -> String {
+    let mut line = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
             chunk[0],
             chunk.get(1).copied().unwrap_or(0),
             chunk.get(2).copied().unwrap_or(0),
         ];
-        line.push(B64[usize::from(b[0] >> 2)]);
-        line.push(B64[usize::from((b[0] & 3) << 4 | b[1] >> 4)]);
+        line.push(char::from(B64[usize::from(b[0] >> 2)]));
+        line.push(char::from(B64[usize::from((b[0] & 3) << 4 | b[1] >> 4)]));
         line.push(if chunk.len() > 1 {
-            B64[usize::from((b[1] & 15) << 2 | b[2] >> 6)]
+            char::from(B64[usize::from((b[1] & 15) << 2 | b[2] >> 6)])
         } else {
-            b'='
+            '='
         });
         line.push(if chunk.len() > 2 {
-            B64[usize::from(b[2] & 63)]
+            char::from(B64[usize::from(b[2] & 63)])
         } else {
-            b'='
+            '='
         });
     }
+    line
+}
+
+/// Base64 in lines of 76 characters joined by CRLF, without a final line break.
+pub fn base64_encode(data: &[u8]) -> Vec<u8> {
+    let line = base64_line(data);
     let mut out = Vec::with_capacity(line.len() + line.len() / 38);
-    for (i, l) in line.chunks(76).enumerate() {
+    for (i, l) in line.as_bytes().chunks(76).enumerate() {
         if i > 0 {
             out.extend_from_slice(b"\r\n");
         }
@@ -334,6 +341,8 @@ mod tests {
         assert_eq!(base64_decode(b"aGk=\r\n").unwrap(), b"hi");
         assert!(base64_decode(b"aGk=aGk=").is_none());
         assert!(base64_decode(b"aG!k").is_none());
+        assert_eq!(base64_line(b"hi"), "aGk=");
+        assert_eq!(base64_line(b""), "");
     }
 
     #[test]
