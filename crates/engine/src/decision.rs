@@ -274,8 +274,9 @@ pub fn dns_outage(a: &Analysis) -> bool {
                     || auth.dkim.iter().any(|d| d.result == Word::TempError))))
 }
 
-/// The decision for an analysed message. `raw` is the message with CRLF line ends.
-pub(crate) fn decide(raw: &[u8], analysis: &Analysis, policy: &Policy) -> Decision {
+/// The decision for an analysed message (what [`crate::Engine::evaluate`] puts into
+/// [`Analysis::decision`]). `raw` is the message with CRLF line ends.
+pub fn decide(raw: &[u8], analysis: &Analysis, policy: &Policy) -> Decision {
     let mut disposition = Disposition::from(analysis.verdict.action);
     if policy.dns_temperror == DnsTempError::Defer && dns_outage(analysis) {
         disposition = Disposition::Defer;
