@@ -347,8 +347,9 @@ pub fn refusal(analysis: &Analysis) -> SmtpReply {
 }
 
 /// Removals of every field only we may write ([`auth_results::is_forged`]), last first per
-/// name.
-fn forged_removals(headers: &Headers<'_>, authserv_id: &str) -> Vec<HeaderEdit> {
+/// name: the first edits of every delivered message, and what the milter removes from a
+/// message it passes unjudged (an authenticated submission, `on_error = "accept"`).
+pub fn forged_removals(headers: &Headers<'_>, authserv_id: &str) -> Vec<HeaderEdit> {
     let mut out = Vec::new();
     for name in [
         auth_results::AUTHENTICATION_RESULTS,
@@ -480,6 +481,27 @@ mod tests {
         assert_eq!(r.line(None), "550 5.7.1 Message refused: x");
         let ok = SmtpReply::new(250, "2.0.0", "Ok");
         assert_eq!(ok.line(Some("A1")), "250 2.0.0 Ok: queued as A1");
+    }
+
+    #[test]
+    fn removals_last_first_with_the_one_reader() {
+        let raw = b"Authentication-Results: mx; spf=pass\r\nReceived: x\r\nauthentication-results: other; spf=pass\r\nAuthentication-Results: (c) MX.; dkim=pass\r\nX-Unspoof-Verdict: accept\r\n\r\n";
+        let r = forged_removals(&Headers::parse(raw), "mx");
+        let got: Vec<(&str, u32)> = r
+            .iter()
+            .map(|e| match e {
+                HeaderEdit::Remove { name, index } => (name.as_str(), *index),
+                _ => ("", 0),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Authentication-Results", 3),
+                ("Authentication-Results", 1),
+                ("X-Unspoof-Verdict", 1)
+            ]
+        );
     }
 
     #[test]
