@@ -277,6 +277,16 @@ pub fn dns_outage(a: &Analysis) -> bool {
 /// The decision for an analysed message (what [`crate::Engine::evaluate`] puts into
 /// [`Analysis::decision`]). `raw` is the message with CRLF line ends.
 pub fn decide(raw: &[u8], analysis: &Analysis, policy: &Policy) -> Decision {
+    decide_parsed(raw, &Headers::parse(raw), analysis, policy)
+}
+
+/// [`decide`] with the header section the analysis read (parsed once per message).
+pub(crate) fn decide_parsed(
+    raw: &[u8],
+    headers: &Headers<'_>,
+    analysis: &Analysis,
+    policy: &Policy,
+) -> Decision {
     let mut disposition = Disposition::from(analysis.verdict.action);
     if policy.dns_temperror == DnsTempError::Defer && dns_outage(analysis) {
         disposition = Disposition::Defer;
@@ -291,12 +301,11 @@ pub fn decide(raw: &[u8], analysis: &Analysis, policy: &Policy) -> Decision {
             body_replaced: false,
         };
     }
-    let headers = Headers::parse(raw);
-    let mut edits = forged_removals(&headers, &policy.hostname);
+    let mut edits = forged_removals(headers, &policy.hostname);
     let mut body = None;
     let mut subject_added = None;
     if disposition == Disposition::Tag {
-        let tag = crate::tag::field_changes(raw, &headers, analysis, &policy.tag);
+        let tag = crate::tag::field_changes(raw, headers, analysis, &policy.tag);
         edits.extend(tag.edits);
         subject_added = tag.subject_added;
         body = tag.body;
