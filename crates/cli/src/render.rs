@@ -75,6 +75,16 @@ pub fn report(out: &mut impl Write, name: &str, a: &Analysis, colour: bool) -> i
         s.bold("Verdict:"),
         s.action(a.verdict.action)
     )?;
+    // A door defers what the verdict alone would deliver (DNS did not answer, or the engine
+    // failed): say so, with the reply every door gives.
+    if a.decision.disposition == unspoof_engine::Disposition::Defer {
+        writeln!(
+            out,
+            "  {} every door defers it: {}",
+            s.bold("defer:"),
+            safe(&a.decision.reply.line(None))
+        )?;
+    }
     for r in &a.verdict.reasons {
         writeln!(
             out,

@@ -274,8 +274,19 @@ pub fn dns_outage(a: &Analysis) -> bool {
                     || auth.dkim.iter().any(|d| d.result == Word::TempError))))
 }
 
-/// The decision for an analysed message. `raw` is the message with CRLF line ends.
-pub(crate) fn decide(raw: &[u8], analysis: &Analysis, policy: &Policy) -> Decision {
+/// The decision for an analysed message (what [`crate::Engine::evaluate`] puts into
+/// [`Analysis::decision`]). `raw` is the message with CRLF line ends.
+pub fn decide(raw: &[u8], analysis: &Analysis, policy: &Policy) -> Decision {
+    decide_parsed(raw, &Headers::parse(raw), analysis, policy)
+}
+
+/// [`decide`] with the header section the analysis read (parsed once per message).
+pub(crate) fn decide_parsed(
+    raw: &[u8],
+    headers: &Headers<'_>,
+    analysis: &Analysis,
+    policy: &Policy,
+) -> Decision {
     let mut disposition = Disposition::from(analysis.verdict.action);
     if policy.dns_temperror == DnsTempError::Defer && dns_outage(analysis) {
         disposition = Disposition::Defer;
@@ -290,12 +301,11 @@ pub(crate) fn decide(raw: &[u8], analysis: &Analysis, policy: &Policy) -> Decisi
             body_replaced: false,
         };
     }
-    let headers = Headers::parse(raw);
-    let mut edits = forged_removals(&headers, &policy.hostname);
+    let mut edits = forged_removals(headers, &policy.hostname);
     let mut body = None;
     let mut subject_added = None;
     if disposition == Disposition::Tag {
-        let tag = crate::tag::field_changes(raw, &headers, analysis, &policy.tag);
+        let tag = crate::tag::field_changes(raw, headers, analysis, &policy.tag);
         edits.extend(tag.edits);
         subject_added = tag.subject_added;
         body = tag.body;
@@ -346,8 +356,9 @@ pub fn refusal(analysis: &Analysis) -> SmtpReply {
 }
 
 /// Removals of every field only we may write ([`auth_results::is_forged`]), last first per
-/// name.
-fn forged_removals(headers: &Headers<'_>, authserv_id: &str) -> Vec<HeaderEdit> {
+/// name: the first edits of every delivered message, and what the milter removes from a
+/// message it passes unjudged (an authenticated submission, `on_error = "accept"`).
+pub fn forged_removals(headers: &Headers<'_>, authserv_id: &str) -> Vec<HeaderEdit> {
     let mut out = Vec::new();
     for name in [
         auth_results::AUTHENTICATION_RESULTS,
@@ -479,6 +490,27 @@ mod tests {
         assert_eq!(r.line(None), "550 5.7.1 Message refused: x");
         let ok = SmtpReply::new(250, "2.0.0", "Ok");
         assert_eq!(ok.line(Some("A1")), "250 2.0.0 Ok: queued as A1");
+    }
+
+    #[test]
+    fn removals_last_first_with_the_one_reader() {
+        let raw = b"Authentication-Results: mx; spf=pass\r\nReceived: x\r\nauthentication-results: other; spf=pass\r\nAuthentication-Results: (c) MX.; dkim=pass\r\nX-Unspoof-Verdict: accept\r\n\r\n";
+        let r = forged_removals(&Headers::parse(raw), "mx");
+        let got: Vec<(&str, u32)> = r
+            .iter()
+            .map(|e| match e {
+                HeaderEdit::Remove { name, index } => (name.as_str(), *index),
+                _ => ("", 0),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Authentication-Results", 3),
+                ("Authentication-Results", 1),
+                ("X-Unspoof-Verdict", 1)
+            ]
+        );
     }
 
     #[test]

@@ -368,7 +368,7 @@ impl Engine {
             dns: self.dns.description().to_string(),
             authserv_id: policy.hostname.clone(),
         };
-        analysis.decision = decision::decide(&raw, &analysis, &policy);
+        analysis.decision = decision::decide_parsed(&raw, &headers, &analysis, &policy);
         analysis
     }
 

@@ -716,3 +716,75 @@ async fn mutations_never_panic_or_corrupt() {
     }
     eprintln!("tag mutations: 400 mutated messages, {bannered} with a banner");
 }
+
+/// The decision's edits (issue 14: what the gateway applies and the milter sends one to one)
+/// make exactly the message `tag_message` makes, on every fixture: the Subject, the MIME fields
+/// a banner changes or adds, the banner body, our two fields on top.
+#[tokio::test]
+async fn the_decision_edits_make_the_tagged_message() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tag");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".eml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    let mut policy = Policy::default();
+    policy.hostname = AUTHSERV.into();
+    let mut banners = 0;
+    // Besides the fixtures: a single part with no MIME fields at all (the banner adds them at
+    // the end of the section), no Subject (one is inserted), a stale verdict field and a
+    // forged result (removed, so `tag_message` is compared on the message without them).
+    let bare = b"X-Unspoof-Verdict: accept\r\nAuthentication-Results: mx.unspoof.test; dmarc=pass\r\nFrom: a@b.example\r\nTo: c@d.example\r\n\r\nplain text\r\n".to_vec();
+    let mut inputs: Vec<(String, Vec<u8>)> = vec![("bare".into(), bare)];
+    for name in &names {
+        inputs.push((name.clone(), to_crlf(&fixture(name)).into_owned()));
+    }
+    for (name, raw) in &inputs {
+        let raw = raw.clone();
+        let a = analysis(&raw, tag_reasons()).await;
+        let d = unspoof_engine::decision::decide(&raw, &a, &policy);
+        assert_eq!(d.disposition, unspoof_engine::Disposition::Tag, "{name}");
+        banners += usize::from(d.body.is_some());
+        if name == "bare" {
+            use unspoof_engine::HeaderEdit::*;
+            let kinds: Vec<String> = d
+                .edits
+                .iter()
+                .map(|e| match e {
+                    Remove { name, .. } => format!("-{name}"),
+                    Change { name, .. } => format!("~{name}"),
+                    Insert { name, .. } => format!("^{name}"),
+                    Append { name, .. } => format!("+{name}"),
+                })
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    "-Authentication-Results",
+                    "-X-Unspoof-Verdict",
+                    "+MIME-Version",
+                    "+Content-Type",
+                    "+Content-Transfer-Encoding",
+                    "^Subject",
+                    "^X-Unspoof-Verdict",
+                    "^Authentication-Results"
+                ]
+            );
+        }
+        let made = unspoof_engine::decision::apply(&raw, &d.edits, d.body.as_deref());
+        let mut clean = raw.clone();
+        unspoof_engine::message::auth_results::remove_forged(&mut clean, AUTHSERV);
+        let want = tag_message(&clean, &a, &policy.tag, AUTHSERV);
+        assert!(
+            made == want,
+            "{name}: edits {:#?}\n--- made\n{}\n--- want\n{}",
+            d.edits,
+            String::from_utf8_lossy(&made),
+            String::from_utf8_lossy(&want)
+        );
+    }
+    assert!(banners >= 3, "the fixtures exercise banners: {banners}");
+}

@@ -20,8 +20,6 @@
 use unspoof_engine::decision::{self, Disposition, HeaderEdit};
 use unspoof_engine::{Analysis, Reason};
 
-use unspoof_engine::message::{RawHeader, auth_results};
-
 use crate::message::Message;
 use crate::wire::{CHUNK_SIZE, Reply, action};
 
@@ -94,52 +92,25 @@ pub fn unique_codes<'a>(reasons: impl Iterator<Item = &'a Reason>) -> Vec<String
     codes
 }
 
-/// Deletes (CHGHEADER with an empty value) every field named `name` for which `pick` holds,
-/// last first so the indexes of the earlier ones stay right.
-fn delete_where(
-    fields: &[RawHeader<'_>],
-    name: &str,
-    pick: impl Fn(&RawHeader<'_>) -> bool,
-    out: &mut Vec<Reply>,
-) {
-    let same: Vec<&RawHeader<'_>> = fields.iter().filter(|f| f.is(name)).collect();
-    for (i, f) in same.iter().enumerate().rev() {
-        if pick(f) {
-            out.push(Reply::ChangeHeader {
-                index: i as u32 + 1,
-                name: String::from_utf8_lossy(f.name_trimmed()).into_owned(),
-                value: String::new(),
-            });
-        }
-    }
-}
-
-/// Deletions of the fields only we may write, for the MTA's copy: every Authentication-Results
-/// that claims `authserv_id` (the engine's RFC 8601 reader, the gateway's too) and, with
-/// `verdicts`, every `X-Unspoof-Verdict`. Empty when the MTA did not allow header changes.
-/// For a message no verdict was reached for too (an authenticated submission not judged, an
-/// error with `on_error = accept`): forged results never reach a user.
-pub fn forged_deletions(
-    message: &Message,
-    authserv_id: &str,
-    verdicts: bool,
-    caps: Caps,
-) -> Vec<Reply> {
-    let mut out = Vec::new();
+/// Deletions of the fields only we may write, for the MTA's copy of a message it passes
+/// unjudged (an authenticated submission, an error with `on_error = accept`): the engine's
+/// removals (`unspoof_engine::decision::forged_removals`, the list every decided message starts
+/// with), so forged results never reach a user. Empty when the MTA did not allow header changes.
+pub fn forged_deletions(message: &Message, authserv_id: &str, caps: Caps) -> Vec<Reply> {
     if !caps.can(action::CHGHDRS) {
-        return out;
+        return Vec::new();
     }
-    let headers = message.headers();
-    delete_where(
-        &headers.fields,
-        auth_results::AUTHENTICATION_RESULTS,
-        |f| auth_results::claims(f.value, authserv_id),
-        &mut out,
-    );
-    if verdicts {
-        delete_where(&headers.fields, VERDICT_HEADER, |_| true, &mut out);
-    }
-    out
+    decision::forged_removals(&message.headers(), authserv_id)
+        .into_iter()
+        .filter_map(|e| match e {
+            HeaderEdit::Remove { name, index } => Some(Reply::ChangeHeader {
+                index,
+                name,
+                value: String::new(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The replies for a decided message, ending in the final one. `queue_id` is the MTA's (`i`
@@ -244,26 +215,5 @@ mod tests {
         assert_eq!(on.value(" a\r\n b\r\n\tc"), " a\n b\n\tc");
         assert_eq!(on.value(""), " ");
         assert_eq!(off.value(" "), "");
-    }
-
-    #[test]
-    fn deletes_last_first() {
-        let raw = b"Authentication-Results: mx; spf=pass\r\nReceived: x\r\nauthentication-results: other; spf=pass\r\nAuthentication-Results: mx; dkim=pass\r\n\r\n";
-        let fields = unspoof_engine::message::Headers::parse(raw).fields;
-        let mut out = Vec::new();
-        delete_where(
-            &fields,
-            "Authentication-Results",
-            |f| auth_results::claims(f.value, "mx"),
-            &mut out,
-        );
-        let idx: Vec<u32> = out
-            .iter()
-            .map(|r| match r {
-                Reply::ChangeHeader { index, .. } => *index,
-                _ => 0,
-            })
-            .collect();
-        assert_eq!(idx, vec![3, 1]);
     }
 }

@@ -577,8 +577,7 @@ impl Session {
                 ));
             }
             let hostname = shared.engine.policy().hostname.clone();
-            let mut replies =
-                actions::forged_deletions(&self.message, &hostname, true, self.caps());
+            let mut replies = actions::forged_deletions(&self.message, &hostname, self.caps());
             if self.actions & action::ADDHDRS != 0 {
                 let value = format!(
                     "{}; auth=pass smtp.auth={}",
@@ -683,7 +682,7 @@ impl Session {
                         self.log(&format!("{qid} accept unchecked (on_error): {why}"));
                         let hostname = shared.engine.policy().hostname.clone();
                         let mut r =
-                            actions::forged_deletions(&self.message, &hostname, true, self.caps());
+                            actions::forged_deletions(&self.message, &hostname, self.caps());
                         if self.actions & action::ADDHDRS != 0 {
                             let value = if self.caps().leadspc {
                                 " unchecked"

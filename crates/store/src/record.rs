@@ -79,8 +79,9 @@ pub struct MessageRecord {
     pub subject: Option<String>,
     /// Message size in bytes.
     pub size: u64,
-    /// `accept`, `tag`, `quarantine`, `reject`, or a front door's own outcome (`refused`,
-    /// `tempfail`).
+    /// The front door's outcome (`unspoof_engine::Outcome`, one enum for every door): `accept`,
+    /// `tag`, `quarantine`, `reject`, `defer` (the engine's), or the door's own `refused`,
+    /// `tempfail`, `unchecked`, `skipped`.
     pub action: String,
     /// Reason codes, in the engine's order (`dmarc.reject`, ...).
     pub reasons: Vec<String>,
