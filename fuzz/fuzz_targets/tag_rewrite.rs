@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let (envelope, raw) = common::split(data);
     let mut analysis = rt.block_on(engine.evaluate(raw, &envelope));
+    common::check(&analysis);
     analysis.verdict.action = Action::Tag;
     let policy = engine.policy();
     let rewritten = tag::rewrite(raw, &analysis, &policy.tag);
