@@ -3,27 +3,15 @@
 //! signed one is delivered with Authentication-Results. Real swaks over loopback; DNS from a
 //! zone file.
 
-mod common;
-
-use common::{free_port, repo, spawn_serve, stop};
-
 use std::{
-    path::PathBuf,
-    process::{Child, Command, Output},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
-struct Server {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
+use unspoof_testkit::{Serve, ServeOptions, example as example_path, free_port};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
+/// The gateway under test: `unspoof serve` from the kit, with this test's policy and zone.
+struct Server(Serve);
 
 const ZONE: &str = r#"
 $ORIGIN football.example.com.
@@ -35,19 +23,10 @@ $ORIGIN weeklynews.org.
 "#;
 
 fn start() -> Server {
-    let dir = std::env::temp_dir().join(format!(
-        "unspoof-serve-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    std::fs::write(dir.join("z.zone"), ZONE).unwrap();
-    std::fs::write(
-        dir.join("unspoof.toml"),
-        format!(
-            r#"hostname = "mx.shopping.example.net"
+    Server(Serve::start(
+        env!("CARGO_BIN_EXE_unspoof"),
+        &ServeOptions {
+            policy: r#"hostname = "mx.shopping.example.net"
 protected_domains = ["football.example.com"]
 
 # sample-genuine.eml is RFC 8463's example, signed in 2018 (t=1528637909) and sent here now: a
@@ -55,34 +34,21 @@ protected_domains = ["football.example.com"]
 # the gateway's actions leaves aside.
 [dkim_replay]
 max_signature_age_hours = 0
-
-[gateway]
-data_dir = "{data}"
-listen = "127.0.0.1:{port}"
-submission = ""
-metrics = ""
-domains = ["shopping.example.net"]
-reverse_dns = false
-"#,
-            data = dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = spawn_serve(
-        &dir.join("unspoof.toml"),
-        &dir.join("z.zone"),
-        &dir.join("serve.log"),
-        port,
-    );
-    Server { child, port, dir }
+"#
+            .into(),
+            gateway: "domains = [\"shopping.example.net\"]\n".into(),
+            zone: ZONE.into(),
+            ..ServeOptions::default()
+        },
+    ))
 }
 
 impl Server {
     fn swaks(&self, from: &str, data: &str) -> Output {
-        let file = self.dir.join(format!("msg-{}.eml", free_port()));
+        let file = self.0.dir.join(format!("msg-{}.eml", free_port()));
         std::fs::write(&file, data).unwrap();
         Command::new("swaks")
-            .args(["--server", &format!("127.0.0.1:{}", self.port)])
+            .args(["--server", &format!("127.0.0.1:{}", self.0.port)])
             .args([
                 "--from",
                 from,
@@ -98,20 +64,12 @@ impl Server {
     }
 
     fn delivered(&self) -> Vec<String> {
-        let new = self.dir.join("data/maildir/new");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).unwrap())
-            .collect()
+        self.0.delivered()
     }
 }
 
 fn example(name: &str) -> String {
-    std::fs::read_to_string(repo().join("examples").join(name)).unwrap()
+    std::fs::read_to_string(example_path(name)).unwrap()
 }
 
 #[test]
@@ -135,7 +93,7 @@ fn gateway_refuses_tags_and_accepts_with_the_real_engine() {
         .and_then(|r| r.split(')').next())
         .unwrap_or_else(|| panic!("no queue id in {transcript}"))
         .to_string();
-    let data = server.dir.join("data");
+    let data = server.0.dir.join("data");
     let started = Instant::now();
     let shown = loop {
         // The record is written by the store's background writer, just after the reply.

@@ -11,16 +11,11 @@ use std::path::{Path, PathBuf};
 use unspoof_reports::{DmarcConfig, Ingestor, InputOutcome};
 use unspoof_store::{Store, StoreConfig};
 
+/// The shared test data's root, when it holds the reports (absent: a skip line, or a failure
+/// under `CI=true`).
 fn testdata() -> Option<PathBuf> {
-    let dir = std::env::var_os("UNSPOOF_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata"));
-    if dir.join("dmarc-reports").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skip: no testdata at {}", dir.display());
-        None
-    }
+    unspoof_testkit::testdata("dmarc report samples", "dmarc-reports")?;
+    Some(unspoof_testkit::testdata_root())
 }
 
 fn temp_dir(tag: &str) -> PathBuf {

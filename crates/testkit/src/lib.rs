@@ -63,7 +63,12 @@ pub fn testdata_root() -> PathBuf {
 /// naming `who` when it is absent. Under `CI=true` an absent folder panics instead: CI must
 /// check the corpus, not skip it.
 pub fn testdata(who: &str, sub: &str) -> Option<PathBuf> {
-    let dir = testdata_root().join(sub);
+    testdata_in(&testdata_root(), who, sub, is_ci())
+}
+
+/// [`testdata`] with its root and CI-ness given.
+fn testdata_in(root: &Path, who: &str, sub: &str, ci: bool) -> Option<PathBuf> {
+    let dir = root.join(sub);
     if dir.is_dir() {
         return Some(dir);
     }
@@ -71,7 +76,7 @@ pub fn testdata(who: &str, sub: &str) -> Option<PathBuf> {
         "{who}: ../shared/testdata/{sub} not found at {} (set UNSPOOF_TESTDATA)",
         dir.display()
     );
-    if is_ci() {
+    if ci {
         panic!("{line}; CI=true: a test that needs the shared test data fails without it");
     }
     say(&format!("{who}: skipped: {line}"));
@@ -436,5 +441,53 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_test_data_skips_locally_and_fails_under_ci() {
+        let dir = TempDir::new("testdata");
+        std::fs::create_dir_all(dir.join("corpus")).unwrap();
+        assert_eq!(
+            testdata_in(dir.path(), "t", "corpus", true),
+            Some(dir.join("corpus"))
+        );
+        assert_eq!(testdata_in(dir.path(), "t", "absent", false), None);
+        let under_ci = std::panic::catch_unwind(|| testdata_in(dir.path(), "t", "absent", true));
+        assert!(under_ci.is_err(), "CI=true must fail without the test data");
+    }
+
+    #[test]
+    fn the_builders_write_what_the_engine_reads() {
+        let policy = PolicyBuilder::new("mx.shop.example")
+            .protect(&["Shop.Example."])
+            .watch(&["bank.example"])
+            .person("Suzie Q", &["suzie@shop.example"])
+            .action("lookalike", "reject")
+            .gateway_names(&["MX1.shop.example."])
+            .build();
+        assert!(policy.is_protected("www.shop.example"));
+        assert_eq!(policy.gateway_names, ["mx1.shop.example"]);
+        assert_eq!(
+            policy.actions.lookalike,
+            unspoof_engine::verdict::Action::Reject
+        );
+        let zone = ZoneBuilder::new()
+            .spf("shop.example", "v=spf1 -all")
+            .dmarc("shop.example", "v=DMARC1; p=reject")
+            .dkim("s1", "shop.example", &format!("v=DKIM1; p={}", "A".repeat(400)))
+            .a("mx.shop.example", "192.0.2.1")
+            .mx("shop.example", 10, "mx.shop.example")
+            .zone();
+        assert!(!zone.is_empty());
+        let dir = TempDir::new("kit");
+        let kept = dir.path().to_path_buf();
+        assert!(kept.is_dir());
+        drop(dir);
+        assert!(!kept.exists() || std::env::var_os("UNSPOOF_KEEP_TEMP").is_some());
     }
 }
