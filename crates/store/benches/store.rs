@@ -296,10 +296,105 @@ fn psql(server: &str, sql: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// CPU time of the whole process (every thread), from /proc/self/stat (utime + stime).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here; in clock ticks (100/s).
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// One durable-path round: `n` records through `log_durable` at `rate` a second from 32
+/// tasks, then a flush into the database. Returns (p50, p99 wait, CPU per record).
+async fn durable_round(writers: usize, n: u64, rate: u64) -> (Duration, Duration, Duration) {
+    let dir = std::env::temp_dir().join(format!(
+        "unspoof-store-durable-{}-{writers}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = StoreConfig::new(String::new(), dir.clone());
+    config.journal_writers = writers;
+    let store = Store::open(config).await.unwrap();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
+    let start = Instant::now();
+    let cpu0 = process_cpu();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(MessageRecord, Instant)>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (store, rx) = (store.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut waits = Vec::new();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((r, due)) = next else { break };
+                store.log_durable(r, None).await.unwrap();
+                waits.push(due.elapsed());
+            }
+            waits
+        }));
+    }
+    for (i, r) in records.into_iter().enumerate() {
+        let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        tx.send((r, Instant::now())).unwrap();
+    }
+    drop(tx);
+    let mut waits = Vec::new();
+    for t in tasks {
+        waits.extend(t.await.unwrap());
+    }
+    store.flush().await;
+    let cpu = process_cpu().saturating_sub(cpu0);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    waits.sort();
+    let at = |p: usize| waits[(waits.len() * p / 100).min(waits.len() - 1)];
+    (at(50), at(99), cpu / n as u32)
+}
+
+fn durable(rt: &tokio::runtime::Runtime, rate: u64) {
+    let n = rate * 5;
+    println!(
+        "# durable path: log_durable at {rate} records/s, {n} records a round, SQLite; \
+         wait p50 / p99 and CPU per record (all threads), rounds alternating"
+    );
+    for round in 1..=3 {
+        for writers in [1, 2] {
+            let (p50, p99, cpu) = rt.block_on(durable_round(writers, n, rate));
+            println!(
+                "round {round} journal_writers={writers}: wait p50 {:.2} ms, p99 {:.2} ms; \
+                 {:.1} µs CPU/record",
+                secs(p50) * 1e3,
+                secs(p99) * 1e3,
+                secs(cpu) * 1e6
+            );
+        }
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` must not run a long bench.
     if !std::env::args().any(|a| a == "--bench") {
         return;
+    }
+    if let Some(rate) = std::env::var("UNSPOOF_BENCH_DURABLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        return durable(&rt, rate);
     }
     let n: u64 = std::env::var("UNSPOOF_BENCH_RECORDS")
         .ok()

@@ -402,6 +402,39 @@ From: Alice <alice@example.com>\r\nTo: bob@site.test\r\nSubject: hi\r\nMessage-I
         kept["envelope"]["mail_from"],
         whole["envelope"]["mail_from"]
     );
+    // Exactly the picked fields, as the whole analysis has them (the report reads these).
+    let pick = |v: &serde_json::Value, keys: &[&str]| -> serde_json::Value {
+        keys.iter()
+            .map(|k| (k.to_string(), v[*k].clone()))
+            .collect()
+    };
+    assert_eq!(
+        kept["envelope"],
+        pick(&whole["envelope"], &["ip", "mail_from", "helo"])
+    );
+    for spf in ["spf", "spf_helo"] {
+        assert_eq!(
+            kept["auth"][spf],
+            pick(&whole["auth"][spf], &["domain", "result"])
+        );
+    }
+    let sigs: Vec<serde_json::Value> = whole["auth"]["dkim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| pick(s, &["domain", "selector", "result"]))
+        .collect();
+    assert_eq!(kept["auth"]["dkim"], serde_json::Value::Array(sigs));
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&kept), ["auth", "envelope", "summary"]);
+    assert_eq!(
+        keys(&kept["auth"]),
+        ["checked", "dkim", "dmarc", "spf", "spf_helo"]
+    );
     assert!(
         kept["trace"].is_null() && kept["verdict"].is_null(),
         "{kept}"
