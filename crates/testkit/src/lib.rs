@@ -43,12 +43,18 @@ pub fn example(name: &str) -> PathBuf {
 pub fn example_policy() -> Policy {
     let path = example("unspoof.toml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut table: toml::Table = text.parse().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut table: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let gateway_names: Vec<String> = table
         .get("gateway")
         .and_then(|g| g.get("gateway_names"))
         .and_then(|n| n.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     for door in ["gateway", "milter", "store", "dmarc", "console"] {
         table.remove(door);
@@ -319,8 +325,11 @@ impl ZoneBuilder {
     }
 
     pub fn mx(mut self, domain: &str, preference: u16, host: &str) -> Self {
-        self.lines
-            .push(format!("{} IN MX {preference} {}", fqdn(domain), fqdn(host)));
+        self.lines.push(format!(
+            "{} IN MX {preference} {}",
+            fqdn(domain),
+            fqdn(host)
+        ));
         self
     }
 
@@ -501,7 +510,11 @@ mod tests {
         let zone = ZoneBuilder::new()
             .spf("shop.example", "v=spf1 -all")
             .dmarc("shop.example", "v=DMARC1; p=reject")
-            .dkim("s1", "shop.example", &format!("v=DKIM1; p={}", "A".repeat(400)))
+            .dkim(
+                "s1",
+                "shop.example",
+                &format!("v=DKIM1; p={}", "A".repeat(400)),
+            )
             .a("mx.shop.example", "192.0.2.1")
             .mx("shop.example", 10, "mx.shop.example")
             .zone();
