@@ -162,7 +162,10 @@ impl File<'_> {
         let at = at.min(self.text.len());
         let before = &self.text.as_bytes()[..at];
         let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
         let column = self.text[line_start..]
             .char_indices()
             .take_while(|(i, _)| line_start + i < at)
@@ -232,7 +235,10 @@ impl File<'_> {
             };
             let section = root.get(name).and_then(Item::as_table_like);
             let mut key = name.to_string();
-            let mut at = root.get(name).and_then(Item::span).or_else(|| key_span(root, name));
+            let mut at = root
+                .get(name)
+                .and_then(Item::span)
+                .or_else(|| key_span(root, name));
             if let Some(section) = section {
                 let named = message
                     .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -307,27 +313,24 @@ fn find_key(
 
 /// The dotted path of the key whose name or value holds the position `at`.
 fn key_at(table: &dyn toml_edit::TableLike, at: usize) -> Option<String> {
-    let inside = |s: Option<Range<usize>>| s.is_some_and(|s| s.start <= at && at < s.end.max(s.start + 1));
+    let inside =
+        |s: Option<Range<usize>>| s.is_some_and(|s| s.start <= at && at < s.end.max(s.start + 1));
     for (name, item) in table.iter() {
         let key_span = table.get_key_value(name).and_then(|(k, _)| k.span());
         let below = match item {
             Item::Table(t) => key_at(t, at),
             Item::Value(toml_edit::Value::InlineTable(t)) => key_at(t, at),
-            Item::ArrayOfTables(a) => a
-                .iter()
-                .enumerate()
-                .find_map(|(i, t)| {
-                    key_at(t, at)
-                        .map(|k| format!("[{i}].{k}"))
-                        .or_else(|| inside(t.span()).then(|| format!("[{i}]")))
-                }),
-            Item::Value(toml_edit::Value::Array(a)) => a
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| match v {
+            Item::ArrayOfTables(a) => a.iter().enumerate().find_map(|(i, t)| {
+                key_at(t, at)
+                    .map(|k| format!("[{i}].{k}"))
+                    .or_else(|| inside(t.span()).then(|| format!("[{i}]")))
+            }),
+            Item::Value(toml_edit::Value::Array(a)) => {
+                a.iter().enumerate().find_map(|(i, v)| match v {
                     toml_edit::Value::InlineTable(t) => key_at(t, at).map(|k| format!("[{i}].{k}")),
                     _ => None,
-                }),
+                })
+            }
             _ => None,
         };
         if let Some(below) = below {

@@ -467,11 +467,18 @@ fn shipped_example_policy_is_valid_and_errors_name_the_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:2:10: gateway.listen: "), "{err}");
     // A typo is an error where it is, in every section: it never silently does nothing.
-    std::fs::write(&bad, "[milter]\nlisten = \"inet:127.0.0.1:8891\"\nonerror = \"accept\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[milter]\nlisten = \"inet:127.0.0.1:8891\"\nonerror = \"accept\"\n",
+    )
+    .unwrap();
     let out = run(&["policy", "check", &bad.display().to_string()]);
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:3:1: milter.onerror: unknown field"), "{err}");
+    assert!(
+        err.contains("bad.toml:3:1: milter.onerror: unknown field"),
+        "{err}"
+    );
 }
 
 /// Empty files, binaries, random bytes and text files are not email messages: named on the

@@ -396,7 +396,7 @@ async fn log_and_quarantine_find_the_store_through_the_configuration() {
     // A quarantined message and its record, as the gateway writes them, with the engine's
     // analysis of the shipped spoof under the shipped policy.
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let policy = unspoof_engine::Policy::load(&examples.join("unspoof.toml")).unwrap();
+    let policy = unspoof_testkit::example_policy();
     let engine = unspoof_engine::Engine::new(policy, unspoof_engine::Dns::offline());
     let raw = std::fs::read(examples.join("sample-spoof.eml")).unwrap();
     let analysis = engine

@@ -12,7 +12,6 @@ use unspoof_engine::trace::{
     TOO_MANY_HOPS, Trace, TrustConfig, UNPARSEABLE, build_trace,
 };
 
-
 fn fixture(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/trace")

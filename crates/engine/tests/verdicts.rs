@@ -16,7 +16,12 @@ async fn every_case_of_the_table_gets_its_action_and_exactly_its_codes() {
         let engine = unspoof_engine::Engine::new(case.policy(), dns_of(&case.zone).await);
         let analysis = engine.evaluate(&case.raw(), &case.envelope()).await;
         let action = format!("{:?}", analysis.verdict.action).to_ascii_lowercase();
-        let mut codes: Vec<String> = analysis.verdict.codes().iter().map(|c| c.to_string()).collect();
+        let mut codes: Vec<String> = analysis
+            .verdict
+            .codes()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         codes.sort();
         let mut expected = case.expect.codes.clone();
         expected.sort();

@@ -10,7 +10,6 @@
 //! send = true                           # `unspoof serve` sends yesterday's reports daily
 //! ```
 
-
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

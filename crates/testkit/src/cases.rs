@@ -119,8 +119,8 @@ pub fn verdict_cases(dir: &Path) -> Vec<VerdictCase> {
     files
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let text =
+                std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let mut case: VerdictCase =
                 toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             case.name = path.file_stem().unwrap().to_string_lossy().into_owned();

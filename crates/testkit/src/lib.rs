@@ -38,6 +38,34 @@ pub fn example(name: &str) -> PathBuf {
     repo().join("examples").join(name)
 }
 
+/// The policy of `examples/unspoof.toml`, as `unspoof analyze --policy` reads it: the doors'
+/// sections left to their owners, `[gateway] gateway_names` handed to the policy.
+pub fn example_policy() -> Policy {
+    let path = example("unspoof.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut table: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let gateway_names: Vec<String> = table
+        .get("gateway")
+        .and_then(|g| g.get("gateway_names"))
+        .and_then(|n| n.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    for door in ["gateway", "milter", "store", "dmarc", "console"] {
+        table.remove(door);
+    }
+    let mut policy = Policy::parse(&toml::to_string(&table).unwrap(), "examples/unspoof.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    policy.gateway_names = gateway_names;
+    policy.validate().unwrap_or_else(|e| panic!("{e:?}"));
+    policy
+}
+
 /// Prints a line that shows even when the test harness captures output (summary and skip
 /// lines belong in every test log).
 pub fn say(line: &str) {
@@ -297,8 +325,11 @@ impl ZoneBuilder {
     }
 
     pub fn mx(mut self, domain: &str, preference: u16, host: &str) -> Self {
-        self.lines
-            .push(format!("{} IN MX {preference} {}", fqdn(domain), fqdn(host)));
+        self.lines.push(format!(
+            "{} IN MX {preference} {}",
+            fqdn(domain),
+            fqdn(host)
+        ));
         self
     }
 
@@ -479,7 +510,11 @@ mod tests {
         let zone = ZoneBuilder::new()
             .spf("shop.example", "v=spf1 -all")
             .dmarc("shop.example", "v=DMARC1; p=reject")
-            .dkim("s1", "shop.example", &format!("v=DKIM1; p={}", "A".repeat(400)))
+            .dkim(
+                "s1",
+                "shop.example",
+                &format!("v=DKIM1; p={}", "A".repeat(400)),
+            )
             .a("mx.shop.example", "192.0.2.1")
             .mx("shop.example", 10, "mx.shop.example")
             .zone();
@@ -489,5 +524,12 @@ mod tests {
         assert!(kept.is_dir());
         drop(dir);
         assert!(!kept.exists() || std::env::var_os("UNSPOOF_KEEP_TEMP").is_some());
+    }
+
+    #[test]
+    fn the_example_policy_is_the_shipped_one() {
+        let policy = example_policy();
+        assert_eq!(policy.protected_domains, ["shopping.test"]);
+        assert!(!policy.gateway_names.is_empty());
     }
 }

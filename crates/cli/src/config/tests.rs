@@ -35,7 +35,10 @@ fn error(text: &str) -> (usize, usize, String, String) {
 fn every_error_names_the_line_the_column_and_the_key() {
     // A typo in a door's section, in the policy, in a nested section, in an array of tables.
     let (line, column, key, message) = error("hostname = \"mx\"\n[gateway.limits]\nmax_rcpt = 5\n");
-    assert_eq!((line, column, key.as_str()), (3, 1, "gateway.limits.max_rcpt"));
+    assert_eq!(
+        (line, column, key.as_str()),
+        (3, 1, "gateway.limits.max_rcpt")
+    );
     assert!(message.contains("unknown field `max_rcpt`"), "{message}");
     let (line, column, key, _) = error("hostname = \"mx\"\nprotected_domain = [\"a.example\"]\n");
     assert_eq!((line, column, key.as_str()), (2, 1, "protected_domain"));
@@ -54,7 +57,8 @@ fn every_error_names_the_line_the_column_and_the_key() {
     let (line, _, key, _) = error("[console]\nlisten = \"everywhere\"\n");
     assert_eq!((line, key.as_str()), (2, "console.listen"));
     // Values that parse but cannot work: the section's own check, placed at its key.
-    let (line, _, key, message) = error("[gateway]\nlisten = \"127.0.0.1:25\"\nreport_address = \"phish\"\n");
+    let (line, _, key, message) =
+        error("[gateway]\nlisten = \"127.0.0.1:25\"\nreport_address = \"phish\"\n");
     assert_eq!((line, key.as_str()), (3, "gateway.report_address"));
     assert!(message.contains("is not an address"), "{message}");
     let (line, _, key, _) = error("[milter.limits]\nmax_packet_size = 10\n");
@@ -74,11 +78,15 @@ fn every_error_names_the_line_the_column_and_the_key() {
     let (line, _, key, _) = error("hostname = \"mx\"\n[gateway\n");
     assert_eq!((line, key.as_str()), (2, ""));
     // As printed: file:line:column: key: message.
-    let printed = Config::parse("[gateway.limits]\nmax_rcpt = 5\n", "/etc/unspoof/unspoof.toml")
-        .unwrap_err()
-        .to_string();
+    let printed = Config::parse(
+        "[gateway.limits]\nmax_rcpt = 5\n",
+        "/etc/unspoof/unspoof.toml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
-        printed.starts_with("/etc/unspoof/unspoof.toml:2:1: gateway.limits.max_rcpt: unknown field"),
+        printed
+            .starts_with("/etc/unspoof/unspoof.toml:2:1: gateway.limits.max_rcpt: unknown field"),
         "{printed}"
     );
 }
@@ -117,27 +125,87 @@ struct Section {
 }
 
 const SECTIONS_CHECKED: &[Section] = &[
-    Section { name: "", opening: "", doc: None },
-    Section { name: "actions", opening: "[actions]\n", doc: None },
-    Section { name: "tag", opening: "[tag]\n", doc: None },
-    Section { name: "dkim_replay", opening: "[dkim_replay]\n", doc: None },
-    Section { name: "protected_people", opening: "[[protected_people]]\n", doc: None },
-    Section { name: "signed_mail", opening: "[[signed_mail]]\n", doc: None },
+    Section {
+        name: "",
+        opening: "",
+        doc: None,
+    },
+    Section {
+        name: "actions",
+        opening: "[actions]\n",
+        doc: None,
+    },
+    Section {
+        name: "tag",
+        opening: "[tag]\n",
+        doc: None,
+    },
+    Section {
+        name: "dkim_replay",
+        opening: "[dkim_replay]\n",
+        doc: None,
+    },
+    Section {
+        name: "protected_people",
+        opening: "[[protected_people]]\n",
+        doc: None,
+    },
+    Section {
+        name: "signed_mail",
+        opening: "[[signed_mail]]\n",
+        doc: None,
+    },
     Section {
         name: "signed_mail.senders",
         opening: "protected_domains = [\"a.example\"]\n[[signed_mail]]\ndomain = \"a.example\"\nsenders = [{ dkim_domain = \"a.example\", ",
         doc: None,
     },
-    Section { name: "gateway", opening: "[gateway]\n", doc: Some(("docs/gateway.md", true)) },
-    Section { name: "gateway.limits", opening: "[gateway.limits]\n", doc: Some(("docs/gateway.md", true)) },
-    Section { name: "gateway.users", opening: "[[gateway.users]]\n", doc: Some(("docs/gateway.md", false)) },
-    Section { name: "gateway.dkim", opening: "[[gateway.dkim]]\n", doc: Some(("docs/gateway.md", false)) },
-    Section { name: "milter", opening: "[milter]\n", doc: Some(("docs/milter.md", true)) },
-    Section { name: "milter.limits", opening: "[milter.limits]\n", doc: Some(("docs/milter.md", true)) },
-    Section { name: "store", opening: "[store]\n", doc: Some(("docs/store.md", true)) },
+    Section {
+        name: "gateway",
+        opening: "[gateway]\n",
+        doc: Some(("docs/gateway.md", true)),
+    },
+    Section {
+        name: "gateway.limits",
+        opening: "[gateway.limits]\n",
+        doc: Some(("docs/gateway.md", true)),
+    },
+    Section {
+        name: "gateway.users",
+        opening: "[[gateway.users]]\n",
+        doc: Some(("docs/gateway.md", false)),
+    },
+    Section {
+        name: "gateway.dkim",
+        opening: "[[gateway.dkim]]\n",
+        doc: Some(("docs/gateway.md", false)),
+    },
+    Section {
+        name: "milter",
+        opening: "[milter]\n",
+        doc: Some(("docs/milter.md", true)),
+    },
+    Section {
+        name: "milter.limits",
+        opening: "[milter.limits]\n",
+        doc: Some(("docs/milter.md", true)),
+    },
+    Section {
+        name: "store",
+        opening: "[store]\n",
+        doc: Some(("docs/store.md", true)),
+    },
     // docs/dmarc-reports.md: "Every `[dmarc]` key is in examples/unspoof.toml."
-    Section { name: "dmarc", opening: "[dmarc]\n", doc: None },
-    Section { name: "console", opening: "[console]\n", doc: Some(("docs/console.md", true)) },
+    Section {
+        name: "dmarc",
+        opening: "[dmarc]\n",
+        doc: None,
+    },
+    Section {
+        name: "console",
+        opening: "[console]\n",
+        doc: Some(("docs/console.md", true)),
+    },
 ];
 
 /// The keys the type behind `section` reads, as its own error for an unknown key lists them.
@@ -171,9 +239,14 @@ fn example_keys() -> BTreeMap<String, BTreeSet<String>> {
         let line = line.trim_start_matches('#').trim();
         if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             let name = h.trim_matches(|c| c == '[' || c == ']');
-            if name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.') {
+            if name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+            {
                 let (parent, key) = name.rsplit_once('.').unwrap_or(("", name));
-                out.entry(parent.to_string()).or_default().insert(key.to_string());
+                out.entry(parent.to_string())
+                    .or_default()
+                    .insert(key.to_string());
                 section = name.to_string();
             }
             continue;
@@ -183,7 +256,9 @@ fn example_keys() -> BTreeMap<String, BTreeSet<String>> {
         };
         let key = key.trim();
         if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-            out.entry(section.clone()).or_default().insert(key.to_string());
+            out.entry(section.clone())
+                .or_default()
+                .insert(key.to_string());
         }
         // `senders = [ { name = ..., dkim_domain = ... }, ... ]`, one entry a line.
         if line.starts_with('{') && section == "signed_mail" {
@@ -208,7 +283,9 @@ fn doc_key_rows(doc: &str) -> Vec<BTreeMap<String, String>> {
             current = Some(BTreeMap::new());
             continue;
         }
-        let Some(rows) = current.as_mut() else { continue };
+        let Some(rows) = current.as_mut() else {
+            continue;
+        };
         if !line.starts_with('|') {
             tables.push(current.take().unwrap());
             continue;
@@ -269,7 +346,10 @@ fn the_example_and_the_docs_name_every_key_the_types_read_and_no_other() {
         assert!(!keys.is_empty(), "[{}]", section.name);
         let in_example = written.get(section.name).cloned().unwrap_or_default();
         for k in keys.difference(&in_example) {
-            problems.push(format!("examples/unspoof.toml: [{}] {k} is not there", section.name));
+            problems.push(format!(
+                "examples/unspoof.toml: [{}] {k} is not there",
+                section.name
+            ));
         }
         for k in in_example.difference(&keys) {
             problems.push(format!(
@@ -279,8 +359,10 @@ fn the_example_and_the_docs_name_every_key_the_types_read_and_no_other() {
         }
         if let Some((doc, rows)) = section.doc {
             let text = read(doc);
-            let documented: BTreeSet<String> =
-                doc_key_rows(&text).into_iter().flat_map(|t| t.into_keys()).collect();
+            let documented: BTreeSet<String> = doc_key_rows(&text)
+                .into_iter()
+                .flat_map(|t| t.into_keys())
+                .collect();
             for k in &keys {
                 let nested = written.contains_key(&format!("{}.{k}", section.name));
                 let found = if nested {
@@ -354,7 +436,9 @@ fn the_docs_defaults_are_the_defaults() {
     ] {
         for table in doc_key_rows(&read(doc)) {
             for (key, default) in table {
-                let Some(number) = leading_number(&default) else { continue };
+                let Some(number) = leading_number(&default) else {
+                    continue;
+                };
                 // The example writes each limit at its default (checked above against the
                 // types); a key it leaves out or comments out is checked through the type.
                 let value = sections.iter().find_map(|s| {
@@ -382,7 +466,9 @@ fn reply_codes(text: &str) -> BTreeSet<String> {
     for i in 0..b.len().saturating_sub(8) {
         let code = &b[i..i + 3];
         let boundary = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-        if !(boundary && code.iter().all(u8::is_ascii_digit) && matches!(code[0], b'2' | b'4' | b'5'))
+        if !(boundary
+            && code.iter().all(u8::is_ascii_digit)
+            && matches!(code[0], b'2' | b'4' | b'5'))
             || b[i + 3] != b' '
             || b[i + 4] != code[0]
             || b[i + 5] != b'.'
@@ -411,7 +497,10 @@ fn every_reply_the_limits_docs_quote_is_one_the_gateway_sends() {
         }
     }
     let sent = reply_codes(&sent);
-    assert!(sent.contains("550 5.6.0") && sent.contains("552 5.3.4"), "{sent:?}");
+    assert!(
+        sent.contains("550 5.6.0") && sent.contains("552 5.3.4"),
+        "{sent:?}"
+    );
     let example = read("examples/unspoof.toml");
     let limits_of_example = example
         .split("[gateway.limits]")
@@ -421,13 +510,18 @@ fn every_reply_the_limits_docs_quote_is_one_the_gateway_sends() {
     let config = read("crates/gateway/src/config.rs");
     let quoted: Vec<(&str, BTreeSet<String>)> = vec![
         ("docs/gateway.md", reply_codes(&read("docs/gateway.md"))),
-        ("examples/unspoof.toml [gateway.limits]", reply_codes(limits_of_example)),
+        (
+            "examples/unspoof.toml [gateway.limits]",
+            reply_codes(limits_of_example),
+        ),
         ("crates/gateway/src/config.rs", reply_codes(&config)),
     ];
     let mut problems = Vec::new();
     for (source, codes) in &quoted {
         for code in codes.difference(&sent) {
-            problems.push(format!("{source} quotes {code}, which the gateway never sends"));
+            problems.push(format!(
+                "{source} quotes {code}, which the gateway never sends"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
