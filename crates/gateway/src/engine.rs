@@ -16,6 +16,7 @@ pub struct EngineDecider {
     policy_path: Option<PathBuf>,
     contacts: Option<Arc<dyn ContactHistory>>,
     outbound: Option<Arc<dyn OutboundHistory>>,
+    allow: Option<Arc<dyn SenderAllowList>>,
 }
 
 impl EngineDecider {
@@ -25,6 +26,7 @@ impl EngineDecider {
             policy_path,
             contacts: None,
             outbound: None,
+            allow: None,
         }
     }
 
@@ -40,6 +42,13 @@ impl EngineDecider {
     /// (`backscatter.*`).
     pub fn with_outbound_history(mut self, history: Arc<dyn OutboundHistory>) -> Self {
         self.outbound = Some(history);
+        self
+    }
+
+    /// Asks `allow` (the store) before quarantining or tagging: an allowed sender's mail is
+    /// accepted instead, with the reason `allow.sender`. A reject stays a reject.
+    pub fn with_allow_list(mut self, allow: Arc<dyn SenderAllowList>) -> Self {
+        self.allow = Some(allow);
         self
     }
 
@@ -69,12 +78,20 @@ impl Decide for EngineDecider {
         )
         .await;
         let analysis = self.engine.evaluate(raw, &env).await;
-        let action = match analysis.verdict.action {
+        let mut action = match analysis.verdict.action {
             unspoof_engine::Action::Accept => Action::Accept,
             unspoof_engine::Action::Tag => Action::Tag,
             unspoof_engine::Action::Quarantine => Action::Quarantine,
             unspoof_engine::Action::Reject => Action::Reject,
         };
+        let mut allowed = false;
+        if let (Action::Quarantine | Action::Tag, Some(allow)) = (action, &self.allow)
+            && let Some(from) = unspoof_engine::contact::sender_address(raw)
+            && allow.allowed(&from, &envelope.rcpt).await
+        {
+            action = Action::Accept;
+            allowed = true;
+        }
         let mut headers = analysis.authentication_results(authserv_id);
         // What users and downstream filters see (issue 3): a tagged message gets the verdict
         // header, the subject prefix and the banner; a quarantined one the verdict header, so
@@ -91,9 +108,19 @@ impl Decide for EngineDecider {
             }
             Action::Accept | Action::Reject => None,
         };
+        let mut reasons = decisive_first(&analysis.verdict);
+        if allowed {
+            reasons.insert(
+                0,
+                Reason {
+                    code: ALLOWED_SENDER.into(),
+                    message: "The sender is on the allow list for these recipients.".into(),
+                },
+            );
+        }
         Decision {
             action,
-            reasons: decisive_first(&analysis.verdict),
+            reasons,
             headers,
             rewritten,
             analysis: Some(Arc::new(analysis)),
@@ -126,3 +153,17 @@ fn decisive_first(verdict: &unspoof_engine::Verdict) -> Vec<Reason> {
     }
     out
 }
+
+/// The senders people allowed ("release and allow the sender" in the console; the store keeps
+/// them). Asked only when the engine would quarantine or tag: whether mail from this From
+/// address (the correspondent memory's key) is allowed for every recipient.
+pub trait SenderAllowList: Send + Sync {
+    fn allowed<'a>(
+        &'a self,
+        from: &'a str,
+        rcpts: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+}
+
+/// The reason code a message carries when an allowed sender lifted its quarantine or tag.
+pub const ALLOWED_SENDER: &str = "allow.sender";

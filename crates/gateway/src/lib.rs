@@ -52,7 +52,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use config::{DkimKeyConfig, GatewayConfig, Limits, UserConfig};
 pub use decide::{Action, Decide, Decision, Envelope, Reason};
-pub use engine::EngineDecider;
+pub use engine::{ALLOWED_SENDER, EngineDecider, SenderAllowList};
 pub use session::Listener;
 
 pub use store::{

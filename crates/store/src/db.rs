@@ -102,6 +102,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0018_console.sql"),
         include_str!("../migrations/postgres/0018_console.sql"),
     ),
+    (
+        19,
+        "the console's allowed senders, sessions and digests (crate::console)",
+        include_str!("../migrations/sqlite/0019_console_allow.sql"),
+        include_str!("../migrations/postgres/0019_console_allow.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across a fleet sharing one PostgreSQL.
