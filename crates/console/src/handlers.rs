@@ -45,6 +45,11 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/message/{id}/eml", get(eml))
         .route("/message/{id}/release", post(release))
         .route("/message/{id}/delete", post(delete))
+        .route("/message/{id}/false-positive", post(false_positive))
+        .route("/message/{id}/abuse-report", get(abuse_report))
+        .route("/quarantine/bulk", post(bulk))
+        .route("/allow", get(allow_page))
+        .route("/allow/{id}/remove", post(allow_remove))
         .route("/actions", get(actions))
         .route("/dmarc", get(dmarc))
         .route("/static/htmx.min.js", get(htmx))
@@ -132,11 +137,13 @@ impl FromRequestParts<Arc<Console>> for Authed {
         parts: &mut Parts,
         console: &Arc<Console>,
     ) -> Result<Self, Self::Rejection> {
-        let token = cookie(&parts.headers, SESSION_COOKIE);
-        let Some((mut session, token)) =
-            token.and_then(|t| console.sessions.get(&t).map(|s| (s, t)))
-        else {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(Redirect::to("/login").into_response());
+        };
+        let mut session = match console.sessions.get(&console.store, &token).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(Redirect::to("/login").into_response()),
+            Err(e) => return Err(store_failed(e)),
         };
         // An account removed or disabled since its login loses its sessions at once.
         match console.store.console_account(&session.name).await {
@@ -146,7 +153,7 @@ impl FromRequestParts<Arc<Console>> for Authed {
                 Ok(Authed { session, token })
             }
             Ok(_) => {
-                console.sessions.end(&token);
+                let _ = console.sessions.end(&console.store, &token).await;
                 Err(Redirect::to("/login").into_response())
             }
             Err(e) => Err(store_failed(e)),
@@ -333,7 +340,10 @@ async fn login(
     match (ok, account, role) {
         (true, Some(account), Some(role)) => {
             console.sessions.succeeded(&keys[1]);
-            let token = console.sessions.start(&account, role);
+            let token = match console.sessions.start(&console.store, &account, role).await {
+                Ok(t) => t,
+                Err(e) => return store_failed(e),
+            };
             record(
                 &console,
                 &action(&account.name, "login", None, &client, None),
@@ -382,7 +392,9 @@ async fn logout(
     if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
         return r;
     }
-    console.sessions.end(&authed.token);
+    if let Err(e) = console.sessions.end(&console.store, &authed.token).await {
+        return store_failed(e);
+    }
     record(
         &console,
         &action(&authed.session.name, "logout", None, &client, None),
@@ -566,7 +578,12 @@ async fn quarantine(
         Err(why) => return html(pages::search(&authed.session, &p, None, Some(&why), false)),
     };
     match run_search(&console, &q, p.page.unwrap_or(1).max(1)).await {
-        Ok(r) => html(pages::quarantine(&authed.session, &p, &r)),
+        Ok(r) => html(pages::quarantine(
+            &authed.session,
+            &p,
+            &r,
+            may_act(&console, &authed.session),
+        )),
         Err(e) => store_failed(e),
     }
 }
@@ -614,12 +631,112 @@ async fn message(
     }
     history.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
     let may_act = may_act(&console, &authed.session);
+    // The MTA's log lines, joined by the hop trace of the stored bytes (no DNS needed).
+    let logs = match held.as_ref().filter(|q| !q.message.raw.is_empty()) {
+        Some(q) if !console.config.mail_logs.is_empty() => {
+            let analysis =
+                crate::provenance::analyse(&console.trace_engine, &m, &q.message.raw).await;
+            let paths = console.config.mail_logs.clone();
+            let at = m.received_at;
+            tokio::task::spawn_blocking(move || {
+                crate::provenance::log_trace(&paths, &analysis, at)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .transpose()
+        }
+        _ => None,
+    };
     html(pages::message(
         &authed.session,
         &m,
         held.as_ref(),
         &history,
         may_act,
+        logs.as_ref(),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct ReportParams {
+    #[serde(default)]
+    download: Option<u8>,
+}
+
+/// The one-click ARF abuse report of `unspoof report abuse`: built here, shown and
+/// downloaded, never sent (whoever downloads it sends it from their own mail).
+async fn abuse_report(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    Path(id): Path<String>,
+    Query(p): Query<ReportParams>,
+) -> Response {
+    if authed.session.role == Role::Recipient {
+        return forbidden("Abuse reports are made by administrators.");
+    }
+    let m = match visible_record(&console, &authed.session, &id).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let entry = match &m.stored_at {
+        Some(q) => match console.store.quarantine_get(q).await {
+            Ok(Some(e)) if !e.message.raw.is_empty() => e,
+            Ok(_) => return not_found(),
+            Err(e) => return store_failed(e),
+        },
+        None => return not_found(),
+    };
+    let raw = entry.message.raw;
+    let analysis = crate::provenance::analyse(&console.engine, &m, &raw).await;
+    let paths = console.config.mail_logs.clone();
+    let at = m.received_at;
+    let hostname = console.hostname.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let log = crate::provenance::log_trace(&paths, &analysis, at)
+            .ok()
+            .flatten();
+        crate::provenance::abuse_report(&raw, &analysis, log.as_ref(), &hostname, false)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let (to, report) = match built {
+        Ok(r) => r,
+        Err(why) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Html(pages::problem("No abuse report", &why).into_string()),
+            )
+                .into_response();
+        }
+    };
+    if p.download.is_some() {
+        record(
+            &console,
+            &action(
+                &authed.session.name,
+                "abuse_report",
+                Some(&m.id),
+                &client,
+                Some(to.join(", ")),
+            ),
+        )
+        .await;
+        let name = format!("attachment; filename=\"{}.abuse-report.eml\"", m.id);
+        return (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_DISPOSITION, name),
+            ],
+            report,
+        )
+            .into_response();
+    }
+    html(pages::abuse_report(
+        &authed.session,
+        &m,
+        &to,
+        &String::from_utf8_lossy(&report),
     ))
 }
 
@@ -664,6 +781,9 @@ async fn eml(
 struct ActForm {
     #[serde(default)]
     csrf: String,
+    /// For a release: also allow the sender for `recipient`, `domain` or `everyone`.
+    #[serde(default)]
+    allow: String,
 }
 
 async fn release(
@@ -674,16 +794,17 @@ async fn release(
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    act(
-        &console,
-        &authed,
-        &client,
-        &headers,
-        &id,
-        &form,
-        Act::Release,
-    )
-    .await
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    let what = match AllowKind::parse(&form.allow) {
+        Ok(allow) => Act::Release(allow),
+        Err(why) => return forbidden(why),
+    };
+    match act(&console, &authed, &client, &id, what).await {
+        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn delete(
@@ -694,49 +815,174 @@ async fn delete(
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    act(
-        &console,
-        &authed,
-        &client,
-        &headers,
-        &id,
-        &form,
-        Act::Delete,
-    )
-    .await
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    match act(&console, &authed, &client, &id, Act::Delete).await {
+        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn false_positive(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    match act(&console, &authed, &client, &id, Act::FalsePositive).await {
+        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Most messages one bulk action takes (a page of the quarantine list at the most).
+pub const BULK_MAX: usize = 500;
+
+/// The quarantine list's bulk form: `id` repeated, `do` the action, `allow` its scope.
+async fn bulk(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    headers: HeaderMap,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    if let Err(r) = check_post(&headers, Some(field("csrf")), &authed.session.csrf) {
+        return r;
+    }
+    let what = match (field("do"), AllowKind::parse(field("allow"))) {
+        ("release", Ok(allow)) => Act::Release(allow),
+        ("delete", _) => Act::Delete,
+        ("false_positive", _) => Act::FalsePositive,
+        (_, Err(why)) => return forbidden(why),
+        _ => return forbidden("Choose what to do with the selected messages."),
+    };
+    let ids: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n == "id")
+        .map(|(_, v)| v.as_str())
+        .take(BULK_MAX)
+        .collect();
+    let mut failed = 0usize;
+    for id in &ids {
+        if act(&console, &authed, &client, id, what).await.is_err() {
+            failed += 1;
+        }
+    }
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .filter(|p| p.starts_with("/quarantine"))
+        .unwrap_or("/quarantine")
+        .to_string();
+    if failed > 0 {
+        return (
+            StatusCode::CONFLICT,
+            Html(
+                pages::problem(
+                    "Not every message was done",
+                    &format!(
+                        "{} of {} selected messages could not be acted on (no longer held, not \
+                         yours, or the delivery failed); their pages say why.",
+                        failed,
+                        ids.len()
+                    ),
+                )
+                .into_string(),
+            ),
+        )
+            .into_response();
+    }
+    Redirect::to(&back).into_response()
+}
+
+/// The scope of "release and allow the sender".
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AllowKind {
+    Recipient,
+    Domain,
+    Everyone,
+}
+
+impl AllowKind {
+    fn parse(s: &str) -> Result<Option<AllowKind>, &'static str> {
+        match s.trim() {
+            "" => Ok(None),
+            "recipient" => Ok(Some(AllowKind::Recipient)),
+            "domain" => Ok(Some(AllowKind::Domain)),
+            "everyone" => Ok(Some(AllowKind::Everyone)),
+            _ => Err("Allow the sender for the recipient, the domain or everyone."),
+        }
+    }
+
+    /// Whether this role may allow a sender this widely: a recipient for their own address,
+    /// a domain administrator for their domains, only an administrator for everyone.
+    pub(crate) fn allowed_for(self, role: Role) -> bool {
+        match self {
+            AllowKind::Recipient => true,
+            AllowKind::Domain => role != Role::Recipient,
+            AllowKind::Everyone => role == Role::Administrator,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Act {
-    Release,
+    Release(Option<AllowKind>),
     Delete,
+    FalsePositive,
 }
 
+/// One action on one message, recorded with who did it. `Err`: the page to answer with.
 async fn act(
     console: &Console,
     authed: &Authed,
     client: &Client,
-    headers: &HeaderMap,
     id: &str,
-    form: &ActForm,
     what: Act,
-) -> Response {
-    if let Err(r) = check_post(headers, Some(&form.csrf), &authed.session.csrf) {
-        return r;
+) -> Result<(), Response> {
+    let m = visible_record(console, &authed.session, id).await?;
+    let who = &authed.session.name;
+    if what == Act::FalsePositive {
+        // Anyone who sees the message may say it was wrongly stopped; administrators read
+        // these in the record of actions (with the reason codes that stopped it).
+        let detail = format!("{} {}", m.action, m.reasons.join(" "));
+        record(
+            console,
+            &action(who, "false_positive", Some(&m.id), client, Some(detail)),
+        )
+        .await;
+        return Ok(());
     }
-    let m = match visible_record(console, &authed.session, id).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     if !may_act(console, &authed.session) {
-        return forbidden("Ask an administrator to release or delete this message.");
+        return Err(forbidden(
+            "Ask an administrator to release or delete this message.",
+        ));
+    }
+    if let Act::Release(Some(kind)) = what
+        && !kind.allowed_for(authed.session.role)
+    {
+        return Err(forbidden("Your account may not allow a sender that widely."));
     }
     let Some(qid) = m.stored_at.clone() else {
-        return not_found();
+        return Err(not_found());
     };
-    let who = &authed.session.name;
     let (name, outcome) = match what {
-        Act::Release => {
+        Act::Release(_) => {
             let r = crate::release::release(&console.store, &qid, who, &console.release_to).await;
             match r {
                 Ok(to) => ("release", Ok(to)),
@@ -744,7 +990,7 @@ async fn act(
                 Err(ReleaseError::Store(e)) => ("release_refused", Err(e.to_string())),
             }
         }
-        Act::Delete => match console.store.quarantine_delete(&qid, who).await {
+        Act::Delete | Act::FalsePositive => match console.store.quarantine_delete(&qid, who).await {
             Ok(true) => ("delete", Ok(String::new())),
             Ok(false) => ("delete_refused", Err("it is no longer held".to_string())),
             Err(e) => ("delete_refused", Err(e.to_string())),
@@ -756,8 +1002,148 @@ async fn act(
         Err(e) => Some(e.clone()),
     };
     record(console, &action(who, name, Some(&qid), client, detail)).await;
-    // Post/redirect/get: the message page shows the new status and the recorded action.
-    Redirect::to(&format!("/message/{}", m.id)).into_response()
+    if outcome.is_err() {
+        return Err(forbidden("The message was not released or deleted; its page says why."));
+    }
+    if let Act::Release(Some(kind)) = what {
+        allow_sender(console, authed, client, &m, kind).await?;
+    }
+    Ok(())
+}
+
+/// Puts the message's From address on the allow list for `kind`, within what the account
+/// sees: a recipient for their own addresses among the message's recipients, a domain
+/// administrator for their domains among them.
+async fn allow_sender(
+    console: &Console,
+    authed: &Authed,
+    client: &Client,
+    m: &MessageRecord,
+    kind: AllowKind,
+) -> Result<(), Response> {
+    use unspoof_store::console::{AllowScope, AllowedSender};
+    let s = &authed.session;
+    let Some(from) = m.from.as_deref().filter(|f| !f.trim().is_empty()) else {
+        return Err(forbidden(
+            "The message was released, but it has no From address to allow.",
+        ));
+    };
+    let mine: Vec<String> = m
+        .recipients
+        .iter()
+        .map(|r| r.trim().to_ascii_lowercase())
+        .filter(|r| s.may_see(std::slice::from_ref(r)))
+        .collect();
+    let mut scopes: Vec<AllowScope> = match kind {
+        AllowKind::Everyone => vec![AllowScope::Everyone],
+        AllowKind::Recipient => mine.iter().cloned().map(AllowScope::Recipient).collect(),
+        AllowKind::Domain => mine
+            .iter()
+            .filter_map(|r| unspoof_store::domain_of(r))
+            .map(AllowScope::Domain)
+            .collect(),
+    };
+    scopes.dedup();
+    for scope in scopes {
+        let entry = AllowedSender {
+            id: new_id(),
+            sender: from.to_string(),
+            scope: scope.clone(),
+            created_at: now(),
+            created_by: s.name.clone(),
+            origin: Some(m.id.clone()),
+        };
+        if let Err(e) = console.store.allow_put(&entry).await {
+            return Err(store_failed(e));
+        }
+        let scope_words = match &scope {
+            AllowScope::Recipient(a) => format!("for {a}"),
+            AllowScope::Domain(d) => format!("for @{d}"),
+            AllowScope::Everyone => "for everyone".to_string(),
+        };
+        record(
+            console,
+            &action(
+                &s.name,
+                "allow_sender",
+                Some(&m.id),
+                client,
+                Some(format!("{from} {scope_words}")),
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+// The allow list: who allowed which sender for whom.
+
+async fn allow_page(State(console): State<Arc<Console>>, authed: Authed) -> Response {
+    if authed.session.role == Role::Recipient {
+        return forbidden("The allow list is for administrators.");
+    }
+    match console.store.allow_list().await {
+        Ok(list) => {
+            let list: Vec<_> = list
+                .into_iter()
+                .filter(|a| allow_visible(&authed.session, a))
+                .collect();
+            html(pages::allow_list(&authed.session, &list))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+/// A domain administrator sees (and may remove) the entries for their domains and their
+/// recipients; an administrator every entry.
+fn allow_visible(s: &Session, a: &unspoof_store::console::AllowedSender) -> bool {
+    use unspoof_store::console::AllowScope;
+    match (&s.role, &a.scope) {
+        (Role::Administrator, _) => true,
+        (Role::DomainAdministrator, AllowScope::Domain(d)) => s.scope.contains(d),
+        (Role::DomainAdministrator, AllowScope::Recipient(r)) => {
+            s.may_see(std::slice::from_ref(r))
+        }
+        _ => false,
+    }
+}
+
+async fn allow_remove(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    let list = match console.store.allow_list().await {
+        Ok(l) => l,
+        Err(e) => return store_failed(e),
+    };
+    let Some(entry) = list
+        .into_iter()
+        .find(|a| a.id == id && allow_visible(&authed.session, a))
+    else {
+        return not_found();
+    };
+    if let Err(e) = console.store.allow_remove(&entry.id).await {
+        return store_failed(e);
+    }
+    record(
+        &console,
+        &action(
+            &authed.session.name,
+            "allow_removed",
+            Some(&entry.id),
+            &client,
+            Some(entry.sender.clone()),
+        ),
+    )
+    .await;
+    Redirect::to("/allow").into_response()
 }
 
 // Administrators: what was done through the console.

@@ -20,6 +20,7 @@ pub mod auth;
 mod charts;
 mod handlers;
 mod pages;
+mod provenance;
 pub mod release;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use unspoof_engine::{Dns, Engine, Policy};
 use unspoof_store::Store;
 
 pub use handlers::router;
@@ -62,6 +64,26 @@ pub struct ConsoleConfig {
     pub downstream: String,
     /// The Maildir for release without a downstream. Default `<data_dir>/maildir`.
     pub maildir: Option<PathBuf>,
+    /// The MTA's mail logs (Postfix, Sendmail, Exim) a message page joins, as `unspoof trace`
+    /// does; the last `MAIL_LOG_TAIL_BYTES` (16 MiB) of each. Default none.
+    pub mail_logs: Vec<PathBuf>,
+    /// Serve the console inside `unspoof serve` (on `listen`). Default false: only
+    /// `unspoof console serve` serves it.
+    pub enabled: bool,
+    /// TLS certificate chain and key (PEM) to serve HTTPS; cookies are then `Secure`. Default
+    /// none: plain HTTP (loopback, or behind a TLS proxy).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Send each recipient with held mail a digest (with signed release links) this often.
+    /// Default 24 hours; 0: no digests.
+    pub digest_hours: u64,
+    /// How long a digest's release link works. Default 72 hours.
+    pub digest_link_hours: u64,
+    /// The console's address as recipients reach it, for the links in digests
+    /// (`https://mail-console.example`). Default empty: `http://<listen>`.
+    pub public_url: String,
+    /// The digest's sender. Default `postmaster@<hostname>`.
+    pub digest_from: String,
 }
 
 impl Default for ConsoleConfig {
@@ -77,6 +99,14 @@ impl Default for ConsoleConfig {
             recipients_may_release: true,
             downstream: String::new(),
             maildir: None,
+            mail_logs: Vec::new(),
+            enabled: false,
+            tls_cert: None,
+            tls_key: None,
+            digest_hours: 24,
+            digest_link_hours: 72,
+            public_url: String::new(),
+            digest_from: String::new(),
         }
     }
 }
@@ -110,16 +140,43 @@ pub struct Console {
     pub(crate) config: ConsoleConfig,
     pub(crate) release_to: ReleaseTarget,
     pub(crate) sessions: auth::Sessions,
+    /// The engine abuse reports re-evaluate a message with (`unspoof report abuse` does the
+    /// same), with the site's policy and DNS view.
+    pub(crate) engine: Engine,
+    /// The same policy without DNS: the hop trace for the mail-log join.
+    pub(crate) trace_engine: Engine,
+    /// Our host name: the reporting MTA of abuse reports.
+    pub(crate) hostname: String,
 }
 
 impl Console {
+    /// A console whose abuse reports see no DNS (authentication results `temperror`): give
+    /// it the site's engine with [`Console::with_engine`].
     pub fn new(store: Store, config: ConsoleConfig) -> Arc<Console> {
+        Self::with_engine(
+            store,
+            config,
+            Engine::new(Policy::default(), Dns::offline()),
+            "localhost",
+        )
+    }
+
+    pub fn with_engine(
+        store: Store,
+        config: ConsoleConfig,
+        engine: Engine,
+        hostname: &str,
+    ) -> Arc<Console> {
         let release_to = config.release_target(&store.config().data_dir);
+        let trace_engine = Engine::new((*engine.policy()).clone(), Dns::offline());
         Arc::new(Console {
             sessions: auth::Sessions::new(config.limits()),
             store,
             config,
             release_to,
+            engine,
+            trace_engine,
+            hostname: hostname.to_string(),
         })
     }
 }
