@@ -48,6 +48,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/message/{id}/false-positive", post(false_positive))
         .route("/message/{id}/abuse-report", get(abuse_report))
         .route("/quarantine/bulk", post(bulk))
+        .route("/digest/release", get(digest_link).post(digest_release))
         .route("/allow", get(allow_page))
         .route("/allow/{id}/remove", post(allow_remove))
         .route("/actions", get(actions))
@@ -120,7 +121,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+                .map(|c| c.0.ip())
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<ConnectInfo<crate::TlsPeer>>()
+                        .map(|c| c.0.0.ip())
+                }),
         ))
     }
 }
@@ -1201,4 +1208,82 @@ async fn dmarc(
             unspoof_store::format_time(day * 86_400)[..10].to_string()
         });
     html(pages::dmarc(s, &domain, days, Some(&picture)))
+}
+
+// A digest's release link: signed, expiring, no session needed.
+
+#[derive(Deserialize, Default)]
+struct DigestLink {
+    #[serde(default)]
+    m: String,
+    #[serde(default)]
+    r: String,
+    #[serde(default)]
+    e: i64,
+    #[serde(default)]
+    s: String,
+}
+
+/// The held message a valid link names, for the recipient it names.
+async fn digest_target(console: &Console, l: &DigestLink) -> Result<MessageRecord, Response> {
+    let key = crate::digest::key(&console.store.config().data_dir).map_err(store_failed)?;
+    let rcpt = l.r.trim().to_ascii_lowercase();
+    if !crate::digest::verify(&key, &l.m, &rcpt, l.e, &l.s, now()) {
+        return Err(forbidden(
+            "This release link is not valid or has expired. Ask for a new digest, or log in to the console.",
+        ));
+    }
+    match console.store.message(&l.m).await {
+        Ok(Some(m)) if m.recipients.iter().any(|x| x.trim().eq_ignore_ascii_case(&rcpt)) => Ok(m),
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+async fn digest_link(
+    State(console): State<Arc<Console>>,
+    Query(l): Query<DigestLink>,
+) -> Response {
+    match digest_target(&console, &l).await {
+        Ok(m) => html(pages::digest_release(&m, &l.m, &l.r, l.e, &l.s, None)),
+        Err(r) => r,
+    }
+}
+
+async fn digest_release(
+    State(console): State<Arc<Console>>,
+    client: Client,
+    headers: HeaderMap,
+    Form(l): Form<DigestLink>,
+) -> Response {
+    // The signature is the form's token; the Origin must still be ours.
+    if let Err(r) = check_post(&headers, Some("x"), "x") {
+        return r;
+    }
+    let m = match digest_target(&console, &l).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if !console.config.recipients_may_release {
+        return forbidden("Ask an administrator to release this message.");
+    }
+    let Some(qid) = m.stored_at.clone() else {
+        return not_found();
+    };
+    let who = format!("digest:{}", l.r.trim().to_ascii_lowercase());
+    let r = crate::release::release(&console.store, &qid, &who, &console.release_to).await;
+    let (name, outcome) = match r {
+        Ok(to) => ("release", Ok(to)),
+        Err(ReleaseError::Delivery(e)) => ("release_failed", Err(e)),
+        Err(ReleaseError::Store(e)) => ("release_refused", Err(e.to_string())),
+    };
+    let detail = match &outcome {
+        Ok(s) | Err(s) => Some(s.clone()),
+    };
+    record(&console, &action(&who, name, Some(&qid), &client, detail)).await;
+    let said = match outcome {
+        Ok(_) => "Released: the message is on its way to your mailbox.".to_string(),
+        Err(e) => format!("Not released: {e}"),
+    };
+    html(pages::digest_release(&m, &l.m, &l.r, l.e, &l.s, Some(&said)))
 }

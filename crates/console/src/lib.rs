@@ -18,6 +18,7 @@
 
 pub mod auth;
 mod charts;
+pub mod digest;
 mod handlers;
 mod pages;
 mod provenance;
@@ -167,6 +168,11 @@ impl Console {
         engine: Engine,
         hostname: &str,
     ) -> Arc<Console> {
+        let mut config = config;
+        // Under TLS the session cookie is `Secure`, whatever the file says.
+        if config.tls_cert.is_some() {
+            config.secure_cookies = true;
+        }
         let release_to = config.release_target(&store.config().data_dir);
         let trace_engine = Engine::new((*engine.policy()).clone(), Dns::offline());
         Arc::new(Console {
@@ -179,6 +185,112 @@ impl Console {
             hostname: hostname.to_string(),
         })
     }
+}
+
+/// How long a client may take over its TLS handshake before the console drops it.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS acceptor of `[console] tls_cert`/`tls_key`, `Ok(None)` when neither is set.
+pub fn tls_acceptor(
+    config: &ConsoleConfig,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => return Err("[console] tls_cert and tls_key go together".into()),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
+/// A listener whose connections are TLS: each handshake runs in its own task (a slow client
+/// delays no one else), bounded by [`TLS_HANDSHAKE_TIMEOUT`].
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    fn new(tcp: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        let local = tcp
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, addr)) = tcp.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        let _ = tx.send((tls, addr)).await;
+                    }
+                });
+            }
+        });
+        TlsListener { ready, local }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accepting task never ends while the listener lives.
+            None => std::future::pending().await,
+        }
+    }
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// The client's address on a TLS connection (axum's `ConnectInfo` for [`TlsListener`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TlsPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
+/// Serves the console over TLS on `listener` until the future is dropped.
+pub async fn serve_tls(
+    console: Arc<Console>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> std::io::Result<()> {
+    axum::serve(
+        TlsListener::new(listener, acceptor),
+        router(console).into_make_service_with_connect_info::<TlsPeer>(),
+    )
+    .await
 }
 
 /// Serves the console on `listener` until the future is dropped.

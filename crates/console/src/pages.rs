@@ -811,3 +811,39 @@ pub fn abuse_report(session: &Session, m: &MessageRecord, to: &[String], report:
         },
     )
 }
+
+/// A digest link's page: the message in brief and the one button (the link alone releases
+/// nothing).
+pub fn digest_release(
+    m: &MessageRecord,
+    record: &str,
+    rcpt: &str,
+    expires: i64,
+    sig: &str,
+    done: Option<&str>,
+) -> Markup {
+    page(
+        None,
+        "Release a held message",
+        html! {
+            dl {
+                dt { "Received" } dd { (format_time(m.received_at)) " UTC" }
+                dt { "From" } dd.addr { (m.from.as_deref().or(m.mail_from.as_deref()).unwrap_or("")) }
+                dt { "To" } dd.addr { (rcpt) }
+                dt { "Subject" } dd { (m.subject.as_deref().unwrap_or("(no subject)")) }
+                dt { "Why it was held" } dd.codes { @for c in &m.reasons { code { (c) } " " } }
+            }
+            @if let Some(d) = done {
+                p.done role="status" { (d) }
+            } @else {
+                form method="post" action="/digest/release" {
+                    input type="hidden" name="m" value=(record);
+                    input type="hidden" name="r" value=(rcpt);
+                    input type="hidden" name="e" value=(expires);
+                    input type="hidden" name="s" value=(sig);
+                    button.release type="submit" { "Release it to me" }
+                }
+            }
+        },
+    )
+}
