@@ -53,6 +53,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/allow/{id}/remove", post(allow_remove))
         .route("/actions", get(actions))
         .route("/dmarc", get(dmarc))
+        .route("/audit", get(audit))
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/console.css", get(css))
         .layer(middleware::from_fn(security_headers))
@@ -1286,4 +1287,29 @@ async fn digest_release(
         Err(e) => format!("Not released: {e}"),
     };
     html(pages::digest_release(&m, &l.m, &l.r, l.e, &l.s, Some(&said)))
+}
+
+// The domain audit (`unspoof audit`), run when asked for one domain.
+
+async fn audit(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    Query(p): Query<DmarcParams>,
+) -> Response {
+    let s = &authed.session;
+    if s.role == Role::Recipient {
+        return forbidden("The domain audit is for administrators of the domain.");
+    }
+    let domain = p.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    if s.role == Role::DomainAdministrator && !domain.is_empty() && !s.scope.contains(&domain) {
+        return forbidden("That domain is not one of yours.");
+    }
+    if domain.is_empty() {
+        return html(pages::audit(s, &domain, None));
+    }
+    let Some(d) = unspoof_audit::dns::normalise(&domain) else {
+        return html(pages::audit(s, &domain, None));
+    };
+    let report = unspoof_audit::audit(console.engine.dns(), &d, &console.audit_options()).await;
+    html(pages::audit(s, &d, Some(&report)))
 }

@@ -148,6 +148,9 @@ pub struct Console {
     pub(crate) trace_engine: Engine,
     /// Our host name: the reporting MTA of abuse reports.
     pub(crate) hostname: String,
+    /// How the audit page audits a domain (`unspoof audit`'s options); set once with
+    /// [`Console::set_audit_options`], else no probes and no lookalike search.
+    pub(crate) audit: std::sync::OnceLock<unspoof_audit::Options>,
 }
 
 impl Console {
@@ -183,6 +186,22 @@ impl Console {
             engine,
             trace_engine,
             hostname: hostname.to_string(),
+            audit: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The audit page's options (gateway names, probes): `unspoof audit`'s, from the site's
+    /// configuration. Only the first call counts.
+    pub fn set_audit_options(&self, options: unspoof_audit::Options) {
+        let _ = self.audit.set(options);
+    }
+
+    pub(crate) fn audit_options(&self) -> unspoof_audit::Options {
+        self.audit.get().cloned().unwrap_or_else(|| unspoof_audit::Options {
+            probe: false,
+            lookalikes: false,
+            helo_name: self.hostname.clone(),
+            ..Default::default()
         })
     }
 }

@@ -847,3 +847,36 @@ pub fn digest_release(
         },
     )
 }
+
+pub fn audit(session: &Session, domain: &str, report: Option<&unspoof_audit::Report>) -> Markup {
+    page(
+        Some(session),
+        "Domain audit",
+        html! {
+            form.search method="get" action="/audit" {
+                label { "Domain" input type="text" name="domain" value=(domain) placeholder="site.example"; }
+                button type="submit" { "Audit" }
+            }
+            p.muted { "How spoofable the domain is (SPF, DKIM, DMARC, MX and transport), as " code { "unspoof audit" } " reports it. Each audit asks the DNS anew." }
+            @if let Some(r) = report {
+                h2 { "Grade " span.grade { (r.grade.letter) } " (" (r.grade.score) " of 100) for " (r.domain) }
+                @if r.findings.is_empty() { p { "No finding." } }
+                table.results {
+                    thead { tr { th { "Severity" } th { "Finding" } th { "What" } th { "Rule" } th { "Publish instead" } } }
+                    tbody {
+                        @for f in &r.findings {
+                            tr {
+                                td { span class={ "sev " (f.severity.word()) } { (f.severity.word()) } }
+                                td { code { (f.code) } }
+                                td { (f.message) @if !f.evidence.is_empty() { ul.evidence { @for e in &f.evidence { li { code { (e) } } } } } }
+                                td { (f.rule) }
+                                td { @for x in &f.fix { div { code { (x.action) " " (x.name) " " (x.rtype) " " (x.value) } } } }
+                            }
+                        }
+                    }
+                }
+                p.muted { (r.dns.queries) " DNS queries through " (r.dns.view) "." }
+            }
+        },
+    )
+}
