@@ -173,6 +173,21 @@ pub fn serve(args: ServeArgs) -> u8 {
                 return exit::CONFIG;
             }
         };
+        let console = match crate::console::start_in_serve(
+            &file,
+            &store,
+            engine.clone(),
+            &config.hostname,
+            config.downstream.as_deref(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("unspoof: {e}");
+                return exit::CONFIG;
+            }
+        };
         let decider = EngineDecider::new(engine, args.config.clone())
             .with_contact_history(contact_history(&store))
             .with_outbound_history(outbound_history(&store))
@@ -205,6 +220,9 @@ pub fn serve(args: ServeArgs) -> u8 {
                 exit::SOFTWARE
             }
         };
+        for task in console {
+            task.abort();
+        }
         // Writes what is still queued (or spools it) before the process ends.
         store.close().await;
         code

@@ -246,7 +246,6 @@ fn search_form(p: &SearchParams, action: &str, with_verdict: bool) -> Markup {
 }
 
 fn results_table(p: &SearchParams, r: &Results, base: &str, bulk: Option<&Session>) -> Markup {
-    let pages = ((r.total.max(0) as u64).div_ceil(u64::from(r.page_size.max(1)))).max(1);
     let table = html! {
             table.results {
                 thead { tr { @if bulk.is_some() { th { "Select" } } th { "Time (UTC)" } th { "Verdict" } th { "From" } th { "To" } th { "Subject" } th { "Reasons" } th { "Quarantine" } } }
@@ -272,7 +271,7 @@ fn results_table(p: &SearchParams, r: &Results, base: &str, bulk: Option<&Sessio
     };
     html! {
         div #results {
-            p.count { (r.total) " message" (if r.total == 1 { "" } else { "s" }) ", page " (r.page) " of " (pages) }
+            p.count { (r.records.len()) " message" (if r.records.len() == 1 { "" } else { "s" }) ", page " (r.page) (if r.more { ", more older" } else { ", the last" }) }
             @if let Some(session) = bulk {
                 form.bulk method="post" action="/quarantine/bulk" {
                     input type="hidden" name="csrf" value=(session.csrf);
@@ -294,7 +293,7 @@ fn results_table(p: &SearchParams, r: &Results, base: &str, bulk: Option<&Sessio
             }
             nav.pages {
                 @if r.page > 1 { a rel="prev" href=(search_link(p, base, r.page - 1)) { "← newer" } " " }
-                @if u64::from(r.page) < pages { a rel="next" href=(search_link(p, base, r.page + 1)) { "older →" } }
+                @if r.more { a rel="next" href=(search_link(p, base, r.page + 1)) { "older →" } }
             }
         }
     }
