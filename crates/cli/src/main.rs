@@ -139,8 +139,8 @@ struct PolicyCheckArgs {
     file: PathBuf,
 }
 
-/// `unspoof policy check`: the policy and every front door's section of the same file, and
-/// `[store]`.
+/// `unspoof policy check`: the policy and every front door's section of the same file,
+/// `[store]` and `[console]`.
 fn check_config(file: &std::path::Path) -> u8 {
     let checked = unspoof_engine::Policy::load(file)
         .map_err(|e| e.to_string())
@@ -160,6 +160,9 @@ fn check_config(file: &std::path::Path) -> u8 {
             let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
             store_adapter::store_config(Some(&table), ".".as_ref(), "")
                 .map(|_| ())
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            console::section(&table)
+                .and_then(|c| unspoof_console::tls_acceptor(&c).map(|_| ()))
                 .map_err(|e| format!("{}: {e}", file.display()))
         });
     match checked {

@@ -62,6 +62,8 @@ pub struct Policy {
     _store: Option<toml::Table>,
     #[serde(rename = "dmarc")]
     _dmarc: Option<toml::Table>,
+    #[serde(rename = "console")]
+    _console: Option<toml::Table>,
     /// The site's gateways (`[gateway] gateway_names`, as written there; empty when not set):
     /// the hub every message for our domains must pass (`findings/hub.rs`). Read from the
     /// gateway's section by [`Policy::parse`] so the milter and `analyze` know the hub too.
@@ -202,6 +204,7 @@ impl Default for Policy {
             _milter: None,
             _store: None,
             _dmarc: None,
+            _console: None,
             gateway_names: Vec::new(),
             findings_data: FindingsCache::default(),
         }
