@@ -218,6 +218,15 @@ async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
     if let Some(d) = &args.downstream {
         config.downstream = d.clone();
     }
+    // As inside `unspoof serve`: released mail and digests go to the gateway's downstream
+    // unless [console] names another.
+    if config.downstream.trim().is_empty()
+        && let Some(path) = &args.store.config
+        && let Ok(g) = unspoof_gateway::GatewayConfig::load(path)
+        && let Some(d) = g.downstream
+    {
+        config.downstream = d;
+    }
     if let Some(m) = &args.maildir {
         config.maildir = Some(m.clone());
     }
