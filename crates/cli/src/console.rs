@@ -151,7 +151,10 @@ pub async fn start_in_serve(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("console: cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     warn_exposed(&config, &addr, tls.is_some());
     let console = Console::with_engine(store.clone(), config, engine, hostname);
     eprintln!(
@@ -274,7 +277,11 @@ async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
                     run.sent.len(),
                     run.failed.len()
                 );
-                if run.failed.is_empty() { exit::ACCEPT } else { exit::SOFTWARE }
+                if run.failed.is_empty() {
+                    exit::ACCEPT
+                } else {
+                    exit::SOFTWARE
+                }
             }
             Err(e) => {
                 eprintln!("unspoof: digest: {e}");

@@ -65,7 +65,10 @@ impl Downstream {
             if let Some(m) = self.received().into_iter().find(|m| m.contains(needle)) {
                 return m;
             }
-            assert!(Instant::now() < deadline, "nothing with {needle:?} downstream");
+            assert!(
+                Instant::now() < deadline,
+                "nothing with {needle:?} downstream"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -93,7 +96,11 @@ fn session(conn: TcpStream, keep: Downstream) {
                 if l == ".\r\n" {
                     break;
                 }
-                data.push_str(l.strip_prefix('.').filter(|_| l.starts_with("..")).unwrap_or(&l));
+                data.push_str(
+                    l.strip_prefix('.')
+                        .filter(|_| l.starts_with(".."))
+                        .unwrap_or(&l),
+                );
             }
             keep.0.lock().unwrap().push(data);
             let _ = w.write_all(b"250 2.0.0 queued as D1\r\n");
@@ -300,7 +307,10 @@ async fn page_with(c: &Client, url: &str, needle: &str) -> String {
         if s.contains(needle) {
             return s;
         }
-        assert!(Instant::now() < deadline, "{url} never showed {needle:?}: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "{url} never showed {needle:?}: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -313,34 +323,79 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
     let (downstream, down_port) = Downstream::start();
     let (smtp, console) = (free_port(), free_port());
     std::fs::write(dir.join("bank.zone"), ZONE).unwrap();
-    std::fs::write(dir.join("unspoof.toml"), config(&dir, smtp, console, down_port)).unwrap();
-    unspoof(&dir, &["console", "user", "add", "admin", "--role", "administrator"], &format!("{PASSWORD}\n"));
+    std::fs::write(
+        dir.join("unspoof.toml"),
+        config(&dir, smtp, console, down_port),
+    )
+    .unwrap();
+    unspoof(
+        &dir,
+        &["console", "user", "add", "admin", "--role", "administrator"],
+        &format!("{PASSWORD}\n"),
+    );
     let mut serve = start_serve(&dir, console);
     let base = format!("http://127.0.0.1:{console}");
 
     // A forged message from bank.test: quarantined, nothing downstream.
-    send(smtp, "security@bank.test", "ann@site.test", "Verify your account");
+    send(
+        smtp,
+        "security@bank.test",
+        "ann@site.test",
+        "Verify your account",
+    );
 
     let driver = chromedriver();
     let c = browser(&driver).await;
     c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("input[name=name]")).await.unwrap().send_keys("admin").await.unwrap();
-    c.find(Locator::Css("input[name=password]")).await.unwrap().send_keys(PASSWORD).await.unwrap();
+    c.find(Locator::Css("input[name=name]"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
     click(&c, "form.login button").await;
-    c.wait().for_element(Locator::Css("form.logout")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("form.logout"))
+        .await
+        .unwrap();
 
     // Search by reason code: the quarantined message, with its reason.
-    let found = page_with(&c, &format!("{base}/search?reason=dmarc.quarantine"), "Verify your account").await;
+    let found = page_with(
+        &c,
+        &format!("{base}/search?reason=dmarc.quarantine"),
+        "Verify your account",
+    )
+    .await;
     assert!(found.contains("<code>dmarc.quarantine</code>"), "{found}");
     assert!(downstream.received().is_empty(), "held, not delivered");
-    c.find(Locator::LinkText("Verify your account")).await.unwrap().click().await.unwrap();
-    c.wait().for_element(Locator::Css("form.allow")).await.unwrap();
+    c.find(Locator::LinkText("Verify your account"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("form.allow"))
+        .await
+        .unwrap();
     shot(&c, "message-actions").await;
     // Release and allow the sender for this recipient.
     click(&c, "form.allow button").await;
-    c.wait().for_element(Locator::Css("section.history")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("section.history"))
+        .await
+        .unwrap();
     let page = source(&c).await;
-    assert!(page.contains("allow_sender") && page.contains("released"), "{page}");
+    assert!(
+        page.contains("allow_sender") && page.contains("released"),
+        "{page}"
+    );
     let first = downstream.wait_for("Subject: Verify your account");
     assert!(first.contains("Please confirm your details."));
 
@@ -348,13 +403,26 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
     send(smtp, "security@bank.test", "ann@site.test", "Second notice");
     let second = downstream.wait_for("Subject: Second notice");
     assert!(second.contains("Authentication-Results:"), "{second}");
-    let rec = page_with(&c, &format!("{base}/search?subject=Second"), "Second notice").await;
-    assert!(rec.contains("<code>allow.sender</code>") && rec.contains("v accept"), "{rec}");
+    let rec = page_with(
+        &c,
+        &format!("{base}/search?subject=Second"),
+        "Second notice",
+    )
+    .await;
+    assert!(
+        rec.contains("<code>allow.sender</code>") && rec.contains("v accept"),
+        "{rec}"
+    );
     // Not for another recipient: still held.
     send(smtp, "security@bank.test", "bob@site.test", "Bob notice");
     let bob = page_with(&c, &format!("{base}/search?subject=Bob"), "Bob notice").await;
     assert!(bob.contains("v quarantine"), "{bob}");
-    assert!(!downstream.received().iter().any(|m| m.contains("Bob notice")));
+    assert!(
+        !downstream
+            .received()
+            .iter()
+            .any(|m| m.contains("Bob notice"))
+    );
     c.goto(&format!("{base}/allow")).await.unwrap();
     assert!(source(&c).await.contains("ann@site.test"));
     shot(&c, "allow").await;
@@ -363,7 +431,10 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
     drop(serve);
     serve = start_serve(&dir, console);
     c.goto(&format!("{base}/quarantine")).await.unwrap();
-    c.wait().for_element(Locator::Css("form.bulk")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("form.bulk"))
+        .await
+        .unwrap();
     shot(&c, "quarantine-bulk").await;
 
     // The abuse report and the domain audit, as pages.
@@ -371,39 +442,72 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
     bob_link.click().await.unwrap();
     c.wait().for_element(Locator::Css("a.arf")).await.unwrap();
     click(&c, "a.arf").await;
-    c.wait().for_element(Locator::Css("pre.report")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("pre.report"))
+        .await
+        .unwrap();
     assert!(source(&c).await.contains("Feedback-Type: abuse"));
     shot(&c, "abuse-report").await;
-    c.goto(&format!("{base}/audit?domain=bank.test")).await.unwrap();
-    c.wait().for_element(Locator::Css("span.grade")).await.unwrap();
+    c.goto(&format!("{base}/audit?domain=bank.test"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("span.grade"))
+        .await
+        .unwrap();
     shot(&c, "audit").await;
 
     // The digest (sent now by the command, through the gateway's downstream): its link
     // releases Bob's message without a login.
-    let out = unspoof(&dir, &["console", "digest", "--dns-zone", dir.join("bank.zone").to_str().unwrap()], "");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("digests sent: 1"), "{out:?}");
+    let out = unspoof(
+        &dir,
+        &[
+            "console",
+            "digest",
+            "--dns-zone",
+            dir.join("bank.zone").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("digests sent: 1"),
+        "{out:?}"
+    );
     let digest = downstream.wait_for("Subject: Quarantine digest");
     assert!(digest.contains("To: <bob@site.test>") && digest.contains("Bob notice"));
-    let at = digest.find(&format!("{base}/digest/release?")).expect("a link to this console");
+    let at = digest
+        .find(&format!("{base}/digest/release?"))
+        .expect("a link to this console");
     let link = digest[at..].split_whitespace().next().unwrap().to_string();
     let c2 = browser(&driver).await;
     c2.goto(&link).await.unwrap();
-    c2.wait().for_element(Locator::Css("button.release")).await.unwrap();
+    c2.wait()
+        .for_element(Locator::Css("button.release"))
+        .await
+        .unwrap();
     shot(&c2, "digest-release").await;
-    let bob_itself = |m: &String| m.contains("\r\nSubject: Bob notice\r\n") && !m.contains("Quarantine digest");
-    assert!(!downstream.received().iter().any(bob_itself), "the link alone releases nothing");
+    let bob_itself =
+        |m: &String| m.contains("\r\nSubject: Bob notice\r\n") && !m.contains("Quarantine digest");
+    assert!(
+        !downstream.received().iter().any(bob_itself),
+        "the link alone releases nothing"
+    );
     click(&c2, "button.release").await;
     c2.wait().for_element(Locator::Css("p.done")).await.unwrap();
     assert!(source(&c2).await.contains("Released"));
     let deadline = Instant::now() + HANG;
     while !downstream.received().iter().any(bob_itself) {
-        assert!(Instant::now() < deadline, "the released message never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "the released message never arrived"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     c2.close().await.unwrap();
     c.close().await.unwrap();
     drop(serve);
     let mut log = String::new();
-    let _ = std::fs::File::open(dir.join("data/sessions.jsonl")).and_then(|mut f| f.read_to_string(&mut log));
+    let _ = std::fs::File::open(dir.join("data/sessions.jsonl"))
+        .and_then(|mut f| f.read_to_string(&mut log));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -92,7 +92,11 @@ pub struct DigestRun {
 fn base_url(console: &Console) -> String {
     let u = console.config.public_url.trim().trim_end_matches('/');
     if u.is_empty() {
-        let scheme = if console.config.tls_cert.is_some() { "https" } else { "http" };
+        let scheme = if console.config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", console.config.listen)
     } else {
         u.to_string()
@@ -126,7 +130,8 @@ pub async fn send_digests(console: &Console, force: bool) -> Result<DigestRun, S
         .collect();
     let mut per_rcpt: BTreeMap<String, Vec<&MessageRecord>> = BTreeMap::new();
     for r in &records {
-        let held = r.stored_at.as_ref().and_then(|q| states.get(q)) == Some(&QuarantineStatus::Held);
+        let held =
+            r.stored_at.as_ref().and_then(|q| states.get(q)) == Some(&QuarantineStatus::Held);
         if !held {
             continue;
         }
@@ -141,7 +146,11 @@ pub async fn send_digests(console: &Console, force: bool) -> Result<DigestRun, S
     let expires = at + (console.config.digest_link_hours.max(1) * 3_600) as i64;
     let base = base_url(console);
     for (rcpt, mut list) in per_rcpt {
-        let last = console.store.digest_last(&rcpt).await.map_err(|e| e.to_string())?;
+        let last = console
+            .store
+            .digest_last(&rcpt)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some((sent_at, _)) = last
             && !force
             && at - sent_at < period
@@ -166,11 +175,13 @@ pub async fn send_digests(console: &Console, force: bool) -> Result<DigestRun, S
             .await
             .map(|r| format!("{relay}: {}", r.trim()))
             .map_err(|e| format!("{relay}: {e}")),
-            ReleaseTarget::Maildir(dir) => {
-                crate::release::maildir_deliver(dir, &format!("digest.{}", unspoof_store::new_id()), &mail)
-                    .map(|p| p.display().to_string())
-                    .map_err(|e| format!("{}: {e}", dir.display()))
-            }
+            ReleaseTarget::Maildir(dir) => crate::release::maildir_deliver(
+                dir,
+                &format!("digest.{}", unspoof_store::new_id()),
+                &mail,
+            )
+            .map(|p| p.display().to_string())
+            .map_err(|e| format!("{}: {e}", dir.display())),
         };
         match delivered {
             Ok(to) => {
@@ -262,7 +273,9 @@ fn compose(
 fn rfc2822_date(t: i64) -> String {
     // format_time gives "YYYY-MM-DD HH:MM:SS"; RFC 5322 allows a numeric zone, no weekday.
     let s = format_time(t);
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let m: usize = s.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
     format!(
         "{} {} {} {} +0000",

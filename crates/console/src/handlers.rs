@@ -650,12 +650,10 @@ async fn message(
                 crate::provenance::analyse(&console.trace_engine, &m, &q.message.raw).await;
             let paths = console.config.mail_logs.clone();
             let at = m.received_at;
-            tokio::task::spawn_blocking(move || {
-                crate::provenance::log_trace(&paths, &analysis, at)
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-            .transpose()
+            tokio::task::spawn_blocking(move || crate::provenance::log_trace(&paths, &analysis, at))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .transpose()
         }
         _ => None,
     };
@@ -988,7 +986,9 @@ async fn act(
     if let Act::Release(Some(kind)) = what
         && !kind.allowed_for(authed.session.role)
     {
-        return Err(forbidden("Your account may not allow a sender that widely."));
+        return Err(forbidden(
+            "Your account may not allow a sender that widely.",
+        ));
     }
     let Some(qid) = m.stored_at.clone() else {
         return Err(not_found());
@@ -1002,11 +1002,13 @@ async fn act(
                 Err(ReleaseError::Store(e)) => ("release_refused", Err(e.to_string())),
             }
         }
-        Act::Delete | Act::FalsePositive => match console.store.quarantine_delete(&qid, who).await {
-            Ok(true) => ("delete", Ok(String::new())),
-            Ok(false) => ("delete_refused", Err("it is no longer held".to_string())),
-            Err(e) => ("delete_refused", Err(e.to_string())),
-        },
+        Act::Delete | Act::FalsePositive => {
+            match console.store.quarantine_delete(&qid, who).await {
+                Ok(true) => ("delete", Ok(String::new())),
+                Ok(false) => ("delete_refused", Err("it is no longer held".to_string())),
+                Err(e) => ("delete_refused", Err(e.to_string())),
+            }
+        }
     };
     let detail = match &outcome {
         Ok(s) if !s.is_empty() => Some(s.clone()),
@@ -1015,7 +1017,9 @@ async fn act(
     };
     record(console, &action(who, name, Some(&qid), client, detail)).await;
     if outcome.is_err() {
-        return Err(forbidden("The message was not released or deleted; its page says why."));
+        return Err(forbidden(
+            "The message was not released or deleted; its page says why.",
+        ));
     }
     if let Act::Release(Some(kind)) = what {
         allow_sender(console, authed, client, &m, kind).await?;
@@ -1113,9 +1117,7 @@ fn allow_visible(s: &Session, a: &unspoof_store::console::AllowedSender) -> bool
     match (&s.role, &a.scope) {
         (Role::Administrator, _) => true,
         (Role::DomainAdministrator, AllowScope::Domain(d)) => s.scope.contains(d),
-        (Role::DomainAdministrator, AllowScope::Recipient(r)) => {
-            s.may_see(std::slice::from_ref(r))
-        }
+        (Role::DomainAdministrator, AllowScope::Recipient(r)) => s.may_see(std::slice::from_ref(r)),
         _ => false,
     }
 }
@@ -1239,16 +1241,19 @@ async fn digest_target(console: &Console, l: &DigestLink) -> Result<MessageRecor
         ));
     }
     match console.store.message(&l.m).await {
-        Ok(Some(m)) if m.recipients.iter().any(|x| x.trim().eq_ignore_ascii_case(&rcpt)) => Ok(m),
+        Ok(Some(m))
+            if m.recipients
+                .iter()
+                .any(|x| x.trim().eq_ignore_ascii_case(&rcpt)) =>
+        {
+            Ok(m)
+        }
         Ok(_) => Err(not_found()),
         Err(e) => Err(store_failed(e)),
     }
 }
 
-async fn digest_link(
-    State(console): State<Arc<Console>>,
-    Query(l): Query<DigestLink>,
-) -> Response {
+async fn digest_link(State(console): State<Arc<Console>>, Query(l): Query<DigestLink>) -> Response {
     match digest_target(&console, &l).await {
         Ok(m) => html(pages::digest_release(&m, &l.m, &l.r, l.e, &l.s, None)),
         Err(r) => r,
@@ -1290,7 +1295,14 @@ async fn digest_release(
         Ok(_) => "Released: the message is on its way to your mailbox.".to_string(),
         Err(e) => format!("Not released: {e}"),
     };
-    html(pages::digest_release(&m, &l.m, &l.r, l.e, &l.s, Some(&said)))
+    html(pages::digest_release(
+        &m,
+        &l.m,
+        &l.r,
+        l.e,
+        &l.s,
+        Some(&said),
+    ))
 }
 
 // The domain audit (`unspoof audit`), run when asked for one domain.

@@ -197,12 +197,15 @@ impl Console {
     }
 
     pub(crate) fn audit_options(&self) -> unspoof_audit::Options {
-        self.audit.get().cloned().unwrap_or_else(|| unspoof_audit::Options {
-            probe: false,
-            lookalikes: false,
-            helo_name: self.hostname.clone(),
-            ..Default::default()
-        })
+        self.audit
+            .get()
+            .cloned()
+            .unwrap_or_else(|| unspoof_audit::Options {
+                probe: false,
+                lookalikes: false,
+                helo_name: self.hostname.clone(),
+                ..Default::default()
+            })
     }
 }
 
@@ -210,9 +213,7 @@ impl Console {
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS acceptor of `[console] tls_cert`/`tls_key`, `Ok(None)` when neither is set.
-pub fn tls_acceptor(
-    config: &ConsoleConfig,
-) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+pub fn tls_acceptor(config: &ConsoleConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
     use tokio_rustls::rustls::ServerConfig;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -39,7 +39,10 @@ fn read_tail(path: &Path, year: i32) -> std::io::Result<Vec<LogLine>> {
     let mut buf = Vec::new();
     f.take(MAIL_LOG_TAIL_BYTES).read_to_end(&mut buf)?;
     if start > 0 {
-        let cut = buf.iter().position(|&b| b == b'\n').map_or(buf.len(), |i| i + 1);
+        let cut = buf
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(buf.len(), |i| i + 1);
         buf.drain(..cut);
     }
     logs::read(&buf[..], &path.display().to_string(), year)

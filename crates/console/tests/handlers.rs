@@ -388,7 +388,11 @@ async fn search_by_reason_code_subject_sender_and_pages() {
     let mut a = Agent::new(unspoof_console::router(w.console(config)));
     a.logged_in("admin").await;
     let r = a.get("/search?reason=dmarc.quarantine").await;
-    assert!(r.body.contains("2 messages, page 1, more older"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, more older"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("rel=\"next\""));
     let p2 = a.get("/search?reason=dmarc.quarantine&page=2").await;
     assert!(
@@ -405,13 +409,21 @@ async fn search_by_reason_code_subject_sender_and_pages() {
     let r = a
         .get("/search?sender=SECURITY%40bank.test&verdict=quarantine")
         .await;
-    assert!(r.body.contains("2 messages, page 1, more older"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, more older"),
+        "{}",
+        r.body
+    );
     let r = a.get("/search?subject=INVOICE").await;
     assert!(r.body.contains("1 message,") && r.body.contains(&w.bob_spoof.record));
     let r = a
         .get("/search?client=192.0.2.0%2F24&since=2000-01-01")
         .await;
-    assert!(r.body.contains("2 messages, page 1, more older"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, more older"),
+        "{}",
+        r.body
+    );
     let r = a.get("/search?client=not-an-address").await;
     assert!(
         r.body.contains("is not an address or a network"),
@@ -592,7 +604,11 @@ async fn the_same_pages_on_postgresql() {
         home.body
     );
     let r = dana.get("/search?reason=dmarc.quarantine").await;
-    assert!(r.body.contains("2 messages, page 1, the last"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, the last"),
+        "{}",
+        r.body
+    );
     let r = dana.get("/search?subject=%25invoice_").await;
     assert!(
         r.body.contains("0 messages"),
@@ -710,8 +726,18 @@ async fn release_and_allow_takes_the_scope_the_role_may_give() {
     let e = w.store.quarantine_get(qid).await.unwrap().unwrap();
     assert_eq!(e.status, QuarantineStatus::Released);
     let from = "Sender <Security@Bank.test>";
-    assert!(w.store.allowed(from, &["ann@site.test".into()]).await.unwrap());
-    assert!(!w.store.allowed(from, &["bob@site.test".into()]).await.unwrap());
+    assert!(
+        w.store
+            .allowed(from, &["ann@site.test".into()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w.store
+            .allowed(from, &["bob@site.test".into()])
+            .await
+            .unwrap()
+    );
     assert!(
         !w.store
             .allowed(from, &["ann@site.test".into(), "bob@site.test".into()])
@@ -719,12 +745,19 @@ async fn release_and_allow_takes_the_scope_the_role_may_give() {
             .unwrap(),
         "every recipient must be covered"
     );
-    assert!(!w.store.allowed("other@bank.test", &["ann@site.test".into()]).await.unwrap());
+    assert!(
+        !w.store
+            .allowed("other@bank.test", &["ann@site.test".into()])
+            .await
+            .unwrap()
+    );
     let actions = w.store.console_actions(Some(id), 10).await.unwrap();
     assert!(
         actions.iter().any(|a| a.action == "allow_sender"
             && a.actor == "ann"
-            && a.detail.as_deref().is_some_and(|d| d.ends_with("for ann@site.test"))),
+            && a.detail
+                .as_deref()
+                .is_some_and(|d| d.ends_with("for ann@site.test"))),
         "{actions:?}"
     );
     // A recipient does not see the allow list page.
@@ -741,8 +774,18 @@ async fn release_and_allow_takes_the_scope_the_role_may_give() {
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    assert!(w.store.allowed(from, &["zed@site.test".into()]).await.unwrap());
-    assert!(!w.store.allowed(from, &["carol@other.test".into()]).await.unwrap());
+    assert!(
+        w.store
+            .allowed(from, &["zed@site.test".into()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w.store
+            .allowed(from, &["carol@other.test".into()])
+            .await
+            .unwrap()
+    );
     let page = dana.get("/allow").await;
     assert!(page.body.contains("security@bank.test") && page.body.contains("@site.test"));
     // Removing the domain's entry takes it away.
@@ -758,7 +801,12 @@ async fn release_and_allow_takes_the_scope_the_role_may_give() {
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(!w.store.allowed(from, &["zed@site.test".into()]).await.unwrap());
+    assert!(
+        !w.store
+            .allowed(from, &["zed@site.test".into()])
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -770,7 +818,10 @@ async fn bulk_actions_and_false_positives_are_recorded_with_who() {
     let csrf = a.logged_in("admin").await;
     let q = a.get("/quarantine").await;
     assert!(q.body.contains("action=\"/quarantine/bulk\""), "{}", q.body);
-    assert!(q.body.contains(&format!("value=\"{}\"", w.bob_spoof.record)));
+    assert!(
+        q.body
+            .contains(&format!("value=\"{}\"", w.bob_spoof.record))
+    );
     let r = a
         .post(
             "/quarantine/bulk",
@@ -782,7 +833,10 @@ async fn bulk_actions_and_false_positives_are_recorded_with_who() {
             ],
         )
         .await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/quarantine"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/quarantine")
+    );
     for s in [&w.bob_spoof, &w.carol_spoof] {
         let e = w
             .store
@@ -790,18 +844,28 @@ async fn bulk_actions_and_false_positives_are_recorded_with_who() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((e.status, e.actor.as_deref()), (QuarantineStatus::Deleted, Some("admin")));
+        assert_eq!(
+            (e.status, e.actor.as_deref()),
+            (QuarantineStatus::Deleted, Some("admin"))
+        );
     }
     // Without the token: refused, nothing done.
     let r = a
-        .post("/quarantine/bulk", &[("do", "release"), ("id", &w.ann_spoof.record)])
+        .post(
+            "/quarantine/bulk",
+            &[("do", "release"), ("id", &w.ann_spoof.record)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // A message no longer held: the bulk answer says not everything was done.
     let r = a
         .post(
             "/quarantine/bulk",
-            &[("csrf", &csrf), ("do", "release"), ("id", &w.bob_spoof.record)],
+            &[
+                ("csrf", &csrf),
+                ("do", "release"),
+                ("id", &w.bob_spoof.record),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
@@ -820,7 +884,9 @@ async fn bulk_actions_and_false_positives_are_recorded_with_who() {
     assert!(
         fp.iter().any(|x| x.action == "false_positive"
             && x.actor == "admin"
-            && x.detail.as_deref().is_some_and(|d| d.contains("dmarc.quarantine"))),
+            && x.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("dmarc.quarantine"))),
         "{fp:?}"
     );
     let actions = a.get("/actions").await;
@@ -899,7 +965,10 @@ async fn a_digest_link_releases_once_and_only_as_signed() {
     assert!(ann_mail.contains("Content-Type: text/plain"));
     assert!(!ann_mail.contains("Invoice for Bob"), "only ann's mail");
     let (link, query) = digest_link(ann_mail);
-    assert!(link.starts_with("/digest/release?") && ann_mail.contains("https://console.test/digest/release?"));
+    assert!(
+        link.starts_with("/digest/release?")
+            && ann_mail.contains("https://console.test/digest/release?")
+    );
     let mut anyone = Agent::new(unspoof_console::router(console.clone()));
     // The link's page releases nothing by itself (mail scanners follow links).
     let page = anyone.get(&link).await;
@@ -940,14 +1009,22 @@ async fn a_digest_link_releases_once_and_only_as_signed() {
     let r = anyone
         .post(
             "/digest/release",
-            &[("m", &field("m")), ("r", "ann@site.test"), ("e", &past_s), ("s", &sig)],
+            &[
+                ("m", &field("m")),
+                ("r", "ann@site.test"),
+                ("e", &past_s),
+                ("s", &sig),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // As signed: released, by the digest's recipient.
     let (m, r_, exp, s) = (field("m"), field("r"), field("e"), field("s"));
     let r = anyone
-        .post("/digest/release", &[("m", &m), ("r", &r_), ("e", &exp), ("s", &s)])
+        .post(
+            "/digest/release",
+            &[("m", &m), ("r", &r_), ("e", &exp), ("s", &s)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("Released"), "{}", r.body);
@@ -958,11 +1035,20 @@ async fn a_digest_link_releases_once_and_only_as_signed() {
     );
     // Twice: not again.
     let r2 = anyone
-        .post("/digest/release", &[("m", &m), ("r", &r_), ("e", &exp), ("s", &s)])
+        .post(
+            "/digest/release",
+            &[("m", &m), ("r", &r_), ("e", &exp), ("s", &s)],
+        )
         .await;
     assert!(r2.body.contains("Not released"), "{}", r2.body);
     assert_eq!(
-        w.store.quarantine_get(qid).await.unwrap().unwrap().actor.as_deref(),
+        w.store
+            .quarantine_get(qid)
+            .await
+            .unwrap()
+            .unwrap()
+            .actor
+            .as_deref(),
         Some("digest:ann@site.test")
     );
 }
@@ -970,8 +1056,12 @@ async fn a_digest_link_releases_once_and_only_as_signed() {
 #[tokio::test]
 async fn the_abuse_report_and_the_audit_are_pages_for_administrators() {
     let w = world("arf").await;
-    let console =
-        unspoof_console::Console::with_engine(w.store.clone(), config(), w.engine.clone(), "mx.site.test");
+    let console = unspoof_console::Console::with_engine(
+        w.store.clone(),
+        config(),
+        w.engine.clone(),
+        "mx.site.test",
+    );
     let mut admin = Agent::new(unspoof_console::router(console.clone()));
     admin.logged_in("admin").await;
     let id = &w.ann_spoof.record;
@@ -992,21 +1082,34 @@ async fn the_abuse_report_and_the_audit_are_pages_for_administrators() {
     assert_eq!(d.headers[header::CONTENT_TYPE], "application/octet-stream");
     assert!(d.body.contains("message/feedback-report"));
     let acts = w.store.console_actions(Some(id), 10).await.unwrap();
-    assert!(acts.iter().any(|a| a.action == "abuse_report" && a.actor == "admin"));
+    assert!(
+        acts.iter()
+            .any(|a| a.action == "abuse_report" && a.actor == "admin")
+    );
     let mut ann = Agent::new(unspoof_console::router(console.clone()));
     ann.logged_in("ann").await;
     assert_eq!(
         ann.get(&format!("/message/{id}/abuse-report")).await.status,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(ann.get("/audit?domain=bank.test").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        ann.get("/audit?domain=bank.test").await.status,
+        StatusCode::FORBIDDEN
+    );
     // The audit of bank.test from the zone: p=quarantine, no DKIM key found.
     let a = admin.get("/audit?domain=bank.test").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    assert!(a.body.contains("Grade") && a.body.contains("dmarc."), "{}", a.body);
+    assert!(
+        a.body.contains("Grade") && a.body.contains("dmarc."),
+        "{}",
+        a.body
+    );
     let mut dana = Agent::new(unspoof_console::router(console));
     dana.logged_in("dana").await;
-    assert_eq!(dana.get("/audit?domain=bank.test").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        dana.get("/audit?domain=bank.test").await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -1037,10 +1140,15 @@ async fn the_message_page_joins_the_mail_log() {
     let page = a.get(&format!("/message/{}", w.ann_spoof.record)).await;
     assert!(page.body.contains("The mail log"), "{}", page.body);
     assert!(page.body.contains("4AB12C") && page.body.contains("client=mail.example[192.0.2.7]"));
-    assert!(!page.body.contains("9ZZ99Z: client=other.example"), "another message's line");
+    assert!(
+        !page.body.contains("9ZZ99Z: client=other.example"),
+        "another message's line"
+    );
     // A log that cannot be read says so.
-    let mut config2 = ConsoleConfig::default();
-    config2.mail_logs = vec![w.dir.join("missing.log")];
+    let config2 = ConsoleConfig {
+        mail_logs: vec![w.dir.join("missing.log")],
+        ..Default::default()
+    };
     let mut b = Agent::new(unspoof_console::router(w.console(config2)));
     b.logged_in("admin").await;
     let page = b.get(&format!("/message/{}", w.ann_spoof.record)).await;

@@ -436,9 +436,12 @@ impl Store {
 
     /// Every allowed sender, newest first.
     pub async fn allow_list(&self) -> Result<Vec<AllowedSender>, StoreError> {
-        self.allow_rows("SELECT id, sender, scope_kind, scope, created_at, created_by, origin \
-                         FROM console_allow ORDER BY created_at DESC, id", Vec::new())
-            .await
+        self.allow_rows(
+            "SELECT id, sender, scope_kind, scope, created_at, created_by, origin \
+                         FROM console_allow ORDER BY created_at DESC, id",
+            Vec::new(),
+        )
+        .await
     }
 
     /// The entries for this From address (its own and its domain's).
@@ -469,7 +472,11 @@ impl Store {
         }))
     }
 
-    async fn allow_rows(&self, sql: &str, vals: Vec<Val>) -> Result<Vec<AllowedSender>, StoreError> {
+    async fn allow_rows(
+        &self,
+        sql: &str,
+        vals: Vec<Val>,
+    ) -> Result<Vec<AllowedSender>, StoreError> {
         on!(&self.inner.db, p => {
             let rows = bind_all!(sqlx::query(sql), vals).fetch_all(p).await?;
             let mut out = Vec::with_capacity(rows.len());
@@ -511,7 +518,10 @@ impl Store {
     }
 
     /// The session with this token hash.
-    pub async fn console_session(&self, token_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+    pub async fn console_session(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
         let sql = "SELECT token_hash, name, role, csrf, started_at, seen_at \
                    FROM console_sessions WHERE token_hash = $1";
         on!(&self.inner.db, p => {
@@ -585,7 +595,12 @@ impl Store {
     }
 
     /// Records that `recipient` was sent a digest covering up to `until`.
-    pub async fn digest_mark(&self, recipient: &str, sent_at: i64, until: i64) -> Result<(), StoreError> {
+    pub async fn digest_mark(
+        &self,
+        recipient: &str,
+        sent_at: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
         let sql = "INSERT INTO console_digests (recipient, sent_at, until_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (recipient) DO UPDATE SET sent_at = excluded.sent_at, \
                    until_at = excluded.until_at";
