@@ -34,3 +34,9 @@ CREATE TABLE console_digests (
     sent_at   INTEGER NOT NULL,
     until_at  INTEGER NOT NULL
 );
+
+-- The console's overview over a period, read from indexes alone: messages per verdict over
+-- time, and the reason codes of the period (without a join to messages when the account sees
+-- everything).
+CREATE INDEX messages_time_action ON messages (received_at, action);
+CREATE INDEX message_reason_time_code ON message_reason (received_at, code);
