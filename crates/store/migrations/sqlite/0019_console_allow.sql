@@ -40,3 +40,6 @@ CREATE TABLE console_digests (
 -- everything).
 CREATE INDEX messages_time_action ON messages (received_at, action);
 CREATE INDEX message_reason_time_code ON message_reason (received_at, code);
+
+-- A search by reason code, newest first, read in index order (`Db::search_by_reason`).
+CREATE INDEX message_reason_code_time_message ON message_reason (code, received_at, message);
