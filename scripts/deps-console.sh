@@ -14,7 +14,7 @@ fi
 
 echo "deps-console: installing chromium chromium-driver"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core
+$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core
 command -v chromedriver >/dev/null 2>&1 || { echo "deps-console: chromedriver missing" >&2; exit 1; }
 echo "deps-console: $(chromium --version 2>/dev/null | head -n1) installed"

@@ -17,6 +17,9 @@ pub enum ConsoleCommand {
     /// Serve the console: quarantine, search and message provenance in a browser.
     /// Loopback (127.0.0.1:8025) unless told otherwise.
     Serve(ServeArgs),
+    /// Send the quarantine digests now (to every recipient with held mail since their last
+    /// one), whether or not one is due.
+    Digest(ServeArgs),
     /// Console accounts: add (password on standard input), list, remove.
     User {
         #[command(subcommand)]
@@ -39,6 +42,9 @@ pub struct ServeArgs {
     /// The Maildir for release without a downstream. Default `<data-dir>/maildir`.
     #[arg(long, value_name = "DIR")]
     maildir: Option<PathBuf>,
+    /// The DNS the abuse reports and the audit page ask (as `unspoof report abuse`).
+    #[command(flatten)]
+    dns: crate::analyze::DnsArgs,
 }
 
 #[derive(Subcommand)]
@@ -85,7 +91,8 @@ pub fn run(command: ConsoleCommand) -> u8 {
     };
     rt.block_on(async {
         match command {
-            ConsoleCommand::Serve(a) => serve(a).await,
+            ConsoleCommand::Serve(a) => serve(a, false).await,
+            ConsoleCommand::Digest(a) => serve(a, true).await,
             ConsoleCommand::User {
                 command: UserCommand::Add(a),
             } => add(a).await,
@@ -105,7 +112,85 @@ fn console_config(args: &ServeArgs) -> Result<ConsoleConfig, String> {
         .map_err(|e| e.to_string())
 }
 
-async fn serve(args: ServeArgs) -> u8 {
+/// The console inside `unspoof serve` (`[console] enabled = true`): served on its own
+/// listener beside the gateway, on the gateway's store, engine and downstream, with the
+/// digests scheduled. Returns what it spawned; nothing when not enabled.
+pub async fn start_in_serve(
+    mut config: ConsoleConfig,
+    store: &unspoof_store::Store,
+    engine: unspoof_engine::Engine,
+    hostname: &str,
+    gateway_downstream: Option<&str>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    if !config.enabled {
+        return Ok(Vec::new());
+    }
+    if config.downstream.trim().is_empty()
+        && let Some(d) = gateway_downstream
+    {
+        config.downstream = d.to_string();
+    }
+    let tls = unspoof_console::tls_acceptor(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("console: cannot listen on {}: {e}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    warn_exposed(&config, &addr, tls.is_some());
+    let console = Console::with_engine(store.clone(), config, engine, hostname);
+    eprintln!(
+        "unspoof serve: console on {}://{addr}/",
+        if tls.is_some() { "https" } else { "http" }
+    );
+    let served = console.clone();
+    let serving = tokio::spawn(async move {
+        let r = match tls {
+            Some(t) => unspoof_console::serve_tls(served, listener, t).await,
+            None => unspoof_console::serve(served, listener).await,
+        };
+        if let Err(e) = r {
+            eprintln!("unspoof serve: console: {e}");
+        }
+    });
+    let digests = tokio::spawn(digest_schedule(console));
+    Ok(vec![serving, digests])
+}
+
+/// How often the schedule looks for recipients due a digest (each is sent at most once per
+/// `digest_hours`, however often this looks).
+pub const DIGEST_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+async fn digest_schedule(console: std::sync::Arc<Console>) {
+    loop {
+        match unspoof_console::digest::send_digests(&console, false).await {
+            Ok(run) => report_digests(&run),
+            Err(e) => eprintln!("unspoof: digest: {e}"),
+        }
+        tokio::time::sleep(DIGEST_CHECK_EVERY).await;
+    }
+}
+
+fn report_digests(run: &unspoof_console::digest::DigestRun) {
+    for (rcpt, n, to) in &run.sent {
+        eprintln!("unspoof: digest to {rcpt}: {n} held message(s), {to}");
+    }
+    for (rcpt, e) in &run.failed {
+        eprintln!("unspoof: digest to {rcpt} failed: {e}");
+    }
+}
+
+fn warn_exposed(config: &ConsoleConfig, addr: &str, tls: bool) {
+    if !config.listen.ip().is_loopback() && !config.secure_cookies && !tls {
+        eprintln!(
+            "unspoof: console: listening on {addr}, not loopback, without TLS or secure_cookies: \
+             set [console] tls_cert/tls_key, or put it behind HTTPS and set secure_cookies = true"
+        );
+    }
+}
+
+async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
     let mut config = match console_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -118,6 +203,15 @@ async fn serve(args: ServeArgs) -> u8 {
     }
     if let Some(d) = &args.downstream {
         config.downstream = d.clone();
+    }
+    // As inside `unspoof serve`: released mail and digests go to the gateway's downstream
+    // unless [console] names another.
+    if config.downstream.trim().is_empty()
+        && let Some(path) = &args.store.config
+        && let Ok(g) = unspoof_gateway::GatewayConfig::load(path)
+        && let Some(d) = g.downstream
+    {
+        config.downstream = d;
     }
     if let Some(m) = &args.maildir {
         config.maildir = Some(m.clone());
@@ -141,6 +235,50 @@ async fn serve(args: ServeArgs) -> u8 {
         }
     };
     store.flush().await;
+    let policy = match crate::analyze::load_policy(args.store.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let hostname = policy.hostname.clone();
+    let dns = match crate::analyze::dns_view(&args.dns).await {
+        Ok(d) => d,
+        Err((code, e)) => {
+            eprintln!("unspoof: {e}");
+            return code;
+        }
+    };
+    let engine = unspoof_engine::Engine::new(policy, dns);
+    if digest_now {
+        let console = Console::with_engine(store.clone(), config, engine, &hostname);
+        let run = unspoof_console::digest::send_digests(&console, true).await;
+        store.close().await;
+        return match run {
+            Ok(run) => {
+                report_digests(&run);
+                println!(
+                    "digests sent: {}, failed: {}",
+                    run.sent.len(),
+                    run.failed.len()
+                );
+                if run.failed.is_empty() {
+                    exit::ACCEPT
+                } else {
+                    exit::SOFTWARE
+                }
+            }
+            Err(e) => {
+                eprintln!("unspoof: digest: {e}");
+                exit::SOFTWARE
+            }
+        };
+    }
+    let tls = match unspoof_console::tls_acceptor(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return exit::CONFIG;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -152,16 +290,19 @@ async fn serve(args: ServeArgs) -> u8 {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    if !config.listen.ip().is_loopback() && !config.secure_cookies {
-        eprintln!(
-            "unspoof: console: listening on {addr}, not loopback, without secure_cookies: \
-             put it behind HTTPS and set [console] secure_cookies = true"
-        );
-    }
-    eprintln!("unspoof: console listening on http://{addr}/");
-    let console = Console::new(store.clone(), config);
+    warn_exposed(&config, &addr, tls.is_some());
+    eprintln!(
+        "unspoof: console listening on {}://{addr}/",
+        if tls.is_some() { "https" } else { "http" }
+    );
+    let console = Console::with_engine(store.clone(), config, engine, &hostname);
     let served = tokio::select! {
-        r = unspoof_console::serve(console, listener) => r,
+        r = async {
+            match tls {
+                Some(t) => unspoof_console::serve_tls(console, listener, t).await,
+                None => unspoof_console::serve(console, listener).await,
+            }
+        } => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
     store.close().await;

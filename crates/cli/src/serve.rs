@@ -171,6 +171,21 @@ pub fn serve(args: ServeArgs) -> u8 {
                 return exit::CONFIG;
             }
         };
+        let console = match crate::console::start_in_serve(
+            site.console.clone(),
+            &store,
+            engine.clone(),
+            &config.hostname,
+            config.downstream.as_deref(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("unspoof: {e}");
+                return exit::CONFIG;
+            }
+        };
         let reload_from: Option<unspoof_gateway::PolicySource> = args.config.clone().map(|path| {
             Box::new(move || {
                 serve_config(Some(&path))
@@ -180,7 +195,10 @@ pub fn serve(args: ServeArgs) -> u8 {
         });
         let decider = EngineDecider::new(engine, reload_from)
             .with_contact_history(contact_history(&store))
-            .with_outbound_history(outbound_history(&store));
+            .with_outbound_history(outbound_history(&store))
+            .with_allow_list(Arc::new(crate::store_adapter::StoreAllowList(
+                store.clone(),
+            )));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());
@@ -209,6 +227,9 @@ pub fn serve(args: ServeArgs) -> u8 {
                 exit::SOFTWARE
             }
         };
+        for task in console {
+            task.abort();
+        }
         // Writes what is still queued (or spools it) before the process ends.
         store.close().await;
         code

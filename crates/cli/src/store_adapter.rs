@@ -214,6 +214,32 @@ pub fn outbound_history(store: &Store) -> Arc<dyn unspoof_engine::bounce::Outbou
     Arc::new(store.clone())
 }
 
+/// How long the gateway waits for the store's allow list before a verdict. Past it (or when the
+/// store fails) the sender counts as not allowed: the engine's verdict stands (fail closed).
+pub const ALLOW_LIST_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The store's allowed senders (the console's "release and allow") as the gateway asks them.
+pub struct StoreAllowList(pub Store);
+
+impl unspoof_gateway::SenderAllowList for StoreAllowList {
+    fn allowed<'a>(
+        &'a self,
+        from: &'a str,
+        rcpts: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            match tokio::time::timeout(ALLOW_LIST_BUDGET, self.0.allowed(from, rcpts)).await {
+                Ok(Ok(allowed)) => allowed,
+                Ok(Err(e)) => {
+                    eprintln!("unspoof: allow list: {e} (the verdict stands)");
+                    false
+                }
+                Err(_) => false,
+            }
+        })
+    }
+}
+
 /// The store as the milter's quarantine copy and message log.
 #[derive(Clone)]
 pub struct MilterStore(pub Store);

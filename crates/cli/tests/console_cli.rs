@@ -169,3 +169,82 @@ fn an_account_made_on_the_command_line_logs_in_to_the_served_console() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[console] tls_cert`/`tls_key`: the console speaks HTTPS itself and its cookies are
+/// `Secure`; plain HTTP to the same port gets no page.
+#[test]
+fn the_console_serves_https_with_secure_cookies_when_given_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("unspoof-console-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("unspoof.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.site.test\"\n\n[gateway]\ndata_dir = \"{data}\"\n\n[console]\n\
+             listen = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n",
+            data = dir.join("data").display(),
+            cert = dir.join("cert.pem").display(),
+            key = dir.join("key.pem").display(),
+        ),
+    )
+    .unwrap();
+    // The first account makes the store.
+    let add = unspoof_stdin(
+        &[
+            "console",
+            "user",
+            "add",
+            "--config",
+            config.to_str().unwrap(),
+            "admin",
+            "--role",
+            "administrator",
+        ],
+        "pw\n",
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let _server = Kill(
+        Command::new(env!("CARGO_BIN_EXE_unspoof"))
+            .args(["console", "serve", "--offline", "--config"])
+            .arg(&config)
+            .env_remove("UNSPOOF_STORE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = curl(&["-k", &format!("{base}/login")]);
+        if page.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let cookie = page
+        .lines()
+        .find(|l| l.starts_with("set-cookie: unspoof_login="))
+        .expect("the login form's cookie");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let plain = curl(&["--max-time", "5", &format!("http://127.0.0.1:{port}/login")]);
+    assert!(!plain.contains("HTTP/1.1 200"), "{plain}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,6 @@
 //! Who is logged in: password checks (argon2 PHC strings, as `unspoof hash-password` makes
-//! them), sessions (a random token in an HttpOnly SameSite=Strict cookie, kept in this
-//! process's memory), the CSRF token of each session, and the login throttle.
+//! them), sessions (a random token in an HttpOnly SameSite=Strict cookie; the store keeps
+//! its SHA-256), the CSRF token of each session, and the login throttle.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand_core::RngCore;
-use unspoof_store::console::ConsoleAccount;
+use unspoof_store::console::{ConsoleAccount, StoredSession};
+use unspoof_store::{Store, StoreError};
 
 /// What an account may see and do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +51,6 @@ pub struct Session {
     pub scope: Vec<String>,
     /// Sent back in every form that changes something.
     pub csrf: String,
-    started: Instant,
-    last_seen: Instant,
 }
 
 impl Session {
@@ -125,66 +124,94 @@ pub struct Limits {
     pub login_window: Duration,
 }
 
-/// Sessions and the login throttle, in this process's memory: a restart logs everyone out.
+/// Sessions (kept in the store, by the SHA-256 of their token: a restart of the console does
+/// not log anyone out, and a copy of the database logs no one in) and the login throttle (in
+/// this process's memory).
 pub struct Sessions {
     limits: Limits,
-    sessions: Mutex<HashMap<String, Session>>,
     /// Failed logins per client address and per account name: (count, first failure).
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// How stale a session's last-seen time may get before a request writes it again (so a page
+/// view is not a database write).
+const SEEN_GRANULARITY_SECS: i64 = 60;
+
+/// The store's key of a session token.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 impl Sessions {
     pub fn new(limits: Limits) -> Self {
         Sessions {
             limits,
-            sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
     /// Starts a session; returns its token (the cookie's value).
-    pub fn start(&self, account: &ConsoleAccount, role: Role) -> String {
+    pub async fn start(
+        &self,
+        store: &Store,
+        account: &ConsoleAccount,
+        role: Role,
+    ) -> Result<String, StoreError> {
         let token = random_token();
-        let now = Instant::now();
-        let session = Session {
-            name: account.name.clone(),
-            role,
-            scope: account
-                .scope
-                .iter()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .collect(),
-            csrf: random_token(),
-            started: now,
-            last_seen: now,
+        let now = unspoof_store::now();
+        // Expired sessions go when a new one starts.
+        let (idle, max) = self.limit_secs();
+        store.console_sessions_prune(now - max, now - idle).await?;
+        store
+            .console_session_put(&StoredSession {
+                token_hash: token_hash(&token),
+                name: account.name.clone(),
+                role: role.as_str().to_string(),
+                csrf: random_token(),
+                started_at: now,
+                seen_at: now,
+            })
+            .await?;
+        Ok(token)
+    }
+
+    fn limit_secs(&self) -> (i64, i64) {
+        (
+            self.limits.session_idle.as_secs() as i64,
+            self.limits.session_max.as_secs() as i64,
+        )
+    }
+
+    /// The live session of this token (its account's scope still to be filled in by the
+    /// caller), its idle clock restarted.
+    pub async fn get(&self, store: &Store, token: &str) -> Result<Option<Session>, StoreError> {
+        let key = token_hash(token);
+        let Some(s) = store.console_session(&key).await? else {
+            return Ok(None);
         };
-        let mut all = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        // Expired sessions go when a new one starts: the map holds only live ones and those
-        // not yet swept since the last login.
-        let limits = self.limits;
-        all.retain(|_, s| alive(&limits, s, now));
-        all.insert(token.clone(), session);
-        token
-    }
-
-    /// The live session of this token, its idle clock restarted.
-    pub fn get(&self, token: &str) -> Option<Session> {
-        let mut all = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let s = all.get_mut(token)?;
-        if !alive(&self.limits, s, now) {
-            all.remove(token);
-            return None;
+        let now = unspoof_store::now();
+        let (idle, max) = self.limit_secs();
+        if now - s.seen_at >= idle || now - s.started_at >= max {
+            store.console_session_end(&key).await?;
+            return Ok(None);
         }
-        s.last_seen = now;
-        Some(s.clone())
+        let Some(role) = Role::parse(&s.role) else {
+            return Ok(None);
+        };
+        if now - s.seen_at >= SEEN_GRANULARITY_SECS {
+            store.console_session_seen(&key, now).await?;
+        }
+        Ok(Some(Session {
+            name: s.name,
+            role,
+            scope: Vec::new(),
+            csrf: s.csrf,
+        }))
     }
 
-    pub fn end(&self, token: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(token);
+    pub async fn end(&self, store: &Store, token: &str) -> Result<(), StoreError> {
+        store.console_session_end(&token_hash(token)).await
     }
 
     /// Whether a login for these keys (the client address, the account name) is refused for
@@ -218,11 +245,6 @@ impl Sessions {
     }
 }
 
-fn alive(limits: &Limits, s: &Session, now: Instant) -> bool {
-    now.duration_since(s.last_seen) < limits.session_idle
-        && now.duration_since(s.started) < limits.session_max
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,8 +255,6 @@ mod tests {
             role,
             scope: scope.iter().map(|s| s.to_string()).collect(),
             csrf: String::new(),
-            started: Instant::now(),
-            last_seen: Instant::now(),
         }
     }
 

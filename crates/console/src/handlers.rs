@@ -45,8 +45,15 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/message/{id}/eml", get(eml))
         .route("/message/{id}/release", post(release))
         .route("/message/{id}/delete", post(delete))
+        .route("/message/{id}/false-positive", post(false_positive))
+        .route("/message/{id}/abuse-report", get(abuse_report))
+        .route("/quarantine/bulk", post(bulk))
+        .route("/digest/release", get(digest_link).post(digest_release))
+        .route("/allow", get(allow_page))
+        .route("/allow/{id}/remove", post(allow_remove))
         .route("/actions", get(actions))
         .route("/dmarc", get(dmarc))
+        .route("/audit", get(audit))
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/console.css", get(css))
         .layer(middleware::from_fn(security_headers))
@@ -115,7 +122,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+                .map(|c| c.0.ip())
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<ConnectInfo<crate::TlsPeer>>()
+                        .map(|c| c.0.0.ip())
+                }),
         ))
     }
 }
@@ -132,11 +145,13 @@ impl FromRequestParts<Arc<Console>> for Authed {
         parts: &mut Parts,
         console: &Arc<Console>,
     ) -> Result<Self, Self::Rejection> {
-        let token = cookie(&parts.headers, SESSION_COOKIE);
-        let Some((mut session, token)) =
-            token.and_then(|t| console.sessions.get(&t).map(|s| (s, t)))
-        else {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(Redirect::to("/login").into_response());
+        };
+        let mut session = match console.sessions.get(&console.store, &token).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(Redirect::to("/login").into_response()),
+            Err(e) => return Err(store_failed(e)),
         };
         // An account removed or disabled since its login loses its sessions at once.
         match console.store.console_account(&session.name).await {
@@ -146,7 +161,7 @@ impl FromRequestParts<Arc<Console>> for Authed {
                 Ok(Authed { session, token })
             }
             Ok(_) => {
-                console.sessions.end(&token);
+                let _ = console.sessions.end(&console.store, &token).await;
                 Err(Redirect::to("/login").into_response())
             }
             Err(e) => Err(store_failed(e)),
@@ -333,7 +348,10 @@ async fn login(
     match (ok, account, role) {
         (true, Some(account), Some(role)) => {
             console.sessions.succeeded(&keys[1]);
-            let token = console.sessions.start(&account, role);
+            let token = match console.sessions.start(&console.store, &account, role).await {
+                Ok(t) => t,
+                Err(e) => return store_failed(e),
+            };
             record(
                 &console,
                 &action(&account.name, "login", None, &client, None),
@@ -382,7 +400,9 @@ async fn logout(
     if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
         return r;
     }
-    console.sessions.end(&authed.token);
+    if let Err(e) = console.sessions.end(&console.store, &authed.token).await {
+        return store_failed(e);
+    }
     record(
         &console,
         &action(&authed.session.name, "logout", None, &client, None),
@@ -496,12 +516,13 @@ impl SearchParams {
     }
 }
 
-/// One page of results: the records, how many match, and the quarantine status of those held.
+/// One page of results: the records, whether older ones follow, and the quarantine status of
+/// those held. Matches are not counted: a count reads every match (on a million records, the
+/// slowest part of a search page); one record past the page says whether there is a next.
 pub(crate) struct Results {
     pub records: Vec<MessageRecord>,
-    pub total: i64,
+    pub more: bool,
     pub page: u32,
-    pub page_size: u32,
     pub states: HashMap<String, QuarantineStatus>,
 }
 
@@ -510,8 +531,12 @@ async fn run_search(
     q: &unspoof_store::Query,
     page: u32,
 ) -> Result<Results, unspoof_store::StoreError> {
-    let records = console.store.search(q).await?;
-    let total = console.store.count(q).await?;
+    let page_size = q.limit.unwrap_or(unspoof_store::DEFAULT_LIMIT);
+    let mut one_more = q.clone();
+    one_more.limit = Some(page_size.saturating_add(1));
+    let mut records = console.store.search(&one_more).await?;
+    let more = records.len() > page_size as usize;
+    records.truncate(page_size as usize);
     let held: Vec<String> = records.iter().filter_map(|r| r.stored_at.clone()).collect();
     let states = console
         .store
@@ -521,9 +546,8 @@ async fn run_search(
         .collect();
     Ok(Results {
         records,
-        total,
+        more,
         page,
-        page_size: console.config.page_size,
         states,
     })
 }
@@ -566,7 +590,12 @@ async fn quarantine(
         Err(why) => return html(pages::search(&authed.session, &p, None, Some(&why), false)),
     };
     match run_search(&console, &q, p.page.unwrap_or(1).max(1)).await {
-        Ok(r) => html(pages::quarantine(&authed.session, &p, &r)),
+        Ok(r) => html(pages::quarantine(
+            &authed.session,
+            &p,
+            &r,
+            may_act(&console, &authed.session),
+        )),
         Err(e) => store_failed(e),
     }
 }
@@ -614,12 +643,110 @@ async fn message(
     }
     history.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
     let may_act = may_act(&console, &authed.session);
+    // The MTA's log lines, joined by the hop trace of the stored bytes (no DNS needed).
+    let logs = match held.as_ref().filter(|q| !q.message.raw.is_empty()) {
+        Some(q) if !console.config.mail_logs.is_empty() => {
+            let analysis =
+                crate::provenance::analyse(&console.trace_engine, &m, &q.message.raw).await;
+            let paths = console.config.mail_logs.clone();
+            let at = m.received_at;
+            tokio::task::spawn_blocking(move || crate::provenance::log_trace(&paths, &analysis, at))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .transpose()
+        }
+        _ => None,
+    };
     html(pages::message(
         &authed.session,
         &m,
         held.as_ref(),
         &history,
         may_act,
+        logs.as_ref(),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct ReportParams {
+    #[serde(default)]
+    download: Option<u8>,
+}
+
+/// The one-click ARF abuse report of `unspoof report abuse`: built here, shown and
+/// downloaded, never sent (whoever downloads it sends it from their own mail).
+async fn abuse_report(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    Path(id): Path<String>,
+    Query(p): Query<ReportParams>,
+) -> Response {
+    if authed.session.role == Role::Recipient {
+        return forbidden("Abuse reports are made by administrators.");
+    }
+    let m = match visible_record(&console, &authed.session, &id).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let entry = match &m.stored_at {
+        Some(q) => match console.store.quarantine_get(q).await {
+            Ok(Some(e)) if !e.message.raw.is_empty() => e,
+            Ok(_) => return not_found(),
+            Err(e) => return store_failed(e),
+        },
+        None => return not_found(),
+    };
+    let raw = entry.message.raw;
+    let analysis = crate::provenance::analyse(&console.engine, &m, &raw).await;
+    let paths = console.config.mail_logs.clone();
+    let at = m.received_at;
+    let hostname = console.hostname.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let log = crate::provenance::log_trace(&paths, &analysis, at)
+            .ok()
+            .flatten();
+        crate::provenance::abuse_report(&raw, &analysis, log.as_ref(), &hostname, false)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let (to, report) = match built {
+        Ok(r) => r,
+        Err(why) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Html(pages::problem("No abuse report", &why).into_string()),
+            )
+                .into_response();
+        }
+    };
+    if p.download.is_some() {
+        record(
+            &console,
+            &action(
+                &authed.session.name,
+                "abuse_report",
+                Some(&m.id),
+                &client,
+                Some(to.join(", ")),
+            ),
+        )
+        .await;
+        let name = format!("attachment; filename=\"{}.abuse-report.eml\"", m.id);
+        return (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_DISPOSITION, name),
+            ],
+            report,
+        )
+            .into_response();
+    }
+    html(pages::abuse_report(
+        &authed.session,
+        &m,
+        &to,
+        &String::from_utf8_lossy(&report),
     ))
 }
 
@@ -664,6 +791,9 @@ async fn eml(
 struct ActForm {
     #[serde(default)]
     csrf: String,
+    /// For a release: also allow the sender for `recipient`, `domain` or `everyone`.
+    #[serde(default)]
+    allow: String,
 }
 
 async fn release(
@@ -674,16 +804,17 @@ async fn release(
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    act(
-        &console,
-        &authed,
-        &client,
-        &headers,
-        &id,
-        &form,
-        Act::Release,
-    )
-    .await
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    let what = match AllowKind::parse(&form.allow) {
+        Ok(allow) => Act::Release(allow),
+        Err(why) => return forbidden(why),
+    };
+    match act(&console, &authed, &client, &id, what).await {
+        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn delete(
@@ -694,49 +825,176 @@ async fn delete(
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    act(
-        &console,
-        &authed,
-        &client,
-        &headers,
-        &id,
-        &form,
-        Act::Delete,
-    )
-    .await
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    match act(&console, &authed, &client, &id, Act::Delete).await {
+        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn false_positive(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    match act(&console, &authed, &client, &id, Act::FalsePositive).await {
+        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Most messages one bulk action takes (a page of the quarantine list at the most).
+pub const BULK_MAX: usize = 500;
+
+/// The quarantine list's bulk form: `id` repeated, `do` the action, `allow` its scope.
+async fn bulk(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    headers: HeaderMap,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    if let Err(r) = check_post(&headers, Some(field("csrf")), &authed.session.csrf) {
+        return r;
+    }
+    let what = match (field("do"), AllowKind::parse(field("allow"))) {
+        ("release", Ok(allow)) => Act::Release(allow),
+        ("delete", _) => Act::Delete,
+        ("false_positive", _) => Act::FalsePositive,
+        (_, Err(why)) => return forbidden(why),
+        _ => return forbidden("Choose what to do with the selected messages."),
+    };
+    let ids: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n == "id")
+        .map(|(_, v)| v.as_str())
+        .take(BULK_MAX)
+        .collect();
+    let mut failed = 0usize;
+    for id in &ids {
+        if act(&console, &authed, &client, id, what).await.is_err() {
+            failed += 1;
+        }
+    }
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .filter(|p| p.starts_with("/quarantine"))
+        .unwrap_or("/quarantine")
+        .to_string();
+    if failed > 0 {
+        return (
+            StatusCode::CONFLICT,
+            Html(
+                pages::problem(
+                    "Not every message was done",
+                    &format!(
+                        "{} of {} selected messages could not be acted on (no longer held, not \
+                         yours, or the delivery failed); their pages say why.",
+                        failed,
+                        ids.len()
+                    ),
+                )
+                .into_string(),
+            ),
+        )
+            .into_response();
+    }
+    Redirect::to(&back).into_response()
+}
+
+/// The scope of "release and allow the sender".
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AllowKind {
+    Recipient,
+    Domain,
+    Everyone,
+}
+
+impl AllowKind {
+    fn parse(s: &str) -> Result<Option<AllowKind>, &'static str> {
+        match s.trim() {
+            "" => Ok(None),
+            "recipient" => Ok(Some(AllowKind::Recipient)),
+            "domain" => Ok(Some(AllowKind::Domain)),
+            "everyone" => Ok(Some(AllowKind::Everyone)),
+            _ => Err("Allow the sender for the recipient, the domain or everyone."),
+        }
+    }
+
+    /// Whether this role may allow a sender this widely: a recipient for their own address,
+    /// a domain administrator for their domains, only an administrator for everyone.
+    pub(crate) fn allowed_for(self, role: Role) -> bool {
+        match self {
+            AllowKind::Recipient => true,
+            AllowKind::Domain => role != Role::Recipient,
+            AllowKind::Everyone => role == Role::Administrator,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Act {
-    Release,
+    Release(Option<AllowKind>),
     Delete,
+    FalsePositive,
 }
 
+/// One action on one message, recorded with who did it. `Err`: the page to answer with.
 async fn act(
     console: &Console,
     authed: &Authed,
     client: &Client,
-    headers: &HeaderMap,
     id: &str,
-    form: &ActForm,
     what: Act,
-) -> Response {
-    if let Err(r) = check_post(headers, Some(&form.csrf), &authed.session.csrf) {
-        return r;
+) -> Result<(), Response> {
+    let m = visible_record(console, &authed.session, id).await?;
+    let who = &authed.session.name;
+    if what == Act::FalsePositive {
+        // Anyone who sees the message may say it was wrongly stopped; administrators read
+        // these in the record of actions (with the reason codes that stopped it).
+        let detail = format!("{} {}", m.action, m.reasons.join(" "));
+        record(
+            console,
+            &action(who, "false_positive", Some(&m.id), client, Some(detail)),
+        )
+        .await;
+        return Ok(());
     }
-    let m = match visible_record(console, &authed.session, id).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
     if !may_act(console, &authed.session) {
-        return forbidden("Ask an administrator to release or delete this message.");
+        return Err(forbidden(
+            "Ask an administrator to release or delete this message.",
+        ));
+    }
+    if let Act::Release(Some(kind)) = what
+        && !kind.allowed_for(authed.session.role)
+    {
+        return Err(forbidden(
+            "Your account may not allow a sender that widely.",
+        ));
     }
     let Some(qid) = m.stored_at.clone() else {
-        return not_found();
+        return Err(not_found());
     };
-    let who = &authed.session.name;
     let (name, outcome) = match what {
-        Act::Release => {
+        Act::Release(_) => {
             let r = crate::release::release(&console.store, &qid, who, &console.release_to).await;
             match r {
                 Ok(to) => ("release", Ok(to)),
@@ -744,11 +1002,13 @@ async fn act(
                 Err(ReleaseError::Store(e)) => ("release_refused", Err(e.to_string())),
             }
         }
-        Act::Delete => match console.store.quarantine_delete(&qid, who).await {
-            Ok(true) => ("delete", Ok(String::new())),
-            Ok(false) => ("delete_refused", Err("it is no longer held".to_string())),
-            Err(e) => ("delete_refused", Err(e.to_string())),
-        },
+        Act::Delete | Act::FalsePositive => {
+            match console.store.quarantine_delete(&qid, who).await {
+                Ok(true) => ("delete", Ok(String::new())),
+                Ok(false) => ("delete_refused", Err("it is no longer held".to_string())),
+                Err(e) => ("delete_refused", Err(e.to_string())),
+            }
+        }
     };
     let detail = match &outcome {
         Ok(s) if !s.is_empty() => Some(s.clone()),
@@ -756,8 +1016,148 @@ async fn act(
         Err(e) => Some(e.clone()),
     };
     record(console, &action(who, name, Some(&qid), client, detail)).await;
-    // Post/redirect/get: the message page shows the new status and the recorded action.
-    Redirect::to(&format!("/message/{}", m.id)).into_response()
+    if outcome.is_err() {
+        return Err(forbidden(
+            "The message was not released or deleted; its page says why.",
+        ));
+    }
+    if let Act::Release(Some(kind)) = what {
+        allow_sender(console, authed, client, &m, kind).await?;
+    }
+    Ok(())
+}
+
+/// Puts the message's From address on the allow list for `kind`, within what the account
+/// sees: a recipient for their own addresses among the message's recipients, a domain
+/// administrator for their domains among them.
+async fn allow_sender(
+    console: &Console,
+    authed: &Authed,
+    client: &Client,
+    m: &MessageRecord,
+    kind: AllowKind,
+) -> Result<(), Response> {
+    use unspoof_store::console::{AllowScope, AllowedSender};
+    let s = &authed.session;
+    let Some(from) = m.from.as_deref().filter(|f| !f.trim().is_empty()) else {
+        return Err(forbidden(
+            "The message was released, but it has no From address to allow.",
+        ));
+    };
+    let mine: Vec<String> = m
+        .recipients
+        .iter()
+        .map(|r| r.trim().to_ascii_lowercase())
+        .filter(|r| s.may_see(std::slice::from_ref(r)))
+        .collect();
+    let mut scopes: Vec<AllowScope> = match kind {
+        AllowKind::Everyone => vec![AllowScope::Everyone],
+        AllowKind::Recipient => mine.iter().cloned().map(AllowScope::Recipient).collect(),
+        AllowKind::Domain => mine
+            .iter()
+            .filter_map(|r| unspoof_store::domain_of(r))
+            .map(AllowScope::Domain)
+            .collect(),
+    };
+    scopes.dedup();
+    for scope in scopes {
+        let entry = AllowedSender {
+            id: new_id(),
+            sender: from.to_string(),
+            scope: scope.clone(),
+            created_at: now(),
+            created_by: s.name.clone(),
+            origin: Some(m.id.clone()),
+        };
+        if let Err(e) = console.store.allow_put(&entry).await {
+            return Err(store_failed(e));
+        }
+        let scope_words = match &scope {
+            AllowScope::Recipient(a) => format!("for {a}"),
+            AllowScope::Domain(d) => format!("for @{d}"),
+            AllowScope::Everyone => "for everyone".to_string(),
+        };
+        record(
+            console,
+            &action(
+                &s.name,
+                "allow_sender",
+                Some(&m.id),
+                client,
+                Some(format!("{from} {scope_words}")),
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+// The allow list: who allowed which sender for whom.
+
+async fn allow_page(State(console): State<Arc<Console>>, authed: Authed) -> Response {
+    if authed.session.role == Role::Recipient {
+        return forbidden("The allow list is for administrators.");
+    }
+    match console.store.allow_list().await {
+        Ok(list) => {
+            let list: Vec<_> = list
+                .into_iter()
+                .filter(|a| allow_visible(&authed.session, a))
+                .collect();
+            html(pages::allow_list(&authed.session, &list))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+/// A domain administrator sees (and may remove) the entries for their domains and their
+/// recipients; an administrator every entry.
+fn allow_visible(s: &Session, a: &unspoof_store::console::AllowedSender) -> bool {
+    use unspoof_store::console::AllowScope;
+    match (&s.role, &a.scope) {
+        (Role::Administrator, _) => true,
+        (Role::DomainAdministrator, AllowScope::Domain(d)) => s.scope.contains(d),
+        (Role::DomainAdministrator, AllowScope::Recipient(r)) => s.may_see(std::slice::from_ref(r)),
+        _ => false,
+    }
+}
+
+async fn allow_remove(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    client: Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+        return r;
+    }
+    let list = match console.store.allow_list().await {
+        Ok(l) => l,
+        Err(e) => return store_failed(e),
+    };
+    let Some(entry) = list
+        .into_iter()
+        .find(|a| a.id == id && allow_visible(&authed.session, a))
+    else {
+        return not_found();
+    };
+    if let Err(e) = console.store.allow_remove(&entry.id).await {
+        return store_failed(e);
+    }
+    record(
+        &console,
+        &action(
+            &authed.session.name,
+            "allow_removed",
+            Some(&entry.id),
+            &client,
+            Some(entry.sender.clone()),
+        ),
+    )
+    .await;
+    Redirect::to("/allow").into_response()
 }
 
 // Administrators: what was done through the console.
@@ -815,4 +1215,117 @@ async fn dmarc(
             unspoof_store::format_time(day * 86_400)[..10].to_string()
         });
     html(pages::dmarc(s, &domain, days, Some(&picture)))
+}
+
+// A digest's release link: signed, expiring, no session needed.
+
+#[derive(Deserialize, Default)]
+struct DigestLink {
+    #[serde(default)]
+    m: String,
+    #[serde(default)]
+    r: String,
+    #[serde(default)]
+    e: i64,
+    #[serde(default)]
+    s: String,
+}
+
+/// The held message a valid link names, for the recipient it names.
+async fn digest_target(console: &Console, l: &DigestLink) -> Result<MessageRecord, Response> {
+    let key = crate::digest::key(&console.store.config().data_dir).map_err(store_failed)?;
+    let rcpt = l.r.trim().to_ascii_lowercase();
+    if !crate::digest::verify(&key, &l.m, &rcpt, l.e, &l.s, now()) {
+        return Err(forbidden(
+            "This release link is not valid or has expired. Ask for a new digest, or log in to the console.",
+        ));
+    }
+    match console.store.message(&l.m).await {
+        Ok(Some(m))
+            if m.recipients
+                .iter()
+                .any(|x| x.trim().eq_ignore_ascii_case(&rcpt)) =>
+        {
+            Ok(m)
+        }
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+async fn digest_link(State(console): State<Arc<Console>>, Query(l): Query<DigestLink>) -> Response {
+    match digest_target(&console, &l).await {
+        Ok(m) => html(pages::digest_release(&m, &l.m, &l.r, l.e, &l.s, None)),
+        Err(r) => r,
+    }
+}
+
+async fn digest_release(
+    State(console): State<Arc<Console>>,
+    client: Client,
+    headers: HeaderMap,
+    Form(l): Form<DigestLink>,
+) -> Response {
+    // The signature is the form's token; the Origin must still be ours.
+    if let Err(r) = check_post(&headers, Some("x"), "x") {
+        return r;
+    }
+    let m = match digest_target(&console, &l).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if !console.config.recipients_may_release {
+        return forbidden("Ask an administrator to release this message.");
+    }
+    let Some(qid) = m.stored_at.clone() else {
+        return not_found();
+    };
+    let who = format!("digest:{}", l.r.trim().to_ascii_lowercase());
+    let r = crate::release::release(&console.store, &qid, &who, &console.release_to).await;
+    let (name, outcome) = match r {
+        Ok(to) => ("release", Ok(to)),
+        Err(ReleaseError::Delivery(e)) => ("release_failed", Err(e)),
+        Err(ReleaseError::Store(e)) => ("release_refused", Err(e.to_string())),
+    };
+    let detail = match &outcome {
+        Ok(s) | Err(s) => Some(s.clone()),
+    };
+    record(&console, &action(&who, name, Some(&qid), &client, detail)).await;
+    let said = match outcome {
+        Ok(_) => "Released: the message is on its way to your mailbox.".to_string(),
+        Err(e) => format!("Not released: {e}"),
+    };
+    html(pages::digest_release(
+        &m,
+        &l.m,
+        &l.r,
+        l.e,
+        &l.s,
+        Some(&said),
+    ))
+}
+
+// The domain audit (`unspoof audit`), run when asked for one domain.
+
+async fn audit(
+    State(console): State<Arc<Console>>,
+    authed: Authed,
+    Query(p): Query<DmarcParams>,
+) -> Response {
+    let s = &authed.session;
+    if s.role == Role::Recipient {
+        return forbidden("The domain audit is for administrators of the domain.");
+    }
+    let domain = p.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    if s.role == Role::DomainAdministrator && !domain.is_empty() && !s.scope.contains(&domain) {
+        return forbidden("That domain is not one of yours.");
+    }
+    if domain.is_empty() {
+        return html(pages::audit(s, &domain, None));
+    }
+    let Some(d) = unspoof_audit::dns::normalise(&domain) else {
+        return html(pages::audit(s, &domain, None));
+    };
+    let report = unspoof_audit::audit(console.engine.dns(), &d, &console.audit_options()).await;
+    html(pages::audit(s, &d, Some(&report)))
 }

@@ -18,8 +18,10 @@
 
 pub mod auth;
 mod charts;
+pub mod digest;
 mod handlers;
 mod pages;
+mod provenance;
 pub mod release;
 
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use unspoof_engine::{Dns, Engine, Policy};
 use unspoof_store::Store;
 
 pub use handlers::router;
@@ -62,6 +65,26 @@ pub struct ConsoleConfig {
     pub downstream: String,
     /// The Maildir for release without a downstream. Default `<data_dir>/maildir`.
     pub maildir: Option<PathBuf>,
+    /// The MTA's mail logs (Postfix, Sendmail, Exim) a message page joins, as `unspoof trace`
+    /// does; the last `MAIL_LOG_TAIL_BYTES` (16 MiB) of each. Default none.
+    pub mail_logs: Vec<PathBuf>,
+    /// Serve the console inside `unspoof serve` (on `listen`). Default false: only
+    /// `unspoof console serve` serves it.
+    pub enabled: bool,
+    /// TLS certificate chain and key (PEM) to serve HTTPS; cookies are then `Secure`. Default
+    /// none: plain HTTP (loopback, or behind a TLS proxy).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Send each recipient with held mail a digest (with signed release links) this often.
+    /// Default 24 hours; 0: no digests.
+    pub digest_hours: u64,
+    /// How long a digest's release link works. Default 72 hours.
+    pub digest_link_hours: u64,
+    /// The console's address as recipients reach it, for the links in digests
+    /// (`https://mail-console.example`). Default empty: `http://<listen>`.
+    pub public_url: String,
+    /// The digest's sender. Default `postmaster@<hostname>`.
+    pub digest_from: String,
 }
 
 impl Default for ConsoleConfig {
@@ -77,6 +100,14 @@ impl Default for ConsoleConfig {
             recipients_may_release: true,
             downstream: String::new(),
             maildir: None,
+            mail_logs: Vec::new(),
+            enabled: false,
+            tls_cert: None,
+            tls_key: None,
+            digest_hours: 24,
+            digest_link_hours: 72,
+            public_url: String::new(),
+            digest_from: String::new(),
         }
     }
 }
@@ -110,18 +141,176 @@ pub struct Console {
     pub(crate) config: ConsoleConfig,
     pub(crate) release_to: ReleaseTarget,
     pub(crate) sessions: auth::Sessions,
+    /// The engine abuse reports re-evaluate a message with (`unspoof report abuse` does the
+    /// same), with the site's policy and DNS view.
+    pub(crate) engine: Engine,
+    /// The same policy without DNS: the hop trace for the mail-log join.
+    pub(crate) trace_engine: Engine,
+    /// Our host name: the reporting MTA of abuse reports.
+    pub(crate) hostname: String,
+    /// How the audit page audits a domain (`unspoof audit`'s options); set once with
+    /// [`Console::set_audit_options`], else no probes and no lookalike search.
+    pub(crate) audit: std::sync::OnceLock<unspoof_audit::Options>,
 }
 
 impl Console {
+    /// A console whose abuse reports see no DNS (authentication results `temperror`): give
+    /// it the site's engine with [`Console::with_engine`].
     pub fn new(store: Store, config: ConsoleConfig) -> Arc<Console> {
+        Self::with_engine(
+            store,
+            config,
+            Engine::new(Policy::default(), Dns::offline()),
+            "localhost",
+        )
+    }
+
+    pub fn with_engine(
+        store: Store,
+        config: ConsoleConfig,
+        engine: Engine,
+        hostname: &str,
+    ) -> Arc<Console> {
+        let mut config = config;
+        // Under TLS the session cookie is `Secure`, whatever the file says.
+        if config.tls_cert.is_some() {
+            config.secure_cookies = true;
+        }
         let release_to = config.release_target(&store.config().data_dir);
+        let trace_engine = Engine::new((*engine.policy()).clone(), Dns::offline());
         Arc::new(Console {
             sessions: auth::Sessions::new(config.limits()),
             store,
             config,
             release_to,
+            engine,
+            trace_engine,
+            hostname: hostname.to_string(),
+            audit: std::sync::OnceLock::new(),
         })
     }
+
+    /// The audit page's options (gateway names, probes): `unspoof audit`'s, from the site's
+    /// configuration. Only the first call counts.
+    pub fn set_audit_options(&self, options: unspoof_audit::Options) {
+        let _ = self.audit.set(options);
+    }
+
+    pub(crate) fn audit_options(&self) -> unspoof_audit::Options {
+        self.audit
+            .get()
+            .cloned()
+            .unwrap_or_else(|| unspoof_audit::Options {
+                probe: false,
+                lookalikes: false,
+                helo_name: self.hostname.clone(),
+                ..Default::default()
+            })
+    }
+}
+
+/// How long a client may take over its TLS handshake before the console drops it.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS acceptor of `[console] tls_cert`/`tls_key`, `Ok(None)` when neither is set.
+pub fn tls_acceptor(config: &ConsoleConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => return Err("[console] tls_cert and tls_key go together".into()),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
+/// A listener whose connections are TLS: each handshake runs in its own task (a slow client
+/// delays no one else), bounded by [`TLS_HANDSHAKE_TIMEOUT`].
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    fn new(tcp: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        let local = tcp
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, addr)) = tcp.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        let _ = tx.send((tls, addr)).await;
+                    }
+                });
+            }
+        });
+        TlsListener { ready, local }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accepting task never ends while the listener lives.
+            None => std::future::pending().await,
+        }
+    }
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// The client's address on a TLS connection (axum's `ConnectInfo` for [`TlsListener`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TlsPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
+/// Serves the console over TLS on `listener` until the future is dropped.
+pub async fn serve_tls(
+    console: Arc<Console>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> std::io::Result<()> {
+    axum::serve(
+        TlsListener::new(listener, acceptor),
+        router(console).into_make_service_with_connect_info::<TlsPeer>(),
+    )
+    .await
 }
 
 /// Serves the console on `listener` until the future is dropped.

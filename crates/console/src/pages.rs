@@ -42,6 +42,8 @@ fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                             a href="/search" { "Search" }
                             a href="/quarantine" { "Quarantine" }
                             @if s.role != Role::Recipient { a href="/dmarc" { "DMARC sources" } }
+                            @if s.role != Role::Recipient { a href="/allow" { "Allow list" } }
+                            @if s.role == Role::Administrator { a href="/audit" { "Audit" } }
                             @if s.role == Role::Administrator { a href="/actions" { "Actions" } }
                         }
                         span.who { (s.name) " · " (role_words(s.role)) }
@@ -243,16 +245,18 @@ fn search_form(p: &SearchParams, action: &str, with_verdict: bool) -> Markup {
     }
 }
 
-fn results_table(p: &SearchParams, r: &Results, base: &str) -> Markup {
-    let pages = ((r.total.max(0) as u64).div_ceil(u64::from(r.page_size.max(1)))).max(1);
-    html! {
-        div #results {
-            p.count { (r.total) " message" (if r.total == 1 { "" } else { "s" }) ", page " (r.page) " of " (pages) }
+fn results_table(p: &SearchParams, r: &Results, base: &str, bulk: Option<&Session>) -> Markup {
+    let table = html! {
             table.results {
-                thead { tr { th { "Time (UTC)" } th { "Verdict" } th { "From" } th { "To" } th { "Subject" } th { "Reasons" } th { "Quarantine" } } }
+                thead { tr { @if bulk.is_some() { th { "Select" } } th { "Time (UTC)" } th { "Verdict" } th { "From" } th { "To" } th { "Subject" } th { "Reasons" } th { "Quarantine" } } }
                 tbody {
                     @for m in &r.records {
                         tr {
+                            @if bulk.is_some() {
+                                td { @if m.stored_at.as_ref().and_then(|q| r.states.get(q)) == Some(&QuarantineStatus::Held) {
+                                    input type="checkbox" name="id" value=(m.id) aria-label="select";
+                                } }
+                            }
                             td.time { a href={ "/message/" (enc(&m.id)) } { (format_time(m.received_at)) } }
                             td { (verdict_badge(&m.action)) }
                             td.addr { (m.from.as_deref().or(m.mail_from.as_deref()).unwrap_or("")) }
@@ -264,9 +268,32 @@ fn results_table(p: &SearchParams, r: &Results, base: &str) -> Markup {
                     }
                 }
             }
+    };
+    html! {
+        div #results {
+            p.count { (r.records.len()) " message" (if r.records.len() == 1 { "" } else { "s" }) ", page " (r.page) (if r.more { ", more older" } else { ", the last" }) }
+            @if let Some(session) = bulk {
+                form.bulk method="post" action="/quarantine/bulk" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    (table)
+                    div.actions {
+                        label { "With the selected: "
+                            select name="do" {
+                                option value="release" { "release" }
+                                option value="delete" { "delete" }
+                                option value="false_positive" { "report as false positive" }
+                            }
+                        }
+                        (allow_select(session))
+                        button type="submit" { "Apply" }
+                    }
+                }
+            } @else {
+                (table)
+            }
             nav.pages {
                 @if r.page > 1 { a rel="prev" href=(search_link(p, base, r.page - 1)) { "← newer" } " " }
-                @if u64::from(r.page) < pages { a rel="next" href=(search_link(p, base, r.page + 1)) { "older →" } }
+                @if r.more { a rel="next" href=(search_link(p, base, r.page + 1)) { "older →" } }
             }
         }
     }
@@ -281,7 +308,7 @@ pub fn search(
 ) -> Markup {
     let body = html! {
         @if let Some(e) = error { div #results { p.error role="alert" { (e) } } }
-        @if let Some(r) = results { (results_table(p, r, "/search")) }
+        @if let Some(r) = results { (results_table(p, r, "/search", None)) }
     };
     if partial {
         return body;
@@ -296,14 +323,28 @@ pub fn search(
     )
 }
 
-pub fn quarantine(session: &Session, p: &SearchParams, r: &Results) -> Markup {
+/// The scope choice of "release and allow the sender", only as wide as the account may allow.
+fn allow_select(session: &Session) -> Markup {
+    html! {
+        label { "and allow the sender for "
+            select name="allow" {
+                option value="" { "no one (release only)" }
+                option value="recipient" { "this recipient" }
+                @if session.role != Role::Recipient { option value="domain" { "the recipient's domain" } }
+                @if session.role == Role::Administrator { option value="everyone" { "everyone" } }
+            }
+        }
+    }
+}
+
+pub fn quarantine(session: &Session, p: &SearchParams, r: &Results, may_act: bool) -> Markup {
     page(
         Some(session),
         "Quarantine",
         html! {
             p.muted { "Quarantined messages" @if session.role != Role::Administrator { " to " (session.scope.join(", ")) } ", newest first. Open one to release or delete it." }
             (search_form(p, "/quarantine", false))
-            (results_table(p, r, "/quarantine"))
+            (results_table(p, r, "/quarantine", Some(session).filter(|_| may_act)))
         },
     )
 }
@@ -333,6 +374,7 @@ pub fn message(
     held: Option<&QuarantineEntry>,
     history: &[ConsoleAction],
     may_act: bool,
+    logs: Option<&Result<unspoof_forensics::join::LogTrace, String>>,
 ) -> Markup {
     let analysis = m
         .analysis
@@ -395,6 +437,7 @@ pub fn message(
             }
             (auth_section(m, &analysis))
             (trace_section(m, &analysis))
+            @if let Some(l) = logs { (log_section(l)) }
             @if let Some(q) = held { (content_sections(q)) }
             @if !history.is_empty() {
                 section.history {
@@ -424,14 +467,34 @@ fn quarantine_panel(
                         input type="hidden" name="csrf" value=(session.csrf);
                         button.release type="submit" { "Release to the recipients" }
                     }
+                    form.allow method="post" action={ "/message/" (enc(&m.id)) "/release" } {
+                        input type="hidden" name="csrf" value=(session.csrf);
+                        label { "Allow the sender " (m.from.as_deref().unwrap_or("")) " for "
+                            select name="allow" {
+                                option value="recipient" { "this recipient" }
+                                @if session.role != Role::Recipient { option value="domain" { "the recipient's domain" } }
+                                @if session.role == Role::Administrator { option value="everyone" { "everyone" } }
+                            }
+                        }
+                        button.release-allow type="submit" { "Release and allow" }
+                    }
                     form method="post" action={ "/message/" (enc(&m.id)) "/delete" } {
                         input type="hidden" name="csrf" value=(session.csrf);
                         button.delete type="submit" { "Delete" }
                     }
                 }
             }
+            form method="post" action={ "/message/" (enc(&m.id)) "/false-positive" } {
+                input type="hidden" name="csrf" value=(session.csrf);
+                button.false-positive type="submit" { "Report as a false positive" }
+            }
             @if !q.message.raw.is_empty() {
-                p { a.download href={ "/message/" (enc(&m.id)) "/eml" } download { "Download the message (.eml)" } }
+                p {
+                    a.download href={ "/message/" (enc(&m.id)) "/eml" } download { "Download the message (.eml)" }
+                    @if session.role != Role::Recipient {
+                        " · " a.arf href={ "/message/" (enc(&m.id)) "/abuse-report" } { "Abuse report (ARF)" }
+                    }
+                }
             }
         }
     }
@@ -666,6 +729,152 @@ pub fn dmarc(
                         }
                     }
                 }
+            }
+        },
+    )
+}
+
+pub fn allow_list(session: &Session, list: &[unspoof_store::console::AllowedSender]) -> Markup {
+    use unspoof_store::console::AllowScope;
+    page(
+        Some(session),
+        "Allow list",
+        html! {
+            p.muted { "Mail from these senders (the From address, or a whole domain written @domain) is delivered, not quarantined or tagged, for the recipients in scope. A reject stays a reject. Added by \"Release and allow\"." }
+            @if list.is_empty() { p { "No sender is allowed." } }
+            @else {
+                table.results {
+                    thead { tr { th { "Sender" } th { "For" } th { "Added (UTC)" } th { "By" } th { "From message" } th {} } }
+                    tbody {
+                        @for a in list {
+                            tr {
+                                td.addr { (a.sender) }
+                                td.addr { @match &a.scope { AllowScope::Recipient(r) => (r), AllowScope::Domain(d) => { "@" (d) }, AllowScope::Everyone => "everyone" } }
+                                td.time { (format_time(a.created_at)) }
+                                td { (a.created_by) }
+                                td { @if let Some(o) = &a.origin { a href={ "/message/" (enc(o)) } { "the message" } } }
+                                td { form method="post" action={ "/allow/" (enc(&a.id)) "/remove" } {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button type="submit" { "Remove" }
+                                } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The MTA's log lines the message joins (`unspoof trace`).
+fn log_section(l: &Result<unspoof_forensics::join::LogTrace, String>) -> Markup {
+    use unspoof_forensics::join::HopCheck;
+    html! {
+        section.mta-log {
+            h2 { "The mail log" }
+            @match l {
+                Err(e) => p.error { "The mail log could not be read: " (e) }
+                Ok(t) => {
+                    @if t.lines.is_empty() {
+                        p { "No line of the configured mail logs belongs to this message." }
+                    } @else {
+                        p {
+                            "Queue ids: " @for q in &t.queue_ids { code { (q) } " " }
+                            @match &t.hop_check {
+                                HopCheck::Confirmed { ip } => { " · the log confirms the client " code { (ip) } }
+                                HopCheck::Contradicted { logged_ip, detail, .. } => { " · " strong { "the log contradicts the Received header" } ": it logged " code { (logged_ip) } " (" (detail) ")" }
+                                HopCheck::Unknown { detail } => { " · " (detail) }
+                            }
+                        }
+                        @if !t.deliveries.is_empty() {
+                            ul { @for d in &t.deliveries { li { (d.recipient) " → " (d.relay.as_deref().unwrap_or("")) " " (d.status) } } }
+                        }
+                        pre.log { @for line in &t.lines {
+                            (line.time.map(format_time).unwrap_or_default()) " " (line.host) " " (line.program) ": " (line.text) "\n"
+                        } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn abuse_report(session: &Session, m: &MessageRecord, to: &[String], report: &str) -> Markup {
+    page(
+        Some(session),
+        "Abuse report",
+        html! {
+            p { "An ARF abuse report (RFC 5965) for " a href={ "/message/" (enc(&m.id)) } { "this message" } ", addressed to " (to.join(", ")) ". The console does not send it: download it and send it from your mail, or run " code { "unspoof report abuse --send" } "." }
+            p { a.download href={ "/message/" (enc(&m.id)) "/abuse-report?download=1" } download { "Download the report (.eml)" } }
+            pre.report { (report) }
+        },
+    )
+}
+
+/// A digest link's page: the message in brief and the one button (the link alone releases
+/// nothing).
+pub fn digest_release(
+    m: &MessageRecord,
+    record: &str,
+    rcpt: &str,
+    expires: i64,
+    sig: &str,
+    done: Option<&str>,
+) -> Markup {
+    page(
+        None,
+        "Release a held message",
+        html! {
+            dl {
+                dt { "Received" } dd { (format_time(m.received_at)) " UTC" }
+                dt { "From" } dd.addr { (m.from.as_deref().or(m.mail_from.as_deref()).unwrap_or("")) }
+                dt { "To" } dd.addr { (rcpt) }
+                dt { "Subject" } dd { (m.subject.as_deref().unwrap_or("(no subject)")) }
+                dt { "Why it was held" } dd.codes { @for c in &m.reasons { code { (c) } " " } }
+            }
+            @if let Some(d) = done {
+                p.done role="status" { (d) }
+            } @else {
+                form method="post" action="/digest/release" {
+                    input type="hidden" name="m" value=(record);
+                    input type="hidden" name="r" value=(rcpt);
+                    input type="hidden" name="e" value=(expires);
+                    input type="hidden" name="s" value=(sig);
+                    button.release type="submit" { "Release it to me" }
+                }
+            }
+        },
+    )
+}
+
+pub fn audit(session: &Session, domain: &str, report: Option<&unspoof_audit::Report>) -> Markup {
+    page(
+        Some(session),
+        "Domain audit",
+        html! {
+            form.search method="get" action="/audit" {
+                label { "Domain" input type="text" name="domain" value=(domain) placeholder="site.example"; }
+                button type="submit" { "Audit" }
+            }
+            p.muted { "How spoofable the domain is (SPF, DKIM, DMARC, MX and transport), as " code { "unspoof audit" } " reports it. Each audit asks the DNS anew." }
+            @if let Some(r) = report {
+                h2 { "Grade " span.grade { (r.grade.letter) } " (" (r.grade.score) " of 100) for " (r.domain) }
+                @if r.findings.is_empty() { p { "No finding." } }
+                table.results {
+                    thead { tr { th { "Severity" } th { "Finding" } th { "What" } th { "Rule" } th { "Publish instead" } } }
+                    tbody {
+                        @for f in &r.findings {
+                            tr {
+                                td { span class={ "sev " (f.severity.word()) } { (f.severity.word()) } }
+                                td { code { (f.code) } }
+                                td { (f.message) @if !f.evidence.is_empty() { ul.evidence { @for e in &f.evidence { li { code { (e) } } } } } }
+                                td { (f.rule) }
+                                td { @for x in &f.fix { div { code { (x.action) " " (x.name) " " (x.rtype) " " (x.value) } } } }
+                            }
+                        }
+                    }
+                }
+                p.muted { (r.dns.queries) " DNS queries through " (r.dns.view) "." }
             }
         },
     )

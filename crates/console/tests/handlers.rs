@@ -388,11 +388,15 @@ async fn search_by_reason_code_subject_sender_and_pages() {
     let mut a = Agent::new(unspoof_console::router(w.console(config)));
     a.logged_in("admin").await;
     let r = a.get("/search?reason=dmarc.quarantine").await;
-    assert!(r.body.contains("3 messages, page 1 of 2"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, more older"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("rel=\"next\""));
     let p2 = a.get("/search?reason=dmarc.quarantine&page=2").await;
     assert!(
-        p2.body.contains("page 2 of 2") && p2.body.contains(&w.ann_spoof.record),
+        p2.body.contains("1 message, page 2, the last") && p2.body.contains(&w.ann_spoof.record),
         "{}",
         p2.body
     );
@@ -405,13 +409,21 @@ async fn search_by_reason_code_subject_sender_and_pages() {
     let r = a
         .get("/search?sender=SECURITY%40bank.test&verdict=quarantine")
         .await;
-    assert!(r.body.contains("3 messages"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, more older"),
+        "{}",
+        r.body
+    );
     let r = a.get("/search?subject=INVOICE").await;
     assert!(r.body.contains("1 message,") && r.body.contains(&w.bob_spoof.record));
     let r = a
         .get("/search?client=192.0.2.0%2F24&since=2000-01-01")
         .await;
-    assert!(r.body.contains("4 messages"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, more older"),
+        "{}",
+        r.body
+    );
     let r = a.get("/search?client=not-an-address").await;
     assert!(
         r.body.contains("is not an address or a network"),
@@ -592,7 +604,11 @@ async fn the_same_pages_on_postgresql() {
         home.body
     );
     let r = dana.get("/search?reason=dmarc.quarantine").await;
-    assert!(r.body.contains("2 messages, page 1 of 1"), "{}", r.body);
+    assert!(
+        r.body.contains("2 messages, page 1, the last"),
+        "{}",
+        r.body
+    );
     let r = dana.get("/search?subject=%25invoice_").await;
     assert!(
         r.body.contains("0 messages"),
@@ -628,7 +644,7 @@ async fn the_same_pages_on_postgresql() {
     let mut admin = Agent::new(unspoof_console::router(console));
     admin.logged_in("admin").await;
     let r = admin.get("/search?reason=dmarc.quarantine&page=2").await;
-    assert!(r.body.contains("3 messages, page 2 of 2"), "{}", r.body);
+    assert!(r.body.contains("1 message, page 2, the last"), "{}", r.body);
     let actions = admin.get("/actions").await;
     assert!(actions.body.contains("release") && actions.body.contains("dana"));
     w.store.close().await;
@@ -676,4 +692,465 @@ async fn the_dmarc_sources_page_shows_a_domains_senders_to_its_administrators() 
         "{}",
         r.body
     );
+}
+
+#[tokio::test]
+async fn release_and_allow_takes_the_scope_the_role_may_give() {
+    let w = world("allow").await;
+    let mut config = config();
+    config.maildir = Some(w.maildir());
+    let console = w.console(config);
+    let mut ann = Agent::new(unspoof_console::router(console.clone()));
+    let csrf = ann.logged_in("ann").await;
+    let id = &w.ann_spoof.record;
+    let qid = w.ann_spoof.quarantine.as_ref().unwrap();
+    // A recipient may not allow a sender for everyone: nothing is released either.
+    let r = ann
+        .post(
+            &format!("/message/{id}/release"),
+            &[("csrf", &csrf), ("allow", "everyone")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let e = w.store.quarantine_get(qid).await.unwrap().unwrap();
+    assert_eq!(e.status, QuarantineStatus::Held);
+    assert!(w.store.allow_list().await.unwrap().is_empty());
+    // For herself: released, and the sender allowed for ann only.
+    let r = ann
+        .post(
+            &format!("/message/{id}/release"),
+            &[("csrf", &csrf), ("allow", "recipient")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let e = w.store.quarantine_get(qid).await.unwrap().unwrap();
+    assert_eq!(e.status, QuarantineStatus::Released);
+    let from = "Sender <Security@Bank.test>";
+    assert!(
+        w.store
+            .allowed(from, &["ann@site.test".into()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w.store
+            .allowed(from, &["bob@site.test".into()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w.store
+            .allowed(from, &["ann@site.test".into(), "bob@site.test".into()])
+            .await
+            .unwrap(),
+        "every recipient must be covered"
+    );
+    assert!(
+        !w.store
+            .allowed("other@bank.test", &["ann@site.test".into()])
+            .await
+            .unwrap()
+    );
+    let actions = w.store.console_actions(Some(id), 10).await.unwrap();
+    assert!(
+        actions.iter().any(|a| a.action == "allow_sender"
+            && a.actor == "ann"
+            && a.detail
+                .as_deref()
+                .is_some_and(|d| d.ends_with("for ann@site.test"))),
+        "{actions:?}"
+    );
+    // A recipient does not see the allow list page.
+    assert_eq!(ann.get("/allow").await.status, StatusCode::FORBIDDEN);
+
+    // The domain administrator allows for the domain: every site.test recipient.
+    let mut dana = Agent::new(unspoof_console::router(console));
+    let csrf = dana.logged_in("dana").await;
+    let bob = &w.bob_spoof.record;
+    let r = dana
+        .post(
+            &format!("/message/{bob}/release"),
+            &[("csrf", &csrf), ("allow", "domain")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(
+        w.store
+            .allowed(from, &["zed@site.test".into()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w.store
+            .allowed(from, &["carol@other.test".into()])
+            .await
+            .unwrap()
+    );
+    let page = dana.get("/allow").await;
+    assert!(page.body.contains("security@bank.test") && page.body.contains("@site.test"));
+    // Removing the domain's entry takes it away.
+    let list = w.store.allow_list().await.unwrap();
+    let domain_entry = list
+        .iter()
+        .find(|a| matches!(a.scope, unspoof_store::console::AllowScope::Domain(_)))
+        .unwrap();
+    let r = dana
+        .post(
+            &format!("/allow/{}/remove", domain_entry.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        !w.store
+            .allowed(from, &["zed@site.test".into()])
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn bulk_actions_and_false_positives_are_recorded_with_who() {
+    let w = world("bulk").await;
+    let mut config = config();
+    config.maildir = Some(w.maildir());
+    let mut a = Agent::new(unspoof_console::router(w.console(config)));
+    let csrf = a.logged_in("admin").await;
+    let q = a.get("/quarantine").await;
+    assert!(q.body.contains("action=\"/quarantine/bulk\""), "{}", q.body);
+    assert!(
+        q.body
+            .contains(&format!("value=\"{}\"", w.bob_spoof.record))
+    );
+    let r = a
+        .post(
+            "/quarantine/bulk",
+            &[
+                ("csrf", &csrf),
+                ("do", "delete"),
+                ("id", &w.bob_spoof.record),
+                ("id", &w.carol_spoof.record),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/quarantine")
+    );
+    for s in [&w.bob_spoof, &w.carol_spoof] {
+        let e = w
+            .store
+            .quarantine_get(s.quarantine.as_ref().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.status, e.actor.as_deref()),
+            (QuarantineStatus::Deleted, Some("admin"))
+        );
+    }
+    // Without the token: refused, nothing done.
+    let r = a
+        .post(
+            "/quarantine/bulk",
+            &[("do", "release"), ("id", &w.ann_spoof.record)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A message no longer held: the bulk answer says not everything was done.
+    let r = a
+        .post(
+            "/quarantine/bulk",
+            &[
+                ("csrf", &csrf),
+                ("do", "release"),
+                ("id", &w.bob_spoof.record),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = a
+        .post(
+            &format!("/message/{}/false-positive", w.ann_spoof.record),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let fp = w
+        .store
+        .console_actions(Some(&w.ann_spoof.record), 10)
+        .await
+        .unwrap();
+    assert!(
+        fp.iter().any(|x| x.action == "false_positive"
+            && x.actor == "admin"
+            && x.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("dmarc.quarantine"))),
+        "{fp:?}"
+    );
+    let actions = a.get("/actions").await;
+    assert!(actions.body.contains("false_positive"));
+}
+
+#[tokio::test]
+async fn sessions_outlive_a_restart_of_the_console() {
+    let w = world("sessions").await;
+    let mut a = Agent::new(unspoof_console::router(w.console(config())));
+    a.logged_in("bob").await;
+    // The same cookie against a new console process on the same store.
+    a.app = unspoof_console::router(w.console(config()));
+    let r = a.get("/quarantine").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(&w.bob_spoof.record));
+    // The store keeps the token's hash, not the token.
+    let token = a
+        .cookies
+        .iter()
+        .find(|(k, _)| k == "unspoof_session")
+        .unwrap()
+        .1
+        .clone();
+    assert!(
+        w.store
+            .console_session(&unspoof_console::auth::token_hash(&token))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(w.store.console_session(&token).await.unwrap().is_none());
+    // Logging out ends it for every process.
+    let csrf = r.csrf();
+    a.post("/logout", &[("csrf", &csrf)]).await;
+    a.cookies.push(("unspoof_session".into(), token));
+    a.app = unspoof_console::router(w.console(config()));
+    assert_eq!(a.get("/quarantine").await.location(), "/login");
+}
+
+/// The digest's release link, from the mail as it was written into the Maildir.
+fn digest_link(mail: &str) -> (String, String) {
+    let at = mail.find("/digest/release?").expect("a release link");
+    let link = mail[at..].split_whitespace().next().unwrap().to_string();
+    let query = link.split_once('?').unwrap().1.to_string();
+    (link, query)
+}
+
+#[tokio::test]
+async fn a_digest_link_releases_once_and_only_as_signed() {
+    let w = world("digest").await;
+    let mut config = config();
+    config.maildir = Some(w.maildir());
+    config.public_url = "https://console.test".into();
+    let console = w.console(config);
+    let run = unspoof_console::digest::send_digests(&console, true)
+        .await
+        .unwrap();
+    let mut to: Vec<&str> = run.sent.iter().map(|(r, _, _)| r.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["ann@site.test", "bob@site.test", "carol@other.test"]);
+    // Not due again: nothing new is held and a day has not passed.
+    let again = unspoof_console::digest::send_digests(&console, false)
+        .await
+        .unwrap();
+    assert!(again.sent.is_empty(), "{again:?}");
+    let mails: Vec<String> = std::fs::read_dir(w.maildir().join("new"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let ann_mail = mails
+        .iter()
+        .find(|m| m.contains("To: <ann@site.test>"))
+        .expect("ann's digest");
+    // The hostile subject is in a text/plain mail, one line, no header of its own.
+    assert!(ann_mail.contains("Content-Type: text/plain"));
+    assert!(!ann_mail.contains("Invoice for Bob"), "only ann's mail");
+    let (link, query) = digest_link(ann_mail);
+    assert!(
+        link.starts_with("/digest/release?")
+            && ann_mail.contains("https://console.test/digest/release?")
+    );
+    let mut anyone = Agent::new(unspoof_console::router(console.clone()));
+    // The link's page releases nothing by itself (mail scanners follow links).
+    let page = anyone.get(&link).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Release it to me"));
+    let qid = w.ann_spoof.quarantine.as_ref().unwrap();
+    assert_eq!(
+        w.store.quarantine_get(qid).await.unwrap().unwrap().status,
+        QuarantineStatus::Held
+    );
+    let fields: Vec<(String, String)> = query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.replace("%40", "@"))
+        })
+        .collect();
+    let field = |k: &str| fields.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    // A changed recipient, expiry or signature is refused.
+    for (k, bad) in [
+        ("r", "bob@site.test".to_string()),
+        ("e", (field("e").parse::<i64>().unwrap() + 1).to_string()),
+        ("s", format!("A{}", &field("s")[1..])),
+    ] {
+        let form: Vec<(&str, String)> = ["m", "r", "e", "s"]
+            .iter()
+            .map(|n| (*n, if *n == k { bad.clone() } else { field(n) }))
+            .collect();
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = anyone.post("/digest/release", &form).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{k}");
+    }
+    // Expired: signed for a time already past.
+    let key = unspoof_console::digest::key(&w.dir).unwrap();
+    let past = unspoof_store::now() - 1;
+    let sig = unspoof_console::digest::sign(&key, &field("m"), "ann@site.test", past);
+    let past_s = past.to_string();
+    let r = anyone
+        .post(
+            "/digest/release",
+            &[
+                ("m", &field("m")),
+                ("r", "ann@site.test"),
+                ("e", &past_s),
+                ("s", &sig),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // As signed: released, by the digest's recipient.
+    let (m, r_, exp, s) = (field("m"), field("r"), field("e"), field("s"));
+    let r = anyone
+        .post(
+            "/digest/release",
+            &[("m", &m), ("r", &r_), ("e", &exp), ("s", &s)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Released"), "{}", r.body);
+    let e = w.store.quarantine_get(qid).await.unwrap().unwrap();
+    assert_eq!(
+        (e.status, e.actor.as_deref()),
+        (QuarantineStatus::Released, Some("digest:ann@site.test"))
+    );
+    // Twice: not again.
+    let r2 = anyone
+        .post(
+            "/digest/release",
+            &[("m", &m), ("r", &r_), ("e", &exp), ("s", &s)],
+        )
+        .await;
+    assert!(r2.body.contains("Not released"), "{}", r2.body);
+    assert_eq!(
+        w.store
+            .quarantine_get(qid)
+            .await
+            .unwrap()
+            .unwrap()
+            .actor
+            .as_deref(),
+        Some("digest:ann@site.test")
+    );
+}
+
+#[tokio::test]
+async fn the_abuse_report_and_the_audit_are_pages_for_administrators() {
+    let w = world("arf").await;
+    let console = unspoof_console::Console::with_engine(
+        w.store.clone(),
+        config(),
+        w.engine.clone(),
+        "mx.site.test",
+    );
+    let mut admin = Agent::new(unspoof_console::router(console.clone()));
+    admin.logged_in("admin").await;
+    let id = &w.ann_spoof.record;
+    let page = admin.get(&format!("/message/{id}")).await;
+    assert!(page.body.contains("/abuse-report"));
+    let r = admin.get(&format!("/message/{id}/abuse-report")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("Feedback-Type: abuse") && r.body.contains("abuse@bank.test"),
+        "{}",
+        r.body
+    );
+    // The hostile subject is escaped in the report's text too.
+    assert!(!r.body.contains("<script>document.title"), "escaped");
+    let d = admin
+        .get(&format!("/message/{id}/abuse-report?download=1"))
+        .await;
+    assert_eq!(d.headers[header::CONTENT_TYPE], "application/octet-stream");
+    assert!(d.body.contains("message/feedback-report"));
+    let acts = w.store.console_actions(Some(id), 10).await.unwrap();
+    assert!(
+        acts.iter()
+            .any(|a| a.action == "abuse_report" && a.actor == "admin")
+    );
+    let mut ann = Agent::new(unspoof_console::router(console.clone()));
+    ann.logged_in("ann").await;
+    assert_eq!(
+        ann.get(&format!("/message/{id}/abuse-report")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        ann.get("/audit?domain=bank.test").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // The audit of bank.test from the zone: p=quarantine, no DKIM key found.
+    let a = admin.get("/audit?domain=bank.test").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.body.contains("Grade") && a.body.contains("dmarc."),
+        "{}",
+        a.body
+    );
+    let mut dana = Agent::new(unspoof_console::router(console));
+    dana.logged_in("dana").await;
+    assert_eq!(
+        dana.get("/audit?domain=bank.test").await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn the_message_page_joins_the_mail_log() {
+    let w = world("maillog").await;
+    let raw = String::from_utf8_lossy(&w.ann_spoof.raw).into_owned();
+    let mid = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: <"))
+        .unwrap()
+        .trim_end_matches('>')
+        .to_string();
+    let log = w.dir.join("mail.log");
+    std::fs::write(
+        &log,
+        format!(
+            "Dec  7 06:00:00 mx postfix/smtpd[100]: 4AB12C: client=mail.example[192.0.2.7]\n\
+             Dec  7 06:00:00 mx postfix/cleanup[101]: 4AB12C: message-id=<{mid}>\n\
+             Dec  7 06:00:01 mx postfix/qmgr[102]: 4AB12C: from=<security@bank.test>, size=900, nrcpt=1 (queue active)\n\
+             Dec  7 06:00:02 mx postfix/smtpd[100]: 9ZZ99Z: client=other.example[203.0.113.9]\n"
+        ),
+    )
+    .unwrap();
+    let mut config = config();
+    config.mail_logs = vec![log];
+    let mut a = Agent::new(unspoof_console::router(w.console(config)));
+    a.logged_in("admin").await;
+    let page = a.get(&format!("/message/{}", w.ann_spoof.record)).await;
+    assert!(page.body.contains("The mail log"), "{}", page.body);
+    assert!(page.body.contains("4AB12C") && page.body.contains("client=mail.example[192.0.2.7]"));
+    assert!(
+        !page.body.contains("9ZZ99Z: client=other.example"),
+        "another message's line"
+    );
+    // A log that cannot be read says so.
+    let config2 = ConsoleConfig {
+        mail_logs: vec![w.dir.join("missing.log")],
+        ..Default::default()
+    };
+    let mut b = Agent::new(unspoof_console::router(w.console(config2)));
+    b.logged_in("admin").await;
+    let page = b.get(&format!("/message/{}", w.ann_spoof.record)).await;
+    assert!(page.body.contains("could not be read"), "{}", page.body);
 }

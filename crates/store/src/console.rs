@@ -259,11 +259,21 @@ impl Store {
              FROM messages m {clause} GROUP BY 1, 2 ORDER BY 1, 2",
             b = n + 1
         );
-        let top_reasons = format!(
-            "SELECT x.code AS k, COUNT(*) AS n FROM message_reason x \
-             JOIN messages m ON m.id = x.message {clause} \
-             GROUP BY x.code ORDER BY 2 DESC, 1 LIMIT {OVERVIEW_TOP}"
-        );
+        // Seeing everything, the period's reason codes come from message_reason alone (its
+        // received_at is the message's), read from the (received_at, code) index.
+        let top_reasons = if visible_to.is_empty() {
+            format!(
+                "SELECT x.code AS k, COUNT(*) AS n FROM message_reason x \
+                 WHERE x.received_at >= $1 AND x.received_at < $2 \
+                 GROUP BY x.code ORDER BY 2 DESC, 1 LIMIT {OVERVIEW_TOP}"
+            )
+        } else {
+            format!(
+                "SELECT x.code AS k, COUNT(*) AS n FROM message_reason x \
+                 JOIN messages m ON m.id = x.message {clause} \
+                 GROUP BY x.code ORDER BY 2 DESC, 1 LIMIT {OVERVIEW_TOP}"
+            )
+        };
         let bad = and(&clause, "m.action IN ('quarantine', 'reject')");
         let top_domains = format!(
             "SELECT m.from_domain AS k, COUNT(*) AS n FROM messages m \
@@ -313,5 +323,305 @@ impl Store {
             out.held_bytes = r.try_get("b")?;
         });
         Ok(out)
+    }
+}
+
+/// Who a sender is allowed for: the scope of "release and allow the sender".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowScope {
+    /// One recipient address.
+    Recipient(String),
+    /// Every recipient in one domain.
+    Domain(String),
+    /// Every recipient.
+    Everyone,
+}
+
+impl AllowScope {
+    fn kind(&self) -> &'static str {
+        match self {
+            AllowScope::Recipient(_) => "recipient",
+            AllowScope::Domain(_) => "domain",
+            AllowScope::Everyone => "everyone",
+        }
+    }
+
+    fn value(&self) -> &str {
+        match self {
+            AllowScope::Recipient(s) | AllowScope::Domain(s) => s,
+            AllowScope::Everyone => "",
+        }
+    }
+
+    fn from_row(kind: &str, value: String) -> Option<AllowScope> {
+        match kind {
+            "recipient" => Some(AllowScope::Recipient(value)),
+            "domain" => Some(AllowScope::Domain(value)),
+            "everyone" => Some(AllowScope::Everyone),
+            _ => None,
+        }
+    }
+
+    /// Whether this scope covers `rcpt` (lowercase).
+    pub fn covers(&self, rcpt: &str) -> bool {
+        match self {
+            AllowScope::Recipient(a) => a == rcpt,
+            AllowScope::Domain(d) => rcpt.rsplit_once('@').is_some_and(|(_, rd)| rd == d),
+            AllowScope::Everyone => true,
+        }
+    }
+}
+
+/// An allowed sender: mail from `sender` (a From address, or `@domain` for a whole domain) to
+/// recipients in `scope` is not quarantined or tagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedSender {
+    pub id: String,
+    pub sender: String,
+    pub scope: AllowScope,
+    pub created_at: i64,
+    pub created_by: String,
+    /// The message record it was allowed from, if any.
+    pub origin: Option<String>,
+}
+
+/// A console session as the store keeps it (the token itself is never stored: its hash is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub token_hash: String,
+    pub name: String,
+    pub role: String,
+    pub csrf: String,
+    pub started_at: i64,
+    pub seen_at: i64,
+}
+
+/// A From address as the correspondent memory keys it (`"Ann" <Ann@X.example>` →
+/// `ann@x.example`); a domain entry (`@x.example`) lowercased.
+fn norm_sender(s: &str) -> String {
+    let s = s.trim();
+    if let Some(d) = s.strip_prefix('@') {
+        return format!("@{}", d.trim_end_matches('.').to_ascii_lowercase());
+    }
+    unspoof_engine::contact::from_value_key(s)
+        .unwrap_or_else(|| s.trim_matches(['<', '>']).to_ascii_lowercase())
+}
+
+impl Store {
+    /// Allows `a.sender` for `a.scope` (replacing the same sender and scope).
+    pub async fn allow_put(&self, a: &AllowedSender) -> Result<(), StoreError> {
+        let sql = "INSERT INTO console_allow \
+                   (id, sender, scope_kind, scope, created_at, created_by, origin) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                   ON CONFLICT (sender, scope_kind, scope) DO UPDATE SET \
+                   created_at = excluded.created_at, created_by = excluded.created_by, \
+                   origin = excluded.origin";
+        on!(&self.inner.db, p => {
+            sqlx::query(sql)
+                .bind(&a.id)
+                .bind(norm_sender(&a.sender))
+                .bind(a.scope.kind())
+                .bind(a.scope.value().to_ascii_lowercase())
+                .bind(a.created_at)
+                .bind(&a.created_by)
+                .bind(&a.origin)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Removes an allowed sender by id; false when there was none.
+    pub async fn allow_remove(&self, id: &str) -> Result<bool, StoreError> {
+        let done = on!(&self.inner.db, p => {
+            sqlx::query("DELETE FROM console_allow WHERE id = $1")
+                .bind(id)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// Every allowed sender, newest first.
+    pub async fn allow_list(&self) -> Result<Vec<AllowedSender>, StoreError> {
+        self.allow_rows(
+            "SELECT id, sender, scope_kind, scope, created_at, created_by, origin \
+                         FROM console_allow ORDER BY created_at DESC, id",
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// The entries for this From address (its own and its domain's).
+    pub async fn allow_entries_for(&self, from: &str) -> Result<Vec<AllowedSender>, StoreError> {
+        let from = norm_sender(from);
+        let domain = match from.rsplit_once('@') {
+            Some((_, d)) if !d.is_empty() => format!("@{d}"),
+            _ => return Ok(Vec::new()),
+        };
+        self.allow_rows(
+            "SELECT id, sender, scope_kind, scope, created_at, created_by, origin \
+             FROM console_allow WHERE sender IN ($1, $2)",
+            vec![Val::S(from), Val::S(domain)],
+        )
+        .await
+    }
+
+    /// Whether mail from `from` (the From address) is allowed for every one of `rcpts`.
+    /// No recipients or no From: not allowed.
+    pub async fn allowed(&self, from: &str, rcpts: &[String]) -> Result<bool, StoreError> {
+        if rcpts.is_empty() {
+            return Ok(false);
+        }
+        let entries = self.allow_entries_for(from).await?;
+        Ok(rcpts.iter().all(|r| {
+            let r = r.trim().trim_matches(['<', '>']).to_ascii_lowercase();
+            entries.iter().any(|e| e.scope.covers(&r))
+        }))
+    }
+
+    async fn allow_rows(
+        &self,
+        sql: &str,
+        vals: Vec<Val>,
+    ) -> Result<Vec<AllowedSender>, StoreError> {
+        on!(&self.inner.db, p => {
+            let rows = bind_all!(sqlx::query(sql), vals).fetch_all(p).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let kind: String = r.try_get("scope_kind")?;
+                let Some(scope) = AllowScope::from_row(&kind, r.try_get("scope")?) else {
+                    continue;
+                };
+                out.push(AllowedSender {
+                    id: r.try_get("id")?,
+                    sender: r.try_get("sender")?,
+                    scope,
+                    created_at: r.try_get("created_at")?,
+                    created_by: r.try_get("created_by")?,
+                    origin: r.try_get("origin")?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Keeps a new console session.
+    pub async fn console_session_put(&self, s: &StoredSession) -> Result<(), StoreError> {
+        let sql = "INSERT INTO console_sessions \
+                   (token_hash, name, role, csrf, started_at, seen_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6)";
+        on!(&self.inner.db, p => {
+            sqlx::query(sql)
+                .bind(&s.token_hash)
+                .bind(&s.name)
+                .bind(&s.role)
+                .bind(&s.csrf)
+                .bind(s.started_at)
+                .bind(s.seen_at)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The session with this token hash.
+    pub async fn console_session(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let sql = "SELECT token_hash, name, role, csrf, started_at, seen_at \
+                   FROM console_sessions WHERE token_hash = $1";
+        on!(&self.inner.db, p => {
+            let row = sqlx::query(sql).bind(token_hash).fetch_optional(p).await?;
+            Ok(match row {
+                Some(r) => Some(StoredSession {
+                    token_hash: r.try_get("token_hash")?,
+                    name: r.try_get("name")?,
+                    role: r.try_get("role")?,
+                    csrf: r.try_get("csrf")?,
+                    started_at: r.try_get("started_at")?,
+                    seen_at: r.try_get("seen_at")?,
+                }),
+                None => None,
+            })
+        })
+    }
+
+    /// Marks the session used at `at`.
+    pub async fn console_session_seen(&self, token_hash: &str, at: i64) -> Result<(), StoreError> {
+        on!(&self.inner.db, p => {
+            sqlx::query("UPDATE console_sessions SET seen_at = $1 WHERE token_hash = $2")
+                .bind(at)
+                .bind(token_hash)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Ends one session.
+    pub async fn console_session_end(&self, token_hash: &str) -> Result<(), StoreError> {
+        on!(&self.inner.db, p => {
+            sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
+                .bind(token_hash)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Drops sessions started before `started_before` or idle since before `seen_before`.
+    pub async fn console_sessions_prune(
+        &self,
+        started_before: i64,
+        seen_before: i64,
+    ) -> Result<u64, StoreError> {
+        let n = on!(&self.inner.db, p => {
+            sqlx::query("DELETE FROM console_sessions WHERE started_at < $1 OR seen_at < $2")
+                .bind(started_before)
+                .bind(seen_before)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// When `recipient`'s last digest was sent and the time it covered up to.
+    pub async fn digest_last(&self, recipient: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        on!(&self.inner.db, p => {
+            let row = sqlx::query("SELECT sent_at, until_at FROM console_digests WHERE recipient = $1")
+                .bind(recipient)
+                .fetch_optional(p)
+                .await?;
+            Ok(match row {
+                Some(r) => Some((r.try_get("sent_at")?, r.try_get("until_at")?)),
+                None => None,
+            })
+        })
+    }
+
+    /// Records that `recipient` was sent a digest covering up to `until`.
+    pub async fn digest_mark(
+        &self,
+        recipient: &str,
+        sent_at: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO console_digests (recipient, sent_at, until_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (recipient) DO UPDATE SET sent_at = excluded.sent_at, \
+                   until_at = excluded.until_at";
+        on!(&self.inner.db, p => {
+            sqlx::query(sql)
+                .bind(recipient)
+                .bind(sent_at)
+                .bind(until)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
     }
 }
