@@ -68,6 +68,10 @@ pub struct AnalyzeArgs {
     /// store answered; replays a stored verdict exactly (`backscatter.*` reasons).
     #[arg(long = "sent-by-us", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
     pub sent_by_us: Option<bool>,
+    /// Whether the From address is on the allow list for every recipient (yes/no), as the
+    /// store answered; replays a stored verdict exactly (`allow.sender`).
+    #[arg(long = "allowed-sender", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allowed_sender: Option<bool>,
 }
 
 /// Where DNS answers come from; shared by every command that runs the engine.
@@ -295,6 +299,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         first_contact: args.first_contact,
         known_sender: args.known_sender,
         sent_by_us: args.sent_by_us,
+        allowed_sender: args.allowed_sender,
     }
 }
 
@@ -353,6 +358,7 @@ fn batch_jobs(manifest: &Path) -> Result<Vec<Job>, String> {
                 first_contact: None,
                 known_sender: None,
                 sent_by_us: None,
+                allowed_sender: None,
             },
         });
     }

@@ -127,9 +127,7 @@ impl Config {
         let dmarc: DmarcConfig = file.section(root, "dmarc")?;
         let dmarc = file.checked(root, "dmarc", dmarc.validated())?;
         let console: ConsoleConfig = file.section(root, "console")?;
-        // The certificate and key are read now, so a bad pair fails the check, not the start.
-        let tls = unspoof_console::tls_acceptor(&console).map(|_| ());
-        file.checked(root, "console", tls)?;
+        let console = file.checked(root, "console", console.validated())?;
         policy.gateway_names = gateway.gateway_names.clone();
         if let Err(e) = policy.validate() {
             let at = span_of(root, &e.key).map(|s| s.start).unwrap_or(0);

@@ -106,9 +106,11 @@ pub fn run(command: ConsoleCommand) -> u8 {
     })
 }
 
-fn console_config(args: &ServeArgs) -> Result<ConsoleConfig, String> {
+/// `[console]` of the file, and `[gateway] downstream` (where released mail goes unless
+/// `[console]` names another).
+fn console_config(args: &ServeArgs) -> Result<(ConsoleConfig, Option<String>), String> {
     crate::config::Config::load_or_default(args.store.config.as_deref())
-        .map(|c| c.console)
+        .map(|c| (c.console, c.gateway.downstream))
         .map_err(|e| e.to_string())
 }
 
@@ -191,7 +193,7 @@ fn warn_exposed(config: &ConsoleConfig, addr: &str, tls: bool) {
 }
 
 async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
-    let mut config = match console_config(&args) {
+    let (mut config, gateway_downstream) = match console_config(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("unspoof: {e}");
@@ -207,9 +209,7 @@ async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
     // As inside `unspoof serve`: released mail and digests go to the gateway's downstream
     // unless [console] names another.
     if config.downstream.trim().is_empty()
-        && let Some(path) = &args.store.config
-        && let Ok(g) = unspoof_gateway::GatewayConfig::load(path)
-        && let Some(d) = g.downstream
+        && let Some(d) = gateway_downstream
     {
         config.downstream = d;
     }

@@ -143,7 +143,9 @@ struct PolicyCheckArgs {
 /// `unspoof policy check`: the policy and every front door's section of the same file,
 /// `[store]` and `[console]`.
 fn check_config(file: &std::path::Path) -> u8 {
-    let checked = config::Config::load(file).map(|_| ()).map_err(|e| e.to_string());
+    let checked = config::Config::load(file)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     match checked {
         Ok(()) => {
             println!("{}: ok", file.display());

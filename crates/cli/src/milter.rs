@@ -18,7 +18,9 @@ use crate::{
     config::{Config, ConfigError},
     exit,
     serve::config_exit,
-    store_adapter::{MilterStore, contact_history, open_store, outbound_history, store_config},
+    store_adapter::{
+        MilterStore, allow_list, contact_history, open_store, outbound_history, store_config,
+    },
 };
 
 /// `[store]` of the configuration file, if it has one (the spool goes under `./unspoof-data`
@@ -129,7 +131,11 @@ pub fn run(args: MilterArgs) -> u8 {
             },
             None => None,
         };
-        let engine = Engine::new(policy, dns);
+        let mut engine = Engine::new(policy, dns);
+        if let Some(s) = &store {
+            // The console's allow list lifts a quarantine or tag here as in `unspoof serve`.
+            engine = engine.with_sender_allow_list(allow_list(s));
+        }
         let mut milter = unspoof_milter::Milter::new(config, engine);
         if let Some(s) = &store {
             milter = milter

@@ -19,7 +19,9 @@ use crate::{
     analyze::{DnsArgs, dns_view},
     config::{Config, ConfigError},
     exit,
-    store_adapter::{GatewayStore, contact_history, open_store, outbound_history, store_config},
+    store_adapter::{
+        GatewayStore, allow_list, contact_history, open_store, outbound_history, store_config,
+    },
 };
 
 #[derive(Args)]
@@ -159,7 +161,7 @@ pub fn serve(args: ServeArgs) -> u8 {
             Ok(s) => s,
             Err(code) => return code,
         };
-        let engine = Engine::new(policy, dns);
+        let engine = Engine::new(policy, dns).with_sender_allow_list(allow_list(&store));
         let rdns = Arc::new(unspoof_gateway::EngineReverseDns(engine.clone()));
         let desk = crate::user_reports::configured(&config.data_dir, &config)
             .map(|desk| crate::user_reports::start(desk, engine.clone(), store.clone()))
@@ -195,10 +197,7 @@ pub fn serve(args: ServeArgs) -> u8 {
         });
         let decider = EngineDecider::new(engine, reload_from)
             .with_contact_history(contact_history(&store))
-            .with_outbound_history(outbound_history(&store))
-            .with_allow_list(Arc::new(crate::store_adapter::StoreAllowList(
-                store.clone(),
-            )));
+            .with_outbound_history(outbound_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());

@@ -214,27 +214,28 @@ pub fn outbound_history(store: &Store) -> Arc<dyn unspoof_engine::bounce::Outbou
     Arc::new(store.clone())
 }
 
-/// How long the gateway waits for the store's allow list before a verdict. Past it (or when the
-/// store fails) the sender counts as not allowed: the engine's verdict stands (fail closed).
-pub const ALLOW_LIST_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+/// The store's allowed senders (the console's "release and allow") as the engine asks them
+/// (`unspoof_engine::contact::SenderAllowList`; the engine bounds the wait,
+/// `ALLOW_LIST_BUDGET`). A store error is "could not tell": the verdict stands.
+pub fn allow_list(store: &Store) -> Arc<dyn unspoof_engine::contact::SenderAllowList> {
+    Arc::new(StoreAllowList(store.clone()))
+}
 
-/// The store's allowed senders (the console's "release and allow") as the gateway asks them.
-pub struct StoreAllowList(pub Store);
+struct StoreAllowList(Store);
 
-impl unspoof_gateway::SenderAllowList for StoreAllowList {
+impl unspoof_engine::contact::SenderAllowList for StoreAllowList {
     fn allowed<'a>(
         &'a self,
         from: &'a str,
         rcpts: &'a [String],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
         Box::pin(async move {
-            match tokio::time::timeout(ALLOW_LIST_BUDGET, self.0.allowed(from, rcpts)).await {
-                Ok(Ok(allowed)) => allowed,
-                Ok(Err(e)) => {
+            match self.0.allowed(from, rcpts).await {
+                Ok(allowed) => Some(allowed),
+                Err(e) => {
                     eprintln!("unspoof: allow list: {e} (the verdict stands)");
-                    false
+                    None
                 }
-                Err(_) => false,
             }
         })
     }

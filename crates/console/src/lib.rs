@@ -113,6 +113,16 @@ impl Default for ConsoleConfig {
 }
 
 impl ConsoleConfig {
+    /// The checks of `[console]` that need no file (what `unspoof policy check` runs): the
+    /// certificate and key go together. The files themselves are read when the console
+    /// starts ([`tls_acceptor`]), as the gateway reads its own.
+    pub fn validated(self) -> Result<Self, String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(TLS_PAIR.into());
+        }
+        Ok(self)
+    }
+
     pub fn release_target(&self, data_dir: &std::path::Path) -> ReleaseTarget {
         if self.downstream.trim().is_empty() {
             ReleaseTarget::Maildir(
@@ -212,6 +222,8 @@ impl Console {
 /// How long a client may take over its TLS handshake before the console drops it.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+const TLS_PAIR: &str = "[console] tls_cert and tls_key go together";
+
 /// The TLS acceptor of `[console] tls_cert`/`tls_key`, `Ok(None)` when neither is set.
 pub fn tls_acceptor(config: &ConsoleConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
     use tokio_rustls::rustls::ServerConfig;
@@ -220,7 +232,7 @@ pub fn tls_acceptor(config: &ConsoleConfig) -> Result<Option<tokio_rustls::TlsAc
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (None, None) => return Ok(None),
         (Some(c), Some(k)) => (c, k),
-        _ => return Err("[console] tls_cert and tls_key go together".into()),
+        _ => return Err(TLS_PAIR.into()),
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<_, _>>())

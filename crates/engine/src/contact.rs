@@ -145,17 +145,60 @@ async fn known_sender_of(
         .flatten()
 }
 
+/// How long the engine waits for the allow list before it decides without it: past it the
+/// sender counts as unknown to the list and the verdict stands (fail closed).
+pub const ALLOW_LIST_BUDGET: Duration = Duration::from_millis(500);
+
+/// The reason code of a message whose quarantine or tag an allowed sender lifted.
+pub const ALLOWED_SENDER: &str = "allow.sender";
+
+/// The senders people allowed (the console's "release and allow the sender"; the store keeps
+/// them). `None` from [`SenderAllowList::allowed`] means "could not tell" (the store failed):
+/// the verdict then stands, never a guess.
+pub trait SenderAllowList: Send + Sync {
+    /// Is mail from `from` (a From address as [`address_key`] writes it) allowed for every one
+    /// of `rcpts`?
+    fn allowed<'a>(
+        &'a self,
+        from: &'a str,
+        rcpts: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Option<bool>> + Send + 'a>>;
+}
+
+async fn allowed_sender_of(
+    allow: &dyn SenderAllowList,
+    address: &str,
+    rcpts: &[String],
+    budget: Duration,
+) -> Option<bool> {
+    tokio::time::timeout(budget, allow.allowed(address, rcpts))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The answers a front door's store gives the engine before the verdict
+/// ([`ask_history`]): the contact history, the record of mail we sent and the allow list.
+#[derive(Clone, Copy, Default)]
+pub struct History<'a> {
+    pub contacts: Option<&'a dyn ContactHistory>,
+    pub outbound: Option<&'a dyn crate::bounce::OutboundHistory>,
+    pub allow: Option<&'a dyn SenderAllowList>,
+}
+
 /// Every answer a front door gets from its store before the verdict, put into `envelope`:
-/// [`first_contact`], [`known_sender`] and, for a bounce or auto-reply,
-/// [`sent_by_us`](crate::bounce::sent_by_us). The header section is read once and the
-/// questions are asked at the same time, so a slow store costs one budget, not three.
-pub async fn ask_history(
-    contacts: Option<&dyn ContactHistory>,
-    outbound: Option<&dyn crate::bounce::OutboundHistory>,
-    raw: &[u8],
-    envelope: &mut Envelope,
-) {
-    if contacts.is_none() && outbound.is_none() {
+/// [`first_contact`], [`known_sender`], for a bounce or auto-reply
+/// [`sent_by_us`](crate::bounce::sent_by_us), and whether the From address is on the allow
+/// list for every recipient ([`Envelope::allowed_sender`](crate::Envelope::allowed_sender)).
+/// The header section is read once and the questions are asked at the same time, so a slow
+/// store costs one budget, not four.
+pub async fn ask_history(history: History<'_>, raw: &[u8], envelope: &mut Envelope) {
+    let History {
+        contacts,
+        outbound,
+        allow,
+    } = history;
+    if contacts.is_none() && outbound.is_none() && allow.is_none() {
         return;
     }
     let raw = message::to_crlf(raw);
@@ -184,10 +227,19 @@ pub async fn ask_history(
             _ => None,
         }
     };
-    let (first, known, sent) = tokio::join!(first, known, sent);
+    let allowed = async {
+        match (allow, &address) {
+            (Some(l), Some(a)) if !envelope.rcpt.is_empty() => {
+                allowed_sender_of(l, a, &envelope.rcpt, ALLOW_LIST_BUDGET).await
+            }
+            _ => None,
+        }
+    };
+    let (first, known, sent, allowed) = tokio::join!(first, known, sent, allowed);
     envelope.first_contact = first;
     envelope.known_sender = known;
     envelope.sent_by_us = sent;
+    envelope.allowed_sender = allowed;
 }
 
 #[cfg(test)]
@@ -290,7 +342,15 @@ mod tests {
             true,
         );
         let mut env = envelope(&["bob@us.example", "carol@us.example"]);
-        ask_history(Some(&seen), None, MSG, &mut env).await;
+        ask_history(
+            History {
+                contacts: Some(&seen),
+                ..History::default()
+            },
+            MSG,
+            &mut env,
+        )
+        .await;
         assert_eq!(env.first_contact, Some(true), "carol never heard from it");
         assert_eq!(env.known_sender, Some(true));
         assert_eq!(
@@ -303,7 +363,7 @@ mod tests {
             first_contact(&seen, MSG, &env, Duration::from_secs(1)).await
         );
         let mut none = envelope(&["bob@us.example"]);
-        ask_history(None, None, MSG, &mut none).await;
+        ask_history(History::default(), MSG, &mut none).await;
         assert_eq!((none.first_contact, none.known_sender), (None, None));
     }
 }

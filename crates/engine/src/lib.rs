@@ -75,6 +75,12 @@ pub struct Envelope {
     /// nobody knows (not a notification, no store, no answer in time). The front door asks its
     /// store before it calls the engine ([`bounce::sent_by_us`]).
     pub sent_by_us: Option<bool>,
+    /// Whether the message's From address is on the site's allow list (the console's "release
+    /// and allow the sender") for every recipient: `Some(true)` lifts a quarantine or tag to
+    /// an accept with the reason `allow.sender` (a reject stays); `Some(false)` or `None`
+    /// (no store, no answer in time) leaves the verdict as the findings made it. Asked by the
+    /// front door like `first_contact` ([`contact::ask_history`]).
+    pub allowed_sender: Option<bool>,
 }
 
 /// The envelope as the analysis used it, and which parts were reconstructed from the message.
@@ -98,6 +104,9 @@ pub struct EnvelopeReport {
     /// ([`Envelope::sent_by_us`]); absent if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_by_us: Option<bool>,
+    /// The front door's allow-list answer ([`Envelope::allowed_sender`]); absent if unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_sender: Option<bool>,
     /// The SASL login of a submission client ([`Envelope::auth_user`]); absent for others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_user: Option<String>,
@@ -149,6 +158,7 @@ pub struct Engine {
     /// ([`contact::ask_history`]) unless the envelope already carries the answers.
     contacts: Option<Arc<dyn contact::ContactHistory>>,
     outbound: Option<Arc<dyn bounce::OutboundHistory>>,
+    allow: Option<Arc<dyn contact::SenderAllowList>>,
 }
 
 impl Engine {
@@ -158,6 +168,7 @@ impl Engine {
             dns: Arc::new(dns),
             contacts: None,
             outbound: None,
+            allow: None,
         }
     }
 
@@ -173,6 +184,14 @@ impl Engine {
     /// auto-reply answers (`backscatter.*`).
     pub fn with_outbound_history(mut self, history: Arc<dyn bounce::OutboundHistory>) -> Self {
         self.outbound = Some(history);
+        self
+    }
+
+    /// Asks `allow` (the store's allow list) before each verdict whether the From address is
+    /// allowed for every recipient: such a message is accepted instead of quarantined or
+    /// tagged (`allow.sender`).
+    pub fn with_sender_allow_list(mut self, allow: Arc<dyn contact::SenderAllowList>) -> Self {
+        self.allow = Some(allow);
         self
     }
 
@@ -205,24 +224,25 @@ impl Engine {
     pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
         let run = async {
             let asked;
-            let envelope = if (self.contacts.is_some() || self.outbound.is_some())
-                && envelope.first_contact.is_none()
-                && envelope.known_sender.is_none()
-                && envelope.sent_by_us.is_none()
-            {
-                let mut e = envelope.clone();
-                contact::ask_history(
-                    self.contacts.as_deref(),
-                    self.outbound.as_deref(),
-                    raw,
-                    &mut e,
-                )
-                .await;
-                asked = e;
-                &asked
-            } else {
-                envelope
-            };
+            let envelope =
+                if (self.contacts.is_some() || self.outbound.is_some() || self.allow.is_some())
+                    && envelope.first_contact.is_none()
+                    && envelope.known_sender.is_none()
+                    && envelope.sent_by_us.is_none()
+                    && envelope.allowed_sender.is_none()
+                {
+                    let mut e = envelope.clone();
+                    let history = contact::History {
+                        contacts: self.contacts.as_deref(),
+                        outbound: self.outbound.as_deref(),
+                        allow: self.allow.as_deref(),
+                    };
+                    contact::ask_history(history, raw, &mut e).await;
+                    asked = e;
+                    &asked
+                } else {
+                    envelope
+                };
             self.analyse(raw, envelope).await
         };
         match (CatchUnwind {
@@ -262,6 +282,7 @@ impl Engine {
                 first_contact: None,
                 known_sender: None,
                 sent_by_us: None,
+                allowed_sender: None,
                 auth_user: envelope.auth_user.clone(),
             },
             // The summary for the records (Message-ID, From, Subject), if reading it does not
@@ -346,6 +367,7 @@ impl Engine {
             known_sender: envelope.known_sender,
             auth_user: envelope.auth_user.clone(),
             sent_by_us: envelope.sent_by_us,
+            allowed_sender: envelope.allowed_sender,
         };
         let context = findings::Context::with_addresses(
             &raw,
@@ -356,7 +378,10 @@ impl Engine {
             &policy,
             (from, reply_to),
         );
-        let verdict = Verdict::from_reasons(findings::collect(&context));
+        let mut verdict = Verdict::from_reasons(findings::collect(&context));
+        if envelope.allowed_sender == Some(true) {
+            verdict.lift_for_allowed_sender();
+        }
         let mut analysis = Analysis {
             schema: SCHEMA,
             verdict,

@@ -88,6 +88,24 @@ impl Verdict {
         Verdict { action, reasons }
     }
 
+    /// An allowed sender's verdict (the console's "release and allow"): a quarantine or tag
+    /// becomes an accept whose first reason is `allow.sender`; the findings stay listed with
+    /// the actions they asked for. A reject stays a reject, an accept stays as it is.
+    pub fn lift_for_allowed_sender(&mut self) {
+        if !matches!(self.action, Action::Quarantine | Action::Tag) {
+            return;
+        }
+        self.reasons.insert(
+            0,
+            Reason::new(
+                crate::contact::ALLOWED_SENDER,
+                Action::Accept,
+                "The sender is on the allow list for these recipients.",
+            ),
+        );
+        self.action = Action::Accept;
+    }
+
     /// The reason codes, for headers and logs.
     pub fn codes(&self) -> Vec<&str> {
         self.reasons.iter().map(|r| r.code.as_str()).collect()
@@ -163,6 +181,25 @@ mod tests {
             "signature of b.example failed; signature of a.example failed"
         );
         assert_eq!(dkim.evidence, ["d=a.example", "d=b.example"]);
+    }
+
+    #[test]
+    fn an_allowed_sender_lifts_quarantine_and_tag_only() {
+        for action in [Action::Tag, Action::Quarantine] {
+            let mut v = Verdict::from_reasons(vec![Reason::new("spf.fail", action, "SPF failed")]);
+            v.lift_for_allowed_sender();
+            assert_eq!(v.action, Action::Accept);
+            assert_eq!(v.codes(), ["allow.sender", "spf.fail"]);
+            assert_eq!(
+                v.reasons[1].action, action,
+                "the finding keeps what it asked"
+            );
+        }
+        for action in [Action::Reject, Action::Accept] {
+            let mut v = Verdict::from_reasons(vec![Reason::new("spf.fail", action, "SPF failed")]);
+            v.lift_for_allowed_sender();
+            assert_eq!((v.action, v.codes()), (action, vec!["spf.fail"]));
+        }
     }
 
     #[test]

@@ -143,3 +143,130 @@ async fn escalation_follows_the_policy_of_the_impersonation() {
     );
     assert_eq!(a.verdict.action, Action::Accept, "{:?}", codes(&a));
 }
+
+/// The store's allow list as the engine asks it: answers `answer` (after `delay`) and keeps
+/// what it was asked.
+struct AllowList {
+    answer: Option<bool>,
+    delay: Duration,
+    asked: std::sync::Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl unspoof_engine::contact::SenderAllowList for AllowList {
+    fn allowed<'a>(
+        &'a self,
+        from: &'a str,
+        rcpts: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((from.to_string(), rcpts.to_vec()));
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.answer
+        })
+    }
+}
+
+async fn analyze_with_allow_list(list: std::sync::Arc<AllowList>) -> Analysis {
+    let (file, mf) = IMPERSONATION;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/impersonation")
+        .join(file);
+    let raw = std::fs::read(&path).unwrap();
+    let mut zone = Zone::new();
+    zone.load_text(ZONE, None).unwrap();
+    let dns = Dns::zones(zone, Duration::from_secs(2)).await.unwrap();
+    let engine = Engine::new(Policy::parse(POLICY, "test policy").unwrap(), dns)
+        .with_sender_allow_list(list);
+    let envelope = Envelope {
+        ip: Some(OUTSIDE.parse::<IpAddr>().unwrap()),
+        helo: Some("mail.example.net".into()),
+        mail_from: Some(mf.into()),
+        rcpt: vec!["barry@python.org".into()],
+        ..Envelope::default()
+    };
+    engine.evaluate(&raw, &envelope).await
+}
+
+fn allow_list(answer: Option<bool>, delay: Duration) -> std::sync::Arc<AllowList> {
+    std::sync::Arc::new(AllowList {
+        answer,
+        delay,
+        asked: Default::default(),
+    })
+}
+
+#[tokio::test]
+async fn an_allowed_sender_lifts_a_quarantine_in_the_decision() {
+    let list = allow_list(Some(true), Duration::ZERO);
+    let a = analyze_with_allow_list(list.clone()).await;
+    let raw = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/impersonation")
+            .join(IMPERSONATION.0),
+    )
+    .unwrap();
+    assert_eq!(
+        *list.asked.lock().unwrap(),
+        [(
+            unspoof_engine::contact::sender_address(&raw).unwrap(),
+            vec!["barry@python.org".to_string()]
+        )]
+    );
+    assert_eq!(a.envelope.allowed_sender, Some(true));
+    assert_eq!(a.verdict.action, Action::Accept, "{:?}", codes(&a));
+    assert_eq!(codes(&a)[0], "allow.sender");
+    // The findings the list overrode stay listed, with what they asked for.
+    assert!(
+        codes(&a).contains(&"impersonation.display_name"),
+        "{:?}",
+        codes(&a)
+    );
+    assert_eq!(a.decision.disposition, unspoof_engine::Disposition::Accept);
+    assert_eq!(a.decision.reply.code, 250);
+}
+
+#[tokio::test]
+async fn the_allow_list_never_lifts_a_reject_and_its_silence_changes_nothing() {
+    // A reject (a stranger borrowing a protected name, first contact) stays a reject.
+    let (file, mf) = IMPERSONATION;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/impersonation")
+        .join(file);
+    let raw = std::fs::read(&path).unwrap();
+    let mut zone = Zone::new();
+    zone.load_text(ZONE, None).unwrap();
+    let dns = Dns::zones(zone, Duration::from_secs(2)).await.unwrap();
+    let engine = Engine::new(Policy::parse(POLICY, "test policy").unwrap(), dns);
+    let envelope = Envelope {
+        ip: Some(OUTSIDE.parse::<IpAddr>().unwrap()),
+        helo: Some("mail.example.net".into()),
+        mail_from: Some(mf.into()),
+        rcpt: vec!["barry@python.org".into()],
+        first_contact: Some(true),
+        allowed_sender: Some(true),
+        ..Envelope::default()
+    };
+    let a = engine.evaluate(&raw, &envelope).await;
+    assert_eq!(a.verdict.action, Action::Reject, "{:?}", codes(&a));
+    assert!(!codes(&a).contains(&"allow.sender"));
+
+    // Not allowed, a store that failed, a store slower than ALLOW_LIST_BUDGET: the quarantine
+    // stands.
+    let slow = unspoof_engine::contact::ALLOW_LIST_BUDGET + Duration::from_millis(300);
+    for (answer, delay) in [
+        (Some(false), Duration::ZERO),
+        (None, Duration::ZERO),
+        (Some(true), slow),
+    ] {
+        let a = analyze_with_allow_list(allow_list(answer, delay)).await;
+        assert_eq!(a.verdict.action, Action::Quarantine, "{answer:?} {delay:?}");
+        assert!(!codes(&a).contains(&"allow.sender"));
+        assert_eq!(
+            a.decision.disposition,
+            unspoof_engine::Disposition::Quarantine
+        );
+    }
+}

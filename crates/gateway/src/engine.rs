@@ -60,6 +60,7 @@ impl Decide for EngineDecider {
             first_contact: None,
             known_sender: None,
             sent_by_us: None,
+            allowed_sender: None,
         };
         // One call: the engine asks the store's history, decides, and catches its own panics
         // (a defer, as in the milter). The authserv-id is the policy's hostname, which
@@ -86,10 +87,12 @@ impl Decide for EngineDecider {
 }
 
 /// The verdict's reasons with the decisive ones (those asking for the verdict's own action)
-/// first and each code once: the SMTP reply names the first few, so the client reads why.
+/// first, then the others most severe first, each code once: the SMTP reply names the first
+/// few, so the client reads why. (An allowed sender's accept leads with `allow.sender`, before
+/// the findings it overrode.)
 fn decisive_first(verdict: &unspoof_engine::Verdict) -> Vec<Reason> {
     let mut ordered: Vec<&unspoof_engine::Reason> = verdict.reasons.iter().collect();
-    ordered.sort_by_key(|r| std::cmp::Reverse(r.action));
+    ordered.sort_by_key(|r| (r.action != verdict.action, std::cmp::Reverse(r.action)));
     let mut out: Vec<Reason> = Vec::new();
     for r in ordered {
         if !out.iter().any(|o| o.code == r.code) {

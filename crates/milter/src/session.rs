@@ -513,6 +513,7 @@ impl Session {
             first_contact: None,
             known_sender: None,
             sent_by_us: None,
+            allowed_sender: None,
         }
     }
 

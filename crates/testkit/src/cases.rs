@@ -61,6 +61,7 @@ pub struct CaseEnvelope {
     pub first_contact: Option<bool>,
     pub known_sender: Option<bool>,
     pub sent_by_us: Option<bool>,
+    pub allowed_sender: Option<bool>,
 }
 
 /// What the engine must say.
@@ -101,6 +102,7 @@ impl VerdictCase {
             first_contact: e.first_contact,
             known_sender: e.known_sender,
             sent_by_us: e.sent_by_us,
+            allowed_sender: e.allowed_sender,
             ..Envelope::default()
         }
     }

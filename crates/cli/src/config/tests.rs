@@ -65,6 +65,10 @@ fn every_error_names_the_line_the_column_and_the_key() {
     assert_eq!((line, key.as_str()), (2, "milter.limits.max_packet_size"));
     let (line, _, key, _) = error("[dmarc]\nsend = false\nmax_destinations = 1\n");
     assert_eq!((line, key.as_str()), (3, "dmarc.max_destinations"));
+    let (line, _, key, message) =
+        error("[console]\nenabled = true\ntls_cert = \"/etc/unspoof/console.crt\"\n");
+    assert_eq!((line, key.as_str()), (3, "console.tls_cert"));
+    assert!(message.contains("go together"), "{message}");
     // The policy's own check, at the entry it refuses.
     let (line, _, key, message) = error(
         "[[protected_people]]\nname = \"A\"\naddresses = [\"a@x.example\"]\n\n\

@@ -20,6 +20,7 @@
 //! | `hub` | `hub.bypass` |
 //! | `backscatter` | `backscatter.forged` |
 //! | (trace) | `trace.*`, `header.*` |
+//! | (verdict, not a finding) | `allow.sender`: the store's allow list lifted a quarantine or tag to accept (`Verdict::lift_for_allowed_sender`) |
 
 mod ambiguity;
 mod authentication;
