@@ -11,12 +11,15 @@ use std::{
 /// the whole reply line to send instead (`"550 5.1.1 no such mailbox"`).
 pub type RcptReply = dyn Fn(&str) -> Option<String> + Send + Sync;
 
+/// What a sink was sent: (recipient, message) in the order received.
+type Mails = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A loopback SMTP server on a port of its own: every connection served on a thread of its
 /// own, every message kept once per accepted recipient, as (recipient, message bytes without
 /// the dot-stuffing).
 pub struct SmtpSink {
     pub port: u16,
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Mails,
 }
 
 impl SmtpSink {
@@ -31,7 +34,7 @@ impl SmtpSink {
     ) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
-        let got: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+        let got: Mails = Arc::default();
         let keep = got.clone();
         let rcpt_reply: Arc<RcptReply> = Arc::new(rcpt_reply);
         std::thread::spawn(move || {
