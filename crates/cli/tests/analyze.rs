@@ -1,9 +1,7 @@
 //! `unspoof analyze` end to end: the real binary, real files, DNS from zone files served by the
 //! binary itself on loopback.
 
-mod common;
-
-use common::{repo, tempdir};
+use unspoof_testkit::{TempDir, repo};
 
 use std::{
     io::Write,
@@ -131,7 +129,7 @@ fn lf_and_crlf_input_agree() {
         .unwrap()
         .replace('\n', "\r\n")
         .into_bytes();
-    let dir = tempdir("lfcrlf");
+    let dir = TempDir::new("lfcrlf");
     std::fs::write(dir.join("lf.eml"), &lf).unwrap();
     std::fs::write(dir.join("crlf.eml"), &crlf).unwrap();
     let out = run(&[
@@ -152,7 +150,7 @@ fn lf_and_crlf_input_agree() {
 fn mbox_maildir_and_stdin() {
     let genuine = std::fs::read_to_string(examples("sample-genuine.eml")).unwrap();
     let spoof = std::fs::read_to_string(examples("sample-spoof.eml")).unwrap();
-    let dir = tempdir("inputs");
+    let dir = TempDir::new("inputs");
 
     // mbox: two messages, the second with a body line that must be >From-quoted.
     let mbox = format!(
@@ -305,7 +303,7 @@ fn ar_results(header: &str) -> Vec<String> {
 
 #[test]
 fn hostile_values_cannot_inject_results() {
-    let dir = tempdir("hostile");
+    let dir = TempDir::new("hostile");
     let msg = "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=legit.com'a.attacker.com;\r\n s=sel; h=from:subject; bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=; b=AAAA\r\n\
 From: ceo@legit.com\r\nSubject: hi\r\n\r\nHi.\r\n";
     std::fs::write(dir.join("m.eml"), msg).unwrap();
@@ -338,7 +336,7 @@ From: ceo@legit.com\r\nSubject: hi\r\n\r\nHi.\r\n";
 
 #[test]
 fn batch_manifest_writes_one_line_per_entry() {
-    let dir = tempdir("batch");
+    let dir = TempDir::new("batch");
     std::fs::copy(examples("sample-genuine.eml"), dir.join("g.eml")).unwrap();
     std::fs::copy(examples("sample-spoof.eml"), dir.join("s.eml")).unwrap();
     std::fs::write(
@@ -383,7 +381,7 @@ fn bad_arguments_and_inputs_have_their_exit_codes() {
             .code(),
         Some(66)
     );
-    let dir = tempdir("badzone");
+    let dir = TempDir::new("badzone");
     std::fs::write(dir.join("z.zone"), "a.example. IN A 999.1.1.1\n").unwrap();
     let out = run(&[
         "analyze",
@@ -397,7 +395,7 @@ fn bad_arguments_and_inputs_have_their_exit_codes() {
 
 #[test]
 fn malformed_messages_are_analysed_not_crashed() {
-    let dir = tempdir("malformed");
+    let dir = TempDir::new("malformed");
     // Not messages at all: said so (exit 65), never judged (inputs_that_are_not_mail_say_so).
     let not_mail: [&[u8]; 3] = [
         b"",
@@ -450,7 +448,7 @@ fn shipped_example_policy_is_valid_and_errors_name_the_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = tempdir("policycheck");
+    let dir = TempDir::new("policycheck");
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,
@@ -486,7 +484,7 @@ fn shipped_example_policy_is_valid_and_errors_name_the_line() {
 /// folder, they are passed over with a note, and the folder is searched recursively.
 #[test]
 fn inputs_that_are_not_mail_say_so() {
-    let dir = tempdir("not-mail");
+    let dir = TempDir::new("not-mail");
     std::fs::write(dir.join("empty"), b"").unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_unspoof"), dir.join("binary")).unwrap();
     // Bytes from a fixed-seed generator: the same "random" file on every run.

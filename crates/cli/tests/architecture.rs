@@ -1,11 +1,9 @@
 //! ARCHITECTURE.md is the code map: every workspace crate has its section, and every source file
 //! of a crate is named in it. A module added without a place on the map fails here.
 
-mod common;
-
 use std::{fs, path::Path};
 
-use common::repo;
+use unspoof_testkit::repo;
 
 /// The workspace members, from the root manifest's `members = [...]`.
 fn members(manifest: &str) -> Vec<String> {

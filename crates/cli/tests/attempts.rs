@@ -11,7 +11,8 @@
 
 mod common;
 
-use common::{free_port, ok_stdout, spawn_serve, stop, unspoof};
+use common::{spawn_serve, unspoof};
+use unspoof_testkit::{free_port, ok_stdout, stop};
 
 #[allow(dead_code)]
 #[path = "../../store/tests/common/mod.rs"]

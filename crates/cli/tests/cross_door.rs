@@ -12,13 +12,13 @@
 //! and scripts/deps-gateway.sh install them). Without them it prints one skip line and passes,
 //! unless `CI=true`, where it fails.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use unspoof_engine::decision::{HeaderEdit, apply};
+use unspoof_testkit::{free_port, postfix_missing, say, wait_listening};
 
 const HOST: &str = "mx.unspoof.test";
 
@@ -72,50 +72,6 @@ fn message(name: &str, from: &str) -> String {
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
          Hello Bob,\r\nthe {name} message.\r\n"
     )
-}
-
-fn say(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Why the test cannot run here, if it cannot.
-fn missing() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root (Postfix's master must start as root)".into());
-    }
-    for (tool, path) in [
-        ("postfix", "/usr/sbin/postfix"),
-        ("swaks", "/usr/bin/swaks"),
-    ] {
-        if !Path::new(path).exists() {
-            return Some(format!(
-                "{tool} is not installed (run scripts/deps-milter.sh)"
-            ));
-        }
-    }
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16, what: &str, log: &Path) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what} did not listen: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 struct Killed(Child);
@@ -369,7 +325,7 @@ fn delivered(maildir: &Path, marker: &str, log: &dyn Fn() -> String) -> Vec<u8> 
 
 #[test]
 fn every_door_reaches_the_same_decision() {
-    if let Some(why) = missing() {
+    if let Some(why) = postfix_missing() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "cross-door test cannot run under CI: {why}"

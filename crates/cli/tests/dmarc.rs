@@ -12,98 +12,19 @@
 
 mod common;
 
-use common::{free_port, ok_stdout, spawn_serve, stop, unspoof};
+use common::{spawn_serve, unspoof};
+use unspoof_testkit::{SmtpSink, free_port, ok_stdout, stop};
 
 #[allow(dead_code)]
 #[path = "../../store/tests/common/mod.rs"]
 mod store_common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use store_common::{Kind, TempDir, TestDb};
-
-/// A relay that accepts every mail (an SMTP server on loopback), keeping (recipient, bytes).
-struct Sink {
-    port: u16,
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-}
-
-impl Sink {
-    fn start() -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
-        let keep = got.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let keep = keep.clone();
-                std::thread::spawn(move || serve_smtp(conn, keep));
-            }
-        });
-        Sink { port, got }
-    }
-
-    fn mails(&self) -> Vec<(String, Vec<u8>)> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-fn serve_smtp(conn: TcpStream, keep: Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
-    let mut w = conn.try_clone().unwrap();
-    let mut r = BufReader::new(conn);
-    let _ = w.write_all(b"220 sink.test ESMTP\r\n");
-    let mut rcpts = Vec::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            let _ = w.write_all(b"250 sink.test\r\n");
-        } else if upper.starts_with("MAIL") {
-            rcpts.clear();
-            let _ = w.write_all(b"250 ok\r\n");
-        } else if upper.starts_with("RCPT") {
-            let a = line.split(['<', '>']).nth(1).unwrap_or("").to_string();
-            rcpts.push(a);
-            let _ = w.write_all(b"250 ok\r\n");
-        } else if upper.starts_with("DATA") {
-            let _ = w.write_all(b"354 go\r\n");
-            let mut data = Vec::new();
-            loop {
-                let mut l = Vec::new();
-                if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
-                    return;
-                }
-                if l == b".\r\n" {
-                    break;
-                }
-                let l = if l.starts_with(b"..") {
-                    &l[1..]
-                } else {
-                    &l[..]
-                };
-                data.extend_from_slice(l);
-            }
-            for a in &rcpts {
-                keep.lock().unwrap().push((a.clone(), data.clone()));
-            }
-            let _ = w.write_all(b"250 queued\r\n");
-        } else if upper.starts_with("QUIT") {
-            let _ = w.write_all(b"221 bye\r\n");
-            return;
-        } else {
-            let _ = w.write_all(b"250 ok\r\n");
-        }
-    }
-}
 
 /// DNS seen by the gateways and by `dmarc send`: the sender domain with SPF for 127.0.0.1 and
 /// a DMARC policy with three rua addresses: its own, an external one that agreed to receive
@@ -434,7 +355,7 @@ fn a_gateway_run_gives_a_signed_report_that_mail_auth_parsedmarc_and_analyze_agr
     assert_eq!(delivered, 3);
 
     // Our report for today, through the sink.
-    let sink = Sink::start();
+    let sink = SmtpSink::start();
     let relay = format!("127.0.0.1:{}", sink.port);
     let zone = gw.dir.join("z.zone");
     let config = gw.config();
@@ -559,7 +480,7 @@ fn fleet_two_gateways_on_one_postgresql_send_one_report_per_domain_and_day() {
     assert_eq!(b.send(&[ok("b1")]), [250], "{}", b.log());
     std::thread::sleep(Duration::from_millis(500));
 
-    let sink = Sink::start();
+    let sink = SmtpSink::start();
     let relay = format!("127.0.0.1:{}", sink.port);
     // Both nodes' daily runs at once.
     let spawn = |gw: &Gateway| {

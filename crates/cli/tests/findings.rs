@@ -3,9 +3,7 @@
 //! legitimate (signed and aligned, from the internal network, through a trusted forwarder)
 //! asserting accept.
 
-mod common;
-
-use common::repo;
+use unspoof_testkit::repo;
 
 use std::{path::PathBuf, process::Command};
 

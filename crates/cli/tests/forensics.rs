@@ -1,8 +1,6 @@
 //! `unspoof trace` and `unspoof report` end to end on log fixtures and real report samples.
 
-mod common;
-
-use common::{repo, tempdir};
+use unspoof_testkit::{TempDir, repo};
 
 use std::{
     path::PathBuf,
@@ -159,7 +157,7 @@ fn sendmail_and_exim_logs_join_by_message_id() {
 
 #[test]
 fn abuse_report_parses_back_with_mail_auth_and_python() {
-    let dir = tempdir("abuse");
+    let dir = TempDir::new("abuse");
     let out_path = dir.join("r.eml");
     let out = run(&[
         "report",
@@ -237,7 +235,7 @@ print('ok')
 
 #[test]
 fn dmarc_failure_report_redacts_what_it_is_asked_to() {
-    let dir = tempdir("ruf");
+    let dir = TempDir::new("ruf");
     let out_path = dir.join("ruf.eml");
     let out = run(&[
         "report",

@@ -3,9 +3,7 @@
 //! unit that `systemd-analyze verify` accepts; the man page reads with `man -l`; the licence
 //! files the README names exist; `--version` names the commit.
 
-mod common;
-
-use common::repo;
+use unspoof_testkit::repo;
 
 use std::{
     path::{Path, PathBuf},

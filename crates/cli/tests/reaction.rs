@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{free_port, repo, spawn_serve, stop};
+use common::spawn_serve;
+use unspoof_testkit::{free_port, repo, stop};
 
 use std::{
     path::{Path, PathBuf},

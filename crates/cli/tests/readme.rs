@@ -17,9 +17,7 @@
 //! namespaces (not root), the same defaults run on free ports with `--resolver` naming that
 //! Knot on loopback.
 
-mod common;
-
-use common::repo;
+use unspoof_testkit::repo;
 
 use std::{
     net::{TcpListener, UdpSocket},

@@ -20,7 +20,8 @@
 
 mod common;
 
-use common::{free_port, spawn_serve, stop};
+use common::spawn_serve;
+use unspoof_testkit::{free_port, stop};
 
 use std::{
     path::{Path, PathBuf},

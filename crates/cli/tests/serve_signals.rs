@@ -4,9 +4,7 @@
 //! ports are free loopback ports; DNS comes from a zone file. No timing assertions: only
 //! generous upper bounds that turn a hang into a failure.
 
-mod common;
-
-use common::free_port;
+use unspoof_testkit::free_port;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

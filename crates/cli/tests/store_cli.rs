@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{ok_stdout, unspoof};
+use common::unspoof;
+use unspoof_testkit::{ok_stdout, pg_server, psql};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -14,16 +15,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use unspoof_store::{MessageRecord, NewQuarantine, Store, StoreConfig, new_id};
-
-fn psql(server: &str, sql: &str) {
-    let ok = Command::new("psql")
-        .arg(format!("{server}/postgres"))
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{sql}");
-}
 
 struct Db {
     server: String,
@@ -33,8 +24,7 @@ struct Db {
 
 impl Db {
     fn new() -> Db {
-        let server = std::env::var("UNSPOOF_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let server = pg_server();
         let name = format!("unspoof_cli_test_{}", std::process::id());
         psql(&server, &format!("DROP DATABASE IF EXISTS {name}"));
         psql(&server, &format!("CREATE DATABASE {name}"));

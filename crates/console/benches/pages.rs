@@ -378,18 +378,10 @@ fn main() {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         if pg != "none" {
             let db = format!("unspoof_console_bench_{}", std::process::id());
-            let psql = |sql: &str| {
-                let ok = std::process::Command::new("psql")
-                    .arg(format!("{}/postgres", pg.trim_end_matches('/')))
-                    .args(["-q", "-c", sql])
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false);
-                assert!(ok, "psql {sql}");
-            };
-            psql(&format!("CREATE DATABASE {db}"));
-            run("postgres", &format!("{}/{db}", pg.trim_end_matches('/')), n).await;
-            psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+            let pg = pg.trim_end_matches('/');
+            unspoof_testkit::psql(pg, &format!("CREATE DATABASE {db}"));
+            run("postgres", &format!("{pg}/{db}"), n).await;
+            unspoof_testkit::psql(pg, &format!("DROP DATABASE {db} WITH (FORCE)"));
         }
     });
 }

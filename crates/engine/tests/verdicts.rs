@@ -1,5 +1,5 @@
 //! The verdict table: every case of `tests/verdicts/` (a message, its envelope, the DNS as a
-//! zone, the policy, and the action and reason codes the engine must give) run through
+//! zone, the policy, and the action, reason codes and disposition the engine must give) run through
 //! `Engine::evaluate`. A new case is two files, no code: `crates/testkit/src/cases.rs` says
 //! the format.
 
@@ -16,6 +16,8 @@ async fn every_case_of_the_table_gets_its_action_and_exactly_its_codes() {
         let engine = unspoof_engine::Engine::new(case.policy(), dns_of(&case.zone).await);
         let analysis = engine.evaluate(&case.raw(), &case.envelope()).await;
         let action = format!("{:?}", analysis.verdict.action).to_ascii_lowercase();
+        let disposition = analysis.decision.disposition.as_str();
+        let expected_disposition = case.expect.disposition.as_deref().unwrap_or(&action);
         let mut codes: Vec<String> = analysis
             .verdict
             .codes()
@@ -25,9 +27,11 @@ async fn every_case_of_the_table_gets_its_action_and_exactly_its_codes() {
         codes.sort();
         let mut expected = case.expect.codes.clone();
         expected.sort();
-        if action != case.expect.action || codes != expected {
+        if action != case.expect.action || codes != expected || disposition != expected_disposition
+        {
             wrong.push(format!(
-                "{}: got {action} {codes:?}, the table says {} {expected:?}",
+                "{}: got {action} {codes:?} ({disposition}), the table says {} {expected:?} \
+                 ({expected_disposition})",
                 case.name, case.expect.action
             ));
         }

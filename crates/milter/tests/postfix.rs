@@ -17,38 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use unspoof_engine::{Action, Engine, Envelope, Word};
 use unspoof_milter::{Milter, MilterConfig, MilterHandle, OnError};
-
-fn say(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Why the test cannot run here, if it cannot.
-fn missing() -> Option<String> {
-    let uid = std::process::Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root (Postfix's master must start as root)".into());
-    }
-    for (tool, path) in [
-        ("postfix", "/usr/sbin/postfix"),
-        ("swaks", "/usr/bin/swaks"),
-    ] {
-        if !Path::new(path).exists() {
-            return Some(format!(
-                "{tool} is not installed (run scripts/deps-milter.sh)"
-            ));
-        }
-    }
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use unspoof_testkit::{free_port, postfix_missing, say};
 
 /// A private Postfix: its own config dir, queue, data dir and Maildir; smtpd on a loopback
 /// port; every recipient at example.net delivered by virtual(8) into one Maildir.
@@ -285,7 +254,7 @@ fn head(m: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_runs_the_milter() {
-    if let Some(why) = missing() {
+    if let Some(why) = postfix_missing() {
         say(&format!("postfix milter test: skipped: {why}"));
         return;
     }
@@ -512,7 +481,7 @@ async fn postfix_runs_the_milter() {
 /// Postfix itself tells the milter who connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_with_the_milter_flags_mail_that_skipped_the_gateway() {
-    if let Some(why) = missing() {
+    if let Some(why) = postfix_missing() {
         say(&format!("postfix hub bypass test: skipped: {why}"));
         return;
     }

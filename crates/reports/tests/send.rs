@@ -4,15 +4,15 @@
 //! retry), and one asks for small reports (`!1k`: the report is split into complete reports
 //! that each fit and together count every message).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Mutex;
 
 use unspoof_engine::Dns;
 use unspoof_engine::dns::Zone;
 use unspoof_reports::DmarcConfig;
 use unspoof_reports::send::{NoSigner, send_day, split_messages};
 use unspoof_store::{JsonText, MessageRecord, Store, StoreConfig};
+use unspoof_testkit::SmtpSink;
 
 const ZONE: &str = r#"
 $ORIGIN big.test.
@@ -21,68 +21,20 @@ $ORIGIN other.test.
 _dmarc IN TXT "v=DMARC1; p=none; rua=mailto:down@other.test"
 "#;
 
-type Got = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
 /// The relay: `gone@` is refused for good, `busy@` once, `down@` always; the rest accepted.
-fn relay() -> (u16, Got) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got: Got = Arc::default();
-    let keep = got.clone();
-    let busy_once = Arc::new(Mutex::new(true));
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (keep, busy) = (keep.clone(), busy_once.clone());
-            std::thread::spawn(move || session(conn, keep, busy));
-        }
-    });
-    (port, got)
-}
-
-fn session(conn: TcpStream, keep: Got, busy_once: Arc<Mutex<bool>>) {
-    let mut w = conn.try_clone().unwrap();
-    let mut r = BufReader::new(conn);
-    let _ = w.write_all(b"220 relay.test\r\n");
-    let mut rcpt = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let up = line.to_ascii_uppercase();
-        let reply: &[u8] = if up.starts_with("RCPT") {
-            rcpt = line.split(['<', '>']).nth(1).unwrap_or("").to_string();
-            match rcpt.as_str() {
-                "gone@big.test" => b"550 5.1.1 no such mailbox\r\n",
-                "down@other.test" => b"451 4.3.0 try again later\r\n",
-                "busy@big.test" if std::mem::take(&mut *busy_once.lock().unwrap()) => {
-                    b"451 4.7.1 busy, come back later\r\n"
-                }
-                _ => b"250 ok\r\n",
+fn relay() -> SmtpSink {
+    let busy_once = Mutex::new(true);
+    SmtpSink::answering(move |rcpt| {
+        let refusal = match rcpt {
+            "gone@big.test" => "550 5.1.1 no such mailbox",
+            "down@other.test" => "451 4.3.0 try again later",
+            "busy@big.test" if std::mem::take(&mut *busy_once.lock().unwrap()) => {
+                "451 4.7.1 busy, come back later"
             }
-        } else if up.starts_with("DATA") {
-            let _ = w.write_all(b"354 go\r\n");
-            let mut data = Vec::new();
-            loop {
-                let mut l = Vec::new();
-                if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
-                    return;
-                }
-                if l == b".\r\n" {
-                    break;
-                }
-                data.extend_from_slice(if l.starts_with(b"..") { &l[1..] } else { &l });
-            }
-            keep.lock().unwrap().push((rcpt.clone(), data));
-            b"250 queued\r\n"
-        } else if up.starts_with("QUIT") {
-            let _ = w.write_all(b"221 bye\r\n");
-            return;
-        } else {
-            b"250 ok\r\n"
+            _ => return None,
         };
-        let _ = w.write_all(reply);
-    }
+        Some(refusal.to_string())
+    })
 }
 
 /// A stored verdict as the gateway writes it: a message from `ip` as `domain` that failed
@@ -139,11 +91,11 @@ async fn retries_suppression_and_splitting() {
     let dns = Dns::zones(zone, std::time::Duration::from_secs(2))
         .await
         .unwrap();
-    let (port, got) = relay();
+    let sink = relay();
     let config = DmarcConfig {
         org_name: "reporter.test".into(),
         from: "dmarc-noreply@reporter.test".into(),
-        relay: Some(format!("127.0.0.1:{port}")),
+        relay: Some(format!("127.0.0.1:{}", sink.port)),
         retry_minutes: vec![5],
         ..Default::default()
     };
@@ -200,7 +152,7 @@ async fn retries_suppression_and_splitting() {
     );
 
     // Every split part is a whole report of at most 1 KiB gzip'd; together they count all.
-    let mails = got.lock().unwrap().clone();
+    let mails = sink.mails();
     let small: Vec<&Vec<u8>> = mails
         .iter()
         .filter(|(a, _)| a == "small@big.test")
@@ -251,8 +203,7 @@ async fn retries_suppression_and_splitting() {
         "nothing more to gone@: {s2:?}"
     );
     assert_eq!(
-        got.lock()
-            .unwrap()
+        sink.mails()
             .iter()
             .filter(|(a, _)| a == "busy@big.test")
             .count(),

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use unspoof_store::{MessageRecord, NewQuarantine, Query, Store, StoreConfig};
+use unspoof_testkit::try_psql;
 
 const T0: i64 = 1_795_428_000;
 const SPAN: i64 = 30 * 86_400;
@@ -287,15 +288,6 @@ async fn run(label: &str, config: StoreConfig, n: u64) {
     store.close().await;
 }
 
-fn psql(server: &str, sql: &str) -> bool {
-    std::process::Command::new("psql")
-        .arg(format!("{server}/postgres"))
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// CPU time of the whole process (every thread), from /proc/self/stat (utime + stime).
 fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -430,13 +422,13 @@ fn main() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     if server != "none" {
         let name = format!("unspoof_bench_{}", std::process::id());
-        if psql(&server, &format!("CREATE DATABASE {name}")) {
+        if try_psql(&server, &format!("CREATE DATABASE {name}")) {
             rt.block_on(run(
                 "PostgreSQL (127.0.0.1, synchronous_commit on)",
                 config(format!("{server}/{name}"), dir.join("pg")),
                 n,
             ));
-            psql(&server, &format!("DROP DATABASE {name} WITH (FORCE)"));
+            try_psql(&server, &format!("DROP DATABASE {name} WITH (FORCE)"));
         } else {
             println!("\nPostgreSQL at {server} not reachable: skipped");
         }

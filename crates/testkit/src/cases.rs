@@ -20,7 +20,10 @@
 //! [expect]
 //! action = "reject"                  # accept, tag, quarantine or reject
 //! codes = ["spoof.own_domain"]       # every reason code of the verdict, no more, no fewer
+//! disposition = "defer"              # what the doors do, when not the action (a DNS outage)
 //! ```
+//!
+//! A DNS outage is written in the zone: names whose CNAMEs loop are answered SERVFAIL.
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +73,10 @@ pub struct CaseEnvelope {
 pub struct Expect {
     pub action: String,
     pub codes: Vec<String>,
+    /// What the doors must do (`Decision::disposition`) where it is not the action: `defer`
+    /// for a DNS outage under `dns_temperror = "defer"`. Absent: the action's word.
+    #[serde(default)]
+    pub disposition: Option<String>,
 }
 
 impl VerdictCase {

@@ -5,17 +5,22 @@
 //!   a test prints its skip line and passes, except under `CI=true`, where a missing corpus is
 //!   a failure: a CI run that skipped the corpus must not read as one that checked it.
 //! - [`free_port`], [`TempDir`], [`repo`], [`example`]: loopback ports chosen by the system,
-//!   folders removed on drop, the workspace's files.
+//!   folders removed on drop, the workspace's files; [`ok_stdout`] of a command that must
+//!   succeed.
 //! - [`PolicyBuilder`] and [`ZoneBuilder`]: a policy and a DNS zone written key by key, as
 //!   `unspoof.toml` and a master file would say them.
-//! - [`Serve`]: a real `unspoof serve` on free ports with a zone file for its DNS, stopped on drop.
+//! - [`Serve`]: a real `unspoof serve` on free ports with a zone file for its DNS, stopped on drop;
+//!   [`spawn_serve`] and [`stop`] for a test that writes its own configuration and restarts it.
+//! - [`SmtpSink`]: a loopback SMTP server that keeps what it is sent.
+//! - [`psql`], [`try_psql`], [`pg_server`]: the PostgreSQL server of the store's tests.
+//! - [`postfix_missing`]: why a real Postfix cannot run here.
 //! - [`verdict_cases`]: the table of verdict cases (`crates/engine/tests/verdicts/`), which
 //!   `crates/engine/tests/verdicts.rs` runs through the engine.
 
 use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -26,11 +31,18 @@ use unspoof_engine::{
 };
 
 mod cases;
+mod pg;
+mod smtp;
 pub use cases::{VerdictCase, verdict_cases};
+pub use pg::{pg_server, psql, try_psql};
+pub use smtp::{RcptReply, SmtpSink};
 
-/// The workspace's root folder.
+/// The workspace's root folder (canonical: some tests compare paths).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace's root")
 }
 
 /// A file of `examples/`.
@@ -119,6 +131,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The stdout of a command that must have succeeded (else its stdout and stderr in the panic).
+pub fn ok_stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Why a real Postfix with swaks cannot run here, if it cannot: Postfix's master must start
+/// as root; `scripts/deps-milter.sh` installs both.
+pub fn postfix_missing() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root (Postfix's master must start as root)".into());
+    }
+    for (tool, path) in [
+        ("postfix", "/usr/sbin/postfix"),
+        ("swaks", "/usr/bin/swaks"),
+    ] {
+        if !Path::new(path).exists() {
+            return Some(format!(
+                "{tool} is not installed (run scripts/deps-milter.sh)"
+            ));
+        }
+    }
+    None
+}
+
 /// A fresh folder under the system's temporary folder, removed with its contents on drop
 /// (kept when `UNSPOOF_KEEP_TEMP` is set, to look at after a failure).
 pub struct TempDir(PathBuf);
@@ -143,6 +186,20 @@ impl TempDir {
 
     pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.0.join(rel)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -430,18 +487,12 @@ impl Serve {
             .spawn()
             .unwrap_or_else(|e| panic!("{bin}: {e}"));
         let mut serve = Serve { child, port, dir };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = serve.child.try_wait() {
-                panic!("unspoof serve exited ({status}): {}", serve.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "unspoof serve did not start: {}",
-                serve.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait(
+            port,
+            "unspoof serve",
+            &serve.dir.join("serve.log"),
+            Some(&mut serve.child),
+        );
         serve
     }
 
@@ -470,9 +521,60 @@ impl Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Starts `bin serve --config <config> --dns-zone <zone>` (`bin`: the test's
+/// `env!("CARGO_BIN_EXE_unspoof")`), its stderr appended to `log` (kept across restarts), and
+/// waits until it accepts on `port`. For a test that writes its own configuration; [`Serve`]
+/// writes one.
+pub fn spawn_serve(bin: &str, config: &Path, zone: &Path, log: &Path, port: u16) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let mut child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--dns-zone")
+        .arg(zone)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    wait(port, "unspoof serve", log, Some(&mut child));
+    child
+}
+
+/// Waits until `what` accepts on loopback `port`; after 60 s panics with its `log`.
+pub fn wait_listening(port: u16, what: &str, log: &Path) {
+    wait(port, what, log, None);
+}
+
+/// [`wait_listening`], and a panic as soon as `child` (the process that should listen) exits.
+fn wait(port: u16, what: &str, log: &Path, mut child: Option<&mut Child>) {
+    let started = Instant::now();
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+            panic!("{what} exited ({status}): {}", log_text());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not listen: {}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills and reaps a process the test started.
+pub fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]

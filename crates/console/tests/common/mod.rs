@@ -14,6 +14,7 @@ use unspoof_engine::dns::{Dns, Zone};
 use unspoof_engine::{Engine, Envelope, Policy};
 use unspoof_store::console::ConsoleAccount;
 use unspoof_store::{MessageRecord, NewQuarantine, Store, StoreConfig, new_id, now};
+use unspoof_testkit::{pg_server, psql};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -258,10 +259,7 @@ impl World {
 /// `postgres://postgres@127.0.0.1:5432`, started by scripts/deps-store.sh); returns its URL.
 /// [`drop_pg`] removes it.
 pub fn fresh_pg(tag: &str) -> String {
-    let server = std::env::var("UNSPOOF_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-        .trim_end_matches('/')
-        .to_string();
+    let server = pg_server();
     let name = format!("unspoof_console_{tag}_{}", std::process::id());
     psql(
         &server,
@@ -276,19 +274,6 @@ pub fn drop_pg(url: &str) {
     psql(
         server,
         &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    );
-}
-
-fn psql(server: &str, sql: &str) {
-    let out = std::process::Command::new("psql")
-        .arg(format!("{server}/postgres"))
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .expect("psql (postgresql-client) is installed by scripts/deps-store.sh");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

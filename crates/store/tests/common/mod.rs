@@ -45,26 +45,7 @@ pub enum Kind {
     Postgres,
 }
 
-pub fn pg_server() -> String {
-    std::env::var("UNSPOOF_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-        .trim_end_matches('/')
-        .to_string()
-}
-
-/// Runs one SQL statement against the `postgres` database of `server` with psql.
-pub fn psql(server: &str, sql: &str) {
-    let out = Command::new("psql")
-        .arg(format!("{server}/postgres"))
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .expect("psql (postgresql-client) is installed by scripts/deps-store.sh");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub use unspoof_testkit::{pg_server, psql};
 
 /// A database for one test: a SQLite file in a temporary directory, or a fresh PostgreSQL
 /// database dropped at the end. `data` is the data directory (spool) either way.
