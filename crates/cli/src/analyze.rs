@@ -10,7 +10,7 @@ use std::{
 use clap::Args;
 use futures::StreamExt;
 use serde::Deserialize;
-use unspoof_engine::{Action, Analysis, Dns, Engine, Envelope, Policy, dns::Zone};
+use unspoof_engine::{Action, Analysis, Dns, Envelope, Policy, dns::Zone};
 
 use crate::{exit, inputs, render};
 
@@ -209,7 +209,13 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
         }
     };
 
-    let engine = Engine::new(policy, dns);
+    let engine = match crate::signatures::engine(policy, dns) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return exit::CONFIG;
+        }
+    };
     let progress = progress_bar(jobs.len());
     let stdout = std::io::stdout();
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -294,6 +300,7 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         first_contact: args.first_contact,
         known_sender: args.known_sender,
         sent_by_us: args.sent_by_us,
+        signing_keys_seen: None,
     }
 }
 
@@ -352,6 +359,7 @@ fn batch_jobs(manifest: &Path) -> Result<Vec<Job>, String> {
                 first_contact: None,
                 known_sender: None,
                 sent_by_us: None,
+                signing_keys_seen: None,
             },
         });
     }

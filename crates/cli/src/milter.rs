@@ -157,7 +157,13 @@ pub fn run(args: MilterArgs) -> u8 {
             },
             None => None,
         };
-        let engine = Engine::new(policy, dns);
+        let engine = match crate::signatures::engine(policy, dns) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("unspoof milter: {e}");
+                return exit::CONFIG;
+            }
+        };
         let mut milter = unspoof_milter::Milter::new(config, engine);
         if let Some(s) = &store {
             milter = milter

@@ -9,7 +9,6 @@
 use std::{path::PathBuf, sync::Arc};
 
 use clap::{Args, Subcommand};
-use unspoof_engine::Engine;
 use unspoof_gateway::{EngineDecider, Gateway, GatewayConfig, JsonlLog, SessionLog, SessionLogs};
 
 use crate::{
@@ -161,7 +160,13 @@ pub fn serve(args: ServeArgs) -> u8 {
             Ok(s) => s,
             Err(code) => return code,
         };
-        let engine = Engine::new(policy, dns);
+        let engine = match crate::signatures::engine(policy, dns) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("unspoof serve: {e}");
+                return exit::CONFIG;
+            }
+        };
         let rdns = Arc::new(unspoof_gateway::EngineReverseDns(engine.clone()));
         let desk = crate::user_reports::configured(&config.data_dir, &config)
             .map(|desk| crate::user_reports::start(desk, engine.clone(), store.clone()))

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod findings;
 pub mod message;
 pub mod policy;
+pub mod signed;
 mod spf_explain;
 mod spf_strict;
 pub mod tag;
@@ -73,6 +74,9 @@ pub struct Envelope {
     /// nobody knows (not a notification, no store, no answer in time). The front door asks its
     /// store before it calls the engine ([`bounce::sent_by_us`]).
     pub sent_by_us: Option<bool>,
+    /// The key fingerprints the From address validly signed with before (trust on first use,
+    /// [`signed::SignerHistory`]): `Some(vec![])` when never, `None` when nobody knows.
+    pub signing_keys_seen: Option<Vec<String>>,
 }
 
 /// The envelope as the analysis used it, and which parts were reconstructed from the message.
@@ -120,6 +124,10 @@ pub struct Analysis {
     pub message: MessageSummary,
     pub auth: AuthResults,
     pub trace: Trace,
+    /// The person-level signature (PGP/MIME, inline OpenPGP, S/MIME), when the message is
+    /// signed: `crate::signed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<signed::SignatureReport>,
     /// The DNS view the answers came from ("zone files", "system resolver", "offline", ...).
     pub dns: String,
     /// Our authserv-id.
@@ -130,7 +138,13 @@ pub struct Analysis {
 impl Analysis {
     /// The RFC 8601 Authentication-Results header field, ending in CRLF.
     pub fn authentication_results(&self, authserv_id: &str) -> String {
-        self.auth.header(authserv_id, self.envelope.ip)
+        let header = self.auth.header(authserv_id, self.envelope.ip);
+        match (&self.signature, header.strip_suffix("\r\n")) {
+            (Some(s), Some(head)) if self.auth.checked => {
+                format!("{head};\r\n\t{}\r\n", s.resinfo())
+            }
+            _ => header,
+        }
     }
 }
 
@@ -140,6 +154,8 @@ impl Analysis {
 pub struct Engine {
     policy: Arc<RwLock<Arc<Policy>>>,
     dns: Arc<Dns>,
+    /// Keys and CAs for person-level signatures, loaded by the front door (`crate::signed`).
+    signature_trust: Arc<signed::TrustStore>,
 }
 
 impl Engine {
@@ -147,7 +163,16 @@ impl Engine {
         Engine {
             policy: Arc::new(RwLock::new(Arc::new(policy))),
             dns: Arc::new(dns),
+            signature_trust: Arc::default(),
         }
+    }
+
+    /// The keys (OpenPGP keyring) and CAs (S/MIME) signatures are judged against; the front
+    /// door loads them from `[signatures]` (no trust material: no signature is `proven`
+    /// except by memory).
+    pub fn with_signature_trust(mut self, trust: signed::TrustStore) -> Self {
+        self.signature_trust = Arc::new(trust);
+        self
     }
 
     /// The policy in force.
@@ -173,6 +198,7 @@ impl Engine {
 
     /// Analyses one message. Never fails: a malformed message is itself a finding.
     pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
+        let envelope_in = envelope;
         let policy = self.policy();
         let raw = message::to_crlf(raw);
         let headers = Headers::parse(&raw);
@@ -231,7 +257,8 @@ impl Engine {
             auth_user: envelope.auth_user.clone(),
             sent_by_us: envelope.sent_by_us,
         };
-        let context = findings::Context::with_addresses(
+        let signature = self.signature(&raw, &headers, &from, &trace, envelope_in);
+        let mut context = findings::Context::with_addresses(
             &raw,
             &headers,
             &envelope,
@@ -240,6 +267,7 @@ impl Engine {
             &policy,
             (from, reply_to),
         );
+        context.signature = signature.as_ref();
         let verdict = Verdict::from_reasons(findings::collect(&context));
         Analysis {
             schema: SCHEMA,
@@ -248,9 +276,38 @@ impl Engine {
             message: summarize(&raw, &headers),
             auth,
             trace,
+            signature,
             dns: self.dns.description().to_string(),
             authserv_id: policy.hostname.clone(),
         }
+    }
+
+    /// The person-level signature, judged at the trace's reference time (the front door's
+    /// arrival time, else the topmost Received date, else the Date field).
+    fn signature(
+        &self,
+        raw: &[u8],
+        headers: &Headers<'_>,
+        from: &[findings::Mailbox],
+        trace: &Trace,
+        envelope: &Envelope,
+    ) -> Option<signed::SignatureReport> {
+        let from = signed::from_addresses(from);
+        let now = trace
+            .reference_time
+            .or_else(|| {
+                let v = headers.first("Date")?.value_unfolded();
+                let field = format!("Date: {v}\r\n\r\n");
+                let parsed = mail_parser::MessageParser::default().parse_headers(field.as_bytes())?;
+                parsed.date().map(|d| d.to_timestamp())
+            })
+            .unwrap_or(0);
+        let found = unspoof_signature::verify(raw, &from, now, &self.signature_trust)?;
+        Some(signed::SignatureReport::judge(
+            found,
+            &from,
+            envelope.signing_keys_seen.as_deref(),
+        ))
     }
 
     /// The first PTR name of `ip`, within the DNS budget; `None` without one.

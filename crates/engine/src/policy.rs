@@ -14,7 +14,9 @@ use serde::Deserialize;
 use crate::{findings::PolicyData, trace::TrustConfig, verdict::Action};
 
 mod senders;
+mod signatures;
 pub use senders::{AuthorisedSender, DEFAULT_MAX_SIGNATURE_AGE_HOURS, DkimReplay, SignedMail};
+pub use signatures::{SYSTEM_CA_BUNDLE, Signatures};
 
 /// Offset of the `n`-th occurrence of `needle` in `text`.
 fn nth_offset(text: &str, needle: &str, n: usize) -> Option<usize> {
@@ -51,6 +53,8 @@ pub struct Policy {
     pub signed_mail: Vec<SignedMail>,
     /// The DKIM replay and extension signals.
     pub dkim_replay: DkimReplay,
+    /// Where the keys and CAs for PGP and S/MIME signatures are (`[signatures]`).
+    pub signatures: Signatures,
     // The front doors' sections of the same file. The engine does not read them; each front
     // door reads its own section (`GatewayConfig::load`, ...), and they are accepted here so that
     // one `unspoof.toml` holds everything and unknown keys are still errors.
@@ -198,6 +202,7 @@ impl Default for Policy {
             watched_domains: Vec::new(),
             signed_mail: Vec::new(),
             dkim_replay: DkimReplay::default(),
+            signatures: Signatures::default(),
             _gateway: None,
             _milter: None,
             _store: None,

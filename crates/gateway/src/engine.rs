@@ -60,6 +60,7 @@ impl Decide for EngineDecider {
             first_contact: None,
             known_sender: None,
             sent_by_us: None,
+            signing_keys_seen: None,
         };
         ask_history(
             self.contacts.as_deref(),

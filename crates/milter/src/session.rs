@@ -527,6 +527,7 @@ impl Session {
             first_contact: None,
             known_sender: None,
             sent_by_us: None,
+            signing_keys_seen: None,
         }
     }
 

@@ -70,8 +70,11 @@ pub enum SignatureCheck {
     Valid,
     /// The signature does not match: the content was altered, or the signature forged.
     Bad,
-    /// It could not be checked: no key for the issuer, no signer certificate, a malformed
-    /// structure, too large. Never read as valid.
+    /// The signature names an OpenPGP key that neither the keyring nor the message holds:
+    /// the check ran, it just has nothing to check against. Never read as valid.
+    NoKey,
+    /// It could not be checked: no signer certificate, a malformed structure, too large.
+    /// Never read as valid.
     Unverifiable,
 }
 

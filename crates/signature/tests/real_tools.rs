@@ -119,7 +119,7 @@ fn real_tools() {
     // Without the trust material: OpenPGP unverifiable (no key), S/MIME valid but not anchored.
     let empty = TrustStore::default();
     let s = verify(&k.raw("pgp-mime-rsa"), &["alice@example.com".into()], now(), &empty).unwrap();
-    assert_eq!(s.check, SignatureCheck::Unverifiable);
+    assert_eq!(s.check, SignatureCheck::NoKey);
     let s = verify(&k.raw("smime-detached"), &["alice@example.com".into()], now(), &empty).unwrap();
     assert_eq!(s.check, SignatureCheck::Valid);
     assert_eq!(s.anchor, Anchor::Message);
