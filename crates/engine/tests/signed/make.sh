@@ -25,12 +25,14 @@ gen 'Bob <bob@example.org>' ed25519 never
 gen 'Carol <carol@example.com>' ed25519 never
 gen 'Dave <dave@example.com>' ed25519 1y 20200101T000000!
 gen 'Eve <eve@example.com>' rsa1024 never
+# Frank's key is not in the keyring: his messages carry it (Autocrypt), trust on first use.
+gen 'Frank <frank@example.com>' ed25519 never
 for who in alice bob carol dave eve; do
   "${G[@]}" --armor --export "$who@" >"$out/keyring/$who.asc"
 done
 
 headers() { # from subject
-  printf 'From: %s\r\nTo: Bob <bob@example.net>\r\nSubject: %s\r\nDate: Mon, 07 Dec 2026 09:00:00 +0000\r\nMessage-ID: <%s@example.com>\r\nMIME-Version: 1.0\r\n' "$1" "$2" "$RANDOM$RANDOM"
+  printf 'From: %s\r\nTo: Bob <bob@example.net>\r\nSubject: %s\r\nDate: Mon, 07 Dec 2026 09:00:00 +0000\r\nMessage-ID: <%s@example.com>\r\nMIME-Version: 1.0\r\n%s' "$1" "$2" "$RANDOM$RANDOM" "${EXTRA:-}"
 }
 part() { # text
   printf 'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n%s\r\nThe invoice number is 4711.\r\n' "$1"
@@ -69,6 +71,8 @@ pgp_mime pgp-other-signer 'Alice <alice@example.com>' bob@ 'Pay the new account.
 pgp_mime pgp-expired 'Dave <dave@example.com>' dave@ 'Old news.' --faked-system-time 20200601T000000!
 pgp_mime pgp-sha1 'Alice <alice@example.com>' alice@ 'Weak hash.' --digest-algo SHA1
 pgp_mime pgp-small-key 'Eve <eve@example.com>' eve@ 'Small key.'
+EXTRA="Autocrypt: addr=frank@example.com; keydata=$("${G[@]}" --export frank@ | base64 -w0)"$'\r\n' \
+  pgp_mime pgp-autocrypt 'Frank <frank@example.com>' frank@ 'Hello from Frank.'
 pgp_mime pgp-revoked 'Carol <carol@example.com>' carol@ 'Signed before the revocation.'
 # Revoke Carol's key with the certificate GnuPG made at generation, then re-export it.
 carol_fpr=$("${G[@]}" --with-colons --list-keys carol@ | awk -F: '/^fpr/{print $10; exit}')
