@@ -68,6 +68,11 @@ pub struct AnalyzeArgs {
     /// store answered; replays a stored verdict exactly (`backscatter.*` reasons).
     #[arg(long = "sent-by-us", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
     pub sent_by_us: Option<bool>,
+    /// The key fingerprints the From address signed with before, comma-separated (empty:
+    /// never), as the store answered (trust on first use); replays `signature.key_changed` and
+    /// `signature.first_use` exactly.
+    #[arg(long = "signing-keys-seen", value_name = "FPR,...")]
+    pub signing_keys_seen: Option<String>,
 }
 
 /// Where DNS answers come from; shared by every command that runs the engine.
@@ -300,7 +305,13 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         first_contact: args.first_contact,
         known_sender: args.known_sender,
         sent_by_us: args.sent_by_us,
-        signing_keys_seen: None,
+        signing_keys_seen: args.signing_keys_seen.as_deref().map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect()
+        }),
     }
 }
 

@@ -95,7 +95,14 @@ pub(crate) fn verify_inline(
     let Some(start) = text.find("-----BEGIN PGP SIGNED MESSAGE-----") else {
         return SignedMail::unverifiable(Form::PgpInline, "no cleartext signature block");
     };
-    let msg = match CleartextSignedMessage::from_string(&text[start..]) {
+    // The block ends with its armor tail; what follows (a blank line a mail client or SMTP
+    // client added, a list footer) is not signed and rPGP refuses trailing data.
+    const END: &str = "-----END PGP SIGNATURE-----";
+    let block = match text[start..].find(END) {
+        Some(i) => &text[start..start + i + END.len()],
+        None => &text[start..],
+    };
+    let msg = match CleartextSignedMessage::from_string(block) {
         Ok((m, _)) => m,
         Err(e) => {
             return SignedMail::unverifiable(
