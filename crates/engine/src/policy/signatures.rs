@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// [`Signatures::smime_ca_bundle`].
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Signatures {
     /// A folder of OpenPGP public keys (`*.asc`, `*.gpg`, `*.pgp`, armored or binary, one or
@@ -21,17 +21,5 @@ pub struct Signatures {
     /// A PEM bundle of the CAs S/MIME certificates must chain to. Default: the system's
     /// ([`SYSTEM_CA_BUNDLE`]; a missing system bundle means no CA).
     pub smime_ca_bundle: Option<PathBuf>,
-    /// Remember the key of a sender's first valid signature in the store and flag a different
-    /// one later (`signature.key_changed`). Default: true.
-    pub trust_on_first_use: bool,
 }
 
-impl Default for Signatures {
-    fn default() -> Self {
-        Signatures {
-            openpgp_keyring: None,
-            smime_ca_bundle: None,
-            trust_on_first_use: true,
-        }
-    }
-}
