@@ -180,7 +180,8 @@ pub fn serve(args: ServeArgs) -> u8 {
         };
         let decider = EngineDecider::new(engine, args.config.clone())
             .with_contact_history(contact_history(&store))
-            .with_outbound_history(outbound_history(&store));
+            .with_outbound_history(outbound_history(&store))
+            .with_signer_history(Arc::new(store.clone()));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());

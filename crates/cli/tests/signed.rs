@@ -331,4 +331,36 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
             assert!(!text.contains("Caution:"), "{name}: no banner in signed mail: {text}");
         }
     }
+
+    // Trust on first use through the gateway's store: Frank's key comes only in his
+    // Autocrypt header. First message: first use (remembered); the same key again: proven by
+    // memory; another key for his address: changed.
+    let send_copy = |name: &str, id: &str| -> String {
+        let raw = std::fs::read_to_string(kit.msg(name)).unwrap();
+        let old = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap()
+            .trim()
+            .to_string();
+        let raw = raw.replacen(&old, &format!("<{id}@example.com>"), 1);
+        let file = kit.dir.join(format!("{id}.eml"));
+        std::fs::write(&file, raw).unwrap();
+        let transcript = swaks(server.port, &file);
+        assert!(transcript.contains("<-  250"), "{id}: {transcript}");
+        std::fs::read_to_string(kit.delivered(&format!("<{id}@example.com>"))).unwrap()
+    };
+    for (name, id, result, code) in [
+        ("pgp-autocrypt", "tofu-1", "x-pgp=neutral", "signature.first_use"),
+        ("pgp-autocrypt", "tofu-2", "x-pgp=pass", "signature.valid"),
+        ("pgp-autocrypt-newkey", "tofu-3", "x-pgp=policy", "signature.key_changed"),
+    ] {
+        let m = send_copy(name, id);
+        let (action, codes, sig) = delivered_verdict(&m);
+        assert!(sig.starts_with(result), "{id}: {sig}");
+        if code == "signature.key_changed" {
+            assert_eq!(action, "tag", "{id}");
+            assert!(codes.iter().any(|c| c == code), "{id}: {codes:?}");
+        }
+    }
 }

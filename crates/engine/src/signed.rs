@@ -43,6 +43,54 @@ pub trait SignerHistory: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
+/// How long a front door waits for [`SignerHistory::keys_of`] before it decides without the
+/// answer ("unknown": the key stays unanchored). As for first contact, a slow store must not
+/// hold mail up.
+pub const SIGNER_HISTORY_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The front door's question before a verdict: fills [`crate::Envelope::signing_keys_seen`]
+/// for a message that carries a signature (others are not asked about), keyed on the first
+/// From address, within [`SIGNER_HISTORY_BUDGET`].
+pub async fn ask_signer_history(
+    history: &dyn SignerHistory,
+    raw: &[u8],
+    envelope: &mut crate::Envelope,
+) {
+    let raw = crate::message::to_crlf(raw);
+    let headers = crate::Headers::parse(&raw);
+    let ct = headers
+        .first("Content-Type")
+        .map(|h| h.value_unfolded().to_ascii_lowercase())
+        .unwrap_or_default();
+    let maybe_signed = ct.contains("multipart/signed")
+        || ct.contains("pkcs7-mime")
+        || memchr::memmem::find(&raw, b"-----BEGIN PGP SIGNED MESSAGE-----").is_some();
+    if !maybe_signed {
+        return;
+    }
+    let (from, _) = crate::findings::read_addresses(&headers);
+    let Some(address) = from_addresses(&from).into_iter().next() else {
+        return;
+    };
+    envelope.signing_keys_seen =
+        tokio::time::timeout(SIGNER_HISTORY_BUDGET, history.keys_of(&address))
+            .await
+            .ok()
+            .flatten();
+}
+
+/// The front door's step after a verdict: a delivered message (accept, tag) whose signature was
+/// a first use ([`SignatureReport::remember`]) teaches the store its sender's key.
+pub async fn remember_signer(history: &dyn SignerHistory, analysis: &crate::Analysis) {
+    let Some(sig) = &analysis.signature else { return };
+    if !sig.remember || analysis.verdict.action > crate::Action::Tag {
+        return;
+    }
+    if let (Some(address), Some(fp)) = (&sig.identity, &sig.found.fingerprint) {
+        let _ = tokio::time::timeout(SIGNER_HISTORY_BUDGET, history.remember(address, fp)).await;
+    }
+}
+
 /// How the signature stands as evidence of the sender, after trust and binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use unspoof_engine::bounce::OutboundHistory;
 use unspoof_engine::contact::{ContactHistory, ask_history};
+use unspoof_engine::signed::{SignerHistory, ask_signer_history, remember_signer};
 use unspoof_engine::{Engine, Policy};
 
 use crate::decide::{Action, Decide, Decision, Envelope, Reason};
@@ -16,6 +17,7 @@ pub struct EngineDecider {
     policy_path: Option<PathBuf>,
     contacts: Option<Arc<dyn ContactHistory>>,
     outbound: Option<Arc<dyn OutboundHistory>>,
+    signers: Option<Arc<dyn SignerHistory>>,
 }
 
 impl EngineDecider {
@@ -25,6 +27,7 @@ impl EngineDecider {
             policy_path,
             contacts: None,
             outbound: None,
+            signers: None,
         }
     }
 
@@ -40,6 +43,13 @@ impl EngineDecider {
     /// (`backscatter.*`).
     pub fn with_outbound_history(mut self, history: Arc<dyn OutboundHistory>) -> Self {
         self.outbound = Some(history);
+        self
+    }
+
+    /// Asks `history` (the store) which keys a signed message's sender used before, and
+    /// teaches it the key of a first valid use (trust on first use, `signature.key_changed`).
+    pub fn with_signer_history(mut self, history: Arc<dyn SignerHistory>) -> Self {
+        self.signers = Some(history);
         self
     }
 
@@ -69,7 +79,13 @@ impl Decide for EngineDecider {
             &mut env,
         )
         .await;
+        if let Some(h) = &self.signers {
+            ask_signer_history(h.as_ref(), raw, &mut env).await;
+        }
         let analysis = self.engine.evaluate(raw, &env).await;
+        if let Some(h) = &self.signers {
+            remember_signer(h.as_ref(), &analysis).await;
+        }
         let action = match analysis.verdict.action {
             unspoof_engine::Action::Accept => Action::Accept,
             unspoof_engine::Action::Tag => Action::Tag,

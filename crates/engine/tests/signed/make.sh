@@ -73,6 +73,11 @@ pgp_mime pgp-sha1 'Alice <alice@example.com>' alice@ 'Weak hash.' --digest-algo 
 pgp_mime pgp-small-key 'Eve <eve@example.com>' eve@ 'Small key.'
 EXTRA="Autocrypt: addr=frank@example.com; keydata=$("${G[@]}" --export frank@ | base64 -w0)"$'\r\n' \
   pgp_mime pgp-autocrypt 'Frank <frank@example.com>' frank@ 'Hello from Frank.'
+# A second key for the same address: a changed key (trust on first use).
+"${G[@]}" --yes --quick-gen-key 'Frank <frank@example.com>' ed25519 sign never 2>/dev/null
+frank2=$("${G[@]}" --with-colons --list-keys frank@ | awk -F: '/^fpr/{f=$10} END{print f}')
+EXTRA="Autocrypt: addr=frank@example.com; keydata=$("${G[@]}" --export "$frank2" | base64 -w0)"$'\r\n' \
+  pgp_mime pgp-autocrypt-newkey 'Frank <frank@example.com>' "$frank2" 'Hello again, new key.'
 pgp_mime pgp-revoked 'Carol <carol@example.com>' carol@ 'Signed before the revocation.'
 # Revoke Carol's key with the certificate GnuPG made at generation, then re-export it.
 carol_fpr=$("${G[@]}" --with-colons --list-keys carol@ | awk -F: '/^fpr/{print $10; exit}')
