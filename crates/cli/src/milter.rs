@@ -170,7 +170,8 @@ pub fn run(args: MilterArgs) -> u8 {
                 .with_quarantine_store(Arc::new(MilterStore(s.clone())))
                 .with_message_log(Arc::new(MilterStore(s.clone())))
                 .with_contact_history(contact_history(s))
-                .with_outbound_history(outbound_history(s));
+                .with_outbound_history(outbound_history(s))
+                .with_signer_history(Arc::new(s.clone()));
         }
         let path = args.config.clone();
         let reload = move |engine: &Engine| match &path {

@@ -165,6 +165,7 @@ pub(crate) struct Shared {
     pub log: Option<Arc<dyn MessageLog>>,
     pub contacts: Option<Arc<dyn ContactHistory>>,
     pub outbound: Option<Arc<dyn OutboundHistory>>,
+    pub signers: Option<Arc<dyn unspoof_engine::signed::SignerHistory>>,
     pub stats: Counters,
 }
 
@@ -176,6 +177,7 @@ pub struct Milter {
     log: Option<Arc<dyn MessageLog>>,
     contacts: Option<Arc<dyn ContactHistory>>,
     outbound: Option<Arc<dyn OutboundHistory>>,
+    signers: Option<Arc<dyn unspoof_engine::signed::SignerHistory>>,
 }
 
 enum Bound {
@@ -192,6 +194,7 @@ impl Milter {
             log: None,
             contacts: None,
             outbound: None,
+            signers: None,
         }
     }
 
@@ -218,6 +221,16 @@ impl Milter {
     /// (`backscatter.*` reasons).
     pub fn with_outbound_history(mut self, history: Arc<dyn OutboundHistory>) -> Self {
         self.outbound = Some(history);
+        self
+    }
+
+    /// Asks `history` (the store) which keys a signed message's sender used before, and
+    /// teaches it the key of a first valid use (trust on first use, `signature.key_changed`).
+    pub fn with_signer_history(
+        mut self,
+        history: Arc<dyn unspoof_engine::signed::SignerHistory>,
+    ) -> Self {
+        self.signers = Some(history);
         self
     }
 
@@ -255,6 +268,7 @@ impl Milter {
             log: self.log,
             contacts: self.contacts,
             outbound: self.outbound,
+            signers: self.signers,
             stats: Counters::default(),
         });
         let (tx, rx) = watch::channel(false);

@@ -627,6 +627,14 @@ impl Session {
                 &mut envelope,
             )
             .await;
+            if let Some(h) = &shared.signers {
+                unspoof_engine::signed::ask_signer_history(
+                    h.as_ref(),
+                    self.message.bytes(),
+                    &mut envelope,
+                )
+                .await;
+            }
         }
         let decided = if self.message.oversized() {
             Err(format!(
@@ -637,6 +645,9 @@ impl Session {
             self.message.end_of_headers();
             match self.evaluate(&envelope, w).await? {
                 Ok(analysis) => {
+                    if let Some(h) = &shared.signers {
+                        unspoof_engine::signed::remember_signer(h.as_ref(), &analysis).await;
+                    }
                     if dns_outage(&analysis) && shared.config.on_error == OnError::Tempfail {
                         Err("DNS did not answer for the checks DMARC rests on".to_string())
                     } else {
