@@ -251,7 +251,11 @@ pub fn report(out: &mut impl Write, name: &str, a: &Analysis, colour: bool) -> i
         writeln!(
             out,
             "  {:<12} {} {:?} by {}{}{}",
-            if f.form.method() == "smime" { "S/MIME" } else { "OpenPGP" },
+            if f.form.method() == "smime" {
+                "S/MIME"
+            } else {
+                "OpenPGP"
+            },
             s.word(sig.result),
             sig.standing,
             safe(&if f.identities.is_empty() {

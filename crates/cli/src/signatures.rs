@@ -4,11 +4,7 @@
 
 use std::path::Path;
 
-use unspoof_engine::{
-    Dns, Engine, Policy,
-    policy::SYSTEM_CA_BUNDLE,
-    signed::TrustStore,
-};
+use unspoof_engine::{Dns, Engine, Policy, policy::SYSTEM_CA_BUNDLE, signed::TrustStore};
 
 /// The engine for `policy` with its signature trust loaded; the error names the file.
 pub fn engine(policy: Policy, dns: Dns) -> Result<Engine, String> {

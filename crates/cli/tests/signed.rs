@@ -12,7 +12,11 @@ use std::{
 };
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 // SPF passes for the ESP's bounce domain (not aligned with From); From's domains say p=none:
@@ -52,8 +56,16 @@ fn kit() -> Kit {
     let dir = std::env::temp_dir().join(format!("unspoof-cli-signed-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/signed/make.sh");
-    let out = Command::new("bash").arg(&script).arg(dir.join("kit")).output().unwrap();
-    assert!(out.status.success(), "make.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(dir.join("kit"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(dir.join("z.zone"), ZONE).unwrap();
     let port = free_port();
     std::fs::write(
@@ -97,8 +109,20 @@ impl Kit {
 
     fn analyze(&self, name: &str) -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-            .args(["analyze", "--json", "--ip", "127.0.0.1", "--helo", "client.example"])
-            .args(["--mail-from", "bounce@esp.example", "--rcpt", "bob@recipient.test"])
+            .args([
+                "analyze",
+                "--json",
+                "--ip",
+                "127.0.0.1",
+                "--helo",
+                "client.example",
+            ])
+            .args([
+                "--mail-from",
+                "bounce@esp.example",
+                "--rcpt",
+                "bob@recipient.test",
+            ])
             // The test CA is made when the test runs, after the messages' Date: judge now, as
             // the gateway does with its arrival time.
             .arg("--received-at")
@@ -117,9 +141,11 @@ impl Kit {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.lines().next().unwrap_or_else(|| {
-            panic!("no analysis: {}", String::from_utf8_lossy(&out.stderr))
-        }))
+        serde_json::from_str(
+            text.lines()
+                .next()
+                .unwrap_or_else(|| panic!("no analysis: {}", String::from_utf8_lossy(&out.stderr))),
+        )
         .unwrap()
     }
 
@@ -152,14 +178,17 @@ impl Kit {
         let started = Instant::now();
         loop {
             let found = std::fs::read_dir(&new).ok().and_then(|d| {
-                d.flatten().map(|e| e.path()).find(|p| {
-                    std::fs::read_to_string(p).is_ok_and(|m| m.contains(marker))
-                })
+                d.flatten()
+                    .map(|e| e.path())
+                    .find(|p| std::fs::read_to_string(p).is_ok_and(|m| m.contains(marker)))
             });
             if let Some(f) = found {
                 return f;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "{marker} not delivered");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{marker} not delivered"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -185,7 +214,10 @@ fn delivered_verdict(m: &str) -> (String, Vec<String>, String) {
         .find_map(|l| l.strip_prefix("X-Unspoof-Verdict: "))
         .unwrap_or("accept");
     let (action, codes) = match verdict.split_once("; reasons=") {
-        Some((a, c)) => (a.to_string(), c.split(',').map(|c| c.trim().to_string()).collect()),
+        Some((a, c)) => (
+            a.to_string(),
+            c.split(',').map(|c| c.trim().to_string()).collect(),
+        ),
         None => (verdict.to_string(), Vec::new()),
     };
     let ar = head
@@ -214,7 +246,12 @@ fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let body_at = text.find("\r\n\r\n").unwrap() + 2; // keep the CRLF before the first delimiter
     let body = &text[body_at..];
     let mut parts = body.split(&delim).skip(1);
-    let first = parts.next().unwrap().strip_prefix("\r\n").unwrap().to_string();
+    let first = parts
+        .next()
+        .unwrap()
+        .strip_prefix("\r\n")
+        .unwrap()
+        .to_string();
     let second = parts.next().unwrap();
     let sig = second.split_once("\r\n\r\n").unwrap().1.to_string();
     (first.into_bytes(), sig.into_bytes())
@@ -226,12 +263,32 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
     let server = kit.serve();
     for (name, action, code, result) in [
         ("pgp-mime-rsa", "accept", "signature.valid", "x-pgp=pass"),
-        ("pgp-inline-ed25519", "accept", "signature.valid", "x-pgp=pass"),
+        (
+            "pgp-inline-ed25519",
+            "accept",
+            "signature.valid",
+            "x-pgp=pass",
+        ),
         ("smime-detached", "accept", "signature.valid", "smime=pass"),
         ("smime-opaque", "accept", "signature.valid", "smime=pass"),
-        ("pgp-other-signer", "tag", "signature.other_signer", "x-pgp=policy"),
-        ("smime-other-signer", "tag", "signature.other_signer", "smime=policy"),
-        ("pgp-revoked", "quarantine", "signature.revoked", "x-pgp=policy"),
+        (
+            "pgp-other-signer",
+            "tag",
+            "signature.other_signer",
+            "x-pgp=policy",
+        ),
+        (
+            "smime-other-signer",
+            "tag",
+            "signature.other_signer",
+            "smime=policy",
+        ),
+        (
+            "pgp-revoked",
+            "quarantine",
+            "signature.revoked",
+            "x-pgp=policy",
+        ),
         ("smime-expired", "tag", "signature.expired", "smime=policy"),
     ] {
         let json = kit.analyze(name);
@@ -244,7 +301,15 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
             .collect();
         assert!(codes.contains(&code), "analyze {name}: {codes:?}");
         assert_eq!(
-            format!("{}={}", if name.starts_with("smime") { "smime" } else { "x-pgp" }, json["signature"]["result"].as_str().unwrap()),
+            format!(
+                "{}={}",
+                if name.starts_with("smime") {
+                    "smime"
+                } else {
+                    "x-pgp"
+                },
+                json["signature"]["result"].as_str().unwrap()
+            ),
             result,
             "{name}"
         );
@@ -278,7 +343,10 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
             a_codes.sort();
             let mut d = d_codes.clone();
             d.sort();
-            assert!(a_codes.iter().all(|c| d.contains(c)), "{name}: analyze {a_codes:?}, serve {d:?}");
+            assert!(
+                a_codes.iter().all(|c| d.contains(c)),
+                "{name}: analyze {a_codes:?}, serve {d:?}"
+            );
         }
         assert!(d_sig.starts_with(result), "serve {name}: {d_sig}");
 
@@ -299,7 +367,10 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
             if name == "smime-expired" {
                 continue;
             }
-            assert!(out.status.success() && err.contains("Verification successful"), "openssl {name}: {err}");
+            assert!(
+                out.status.success() && err.contains("Verification successful"),
+                "openssl {name}: {err}"
+            );
         } else if name.starts_with("pgp-mime") || name == "pgp-other-signer" {
             let (part, sig) = split_signed(&delivered);
             std::fs::write(kit.dir.join("part"), part).unwrap();
@@ -313,7 +384,10 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() && err.contains("Good signature"), "gpg {name}: {err}");
+            assert!(
+                out.status.success() && err.contains("Good signature"),
+                "gpg {name}: {err}"
+            );
         } else {
             let out = Command::new("gpg")
                 .arg("--homedir")
@@ -323,12 +397,21 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() && err.contains("Good signature"), "gpg {name}: {err}");
+            assert!(
+                out.status.success() && err.contains("Good signature"),
+                "gpg {name}: {err}"
+            );
         }
         if action == "tag" {
             let text = String::from_utf8_lossy(&delivered);
-            assert!(text.contains("Subject: [SUSPICIOUS]"), "{name}: the tag is in the header");
-            assert!(!text.contains("Caution:"), "{name}: no banner in signed mail: {text}");
+            assert!(
+                text.contains("Subject: [SUSPICIOUS]"),
+                "{name}: the tag is in the header"
+            );
+            assert!(
+                !text.contains("Caution:"),
+                "{name}: no banner in signed mail: {text}"
+            );
         }
     }
 
@@ -351,9 +434,19 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
         std::fs::read_to_string(kit.delivered(&format!("<{id}@example.com>"))).unwrap()
     };
     for (name, id, result, code) in [
-        ("pgp-autocrypt", "tofu-1", "x-pgp=neutral", "signature.first_use"),
+        (
+            "pgp-autocrypt",
+            "tofu-1",
+            "x-pgp=neutral",
+            "signature.first_use",
+        ),
         ("pgp-autocrypt", "tofu-2", "x-pgp=pass", "signature.valid"),
-        ("pgp-autocrypt-newkey", "tofu-3", "x-pgp=policy", "signature.key_changed"),
+        (
+            "pgp-autocrypt-newkey",
+            "tofu-3",
+            "x-pgp=policy",
+            "signature.key_changed",
+        ),
     ] {
         let m = send_copy(name, id);
         let (action, codes, sig) = delivered_verdict(&m);

@@ -298,7 +298,8 @@ impl Engine {
             .or_else(|| {
                 let v = headers.first("Date")?.value_unfolded();
                 let field = format!("Date: {v}\r\n\r\n");
-                let parsed = mail_parser::MessageParser::default().parse_headers(field.as_bytes())?;
+                let parsed =
+                    mail_parser::MessageParser::default().parse_headers(field.as_bytes())?;
                 parsed.date().map(|d| d.to_timestamp())
             })
             .unwrap_or(0);

@@ -82,7 +82,9 @@ pub async fn ask_signer_history(
 /// The front door's step after a verdict: a delivered message (accept, tag) whose signature was
 /// a first use ([`SignatureReport::remember`]) teaches the store its sender's key.
 pub async fn remember_signer(history: &dyn SignerHistory, analysis: &crate::Analysis) {
-    let Some(sig) = &analysis.signature else { return };
+    let Some(sig) = &analysis.signature else {
+        return;
+    };
     if !sig.remember || analysis.verdict.action > crate::Action::Tag {
         return;
     }

@@ -42,13 +42,27 @@ async fn kit(name: &str) -> Kit {
     let dir = std::env::temp_dir().join(format!("unspoof-signed-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/signed/make.sh");
-    let out = Command::new("bash").arg(&script).arg(&dir).output().expect("bash runs");
-    assert!(out.status.success(), "make.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "make.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut trust = TrustStore::default();
     for entry in std::fs::read_dir(dir.join("keyring")).unwrap() {
-        trust.openpgp.add(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        trust
+            .openpgp
+            .add(&std::fs::read(entry.unwrap().path()).unwrap())
+            .unwrap();
     }
-    trust.ca.add_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+    trust
+        .ca
+        .add_pem(&std::fs::read(dir.join("ca.pem")).unwrap())
+        .unwrap();
     let mut zone = Zone::new();
     zone.load_text(ZONE, None).unwrap();
     let dns = Dns::zones(zone, Duration::from_secs(2)).await.unwrap();
@@ -116,7 +130,11 @@ async fn proven_signatures_ease_an_undecided_dmarc_and_altered_copies_are_quaran
         let raw = k.raw(name);
         let a = k.analyze(&raw).await;
         assert_eq!(a.verdict.action, Action::Accept, "{name}: {:?}", a.verdict);
-        assert!(reason(&a, "signature.valid").message.contains("From address"));
+        assert!(
+            reason(&a, "signature.valid")
+                .message
+                .contains("From address")
+        );
         // DMARC failed with p=none: a tag without the signature, eased to accept with it.
         let dmarc = reason(&a, "dmarc.fail_policy_none");
         assert_eq!(dmarc.action, Action::Accept, "{name}");
@@ -130,9 +148,17 @@ async fn proven_signatures_ease_an_undecided_dmarc_and_altered_copies_are_quaran
 
         if name != "smime-opaque" {
             let bad = k.analyze(&altered(&raw)).await;
-            assert_eq!(bad.verdict.action, Action::Quarantine, "{name} altered: {:?}", codes(&bad));
+            assert_eq!(
+                bad.verdict.action,
+                Action::Quarantine,
+                "{name} altered: {:?}",
+                codes(&bad)
+            );
             assert_eq!(reason(&bad, "signature.bad").action, Action::Quarantine);
-            assert!(bad.authentication_results("x").contains(&format!("{method}=fail")));
+            assert!(
+                bad.authentication_results("x")
+                    .contains(&format!("{method}=fail"))
+            );
             // Without the signature's word, DMARC's p=none stays a tag.
             assert_eq!(reason(&bad, "dmarc.fail_policy_none").action, Action::Tag);
         }
@@ -157,12 +183,21 @@ async fn each_mismatch_has_its_own_code() {
         assert_eq!(r.action, action, "{name}: {r:?}");
         assert!(!codes(&a).contains(&"signature.valid"), "{name}");
         // Not proven: DMARC's p=none is not eased.
-        assert_eq!(reason(&a, "dmarc.fail_policy_none").action, Action::Tag, "{name}");
+        assert_eq!(
+            reason(&a, "dmarc.fail_policy_none").action,
+            Action::Tag,
+            "{name}"
+        );
         assert!(a.authentication_results("x").contains("=policy"), "{name}");
     }
-    assert!(reason(&k.analyze(&k.raw("pgp-other-signer")).await, "signature.other_signer")
+    assert!(
+        reason(
+            &k.analyze(&k.raw("pgp-other-signer")).await,
+            "signature.other_signer"
+        )
         .message
-        .contains("bob@example.org"));
+        .contains("bob@example.org")
+    );
 }
 
 #[tokio::test]
@@ -214,7 +249,10 @@ async fn a_tagged_signed_message_still_verifies() {
         let settings = k.engine.policy().tag.clone();
         let tagged = tag::tag_message(&raw, &a, &settings, "mx.example.net");
         let text = String::from_utf8_lossy(&tagged);
-        assert!(text.contains(&settings.subject_prefix), "{name}: the subject is still tagged");
+        assert!(
+            text.contains(&settings.subject_prefix),
+            "{name}: the subject is still tagged"
+        );
         let again = k.analyze(&tagged).await;
         let s = again.signature.as_ref().unwrap();
         assert_eq!(
@@ -223,4 +261,57 @@ async fn a_tagged_signed_message_still_verifies() {
             "{name}: the tagged copy no longer verifies"
         );
     }
+}
+
+/// `[[signed_mail]]` (own mail must be signed): an SPF pass through a shared ESP alone is
+/// `spoof.own_domain_unsigned`; a proven OpenPGP signature of an address in the domain is the
+/// signature the rule asks for.
+#[tokio::test]
+async fn a_proven_signature_satisfies_signed_mail() {
+    let k = kit("signed-mail").await;
+    let zone = r#"
+example.com.          IN TXT "v=spf1 ip4:192.0.2.25 -all"
+_dmarc.example.com.   IN TXT "v=DMARC1; p=reject"
+"#;
+    let mut z = Zone::new();
+    z.load_text(zone, None).unwrap();
+    let dns = Dns::zones(z, Duration::from_secs(2)).await.unwrap();
+    let policy = Policy::parse(
+        "hostname = \"mx.example.com\"\nprotected_domains = [\"example.com\"]\n\
+         [[signed_mail]]\ndomain = \"example.com\"\n",
+        "test policy",
+    )
+    .unwrap();
+    let mut trust = TrustStore::default();
+    for entry in std::fs::read_dir(k.dir.join("keyring")).unwrap() {
+        trust
+            .openpgp
+            .add(&std::fs::read(entry.unwrap().path()).unwrap())
+            .unwrap();
+    }
+    let engine = Engine::new(policy, dns).with_signature_trust(trust);
+    let env = Envelope {
+        mail_from: Some("bounce@example.com".into()),
+        ..envelope(None)
+    };
+    let signed = engine.evaluate(&k.raw("pgp-mime-rsa"), &env).await;
+    assert!(
+        codes(&signed).contains(&"signature.valid"),
+        "{:?}",
+        codes(&signed)
+    );
+    assert!(
+        !codes(&signed).contains(&"spoof.own_domain_unsigned"),
+        "{:?}",
+        signed.verdict
+    );
+    // The same mail without a (valid) signature: refused by the rule.
+    let altered = engine
+        .evaluate(&altered(&k.raw("pgp-mime-rsa")), &env)
+        .await;
+    assert!(
+        codes(&altered).contains(&"spoof.own_domain_unsigned"),
+        "{:?}",
+        codes(&altered)
+    );
 }

@@ -633,18 +633,37 @@ async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
     let work = TempDir::new("postfix-signed");
     let kit = work.path().join("kit");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/signed/make.sh");
-    let out = std::process::Command::new("bash").arg(&script).arg(&kit).output().unwrap();
-    assert!(out.status.success(), "make.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&kit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut trust = unspoof_engine::signed::TrustStore::default();
     for e in std::fs::read_dir(kit.join("keyring")).unwrap() {
-        trust.openpgp.add(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        trust
+            .openpgp
+            .add(&std::fs::read(e.unwrap().path()).unwrap())
+            .unwrap();
     }
-    trust.ca.add_pem(&std::fs::read(kit.join("ca.pem")).unwrap()).unwrap();
+    trust
+        .ca
+        .add_pem(&std::fs::read(kit.join("ca.pem")).unwrap())
+        .unwrap();
     let mut zone = unspoof_engine::dns::Zone::new();
-    zone.add_txt("esp.example", "v=spf1 ip4:127.0.0.0/8 -all").unwrap();
-    zone.add_txt("_dmarc.example.com", "v=DMARC1; p=none").unwrap();
-    zone.add_txt("_dmarc.example.org", "v=DMARC1; p=none").unwrap();
-    let dns = unspoof_engine::Dns::zones(zone, Duration::from_secs(2)).await.unwrap();
+    zone.add_txt("esp.example", "v=spf1 ip4:127.0.0.0/8 -all")
+        .unwrap();
+    zone.add_txt("_dmarc.example.com", "v=DMARC1; p=none")
+        .unwrap();
+    zone.add_txt("_dmarc.example.org", "v=DMARC1; p=none")
+        .unwrap();
+    let dns = unspoof_engine::Dns::zones(zone, Duration::from_secs(2))
+        .await
+        .unwrap();
     let engine = Engine::new(World::policy(), dns).with_signature_trust(trust);
     let milter_port = free_port();
     let milter = start_milter(engine.clone(), milter_port).await;
@@ -677,7 +696,11 @@ async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
                 },
             )
             .await;
-        assert_eq!(original.verdict.action, action, "engine {name}: {:?}", original.verdict);
+        assert_eq!(
+            original.verdict.action, action,
+            "engine {name}: {:?}",
+            original.verdict
+        );
         let (code, out) = swaks(&pf, "bounce@esp.example", &raw, work.path(), name).await;
         assert_eq!(code, 0, "{name}:\n{out}\n{}", pf.log());
         let marker = String::from_utf8_lossy(&raw)
@@ -692,7 +715,10 @@ async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
             .find_map(|l| l.strip_prefix("X-Unspoof-Verdict: "))
             .map(|v| v.split(';').next().unwrap().to_string());
         match action {
-            Action::Accept => assert!(verdict.is_none() || verdict.as_deref() == Some("accept"), "{name}: {h}"),
+            Action::Accept => assert!(
+                verdict.is_none() || verdict.as_deref() == Some("accept"),
+                "{name}: {h}"
+            ),
             _ => assert_eq!(verdict.as_deref(), Some(action.as_str()), "{name}: {h}"),
         }
         let codes: Vec<&str> = original.verdict.codes();
@@ -747,7 +773,10 @@ async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
         );
         if action == Action::Tag {
             assert!(text(&delivered).contains("Subject: [SUSPICIOUS]"), "{name}");
-            assert!(!text(&delivered).contains("Caution:"), "{name}: no banner in signed mail");
+            assert!(
+                !text(&delivered).contains("Caution:"),
+                "{name}: no banner in signed mail"
+            );
         }
     }
     milter.shutdown().await;
@@ -765,7 +794,18 @@ fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let delim = format!("\r\n--{boundary}");
     let body = &text[text.find("\r\n\r\n").unwrap() + 2..];
     let mut parts = body.split(&delim).skip(1);
-    let first = parts.next().unwrap().strip_prefix("\r\n").unwrap().to_string();
-    let sig = parts.next().unwrap().split_once("\r\n\r\n").unwrap().1.to_string();
+    let first = parts
+        .next()
+        .unwrap()
+        .strip_prefix("\r\n")
+        .unwrap()
+        .to_string();
+    let sig = parts
+        .next()
+        .unwrap()
+        .split_once("\r\n\r\n")
+        .unwrap()
+        .1
+        .to_string();
     (first.into_bytes(), sig.into_bytes())
 }

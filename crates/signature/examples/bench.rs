@@ -12,9 +12,15 @@ fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("kit folder"));
     let mut trust = TrustStore::default();
     for e in std::fs::read_dir(dir.join("keyring")).unwrap() {
-        trust.openpgp.add(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        trust
+            .openpgp
+            .add(&std::fs::read(e.unwrap().path()).unwrap())
+            .unwrap();
     }
-    trust.ca.add_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+    trust
+        .ca
+        .add_pem(&std::fs::read(dir.join("ca.pem")).unwrap())
+        .unwrap();
     // A big bundle costs per message (the X509_STORE is built per check): measure with the
     // system's too.
     if let Ok(pem) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") {
@@ -24,8 +30,17 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let from = ["alice@example.com".to_string(), "bob@example.org".to_string()];
-    let crlf = |b: Vec<u8>| String::from_utf8(b).unwrap().replace("\r\n", "\n").replace('\n', "\r\n").into_bytes();
+    let from = [
+        "alice@example.com".to_string(),
+        "bob@example.org".to_string(),
+    ];
+    let crlf = |b: Vec<u8>| {
+        String::from_utf8(b)
+            .unwrap()
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n")
+            .into_bytes()
+    };
     let unsigned = b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: x\r\nContent-Type: text/plain\r\n\r\nLet us meet on Tuesday.\r\n".to_vec();
     let rate = |raw: &[u8], n: u32| {
         let t = Instant::now();
@@ -36,9 +51,18 @@ fn main() {
     };
     let base = rate(&unsigned, 20_000);
     println!("unsigned (baseline)        {base:>10.0} msg/s");
-    for name in ["pgp-mime-rsa", "pgp-mime-ed25519", "pgp-inline-rsa", "smime-detached", "smime-opaque"] {
+    for name in [
+        "pgp-mime-rsa",
+        "pgp-mime-ed25519",
+        "pgp-inline-rsa",
+        "smime-detached",
+        "smime-opaque",
+    ] {
         let raw = crlf(std::fs::read(dir.join("msg").join(format!("{name}.eml"))).unwrap());
         let r = rate(&raw, 300);
-        println!("{name:<26} {r:>10.0} msg/s  ({:.0}x the baseline's cost)", base / r);
+        println!(
+            "{name:<26} {r:>10.0} msg/s  ({:.0}x the baseline's cost)",
+            base / r
+        );
     }
 }

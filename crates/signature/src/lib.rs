@@ -209,9 +209,12 @@ pub fn verify(raw: &[u8], from: &[String], now: i64, trust: &TrustStore) -> Opti
 
 fn is_signed_data(top: &mime::Entity<'_>) -> bool {
     // id-signedData 1.2.840.113549.1.7.2
-    const SIGNED_DATA: &[u8] = &[0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02];
-    top.decoded_body()
-        .is_some_and(|der| der.len() > 32 && mime::find(&der[..der.len().min(64)], SIGNED_DATA).is_some())
+    const SIGNED_DATA: &[u8] = &[
+        0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02,
+    ];
+    top.decoded_body().is_some_and(|der| {
+        der.len() > 32 && mime::find(&der[..der.len().min(64)], SIGNED_DATA).is_some()
+    })
 }
 
 fn multipart_signed(

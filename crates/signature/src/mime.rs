@@ -24,11 +24,7 @@ impl ContentType {
 
     pub fn parse(value: &str) -> ContentType {
         let mut parts = split_params(value).into_iter();
-        let mime = parts
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let mime = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
         let params = parts
             .filter_map(|p| {
                 let (n, v) = p.split_once('=')?;
@@ -264,11 +260,15 @@ mod tests {
 
     #[test]
     fn parts_are_cut_exactly() {
-        let body = b"preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n\r\n--b\r\nsig\r\n--b--\r\n";
+        let body =
+            b"preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n\r\n--b\r\nsig\r\n--b--\r\n";
         let p = parts(body, "b").unwrap();
         assert_eq!(p[0], b"Content-Type: text/plain\r\n\r\nhi\r\n");
         assert_eq!(p[1], b"sig");
-        assert!(parts(b"--b\r\nx\r\n", "b").is_none(), "no closing delimiter");
+        assert!(
+            parts(b"--b\r\nx\r\n", "b").is_none(),
+            "no closing delimiter"
+        );
     }
 
     #[test]

@@ -113,7 +113,14 @@ pub(crate) fn verify_inline(
     };
     let signed_text = msg.signed_text();
     let sigs = msg.signatures().to_vec();
-    judge(Form::PgpInline, &sigs, carried, now, trusted, signed_text.as_bytes())
+    judge(
+        Form::PgpInline,
+        &sigs,
+        carried,
+        now,
+        trusted,
+        signed_text.as_bytes(),
+    )
 }
 
 /// A key that may have made a signature: the whole key (for its identities and state) and
@@ -201,7 +208,9 @@ fn judge(
         return SignedMail {
             form,
             check: SignatureCheck::Bad,
-            detail: Some("the signature does not match the signed content (altered, or forged)".into()),
+            detail: Some(
+                "the signature does not match the signed content (altered, or forged)".into(),
+            ),
             fingerprint: Some(format!("{:X}", key.primary_key.fingerprint())),
             identities: identities(key),
             bound: false,
@@ -342,7 +351,9 @@ fn key_problems(
     if let Some(d) = primary_expiry.filter(|d| d.as_secs() > 0) {
         let end = created + d.as_secs() as i64;
         if end <= now {
-            out.push(Problem::Expired(format!("the key expired at {end} (Unix time)")));
+            out.push(Problem::Expired(format!(
+                "the key expired at {end} (Unix time)"
+            )));
         }
     }
     if let Some(sigs) = binding {

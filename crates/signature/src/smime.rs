@@ -10,8 +10,7 @@ use openssl::{
     pkey::Id,
     stack::Stack,
     x509::{
-        X509, X509PurposeId, X509StoreContext, X509VerifyResult,
-        store::X509StoreBuilder,
+        X509, X509PurposeId, X509StoreContext, X509VerifyResult, store::X509StoreBuilder,
         verify::X509VerifyParam,
     },
 };
@@ -61,7 +60,9 @@ pub(crate) fn verify(
     // The signer certificate, as the message carries it (PKCS7_get0_signers on the same DER).
     let p7 = match Pkcs7::from_der(der) {
         Ok(p) => p,
-        Err(e) => return SignedMail::unverifiable(form, format!("not a signed-data structure: {e}")),
+        Err(e) => {
+            return SignedMail::unverifiable(form, format!("not a signed-data structure: {e}"));
+        }
     };
     let carried: Vec<X509> = p7
         .signed()
@@ -100,7 +101,10 @@ pub(crate) fn verify(
                 .collect()
         })
         .unwrap_or_default();
-    for e in signer.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
+    for e in signer
+        .subject_name()
+        .entries_by_nid(Nid::PKCS9_EMAILADDRESS)
+    {
         if let Ok(s) = e.data().to_string() {
             let s = s.to_ascii_lowercase();
             if !identities.contains(&s) {

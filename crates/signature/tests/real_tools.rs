@@ -24,14 +24,31 @@ fn kit() -> Kit {
     let dir = std::env::temp_dir().join(format!("unspoof-signature-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/signed/make.sh");
-    let st = Command::new("bash").arg(&script).arg(&dir).output().expect("bash runs");
-    assert!(st.status.success(), "make.sh: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .expect("bash runs");
+    assert!(
+        st.status.success(),
+        "make.sh: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let mut trust = TrustStore::default();
     for entry in std::fs::read_dir(dir.join("keyring")).unwrap() {
-        let n = trust.openpgp.add(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let n = trust
+            .openpgp
+            .add(&std::fs::read(entry.unwrap().path()).unwrap())
+            .unwrap();
         assert_eq!(n, 1);
     }
-    assert_eq!(trust.ca.add_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap(), 1);
+    assert_eq!(
+        trust
+            .ca
+            .add_pem(&std::fs::read(dir.join("ca.pem")).unwrap())
+            .unwrap(),
+        1
+    );
     Kit { dir, trust }
 }
 
@@ -69,12 +86,42 @@ fn real_tools() {
     let k = kit();
     // Good ones: valid, bound to From, anchored, no problems.
     for (name, from, form, anchor) in [
-        ("pgp-mime-rsa", "alice@example.com", Form::PgpMime, Anchor::Keyring),
-        ("pgp-mime-ed25519", "bob@example.org", Form::PgpMime, Anchor::Keyring),
-        ("pgp-inline-rsa", "alice@example.com", Form::PgpInline, Anchor::Keyring),
-        ("pgp-inline-ed25519", "bob@example.org", Form::PgpInline, Anchor::Keyring),
-        ("smime-detached", "alice@example.com", Form::SmimeMultipart, Anchor::CaChain),
-        ("smime-opaque", "alice@example.com", Form::SmimeOpaque, Anchor::CaChain),
+        (
+            "pgp-mime-rsa",
+            "alice@example.com",
+            Form::PgpMime,
+            Anchor::Keyring,
+        ),
+        (
+            "pgp-mime-ed25519",
+            "bob@example.org",
+            Form::PgpMime,
+            Anchor::Keyring,
+        ),
+        (
+            "pgp-inline-rsa",
+            "alice@example.com",
+            Form::PgpInline,
+            Anchor::Keyring,
+        ),
+        (
+            "pgp-inline-ed25519",
+            "bob@example.org",
+            Form::PgpInline,
+            Anchor::Keyring,
+        ),
+        (
+            "smime-detached",
+            "alice@example.com",
+            Form::SmimeMultipart,
+            Anchor::CaChain,
+        ),
+        (
+            "smime-opaque",
+            "alice@example.com",
+            Form::SmimeOpaque,
+            Anchor::CaChain,
+        ),
     ] {
         let s = k.check(name, from);
         assert_eq!(s.form, form, "{name}");
@@ -109,21 +156,55 @@ fn real_tools() {
     }
     // Named problems.
     let problems = |name: &str, from: &str| k.check(name, from).problems;
-    assert!(matches!(problems("pgp-revoked", "carol@example.com")[..], [Problem::Revoked(_)]));
-    assert!(matches!(problems("pgp-expired", "dave@example.com")[..], [Problem::Expired(_)]));
-    assert!(matches!(problems("pgp-sha1", "alice@example.com")[..], [Problem::WeakHash(_)]));
-    assert!(matches!(problems("pgp-small-key", "eve@example.com")[..], [Problem::SmallKey(1024)]));
-    assert!(matches!(problems("smime-expired", "alice@example.com")[..], [Problem::Expired(_)]));
-    assert!(matches!(problems("smime-sha1", "alice@example.com")[..], [Problem::WeakHash(_)]));
+    assert!(matches!(
+        problems("pgp-revoked", "carol@example.com")[..],
+        [Problem::Revoked(_)]
+    ));
+    assert!(matches!(
+        problems("pgp-expired", "dave@example.com")[..],
+        [Problem::Expired(_)]
+    ));
+    assert!(matches!(
+        problems("pgp-sha1", "alice@example.com")[..],
+        [Problem::WeakHash(_)]
+    ));
+    assert!(matches!(
+        problems("pgp-small-key", "eve@example.com")[..],
+        [Problem::SmallKey(1024)]
+    ));
+    assert!(matches!(
+        problems("smime-expired", "alice@example.com")[..],
+        [Problem::Expired(_)]
+    ));
+    assert!(matches!(
+        problems("smime-sha1", "alice@example.com")[..],
+        [Problem::WeakHash(_)]
+    ));
 
     // Without the trust material: OpenPGP unverifiable (no key), S/MIME valid but not anchored.
     let empty = TrustStore::default();
-    let s = verify(&k.raw("pgp-mime-rsa"), &["alice@example.com".into()], now(), &empty).unwrap();
+    let s = verify(
+        &k.raw("pgp-mime-rsa"),
+        &["alice@example.com".into()],
+        now(),
+        &empty,
+    )
+    .unwrap();
     assert_eq!(s.check, SignatureCheck::NoKey);
-    let s = verify(&k.raw("smime-detached"), &["alice@example.com".into()], now(), &empty).unwrap();
+    let s = verify(
+        &k.raw("smime-detached"),
+        &["alice@example.com".into()],
+        now(),
+        &empty,
+    )
+    .unwrap();
     assert_eq!(s.check, SignatureCheck::Valid);
     assert_eq!(s.anchor, Anchor::Message);
-    assert!(matches!(s.problems[..], [Problem::Chain(_)]), "{:?}", s.problems);
+    assert!(
+        matches!(s.problems[..], [Problem::Chain(_)]),
+        "{:?}",
+        s.problems
+    );
 
     let _ = std::fs::remove_dir_all(&k.dir);
 }

@@ -865,8 +865,7 @@ impl unspoof_engine::signed::SignerHistory for Store {
     fn keys_of<'a>(
         &'a self,
         address: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send + 'a>>
-    {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send + 'a>> {
         Box::pin(async move {
             if self.inner.shared.db_down.load(Ordering::SeqCst) {
                 return None;
@@ -889,7 +888,9 @@ impl unspoof_engine::signed::SignerHistory for Store {
         Box::pin(async move {
             let _ = timeout(
                 self.inner.config.db_timeout(),
-                self.inner.db.remember_signing_key(address, fingerprint, now()),
+                self.inner
+                    .db
+                    .remember_signing_key(address, fingerprint, now()),
             )
             .await;
         })

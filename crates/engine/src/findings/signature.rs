@@ -86,7 +86,10 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
             let tail = if eased.is_empty() {
                 String::new()
             } else {
-                format!("; DMARC could not decide, so this counts ({})", eased.join(", "))
+                format!(
+                    "; DMARC could not decide, so this counts ({})",
+                    eased.join(", ")
+                )
             };
             push(
                 out,

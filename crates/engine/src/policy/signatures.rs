@@ -22,4 +22,3 @@ pub struct Signatures {
     /// ([`SYSTEM_CA_BUNDLE`]; a missing system bundle means no CA).
     pub smime_ca_bundle: Option<PathBuf>,
 }
-
