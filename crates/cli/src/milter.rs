@@ -18,7 +18,9 @@ use crate::{
     config::{Config, ConfigError},
     exit,
     serve::config_exit,
-    store_adapter::{MilterStore, contact_history, open_store, outbound_history, store_config},
+    store_adapter::{
+        MilterStore, contact_history, open_store, outbound_history, signer_history, store_config,
+    },
 };
 
 /// `[store]` of the configuration file, if it has one (the spool goes under `./unspoof-data`
@@ -129,14 +131,21 @@ pub fn run(args: MilterArgs) -> u8 {
             },
             None => None,
         };
-        let engine = Engine::new(policy, dns);
+        let engine = match crate::signatures::engine(policy, dns) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("unspoof milter: {e}");
+                return exit::CONFIG;
+            }
+        };
         let mut milter = unspoof_milter::Milter::new(config, engine);
         if let Some(s) = &store {
             milter = milter
                 .with_quarantine_store(Arc::new(MilterStore(s.clone())))
                 .with_message_log(Arc::new(MilterStore(s.clone())))
                 .with_contact_history(contact_history(s))
-                .with_outbound_history(outbound_history(s));
+                .with_outbound_history(outbound_history(s))
+                .with_signer_history(signer_history(s));
         }
         let path = args.config.clone();
         let reload = move |engine: &Engine| match &path {

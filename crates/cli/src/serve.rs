@@ -12,14 +12,15 @@ use std::{
 };
 
 use clap::{Args, Subcommand};
-use unspoof_engine::Engine;
 use unspoof_gateway::{EngineDecider, Gateway, JsonlLog, SessionLog, SessionLogs};
 
 use crate::{
     analyze::{DnsArgs, dns_view},
     config::{Config, ConfigError},
     exit,
-    store_adapter::{GatewayStore, contact_history, open_store, outbound_history, store_config},
+    store_adapter::{
+        GatewayStore, contact_history, open_store, outbound_history, signer_history, store_config,
+    },
 };
 
 #[derive(Args)]
@@ -159,7 +160,13 @@ pub fn serve(args: ServeArgs) -> u8 {
             Ok(s) => s,
             Err(code) => return code,
         };
-        let engine = Engine::new(policy, dns);
+        let engine = match crate::signatures::engine(policy, dns) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("unspoof serve: {e}");
+                return exit::CONFIG;
+            }
+        };
         let rdns = Arc::new(unspoof_gateway::EngineReverseDns(engine.clone()));
         let desk = crate::user_reports::configured(&config.data_dir, &config)
             .map(|desk| crate::user_reports::start(desk, engine.clone(), store.clone()))
@@ -180,7 +187,8 @@ pub fn serve(args: ServeArgs) -> u8 {
         });
         let decider = EngineDecider::new(engine, reload_from)
             .with_contact_history(contact_history(&store))
-            .with_outbound_history(outbound_history(&store));
+            .with_outbound_history(outbound_history(&store))
+            .with_signer_history(signer_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());

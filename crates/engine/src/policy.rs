@@ -15,7 +15,9 @@ use serde::Deserialize;
 use crate::{trace::TrustConfig, verdict::Action};
 
 mod senders;
+mod signatures;
 pub use senders::{AuthorisedSender, DEFAULT_MAX_SIGNATURE_AGE_HOURS, DkimReplay, SignedMail};
+pub use signatures::{SYSTEM_CA_BUNDLE, Signatures};
 
 /// The whole policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +53,8 @@ pub struct Policy {
     /// deliver, in every front door: `defer` (default: 451 4.4.3, the sender retries) or
     /// `decide` (deliver on what did answer). See `crate::decision`.
     pub dns_temperror: crate::decision::DnsTempError,
+    /// Where the keys and CAs for PGP and S/MIME signatures are (`[signatures]`).
+    pub signatures: Signatures,
     /// The site's gateways, lower case without trailing dots (empty: the check is off): the
     /// hub every message for our domains must pass (`findings/hub.rs`). Not a key of the
     /// policy: the file says it in the gateway's section (`[gateway] gateway_names`), and
@@ -202,6 +206,7 @@ impl Default for Policy {
             signed_mail: Vec::new(),
             dkim_replay: DkimReplay::default(),
             dns_temperror: crate::decision::DnsTempError::default(),
+            signatures: Signatures::default(),
             gateway_names: Vec::new(),
             derived: DerivedCache::default(),
         }

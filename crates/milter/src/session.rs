@@ -513,6 +513,7 @@ impl Session {
             first_contact: None,
             known_sender: None,
             sent_by_us: None,
+            signing_keys_seen: None,
         }
     }
 
@@ -620,6 +621,9 @@ impl Session {
 
         let replies = match decided {
             Ok(analysis) => {
+                // Trust on first use: a delivered first use of a signing key teaches the store
+                // (the gateway does the same after its decision).
+                shared.engine.remember_signer(&analysis).await;
                 let disposition = analysis.decision.disposition;
                 let mut stored = None;
                 if disposition == Disposition::Quarantine {

@@ -9,6 +9,7 @@
 //! | `authentication` | `dmarc.*`, `spf.*`, `dkim.*`, `arc.*`, `auth.*` |
 //! | `own_domain` | `spoof.own_domain` |
 //! | `signed_mail` | `spoof.own_domain_unsigned` |
+//! | `signature` | `signature.*` (PGP/MIME, inline OpenPGP, S/MIME; last: it eases the DMARC-undecided reasons before it) |
 //! | `ambiguity` | `ambiguity.*` |
 //! | `impersonation` (+ `watched`, `correspondent`) | `impersonation.*` |
 //! | `lookalike` | `lookalike.*` |
@@ -36,6 +37,7 @@ mod names;
 mod own_domain;
 mod reply_to;
 mod section;
+mod signature;
 mod signed_mail;
 mod watched;
 
@@ -137,6 +139,8 @@ pub struct Context<'a> {
     pub from: Vec<Mailbox>,
     /// The Reply-To mailboxes.
     pub reply_to: Vec<Mailbox>,
+    /// The person-level signature, when the message is signed (`crate::signed`).
+    pub signature: Option<&'a crate::signed::SignatureReport>,
 }
 
 impl<'a> Context<'a> {
@@ -172,6 +176,7 @@ impl<'a> Context<'a> {
             policy,
             from,
             reply_to,
+            signature: None,
         }
     }
 
@@ -207,6 +212,7 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     contact::check(ctx, &mut out);
     hub::check(ctx, &mut out);
     backscatter::check(ctx, &mut out);
+    signature::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
         if let Some(hop) = a.hop.and_then(|i| ctx.trace.hops.get(i)) {
