@@ -467,8 +467,12 @@ impl Engine {
     /// messages or decisions, or without a signer history; bounded by
     /// [`signed::SIGNER_HISTORY_BUDGET`].
     pub async fn remember_signer(&self, analysis: &Analysis) {
-        if let Some(history) = &self.signers {
-            signed::remember_signer(history.as_ref(), analysis).await;
+        let delivered = matches!(
+            analysis.decision.disposition,
+            Disposition::Accept | Disposition::Tag
+        );
+        if let (Some(history), Some(sig), true) = (&self.signers, &analysis.signature, delivered) {
+            signed::remember_signer(history.as_ref(), sig).await;
         }
     }
 

@@ -77,18 +77,11 @@ pub(crate) async fn signing_keys_seen(
         .flatten()
 }
 
-/// The step after a decision: a delivered message (accept, tag) whose signature was a first
-/// use ([`SignatureReport::remember`]) teaches `history` its sender's key
-/// ([`crate::Engine::remember_signer`] is what the doors call).
-pub(crate) async fn remember_signer(history: &dyn SignerHistory, analysis: &crate::Analysis) {
-    let Some(sig) = &analysis.signature else {
-        return;
-    };
-    let delivered = matches!(
-        analysis.decision.disposition,
-        crate::Disposition::Accept | crate::Disposition::Tag
-    );
-    if !sig.remember || !delivered {
+/// The step after a delivered decision (accept, tag; [`crate::Engine::remember_signer`] is
+/// what the doors call and checks that): a signature that was a first use
+/// ([`SignatureReport::remember`]) teaches `history` its sender's key.
+pub(crate) async fn remember_signer(history: &dyn SignerHistory, sig: &SignatureReport) {
+    if !sig.remember {
         return;
     }
     if let (Some(address), Some(fp)) = (&sig.identity, &sig.found.fingerprint) {
