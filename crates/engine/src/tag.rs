@@ -202,9 +202,24 @@ pub fn rewrite(raw: &[u8], analysis: &Analysis, settings: &TagSettings) -> Vec<u
 /// banner went in. Stale `X-Unspoof-Verdict` fields are left to the decision's removals.
 /// `raw` has CRLF line ends and `headers` is its section.
 pub(crate) struct FieldChanges {
-    pub edits: Vec<crate::decision::HeaderEdit>,
+    /// The decision's edits in order: `Change` (name, index from 1, new value) or `Append`
+    /// (name, value); the decision, above this module, turns them into its `HeaderEdit`s.
+    pub edits: Vec<FieldChange>,
     pub subject_added: Option<String>,
     pub body: Option<Vec<u8>>,
+}
+
+/// One field's change in [`FieldChanges`]; a value is what follows the colon.
+pub(crate) enum FieldChange {
+    Change {
+        name: String,
+        index: u32,
+        value: String,
+    },
+    Append {
+        name: String,
+        value: String,
+    },
 }
 
 pub(crate) fn field_changes(
@@ -213,7 +228,6 @@ pub(crate) fn field_changes(
     analysis: &Analysis,
     settings: &TagSettings,
 ) -> FieldChanges {
-    use crate::decision::HeaderEdit;
     let (edits, added) = tag_edits(raw, analysis, settings);
     let body_at = headers.body_offset.min(raw.len());
     let section_end = headers.fields.last().map_or(0, |f| f.end(raw));
@@ -265,7 +279,7 @@ pub(crate) fn field_changes(
             .filter(|g| g.name_trimmed().eq_ignore_ascii_case(f.name_trimmed()))
             .count() as u32
             + 1;
-        out.push(HeaderEdit::Change {
+        out.push(FieldChange::Change {
             name: text(f.name_trimmed()),
             index,
             value: text(&new[colon + 1..]),
@@ -274,7 +288,7 @@ pub(crate) fn field_changes(
     for line in appended.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(colon) = memchr::memchr(b':', line) {
-            out.push(HeaderEdit::Append {
+            out.push(FieldChange::Append {
                 name: text(&line[..colon]),
                 value: text(&line[colon + 1..]),
             });
