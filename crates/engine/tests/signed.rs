@@ -260,6 +260,43 @@ async fn a_tagged_signed_message_still_verifies() {
             unspoof_engine::signed::SignatureCheck::Valid,
             "{name}: the tagged copy no longer verifies"
         );
+        // The decision every door carries out: header edits only (no banner body), our
+        // Authentication-Results with the signature's result, and the copy still verifies.
+        let policy = k.engine.policy();
+        let crlf = unspoof_engine::message::to_crlf(&raw);
+        let d = unspoof_engine::decision::decide(&crlf, &a, &policy);
+        assert_eq!(d.disposition, unspoof_engine::Disposition::Tag, "{name}");
+        assert!(
+            d.body.is_none() && !d.body_replaced,
+            "{name}: a banner body"
+        );
+        let method = if name.starts_with("smime") {
+            "smime="
+        } else {
+            "x-pgp="
+        };
+        assert!(
+            d.edits.iter().any(|e| matches!(e,
+                unspoof_engine::HeaderEdit::Insert { name, value }
+                    if name == "Authentication-Results" && value.contains(method))),
+            "{name}: no {method} in {:?}",
+            d.edits
+        );
+        assert!(
+            d.edits.iter().any(|e| matches!(e,
+                unspoof_engine::HeaderEdit::Change { name, value, .. }
+                    if name == "Subject" && value.contains(&settings.subject_prefix))
+                || matches!(e, unspoof_engine::HeaderEdit::Insert { name, .. } if name == "Subject")),
+            "{name}: the subject is not tagged by the decision: {:?}",
+            d.edits
+        );
+        let delivered = unspoof_engine::decision::apply(&crlf, &d.edits, d.body.as_deref());
+        let again = k.analyze(&delivered).await;
+        assert_eq!(
+            again.signature.as_ref().unwrap().found.check,
+            unspoof_engine::signed::SignatureCheck::Valid,
+            "{name}: the copy the decision delivers no longer verifies"
+        );
     }
 }
 
