@@ -352,3 +352,78 @@ _dmarc.example.com.   IN TXT "v=DMARC1; p=reject"
         codes(&altered)
     );
 }
+
+/// The store's memory as an engine input (`Engine::with_signer_history`): asked inside
+/// `evaluate` for a signed message, taught by `remember_signer` after a delivered first use, and
+/// not asked when the envelope carries the answer.
+#[tokio::test]
+async fn the_signer_history_is_asked_by_the_engine_and_taught_after_delivery() {
+    use std::sync::{Arc, Mutex};
+    use unspoof_engine::signed::SignerHistory;
+
+    #[derive(Default)]
+    struct Memory {
+        keys: Mutex<Vec<(String, String)>>,
+        asked: Mutex<u32>,
+    }
+    impl SignerHistory for Memory {
+        fn keys_of<'a>(
+            &'a self,
+            address: &'a str,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send + 'a>>
+        {
+            Box::pin(async move {
+                *self.asked.lock().unwrap() += 1;
+                let keys = self.keys.lock().unwrap();
+                Some(
+                    keys.iter()
+                        .filter(|(a, _)| a == address)
+                        .map(|(_, k)| k.clone())
+                        .collect(),
+                )
+            })
+        }
+        fn remember<'a>(
+            &'a self,
+            address: &'a str,
+            fingerprint: &'a str,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+            Box::pin(async move {
+                self.keys
+                    .lock()
+                    .unwrap()
+                    .push((address.to_string(), fingerprint.to_string()));
+            })
+        }
+    }
+
+    let k = kit("history").await;
+    let memory = Arc::new(Memory::default());
+    let engine = k.engine.clone().with_signer_history(memory.clone());
+    let raw = k.raw("pgp-autocrypt");
+    // First message: the store knows no key, so a first use to remember.
+    let a = engine.evaluate(&raw, &envelope(None)).await;
+    assert_eq!(*memory.asked.lock().unwrap(), 1);
+    assert_eq!(a.signature.as_ref().unwrap().standing, Standing::FirstUse);
+    assert!(a.signature.as_ref().unwrap().remember);
+    engine.remember_signer(&a).await;
+    assert_eq!(
+        memory.keys.lock().unwrap().len(),
+        1,
+        "a delivered first use is remembered"
+    );
+    // Second message: the engine asks again and the remembered key proves it.
+    let a = engine.evaluate(&raw, &envelope(None)).await;
+    assert_eq!(*memory.asked.lock().unwrap(), 2);
+    assert_eq!(a.signature.as_ref().unwrap().standing, Standing::Proven);
+    // An envelope that carries the answer is not asked about; a changed key is flagged.
+    let a = engine
+        .evaluate(&raw, &envelope(Some(vec!["0".repeat(40)])))
+        .await;
+    assert_eq!(*memory.asked.lock().unwrap(), 2);
+    assert_eq!(a.signature.as_ref().unwrap().standing, Standing::KeyChanged);
+    // An unsigned message is not asked about.
+    let unsigned = b"From: a@example.org\r\nTo: b@recipient.test\r\nSubject: hi\r\n\r\nhello\r\n";
+    engine.evaluate(unsigned, &envelope(None)).await;
+    assert_eq!(*memory.asked.lock().unwrap(), 2);
+}
