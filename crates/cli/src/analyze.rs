@@ -10,7 +10,7 @@ use std::{
 use clap::Args;
 use futures::StreamExt;
 use serde::Deserialize;
-use unspoof_engine::{Action, Analysis, Dns, Engine, Envelope, Policy, dns::Zone};
+use unspoof_engine::{Action, Analysis, Dns, Envelope, Policy, dns::Zone};
 
 use crate::{exit, inputs, render};
 
@@ -72,6 +72,11 @@ pub struct AnalyzeArgs {
     /// store answered; replays a stored verdict exactly (`allow.sender`).
     #[arg(long = "allowed-sender", value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
     pub allowed_sender: Option<bool>,
+    /// The key fingerprints the From address signed with before, comma-separated (empty:
+    /// never), as the store answered (trust on first use); replays `signature.key_changed` and
+    /// `signature.first_use` exactly.
+    #[arg(long = "signing-keys-seen", value_name = "FPR,...")]
+    pub signing_keys_seen: Option<String>,
 }
 
 /// Where DNS answers come from; shared by every command that runs the engine.
@@ -214,7 +219,13 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
         }
     };
 
-    let engine = Engine::new(policy, dns);
+    let engine = match crate::signatures::engine(policy, dns) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("unspoof: {e}");
+            return exit::CONFIG;
+        }
+    };
     let progress = progress_bar(jobs.len());
     let stdout = std::io::stdout();
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -300,6 +311,13 @@ fn cli_envelope(args: &AnalyzeArgs) -> Envelope {
         known_sender: args.known_sender,
         sent_by_us: args.sent_by_us,
         allowed_sender: args.allowed_sender,
+        signing_keys_seen: args.signing_keys_seen.as_deref().map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect()
+        }),
     }
 }
 
@@ -359,6 +377,7 @@ fn batch_jobs(manifest: &Path) -> Result<Vec<Job>, String> {
                 known_sender: None,
                 sent_by_us: None,
                 allowed_sender: None,
+                signing_keys_seen: None,
             },
         });
     }

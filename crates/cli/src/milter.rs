@@ -19,7 +19,8 @@ use crate::{
     exit,
     serve::config_exit,
     store_adapter::{
-        MilterStore, allow_list, contact_history, open_store, outbound_history, store_config,
+        MilterStore, allow_list, contact_history, open_store, outbound_history, signer_history,
+        store_config,
     },
 };
 
@@ -131,7 +132,13 @@ pub fn run(args: MilterArgs) -> u8 {
             },
             None => None,
         };
-        let mut engine = Engine::new(policy, dns);
+        let mut engine = match crate::signatures::engine(policy, dns) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("unspoof milter: {e}");
+                return exit::CONFIG;
+            }
+        };
         if let Some(s) = &store {
             // The console's allow list lifts a quarantine or tag here as in `unspoof serve`.
             engine = engine.with_sender_allow_list(allow_list(s));
@@ -142,7 +149,8 @@ pub fn run(args: MilterArgs) -> u8 {
                 .with_quarantine_store(Arc::new(MilterStore(s.clone())))
                 .with_message_log(Arc::new(MilterStore(s.clone())))
                 .with_contact_history(contact_history(s))
-                .with_outbound_history(outbound_history(s));
+                .with_outbound_history(outbound_history(s))
+                .with_signer_history(signer_history(s));
         }
         let path = args.config.clone();
         let reload = move |engine: &Engine| match &path {

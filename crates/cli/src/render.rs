@@ -256,6 +256,33 @@ pub fn report(out: &mut impl Write, name: &str, a: &Analysis, colour: bool) -> i
             format!(" [{}]", sealers.join("; "))
         }
     )?;
+    if let Some(sig) = &a.signature {
+        let f = &sig.found;
+        writeln!(
+            out,
+            "  {:<12} {} {:?} by {}{}{}",
+            if f.form.method() == "smime" {
+                "S/MIME"
+            } else {
+                "OpenPGP"
+            },
+            s.word(sig.result),
+            sig.standing,
+            safe(&if f.identities.is_empty() {
+                "no identity".to_string()
+            } else {
+                f.identities.join(", ")
+            }),
+            f.fingerprint
+                .as_deref()
+                .map(|k| format!(" key {}", safe(k)))
+                .unwrap_or_default(),
+            f.detail
+                .as_deref()
+                .map(|d| format!(": {}", safe(d)))
+                .unwrap_or_default()
+        )?;
+    }
     writeln!(out, "  {}", s.dim(&format!("DNS: {}", safe(&a.dns))))?;
     Ok(())
 }

@@ -12,7 +12,6 @@ use std::{
 };
 
 use clap::{Args, Subcommand};
-use unspoof_engine::Engine;
 use unspoof_gateway::{EngineDecider, Gateway, JsonlLog, SessionLog, SessionLogs};
 
 use crate::{
@@ -20,7 +19,8 @@ use crate::{
     config::{Config, ConfigError},
     exit,
     store_adapter::{
-        GatewayStore, allow_list, contact_history, open_store, outbound_history, store_config,
+        GatewayStore, allow_list, contact_history, open_store, outbound_history, signer_history,
+        store_config,
     },
 };
 
@@ -161,7 +161,13 @@ pub fn serve(args: ServeArgs) -> u8 {
             Ok(s) => s,
             Err(code) => return code,
         };
-        let engine = Engine::new(policy, dns).with_sender_allow_list(allow_list(&store));
+        let engine = match crate::signatures::engine(policy, dns) {
+            Ok(e) => e.with_sender_allow_list(allow_list(&store)),
+            Err(e) => {
+                eprintln!("unspoof serve: {e}");
+                return exit::CONFIG;
+            }
+        };
         let rdns = Arc::new(unspoof_gateway::EngineReverseDns(engine.clone()));
         let desk = crate::user_reports::configured(&config.data_dir, &config)
             .map(|desk| crate::user_reports::start(desk, engine.clone(), store.clone()))
@@ -197,7 +203,8 @@ pub fn serve(args: ServeArgs) -> u8 {
         });
         let decider = EngineDecider::new(engine, reload_from)
             .with_contact_history(contact_history(&store))
-            .with_outbound_history(outbound_history(&store));
+            .with_outbound_history(outbound_history(&store))
+            .with_signer_history(signer_history(&store));
         let logs: Vec<Arc<dyn SessionLog>> =
             vec![Arc::new(jsonl), Arc::new(GatewayStore(store.clone()))];
         let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());

@@ -241,6 +241,12 @@ impl unspoof_engine::contact::SenderAllowList for StoreAllowList {
     }
 }
 
+/// The store as the engine's memory of signing keys per sender (trust on first use,
+/// `unspoof_engine::signed`).
+pub fn signer_history(store: &Store) -> Arc<dyn unspoof_engine::signed::SignerHistory> {
+    Arc::new(store.clone())
+}
+
 /// The store as the milter's quarantine copy and message log.
 #[derive(Clone)]
 pub struct MilterStore(pub Store);

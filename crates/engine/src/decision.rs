@@ -86,17 +86,8 @@ impl std::fmt::Display for Disposition {
     }
 }
 
-/// The policy key `dns_temperror`: what a DNS temperror on the checks DMARC rests on does to a
-/// message the findings would deliver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DnsTempError {
-    /// Answer 451 4.4.3: the sending server retries later, when DNS answers again (default).
-    #[default]
-    Defer,
-    /// Deliver on what did answer (accept or tag, as the findings say).
-    Decide,
-}
+// The policy key `dns_temperror` is the policy's type (the policy sits below the decision).
+pub use crate::policy::DnsTempError;
 
 /// How every front door ends a message, for metrics and records: a [`Disposition`] of the
 /// engine, or what a door did without one.
@@ -306,7 +297,12 @@ pub(crate) fn decide_parsed(
     let mut subject_added = None;
     if disposition == Disposition::Tag {
         let tag = crate::tag::field_changes(raw, headers, analysis, &policy.tag);
-        edits.extend(tag.edits);
+        edits.extend(tag.edits.into_iter().map(|c| match c {
+            crate::tag::FieldChange::Change { name, index, value } => {
+                HeaderEdit::Change { name, index, value }
+            }
+            crate::tag::FieldChange::Append { name, value } => HeaderEdit::Append { name, value },
+        }));
         subject_added = tag.subject_added;
         body = tag.body;
     }

@@ -20,6 +20,7 @@ pub mod decision;
 pub mod domain;
 pub mod findings;
 pub mod policy;
+pub mod signed;
 pub mod tag;
 pub mod trace;
 pub mod user_report;
@@ -81,6 +82,9 @@ pub struct Envelope {
     /// (no store, no answer in time) leaves the verdict as the findings made it. Asked by the
     /// front door like `first_contact` ([`contact::ask_history`]).
     pub allowed_sender: Option<bool>,
+    /// The key fingerprints the From address validly signed with before (trust on first use,
+    /// [`signed::SignerHistory`]): `Some(vec![])` when never, `None` when nobody knows.
+    pub signing_keys_seen: Option<Vec<String>>,
 }
 
 /// The envelope as the analysis used it, and which parts were reconstructed from the message.
@@ -134,6 +138,10 @@ pub struct Analysis {
     pub message: MessageSummary,
     pub auth: AuthResults,
     pub trace: Trace,
+    /// The person-level signature (PGP/MIME, inline OpenPGP, S/MIME), when the message is
+    /// signed: `crate::signed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<signed::SignatureReport>,
     /// The DNS view the answers came from ("zone files", "system resolver", "offline", ...).
     pub dns: String,
     /// Our authserv-id.
@@ -144,7 +152,13 @@ pub struct Analysis {
 impl Analysis {
     /// The RFC 8601 Authentication-Results header field, ending in CRLF.
     pub fn authentication_results(&self, authserv_id: &str) -> String {
-        self.auth.header(authserv_id, self.envelope.ip)
+        let header = self.auth.header(authserv_id, self.envelope.ip);
+        match (&self.signature, header.strip_suffix("\r\n")) {
+            (Some(s), Some(head)) if self.auth.checked => {
+                format!("{head};\r\n\t{}\r\n", s.resinfo())
+            }
+            _ => header,
+        }
     }
 }
 
@@ -159,6 +173,9 @@ pub struct Engine {
     contacts: Option<Arc<dyn contact::ContactHistory>>,
     outbound: Option<Arc<dyn bounce::OutboundHistory>>,
     allow: Option<Arc<dyn contact::SenderAllowList>>,
+    signers: Option<Arc<dyn signed::SignerHistory>>,
+    /// Keys and CAs for person-level signatures, loaded by the front door (`crate::signed`).
+    signature_trust: Arc<signed::TrustStore>,
 }
 
 impl Engine {
@@ -169,6 +186,8 @@ impl Engine {
             contacts: None,
             outbound: None,
             allow: None,
+            signers: None,
+            signature_trust: Arc::default(),
         }
     }
 
@@ -192,6 +211,22 @@ impl Engine {
     /// tagged (`allow.sender`).
     pub fn with_sender_allow_list(mut self, allow: Arc<dyn contact::SenderAllowList>) -> Self {
         self.allow = Some(allow);
+        self
+    }
+
+    /// Asks `history` (the store) before each verdict on a signed message which keys its
+    /// sender signed with before (trust on first use, `signature.key_changed`); the doors
+    /// teach it a first use after delivering ([`Engine::remember_signer`]).
+    pub fn with_signer_history(mut self, history: Arc<dyn signed::SignerHistory>) -> Self {
+        self.signers = Some(history);
+        self
+    }
+
+    /// The keys (OpenPGP keyring) and CAs (S/MIME) signatures are judged against; the front
+    /// door loads them from `[signatures]` (no trust material: no signature is `proven`
+    /// except by memory).
+    pub fn with_signature_trust(mut self, trust: signed::TrustStore) -> Self {
+        self.signature_trust = Arc::new(trust);
         self
     }
 
@@ -220,29 +255,50 @@ impl Engine {
     /// ([`Analysis::decision`]). Never fails: a malformed message is itself a finding, and a
     /// panic inside the engine is caught and becomes a defer (`engine.panic`), never an accept.
     /// With a contact or outbound history ([`Engine::with_contact_history`]) it is asked first,
-    /// unless the envelope already carries its answers.
+    /// unless the envelope already carries its answers; so is a signer history
+    /// ([`Engine::with_signer_history`]) for a signed message without
+    /// [`Envelope::signing_keys_seen`].
     pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
         let run = async {
             let asked;
-            let envelope =
-                if (self.contacts.is_some() || self.outbound.is_some() || self.allow.is_some())
-                    && envelope.first_contact.is_none()
-                    && envelope.known_sender.is_none()
-                    && envelope.sent_by_us.is_none()
-                    && envelope.allowed_sender.is_none()
-                {
-                    let mut e = envelope.clone();
-                    let history = contact::History {
-                        contacts: self.contacts.as_deref(),
-                        outbound: self.outbound.as_deref(),
-                        allow: self.allow.as_deref(),
-                    };
-                    contact::ask_history(history, raw, &mut e).await;
-                    asked = e;
-                    &asked
-                } else {
-                    envelope
+            let ask_contacts = (self.contacts.is_some()
+                || self.outbound.is_some()
+                || self.allow.is_some())
+                && envelope.first_contact.is_none()
+                && envelope.known_sender.is_none()
+                && envelope.sent_by_us.is_none()
+                && envelope.allowed_sender.is_none();
+            let signers = self
+                .signers
+                .as_deref()
+                .filter(|_| envelope.signing_keys_seen.is_none());
+            let envelope = if ask_contacts || signers.is_some() {
+                let mut e = envelope.clone();
+                let contacts = async {
+                    if ask_contacts {
+                        let history = contact::History {
+                            contacts: self.contacts.as_deref(),
+                            outbound: self.outbound.as_deref(),
+                            allow: self.allow.as_deref(),
+                        };
+                        contact::ask_history(history, raw, &mut e).await;
+                    }
                 };
+                let keys = async {
+                    match signers {
+                        Some(h) => signed::signing_keys_seen(h, raw).await,
+                        None => None,
+                    }
+                };
+                let ((), keys) = tokio::join!(contacts, keys);
+                if signers.is_some() {
+                    e.signing_keys_seen = keys;
+                }
+                asked = e;
+                &asked
+            } else {
+                envelope
+            };
             self.analyse(raw, envelope).await
         };
         match (CatchUnwind {
@@ -297,6 +353,7 @@ impl Engine {
             }),
             auth: AuthResults::unchecked(&input, why),
             trace: Trace::default(),
+            signature: None,
             dns: self.dns.description().to_string(),
             authserv_id: policy.hostname.clone(),
         }
@@ -310,6 +367,7 @@ impl Engine {
         {
             panic!("the test marker asked the engine to panic");
         }
+        let envelope_in = envelope;
         let policy = self.policy();
         let raw = message::to_crlf(raw);
         let headers = Headers::parse(&raw);
@@ -369,7 +427,8 @@ impl Engine {
             sent_by_us: envelope.sent_by_us,
             allowed_sender: envelope.allowed_sender,
         };
-        let context = findings::Context::with_addresses(
+        let signature = self.signature(&raw, &headers, &from, &trace, envelope_in);
+        let mut context = findings::Context::with_addresses(
             &raw,
             &headers,
             &envelope,
@@ -378,6 +437,7 @@ impl Engine {
             &policy,
             (from, reply_to),
         );
+        context.signature = signature.as_ref();
         let mut verdict = Verdict::from_reasons(findings::collect(&context));
         if envelope.allowed_sender == Some(true) {
             verdict.lift_for_allowed_sender();
@@ -390,11 +450,56 @@ impl Engine {
             message: summarize(&raw, &headers),
             auth,
             trace,
+            signature,
             dns: self.dns.description().to_string(),
             authserv_id: policy.hostname.clone(),
         };
         analysis.decision = decision::decide_parsed(&raw, &headers, &analysis, &policy);
         analysis
+    }
+
+    /// The person-level signature, judged at the trace's reference time (the front door's
+    /// arrival time, else the topmost Received date, else the Date field).
+    fn signature(
+        &self,
+        raw: &[u8],
+        headers: &Headers<'_>,
+        from: &[message::mailbox::Mailbox],
+        trace: &Trace,
+        envelope: &Envelope,
+    ) -> Option<signed::SignatureReport> {
+        let from = signed::from_addresses(from);
+        let now = trace
+            .reference_time
+            .or_else(|| {
+                let v = headers.first("Date")?.value_unfolded();
+                let field = format!("Date: {v}\r\n\r\n");
+                let parsed =
+                    mail_parser::MessageParser::default().parse_headers(field.as_bytes())?;
+                parsed.date().map(|d| d.to_timestamp())
+            })
+            .unwrap_or(0);
+        let found = unspoof_signature::verify(raw, &from, now, &self.signature_trust)?;
+        Some(signed::SignatureReport::judge(
+            found,
+            &from,
+            envelope.signing_keys_seen.as_deref(),
+        ))
+    }
+
+    /// After a door delivered (accepted or tagged) a message: teaches the signer history
+    /// ([`Engine::with_signer_history`]) the key of a signature's first valid use, so the next
+    /// message from the sender is judged against it (trust on first use). Nothing for other
+    /// messages or decisions, or without a signer history; bounded by
+    /// [`signed::SIGNER_HISTORY_BUDGET`].
+    pub async fn remember_signer(&self, analysis: &Analysis) {
+        let delivered = matches!(
+            analysis.decision.disposition,
+            Disposition::Accept | Disposition::Tag
+        );
+        if let (Some(history), Some(sig), true) = (&self.signers, &analysis.signature, delivered) {
+            signed::remember_signer(history.as_ref(), sig).await;
+        }
     }
 
     /// The first PTR name of `ip`, within the DNS budget; `None` without one.

@@ -15,7 +15,21 @@ use serde::Deserialize;
 use crate::{trace::TrustConfig, verdict::Action};
 
 mod senders;
+mod signatures;
 pub use senders::{AuthorisedSender, DEFAULT_MAX_SIGNATURE_AGE_HOURS, DkimReplay, SignedMail};
+pub use signatures::{SYSTEM_CA_BUNDLE, Signatures};
+
+/// The policy key `dns_temperror`: what a DNS temperror on the checks DMARC rests on does to a
+/// message the findings would deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsTempError {
+    /// Answer 451 4.4.3: the sending server retries later, when DNS answers again (default).
+    #[default]
+    Defer,
+    /// Deliver on what did answer (accept or tag, as the findings say).
+    Decide,
+}
 
 /// The whole policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,7 +64,9 @@ pub struct Policy {
     /// What a DNS temperror on the checks DMARC rests on does to a message the findings would
     /// deliver, in every front door: `defer` (default: 451 4.4.3, the sender retries) or
     /// `decide` (deliver on what did answer). See `crate::decision`.
-    pub dns_temperror: crate::decision::DnsTempError,
+    pub dns_temperror: DnsTempError,
+    /// Where the keys and CAs for PGP and S/MIME signatures are (`[signatures]`).
+    pub signatures: Signatures,
     /// The site's gateways, lower case without trailing dots (empty: the check is off): the
     /// hub every message for our domains must pass (`findings/hub.rs`). Not a key of the
     /// policy: the file says it in the gateway's section (`[gateway] gateway_names`), and
@@ -201,7 +217,8 @@ impl Default for Policy {
             watched_domains: Vec::new(),
             signed_mail: Vec::new(),
             dkim_replay: DkimReplay::default(),
-            dns_temperror: crate::decision::DnsTempError::default(),
+            dns_temperror: DnsTempError::default(),
+            signatures: Signatures::default(),
             gateway_names: Vec::new(),
             derived: DerivedCache::default(),
         }

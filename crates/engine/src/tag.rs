@@ -15,10 +15,14 @@
 //! **Which parts get the banner.** The top-level body when the message is a single
 //! text/plain or text/html part; in `multipart/alternative` every text/plain and text/html
 //! alternative (and the root of a `multipart/related` alternative); in `multipart/mixed`
-//! (and `multipart/related`, `report`, `signed`, or an unknown multipart) the first part that
+//! (and `multipart/related`, `report`, or an unknown multipart) the first part that
 //! displays text, in order, skipping attachments. Never a part with
 //! `Content-Disposition: attachment`, never inside `message/rfc822` (a forwarded message is
-//! its own message) and never inside `multipart/encrypted`.
+//! its own message), never inside `multipart/encrypted`, and never inside a signature:
+//! `multipart/signed` (PGP/MIME, S/MIME), `application/pkcs7-mime` (not text) or a text part
+//! holding an inline OpenPGP cleartext signature. Signed mail gets header-only tags (the
+//! subject prefix is outside what those signatures cover), so a signature that verified before
+//! still verifies after delivery.
 //!
 //! **How a part is changed.** Its transfer encoding is undone (7bit, 8bit, binary,
 //! quoted-printable, base64), the banner is inserted (text: banner lines and a blank line at
@@ -49,9 +53,9 @@
 //! ignored, stray text among parameters is skipped. A single part whose content cannot be
 //! decoded (bad base64, unknown transfer encoding) keeps its bytes and goes without a banner.
 //!
-//! **DKIM.** Changing the subject or a body part breaks the DKIM signatures over them
-//! (and S/MIME or PGP/MIME signatures over a signed part). That is expected for a message we
-//! tag: the verdict was taken on the original and is recorded in our Authentication-Results.
+//! **DKIM.** Changing the subject or a body part breaks the DKIM signatures over them. That is
+//! expected for a message we tag: the verdict was taken on the original and is recorded in our
+//! Authentication-Results. S/MIME and OpenPGP signatures are never broken (above).
 //!
 //! **Stale verdicts.** `X-Unspoof-Verdict` fields already in the message (a forgery, or a
 //! verdict of an earlier pass) are removed, so the only one a filter or a person sees is ours.
@@ -198,9 +202,24 @@ pub fn rewrite(raw: &[u8], analysis: &Analysis, settings: &TagSettings) -> Vec<u
 /// banner went in. Stale `X-Unspoof-Verdict` fields are left to the decision's removals.
 /// `raw` has CRLF line ends and `headers` is its section.
 pub(crate) struct FieldChanges {
-    pub edits: Vec<crate::decision::HeaderEdit>,
+    /// The decision's edits in order: `Change` (name, index from 1, new value) or `Append`
+    /// (name, value); the decision, above this module, turns them into its `HeaderEdit`s.
+    pub edits: Vec<FieldChange>,
     pub subject_added: Option<String>,
     pub body: Option<Vec<u8>>,
+}
+
+/// One field's change in [`FieldChanges`]; a value is what follows the colon.
+pub(crate) enum FieldChange {
+    Change {
+        name: String,
+        index: u32,
+        value: String,
+    },
+    Append {
+        name: String,
+        value: String,
+    },
 }
 
 pub(crate) fn field_changes(
@@ -209,7 +228,6 @@ pub(crate) fn field_changes(
     analysis: &Analysis,
     settings: &TagSettings,
 ) -> FieldChanges {
-    use crate::decision::HeaderEdit;
     let (edits, added) = tag_edits(raw, analysis, settings);
     let body_at = headers.body_offset.min(raw.len());
     let section_end = headers.fields.last().map_or(0, |f| f.end(raw));
@@ -261,7 +279,7 @@ pub(crate) fn field_changes(
             .filter(|g| g.name_trimmed().eq_ignore_ascii_case(f.name_trimmed()))
             .count() as u32
             + 1;
-        out.push(HeaderEdit::Change {
+        out.push(FieldChange::Change {
             name: text(f.name_trimmed()),
             index,
             value: text(&new[colon + 1..]),
@@ -270,7 +288,7 @@ pub(crate) fn field_changes(
     for line in appended.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(colon) = memchr::memchr(b':', line) {
-            out.push(HeaderEdit::Append {
+            out.push(FieldChange::Append {
                 name: text(&line[..colon]),
                 value: text(&line[colon + 1..]),
             });
@@ -1161,7 +1179,9 @@ fn visit(
         }
         // A Content-Transfer-Encoding on a multipart (RFC 2045 6.4 forbids any but 7bit, 8bit
         // and binary) is ignored, as mail readers ignore it.
-        if ctype.subtype == "encrypted" {
+        // A signature covers its part byte for byte: a banner inside would break it (the
+        // verdict on the signature is already in our Authentication-Results).
+        if ctype.subtype == "encrypted" || ctype.subtype == "signed" {
             return Ok(false);
         }
         let ranges = split_multipart(raw, entity.body_start, entity.body_end, &boundary.value)?;
@@ -1183,7 +1203,7 @@ fn visit(
                 }
                 None => Ok(false),
             },
-            // mixed, report, signed, digest, parallel and anything unknown: the first part that
+            // mixed, report, digest, parallel and anything unknown: the first part that
             // shows text.
             _ => {
                 for (s, e) in children {
@@ -1195,7 +1215,10 @@ fn visit(
                 Ok(false)
             }
         }
-    } else if ctype.mtype == "text" && matches!(ctype.subtype.as_str(), "plain" | "html") {
+    } else if ctype.mtype == "text"
+        && matches!(ctype.subtype.as_str(), "plain" | "html")
+        && !inline_signed(&raw[entity.body_start..entity.body_end])
+    {
         let html = ctype.subtype == "html";
         let cte = match &cte_field {
             Some(f) => Some((*f, first_token(raw, f)?)),
@@ -1211,6 +1234,13 @@ fn visit(
     } else {
         Ok(false)
     }
+}
+
+/// Whether a text body holds an inline OpenPGP cleartext signature: the banner would sit
+/// outside the signed block, but re-encoding the part could change the signed lines, so the
+/// part is left alone (the subject prefix and the header fields still mark the message).
+fn inline_signed(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"-----BEGIN PGP SIGNED MESSAGE-----").is_some()
 }
 
 // ---------------------------------------------------------------------------------------------

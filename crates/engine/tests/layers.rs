@@ -14,9 +14,10 @@ use std::{collections::BTreeMap, fs, path::Path};
 const LAYERS: &[&[&str]] = &[
     &["domain", "verdict"],
     &["trace"],
-    &["policy", "bounce"],
+    &["policy", "bounce", "signed"],
     &["findings"],
     &["contact", "tag", "user_report"],
+    &["decision"],
 ];
 
 /// What `crate::` may name that is not a module of `LAYERS`: the layer crates re-exported by
@@ -44,6 +45,10 @@ const ROOT_REEXPORTS: &[(&str, &str)] = &[
     ("Action", "verdict"),
     ("Reason", "verdict"),
     ("Verdict", "verdict"),
+    ("Decision", "decision"),
+    ("Disposition", "decision"),
+    ("HeaderEdit", "decision"),
+    ("SmtpReply", "decision"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use unspoof_engine::bounce::OutboundHistory;
 use unspoof_engine::contact::ContactHistory;
+use unspoof_engine::signed::SignerHistory;
 use unspoof_engine::{Engine, Policy};
 
 use crate::decide::{Decide, Decision, Envelope, Reason};
@@ -43,6 +44,13 @@ impl EngineDecider {
         self
     }
 
+    /// Asks `history` (the store) which keys a signed message's sender used before, and
+    /// teaches it the key of a first valid use (trust on first use, `signature.key_changed`).
+    pub fn with_signer_history(mut self, history: Arc<dyn SignerHistory>) -> Self {
+        self.engine = self.engine.with_signer_history(history);
+        self
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -61,11 +69,15 @@ impl Decide for EngineDecider {
             known_sender: None,
             sent_by_us: None,
             allowed_sender: None,
+            signing_keys_seen: None,
         };
         // One call: the engine asks the store's history, decides, and catches its own panics
         // (a defer, as in the milter). The authserv-id is the policy's hostname, which
         // `unspoof serve` sets from the gateway's.
         let mut analysis = self.engine.evaluate(raw, &env).await;
+        // Trust on first use: a delivered first use of a signing key teaches the store (the
+        // milter does the same after its decision).
+        self.engine.remember_signer(&analysis).await;
         let body = analysis.decision.body.take();
         Decision {
             action: analysis.decision.disposition,

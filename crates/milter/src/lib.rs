@@ -221,6 +221,16 @@ impl Milter {
         self
     }
 
+    /// Asks `history` (the store) which keys a signed message's sender used before, and
+    /// teaches it the key of a first valid use (trust on first use, `signature.key_changed`).
+    pub fn with_signer_history(
+        mut self,
+        history: Arc<dyn unspoof_engine::signed::SignerHistory>,
+    ) -> Self {
+        self.engine = self.engine.with_signer_history(history);
+        self
+    }
+
     /// Binds every listener and starts serving.
     pub async fn start(self) -> Result<MilterHandle, MilterError> {
         let config = self.config.validated()?;

@@ -514,6 +514,7 @@ impl Session {
             known_sender: None,
             sent_by_us: None,
             allowed_sender: None,
+            signing_keys_seen: None,
         }
     }
 
@@ -621,6 +622,9 @@ impl Session {
 
         let replies = match decided {
             Ok(analysis) => {
+                // Trust on first use: a delivered first use of a signing key teaches the store
+                // (the gateway does the same after its decision).
+                shared.engine.remember_signer(&analysis).await;
                 let disposition = analysis.decision.disposition;
                 let mut stored = None;
                 if disposition == Disposition::Quarantine {

@@ -587,3 +587,194 @@ async fn postfix_with_the_milter_flags_mail_that_skipped_the_gateway() {
     );
     milter.shutdown().await;
 }
+
+/// Issue 20: signed mail (made by gpg and `openssl cms -sign`, crates/engine/tests/signed/make.sh)
+/// through Postfix and the milter: the same verdict and `x-pgp=`/`smime=` result as the engine
+/// gives the original (what `unspoof analyze` and `unspoof serve` print,
+/// crates/cli/tests/signed.rs), and a tagged signed message still verifies with gpg and openssl
+/// after delivery (header-only tags).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
+    if let Some(why) = missing() {
+        say(&format!("postfix signed-mail test: skipped: {why}"));
+        return;
+    }
+    let work = TempDir::new("postfix-signed");
+    let kit = work.path().join("kit");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/signed/make.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&kit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut trust = unspoof_engine::signed::TrustStore::default();
+    for e in std::fs::read_dir(kit.join("keyring")).unwrap() {
+        trust
+            .openpgp
+            .add(&std::fs::read(e.unwrap().path()).unwrap())
+            .unwrap();
+    }
+    trust
+        .ca
+        .add_pem(&std::fs::read(kit.join("ca.pem")).unwrap())
+        .unwrap();
+    let mut zone = unspoof_engine::dns::Zone::new();
+    zone.add_txt("esp.example", "v=spf1 ip4:127.0.0.0/8 -all")
+        .unwrap();
+    zone.add_txt("_dmarc.example.com", "v=DMARC1; p=none")
+        .unwrap();
+    zone.add_txt("_dmarc.example.org", "v=DMARC1; p=none")
+        .unwrap();
+    let dns = unspoof_engine::Dns::zones(zone, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let engine = Engine::new(World::policy(), dns).with_signature_trust(trust);
+    let milter_port = free_port();
+    let milter = start_milter(engine.clone(), milter_port).await;
+    let pf = Postfix::start(milter_port);
+
+    for (name, action, result) in [
+        ("pgp-mime-rsa", Action::Accept, "x-pgp=pass"),
+        ("pgp-other-signer", Action::Tag, "x-pgp=policy"),
+        ("pgp-inline-rsa", Action::Accept, "x-pgp=pass"),
+        ("smime-detached", Action::Accept, "smime=pass"),
+        ("smime-other-signer", Action::Tag, "smime=policy"),
+        ("smime-opaque", Action::Accept, "smime=pass"),
+    ] {
+        let raw = std::fs::read(kit.join("msg").join(format!("{name}.eml"))).unwrap();
+        let original = engine
+            .evaluate(
+                &raw,
+                &Envelope {
+                    ip: Some("127.0.0.1".parse().unwrap()),
+                    helo: Some("client.example".into()),
+                    mail_from: Some("bounce@esp.example".into()),
+                    rcpt: vec!["bob@example.net".into()],
+                    received_at: Some(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs() as i64,
+                    ),
+                    ..Envelope::default()
+                },
+            )
+            .await;
+        assert_eq!(
+            original.verdict.action, action,
+            "engine {name}: {:?}",
+            original.verdict
+        );
+        let (code, out) = swaks(&pf, "bounce@esp.example", &raw, work.path(), name).await;
+        assert_eq!(code, 0, "{name}:\n{out}\n{}", pf.log());
+        let marker = String::from_utf8_lossy(&raw)
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: ").map(|m| m.trim().to_string()))
+            .unwrap();
+        let delivered = pf.wait_for(&marker).await;
+        let h = head(&delivered).replace("\n\t", " ");
+        assert!(h.contains(result), "milter {name}: {result} missing:\n{h}");
+        let verdict = h
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Unspoof-Verdict: "))
+            .map(|v| v.split(';').next().unwrap().to_string());
+        match action {
+            Action::Accept => assert!(
+                verdict.is_none() || verdict.as_deref() == Some("accept"),
+                "{name}: {h}"
+            ),
+            _ => assert_eq!(verdict.as_deref(), Some(action.as_str()), "{name}: {h}"),
+        }
+        let codes: Vec<&str> = original.verdict.codes();
+        for c in codes.iter().filter(|c| c.starts_with("signature.")) {
+            if action != Action::Accept {
+                assert!(h.contains(c), "milter {name}: {c} missing:\n{h}");
+            }
+        }
+
+        // Still verifies after Postfix and the milter (Maildir has LF line ends; a reader
+        // verifies the canonical CRLF form, as gpg and openssl are given it here).
+        let crlf = text(&delivered).replace('\n', "\r\n");
+        let copy = work.path().join(format!("{name}.delivered.eml"));
+        std::fs::write(&copy, &crlf).unwrap();
+        let (tool, out) = if name.starts_with("smime") {
+            let out = std::process::Command::new("openssl")
+                .args(["cms", "-verify", "-purpose", "any", "-CAfile"])
+                .arg(kit.join("ca.pem"))
+                .arg("-in")
+                .arg(&copy)
+                .args(["-out", "/dev/null"])
+                .output()
+                .unwrap();
+            ("openssl", out)
+        } else if name.starts_with("pgp-inline") {
+            let out = std::process::Command::new("gpg")
+                .arg("--homedir")
+                .arg(kit.join("gnupg"))
+                .args(["--batch", "--verify"])
+                .arg(&copy)
+                .output()
+                .unwrap();
+            ("gpg", out)
+        } else {
+            let (part, sig) = split_signed(crlf.as_bytes());
+            std::fs::write(work.path().join("part"), part).unwrap();
+            std::fs::write(work.path().join("part.asc"), sig).unwrap();
+            let out = std::process::Command::new("gpg")
+                .arg("--homedir")
+                .arg(kit.join("gnupg"))
+                .args(["--batch", "--verify"])
+                .arg(work.path().join("part.asc"))
+                .arg(work.path().join("part"))
+                .output()
+                .unwrap();
+            ("gpg", out)
+        };
+        assert!(
+            out.status.success(),
+            "{tool} {name} after delivery: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if action == Action::Tag {
+            assert!(text(&delivered).contains("Subject: [SUSPICIOUS]"), "{name}");
+            assert!(
+                !text(&delivered).contains("Caution:"),
+                "{name}: no banner in signed mail"
+            );
+        }
+    }
+    milter.shutdown().await;
+}
+
+/// The first part and the signature of a multipart/signed message (CRLF), exactly as written.
+fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let text = String::from_utf8_lossy(m);
+    let boundary = text
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let delim = format!("\r\n--{boundary}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 2..];
+    let mut parts = body.split(&delim).skip(1);
+    let first = parts
+        .next()
+        .unwrap()
+        .strip_prefix("\r\n")
+        .unwrap()
+        .to_string();
+    let sig = parts
+        .next()
+        .unwrap()
+        .split_once("\r\n\r\n")
+        .unwrap()
+        .1
+        .to_string();
+    (first.into_bytes(), sig.into_bytes())
+}

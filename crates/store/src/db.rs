@@ -108,6 +108,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0019_console_allow.sql"),
         include_str!("../migrations/postgres/0019_console_allow.sql"),
     ),
+    (
+        20,
+        "signing keys per sender, trust on first use (unspoof_engine::signed)",
+        include_str!("../migrations/sqlite/0020_signing_keys.sql"),
+        include_str!("../migrations/postgres/0020_signing_keys.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across a fleet sharing one PostgreSQL.
@@ -406,6 +412,40 @@ impl Db {
                     .await?,
             };
             Ok(row.is_some())
+        })
+    }
+
+    /// The key fingerprints `address` (lower case) validly signed with, oldest first.
+    pub(crate) async fn signing_keys(&self, address: &str) -> Result<Vec<String>, sqlx::Error> {
+        on!(self, p => {
+            let rows = sqlx::query(
+                "SELECT fingerprint FROM signing_keys WHERE address = $1 ORDER BY first_seen",
+            )
+            .bind(address)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+        })
+    }
+
+    /// Records `fingerprint` for `address` (once; the first time is kept).
+    pub(crate) async fn remember_signing_key(
+        &self,
+        address: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        on!(self, p => {
+            sqlx::query(
+                "INSERT INTO signing_keys (address, fingerprint, first_seen) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(address)
+            .bind(fingerprint)
+            .bind(now)
+            .execute(p)
+            .await?;
+            Ok(())
         })
     }
 

@@ -864,6 +864,45 @@ impl unspoof_engine::contact::ContactHistory for Store {
     }
 }
 
+/// Trust on first use for signed mail (`unspoof_engine::signed`): the keys a sender signed with
+/// before, asked before each decision; a database that is down or slow answers "could not
+/// tell" (`None`), and the engine then treats the key as unanchored, never as known.
+impl unspoof_engine::signed::SignerHistory for Store {
+    fn keys_of<'a>(
+        &'a self,
+        address: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send + 'a>> {
+        Box::pin(async move {
+            if self.inner.shared.db_down.load(Ordering::SeqCst) {
+                return None;
+            }
+            timeout(
+                self.inner.config.db_timeout(),
+                self.inner.db.signing_keys(address),
+            )
+            .await
+            .ok()?
+            .ok()
+        })
+    }
+
+    fn remember<'a>(
+        &'a self,
+        address: &'a str,
+        fingerprint: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let _ = timeout(
+                self.inner.config.db_timeout(),
+                self.inner
+                    .db
+                    .remember_signing_key(address, fingerprint, now()),
+            )
+            .await;
+        })
+    }
+}
+
 /// Backscatter's question for the engine (`unspoof_engine::bounce`): did we send the message a
 /// bounce or auto-reply answers? The messages index by Message-ID answers it; a database that
 /// is down or slow answers "could not tell" (`None`), and the returned headers decide alone.

@@ -165,6 +165,11 @@ const SECTIONS_CHECKED: &[Section] = &[
         doc: None,
     },
     Section {
+        name: "signatures",
+        opening: "[signatures]\n",
+        doc: Some(("docs/signatures.md", true)),
+    },
+    Section {
         name: "gateway",
         opening: "[gateway]\n",
         doc: Some(("docs/gateway.md", true)),

@@ -9,6 +9,7 @@
 //! | `authentication` | `dmarc.*`, `spf.*`, `dkim.*`, `arc.*`, `auth.*` |
 //! | `own_domain` | `spoof.own_domain` |
 //! | `signed_mail` | `spoof.own_domain_unsigned` |
+//! | `signature` | `signature.*` (PGP/MIME, inline OpenPGP, S/MIME; last: it eases the DMARC-undecided reasons before it) |
 //! | `ambiguity` | `ambiguity.*` |
 //! | `impersonation` (+ `watched`, `correspondent`) | `impersonation.*` |
 //! | `lookalike` | `lookalike.*` |
@@ -37,6 +38,7 @@ mod names;
 mod own_domain;
 mod reply_to;
 mod section;
+mod signature;
 mod signed_mail;
 mod watched;
 
@@ -138,6 +140,8 @@ pub struct Context<'a> {
     pub from: Vec<Mailbox>,
     /// The Reply-To mailboxes.
     pub reply_to: Vec<Mailbox>,
+    /// The person-level signature, when the message is signed (`crate::signed`).
+    pub signature: Option<&'a crate::signed::SignatureReport>,
 }
 
 impl<'a> Context<'a> {
@@ -173,6 +177,7 @@ impl<'a> Context<'a> {
             policy,
             from,
             reply_to,
+            signature: None,
         }
     }
 
@@ -208,6 +213,7 @@ pub fn collect(ctx: &Context<'_>) -> Vec<Reason> {
     contact::check(ctx, &mut out);
     hub::check(ctx, &mut out);
     backscatter::check(ctx, &mut out);
+    signature::check(ctx, &mut out);
     for a in &ctx.trace.anomalies {
         let mut r = Reason::new(a.code, Action::Accept, a.detail.clone());
         if let Some(hop) = a.hop.and_then(|i| ctx.trace.hops.get(i)) {

@@ -24,16 +24,19 @@ use crate::{
     verdict::{Action, Reason},
 };
 
-/// Whether the message carries a passing signature that `rule` accepts for `domain`.
+/// Whether the message carries a passing signature that `rule` accepts for `domain`: a DKIM
+/// signature, or a proven person-level signature (PGP, S/MIME) of an address in the domain
+/// (`findings/signature.rs`).
 fn signed_as_required(ctx: &Context<'_>, rule: &SignedMail, domain: &str) -> bool {
-    ctx.auth.dkim.iter().any(|d| {
-        d.result == Word::Pass
-            && if rule.senders.is_empty() {
-                same_organisation(&d.domain, domain)
-            } else {
-                rule.senders.iter().any(|s| s.signs(&d.domain, &d.selector))
-            }
-    })
+    super::signature::proves_sender(ctx, domain)
+        || ctx.auth.dkim.iter().any(|d| {
+            d.result == Word::Pass
+                && if rule.senders.is_empty() {
+                    same_organisation(&d.domain, domain)
+                } else {
+                    rule.senders.iter().any(|s| s.signs(&d.domain, &d.selector))
+                }
+        })
 }
 
 /// For a From domain under `[[signed_mail]]`: whether a required signature proves the mail

@@ -1,0 +1,289 @@
+//! Just enough MIME to find a signature and the exact bytes it covers.
+//!
+//! A signature covers bytes, not a parsed tree: RFC 3156 and RFC 8551 sign the first body part
+//! of `multipart/signed` exactly as transmitted, from the CRLF after the first boundary line to
+//! the CRLF before the next one (that CRLF belongs to the boundary). A general MIME parser
+//! decodes and re-folds, so the part is cut out of the raw message here instead.
+
+/// A header field's value, unfolded, and its parameters.
+#[derive(Debug, Default)]
+pub(crate) struct ContentType {
+    /// `type/subtype`, lower case.
+    pub mime: String,
+    /// Parameter names lower case, values as written (quotes removed).
+    pub params: Vec<(String, String)>,
+}
+
+impl ContentType {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn parse(value: &str) -> ContentType {
+        let mut parts = split_params(value).into_iter();
+        let mime = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let params = parts
+            .filter_map(|p| {
+                let (n, v) = p.split_once('=')?;
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .map(|v| v.replace("\\\"", "\"").replace("\\\\", "\\"))
+                    .unwrap_or_else(|| v.to_string());
+                Some((n.trim().to_ascii_lowercase(), v))
+            })
+            .collect();
+        ContentType { mime, params }
+    }
+}
+
+/// Splits at `;` outside quoted strings and comments are dropped.
+fn split_params(value: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let (mut quoted, mut escaped, mut depth) = (false, false, 0u32);
+    for c in value.chars() {
+        let cur = out.last_mut().expect("never empty");
+        if escaped {
+            cur.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => {
+                cur.push(c);
+                escaped = true;
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            ';' if !quoted => out.push(String::new()),
+            _ => cur.push(c),
+        }
+    }
+    out
+}
+
+/// One entity: its header fields (name lower case, value unfolded) and its body bytes.
+pub(crate) struct Entity<'a> {
+    pub fields: Vec<(String, String)>,
+    pub body: &'a [u8],
+}
+
+impl<'a> Entity<'a> {
+    /// Splits an entity at the empty line; the body of an entity without one is empty.
+    pub fn parse(raw: &'a [u8]) -> Entity<'a> {
+        let (head, body) = match find(raw, b"\r\n\r\n") {
+            Some(i) => (&raw[..i + 2], &raw[i + 4..]),
+            None if raw.starts_with(b"\r\n") => (&raw[..0], &raw[2..]),
+            None => (raw, &raw[raw.len()..]),
+        };
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in head.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(line);
+            if line[0] == b' ' || line[0] == b'\t' {
+                if let Some(last) = fields.last_mut() {
+                    last.1.push_str(&text);
+                }
+                continue;
+            }
+            if let Some((n, v)) = text.split_once(':') {
+                fields.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        Entity { fields, body }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn fields_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn content_type(&self) -> ContentType {
+        self.field("content-type")
+            .map(ContentType::parse)
+            .unwrap_or_else(|| ContentType {
+                mime: "text/plain".into(),
+                params: Vec::new(),
+            })
+    }
+
+    /// The body with its Content-Transfer-Encoding undone (base64, quoted-printable; others as
+    /// they are). `None` when the encoding is broken.
+    pub fn decoded_body(&self) -> Option<Vec<u8>> {
+        let cte = self
+            .field("content-transfer-encoding")
+            .unwrap_or("7bit")
+            .trim()
+            .to_ascii_lowercase();
+        match cte.as_str() {
+            "base64" => base64_decode(self.body),
+            "quoted-printable" => Some(qp_decode(self.body)),
+            _ => Some(self.body.to_vec()),
+        }
+    }
+}
+
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+/// The body parts of a multipart body, each exactly as written (without the CRLF that belongs
+/// to the following delimiter). `None` when the closing delimiter or any part is missing.
+pub(crate) fn parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8]>> {
+    let delim = format!("--{boundary}");
+    let delim = delim.as_bytes();
+    // Delimiter lines: at the start of the body or after a CRLF.
+    let mut starts = Vec::new(); // (offset of the CRLF before, or 0 at start; offset after line)
+    let mut closed = false;
+    let mut pos = 0;
+    while pos <= body.len() {
+        let at_line = pos == 0 || body[..pos].ends_with(b"\r\n");
+        if at_line && body[pos..].starts_with(delim) {
+            let rest = &body[pos + delim.len()..];
+            let line_end = find(rest, b"\r\n").map(|i| pos + delim.len() + i + 2);
+            let close = rest.starts_with(b"--");
+            let before = if pos == 0 { 0 } else { pos - 2 };
+            starts.push((before, line_end.unwrap_or(body.len())));
+            if close {
+                closed = true;
+                break;
+            }
+            pos = line_end.unwrap_or(body.len());
+            continue;
+        }
+        match find(&body[pos..], b"\r\n") {
+            Some(i) => pos += i + 2,
+            None => break,
+        }
+    }
+    if !closed || starts.len() < 2 {
+        return None;
+    }
+    Some(
+        starts
+            .windows(2)
+            .map(|w| &body[w[0].1.min(w[1].0)..w[1].0])
+            .collect(),
+    )
+}
+
+pub(crate) fn base64_decode(data: &[u8]) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    let (mut acc, mut n) = (0u32, 0);
+    for &c in data {
+        if c == b'=' {
+            break;
+        }
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        acc = (acc << 6) | val(c)?;
+        n += 1;
+        if n == 4 {
+            out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]);
+            acc = 0;
+            n = 0;
+        }
+    }
+    match n {
+        0 => {}
+        2 => out.push((acc >> 4) as u8),
+        3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+        _ => return None,
+    }
+    Some(out)
+}
+
+fn qp_decode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16);
+    while i < data.len() {
+        if data[i] == b'=' {
+            if data[i + 1..].starts_with(b"\r\n") {
+                i += 3;
+                continue;
+            }
+            if data[i + 1..].starts_with(b"\n") {
+                i += 2;
+                continue;
+            }
+            if let (Some(h), Some(l)) = (
+                data.get(i + 1).and_then(|&c| hex(c)),
+                data.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_cut_exactly() {
+        let body =
+            b"preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n\r\n--b\r\nsig\r\n--b--\r\n";
+        let p = parts(body, "b").unwrap();
+        assert_eq!(p[0], b"Content-Type: text/plain\r\n\r\nhi\r\n");
+        assert_eq!(p[1], b"sig");
+        assert!(
+            parts(b"--b\r\nx\r\n", "b").is_none(),
+            "no closing delimiter"
+        );
+    }
+
+    #[test]
+    fn content_type_params() {
+        let ct = ContentType::parse(
+            "multipart/signed; micalg=pgp-sha256;\t protocol=\"application/pgp-signature\"; boundary=\"a;b\" (c)",
+        );
+        assert_eq!(ct.mime, "multipart/signed");
+        assert_eq!(ct.param("protocol"), Some("application/pgp-signature"));
+        assert_eq!(ct.param("boundary"), Some("a;b"));
+    }
+
+    #[test]
+    fn base64_round() {
+        assert_eq!(base64_decode(b"aGVs\r\nbG8=").unwrap(), b"hello");
+        assert!(base64_decode(b"a$b").is_none());
+    }
+}
