@@ -261,13 +261,12 @@ impl Engine {
     pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
         let run = async {
             let asked;
-            let ask_contacts = (self.contacts.is_some()
-                || self.outbound.is_some()
-                || self.allow.is_some())
-                && envelope.first_contact.is_none()
-                && envelope.known_sender.is_none()
-                && envelope.sent_by_us.is_none()
-                && envelope.allowed_sender.is_none();
+            let ask_contacts =
+                (self.contacts.is_some() || self.outbound.is_some() || self.allow.is_some())
+                    && envelope.first_contact.is_none()
+                    && envelope.known_sender.is_none()
+                    && envelope.sent_by_us.is_none()
+                    && envelope.allowed_sender.is_none();
             let signers = self
                 .signers
                 .as_deref()

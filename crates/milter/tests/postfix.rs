@@ -595,7 +595,7 @@ async fn postfix_with_the_milter_flags_mail_that_skipped_the_gateway() {
 /// after delivery (header-only tags).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
-    if let Some(why) = missing() {
+    if let Some(why) = postfix_missing() {
         say(&format!("postfix signed-mail test: skipped: {why}"));
         return;
     }
