@@ -149,8 +149,9 @@ async fn known_sender_of(
 /// sender counts as unknown to the list and the verdict stands (fail closed).
 pub const ALLOW_LIST_BUDGET: Duration = Duration::from_millis(500);
 
-/// The reason code of a message whose quarantine or tag an allowed sender lifted.
-pub const ALLOWED_SENDER: &str = "allow.sender";
+/// The reason code of a message whose quarantine or tag an allowed sender lifted (defined
+/// with the verdict, which makes the lift; the layers import only downward).
+pub use crate::verdict::ALLOWED_SENDER;
 
 /// The senders people allowed (the console's "release and allow the sender"; the store keeps
 /// them). `None` from [`SenderAllowList::allowed`] means "could not tell" (the store failed):

@@ -73,6 +73,10 @@ pub struct Verdict {
     pub reasons: Vec<Reason>,
 }
 
+/// The reason code of a message whose quarantine or tag an allowed sender lifted
+/// ([`Verdict::lift_for_allowed_sender`]; the allow list is asked in `contact.rs`).
+pub const ALLOWED_SENDER: &str = "allow.sender";
+
 impl Verdict {
     /// The verdict of a set of findings: the most severe action among them, `accept` if none.
     /// Each code is listed once: findings with the same code (two From domains, two signatures
@@ -98,7 +102,7 @@ impl Verdict {
         self.reasons.insert(
             0,
             Reason::new(
-                crate::contact::ALLOWED_SENDER,
+                ALLOWED_SENDER,
                 Action::Accept,
                 "The sender is on the allow list for these recipients.",
             ),
