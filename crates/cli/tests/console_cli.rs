@@ -103,11 +103,7 @@ fn an_account_made_on_the_command_line_logs_in_to_the_served_console() {
     );
     assert!(!list.contains("argon2"), "the hash is not printed: {list}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unspoof_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let _server = Kill(
         Command::new(env!("CARGO_BIN_EXE_unspoof"))
@@ -180,11 +176,7 @@ fn the_console_serves_https_with_secure_cookies_when_given_a_certificate() {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unspoof_testkit::free_port();
     let config = dir.join("unspoof.toml");
     std::fs::write(
         &config,

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use unspoof_testkit::free_port;
 
 /// Upper bound for anything that should take a moment: only a hang exceeds it.
 const HANG: Duration = Duration::from_secs(60);
@@ -26,14 +27,6 @@ $ORIGIN bank.test.
 @   IN TXT "v=spf1 ip4:198.51.100.0/24 -all"
 _dmarc IN TXT "v=DMARC1; p=quarantine"
 "#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A downstream MTA that accepts everything and keeps each message's bytes.
 #[derive(Clone, Default)]

@@ -165,13 +165,7 @@ impl Net {
         }
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         eprintln!("readme test: no network namespace (not root?); free ports instead");
-        let port = || {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
+        let port = || unspoof_testkit::free_port();
         let (smtp, submission, metrics) = (port(), port(), port());
         let dns_port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()

@@ -4,20 +4,14 @@
 //! and a signed message the gateway delivers tagged still verifies with gpg and openssl.
 //! Real swaks over loopback; DNS from a zone file.
 
+use unspoof_testkit::free_port;
+
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 // SPF passes for the ESP's bounce domain (not aligned with From); From's domains say p=none:
 // DMARC cannot decide.

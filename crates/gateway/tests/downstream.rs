@@ -23,12 +23,12 @@ async fn send_one(gw: &Running) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downstream_down_gives_451_and_nothing_is_lost() {
-    // A port with nothing listening: bind, note the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port with nothing listening: a socket bound but never listening refuses connections
+    // and holds the port for the whole test. (Binding, noting the port and closing let another
+    // test's gateway take the port in between: CI once saw 530 from a submission port here.)
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = closed.local_addr().unwrap().port();
     let mut c = config("down");
     c.downstream = Some(format!("127.0.0.1:{port}"));
     let gw = start(c).await;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use unspoof_reports::imap::ImapSettings;
 use unspoof_reports::{DmarcConfig, Ingestor, InputOutcome};
 use unspoof_store::{Store, StoreConfig};
+use unspoof_testkit::free_port;
 
 const REPORTS: usize = 12;
 /// The uid/gid Dovecot delivers as (Debian's nobody/nogroup): Dovecot refuses root.
@@ -32,14 +33,6 @@ fn dovecot() -> Option<PathBuf> {
         eprintln!("skip: no /usr/sbin/dovecot (scripts/deps-reports.sh installs it)");
         None
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A report mail with its own report id, padded so the mailbox is worth cutting in half.

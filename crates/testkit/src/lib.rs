@@ -123,12 +123,37 @@ fn testdata_in(root: &Path, who: &str, sub: &str, ci: bool) -> Option<PathBuf> {
     None
 }
 
-/// A loopback port that was free a moment ago (bound to :0 and released).
+/// A loopback port that is free for TCP and UDP now and that no other caller in this process
+/// was given.
+///
+/// Why not bind `:0` and release it: the kernel hands the ports of `:0` out of its ephemeral
+/// range (`net.ipv4.ip_local_port_range`, 32768–60999 here), so between the release and the
+/// moment a spawned server binds the port, any other test binding `:0` (or connecting) may get
+/// the same port. CI saw a "closed" downstream port turn into another test's submission port.
+/// The ports here come from 20000–32767, below that range, where only this function picks;
+/// the counter keeps two callers of one test binary apart, and binding checks other users.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    // Test binaries run one after another, but a stale server of an earlier one may still hold
+    // a port: start each process at a different place.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
 /// The stdout of a command that must have succeeded (else its stdout and stderr in the panic).

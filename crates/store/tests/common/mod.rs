@@ -197,11 +197,7 @@ impl PrivatePg {
             .filter(|b| b.join("initdb").exists())
             .max()
             .expect("an initdb under /usr/lib/postgresql/*/bin");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unspoof_testkit::free_port();
         let dir = std::env::temp_dir().join(format!("unspoof-private-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
