@@ -20,7 +20,7 @@
 use unspoof_testkit::repo;
 
 use std::{
-    net::{TcpListener, UdpSocket},
+    net::UdpSocket,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
