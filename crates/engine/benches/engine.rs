@@ -60,6 +60,11 @@ use unspoof_engine::{
     findings, message, trace,
 };
 
+/// The allocator the `unspoof` binary ships with (crates/cli/src/main.rs): what the engine
+/// costs there, allocations included.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RSA_A: &str = include_str!("data/bench-rsa-a.pem");
 const RSA_B: &str = include_str!("data/bench-rsa-b.pem");
 
