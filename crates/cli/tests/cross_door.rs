@@ -12,7 +12,7 @@
 //! and scripts/deps-gateway.sh install them). Without them it prints one skip line and passes,
 //! unless `CI=true`, where it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
