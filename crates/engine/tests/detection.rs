@@ -18,11 +18,7 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use support::{say, testdata};
 use unspoof_engine::{Action, Dns, Engine, Envelope, Policy, dns::Zone, message::split_mbox};

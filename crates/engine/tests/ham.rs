@@ -1,10 +1,7 @@
 //! No false positives: the 300 legitimate messages of the SpamAssassin ham corpus, with a
 //! policy that protects domains and people they do not use, are never quarantined or rejected.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use unspoof_engine::{Action, Dns, Engine, Envelope, Policy, dns::Zone};
 

@@ -4,10 +4,7 @@
 //! "for us"), and the site's gateways named: no `backscatter.forged` (none is a bounce of a
 //! forgery), and no `hub.bypass` once the message's own receivers are the site's gateways.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use unspoof_engine::{Dns, Engine, Envelope, Policy, contact::sender_domain, dns::Zone};
 
