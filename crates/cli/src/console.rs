@@ -11,6 +11,7 @@ use unspoof_store::console::ConsoleAccount;
 
 use crate::exit;
 use crate::log::{StoreArgs, format_time, open};
+use crate::signals::{Running, Signals};
 
 #[derive(Subcommand)]
 pub enum ConsoleCommand {
@@ -279,6 +280,13 @@ async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
             return exit::CONFIG;
         }
     };
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("unspoof: console: signal handler: {e}");
+            return exit::SOFTWARE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -296,14 +304,16 @@ async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
         if tls.is_some() { "https" } else { "http" }
     );
     let console = Console::with_engine(store.clone(), config, engine, &hostname);
+    let mut serving = tokio::spawn(async move {
+        match tls {
+            Some(t) => unspoof_console::serve_tls(console, listener, t).await,
+            None => unspoof_console::serve(console, listener).await,
+        }
+    });
+    let stop = Serving(serving.abort_handle());
     let served = tokio::select! {
-        r = async {
-            match tls {
-                Some(t) => unspoof_console::serve_tls(console, listener, t).await,
-                None => unspoof_console::serve(console, listener).await,
-            }
-        } => r,
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        r = &mut serving => r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        _ = signals.run("unspoof console", stop) => Ok(()),
     };
     store.close().await;
     match served {
@@ -312,6 +322,22 @@ async fn serve(args: ServeArgs, digest_now: bool) -> u8 {
             eprintln!("unspoof: console: {e}");
             exit::SOFTWARE
         }
+    }
+}
+
+/// The console's server under the one signal loop. It has nothing to reload (a new
+/// `[console]` or policy takes a restart); SIGTERM stops it as Ctrl-C always did (requests in
+/// flight are dropped), and the caller's `store.close` then writes what the store has queued.
+struct Serving(tokio::task::AbortHandle);
+
+impl Running for Serving {
+    fn reload(&self) -> Result<(), String> {
+        Err("the console reads its configuration only at start; restart it".into())
+    }
+
+    async fn shutdown(self) -> bool {
+        self.0.abort();
+        true
     }
 }
 

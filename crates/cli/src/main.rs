@@ -14,6 +14,7 @@ mod milter;
 mod quarantine;
 mod render;
 mod serve;
+mod signals;
 mod signatures;
 mod store_adapter;
 mod user_reports;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use unspoof_engine::Engine;
 use unspoof_milter::OnError;
 
 use unspoof_store::StoreConfig;
@@ -18,6 +17,7 @@ use crate::{
     config::{Config, ConfigError},
     exit,
     serve::config_exit,
+    signals::{self, Signals},
     store_adapter::{
         MilterStore, allow_list, contact_history, open_store, outbound_history, signer_history,
         store_config,
@@ -152,14 +152,7 @@ pub fn run(args: MilterArgs) -> u8 {
                 .with_outbound_history(outbound_history(s))
                 .with_signer_history(signer_history(s));
         }
-        let path = args.config.clone();
-        let reload = move |engine: &Engine| match &path {
-            Some(p) => milter_config(Some(p))
-                .map(|f| engine.set_policy(f.policy))
-                .map_err(|e| e.to_string()),
-            None => Err("no --config file to re-read".into()),
-        };
-        let code = match unspoof_milter::serve_with_reload(milter, reload).await {
+        let code = match run_milter(milter, args.config.clone()).await {
             Ok(()) => exit::ACCEPT,
             Err(e) => {
                 eprintln!("unspoof: {e}");
@@ -171,4 +164,38 @@ pub fn run(args: MilterArgs) -> u8 {
         }
         code
     })
+}
+
+/// Runs the milter under the one signal loop: SIGHUP re-reads the policy from `config`,
+/// SIGTERM drains.
+async fn run_milter(milter: unspoof_milter::Milter, config: Option<PathBuf>) -> Result<(), String> {
+    let signals = Signals::install().map_err(|e| format!("signal handler: {e}"))?;
+    let handle = milter.start().await.map_err(|e| e.to_string())?;
+    let list: Vec<String> = handle.listening().iter().map(|l| l.to_string()).collect();
+    eprintln!("unspoof milter: listening on {}", list.join(", "));
+    signals
+        .run("unspoof milter", Running { handle, config })
+        .await;
+    Ok(())
+}
+
+/// A started milter and the file SIGHUP re-reads.
+struct Running {
+    handle: unspoof_milter::MilterHandle,
+    config: Option<PathBuf>,
+}
+
+impl signals::Running for Running {
+    fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.config else {
+            return Err("no --config file to re-read".into());
+        };
+        let file = milter_config(Some(path)).map_err(|e| e.to_string())?;
+        self.handle.engine().set_policy(file.policy);
+        Ok(())
+    }
+
+    async fn shutdown(self) -> bool {
+        self.handle.shutdown().await
+    }
 }

@@ -18,6 +18,7 @@ use crate::{
     analyze::{DnsArgs, dns_view},
     config::{Config, ConfigError},
     exit,
+    signals::{Running, Signals},
     store_adapter::{
         GatewayStore, allow_list, contact_history, open_store, outbound_history, signer_history,
         store_config,
@@ -226,7 +227,7 @@ pub fn serve(args: ServeArgs) -> u8 {
                 return exit::CONFIG;
             }
         };
-        let code = match unspoof_gateway::serve(gateway).await {
+        let code = match run_gateway(gateway).await {
             Ok(()) => exit::ACCEPT,
             Err(e) => {
                 eprintln!("unspoof: {e}");
@@ -240,6 +241,30 @@ pub fn serve(args: ServeArgs) -> u8 {
         store.close().await;
         code
     })
+}
+
+/// Runs the gateway under the one signal loop: SIGHUP reloads the policy, SIGTERM drains.
+async fn run_gateway<D: unspoof_gateway::Decide>(gateway: Gateway<D>) -> Result<(), String> {
+    let signals = Signals::install().map_err(|e| format!("signal handler: {e}"))?;
+    let handle = gateway.start().await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "unspoof: SMTP on {}, submission on {}, metrics on {}",
+        handle.inbound,
+        handle.submission.map_or("-".into(), |a| a.to_string()),
+        handle.metrics.map_or("-".into(), |a| a.to_string()),
+    );
+    signals.run("unspoof", handle).await;
+    Ok(())
+}
+
+impl Running for unspoof_gateway::ServeHandle {
+    fn reload(&self) -> Result<(), String> {
+        unspoof_gateway::ServeHandle::reload(self)
+    }
+
+    async fn shutdown(self) -> bool {
+        unspoof_gateway::ServeHandle::shutdown(self).await
+    }
 }
 
 pub fn dkim(command: DkimCommand) -> u8 {

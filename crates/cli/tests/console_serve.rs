@@ -8,12 +8,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
+use unspoof_testkit::browser::{Driver, click, login, shot};
 use unspoof_testkit::free_port;
 
 /// Upper bound for anything that should take a moment: only a hang exceeds it.
@@ -223,70 +224,6 @@ s.quit()
     );
 }
 
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromedriver() -> Driver {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (scripts/deps-console.sh installs it)");
-    let deadline = Instant::now() + HANG;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not answer");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Driver { child, port }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let caps = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions"],
-        }
-    });
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps.as_object().unwrap().clone())
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session")
-}
-
-fn shots_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-async fn shot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
 async fn source(c: &Client) -> String {
     c.source().await.unwrap()
 }
@@ -337,26 +274,9 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
         "Verify your account",
     );
 
-    let driver = chromedriver();
-    let c = browser(&driver).await;
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("input[name=name]"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    click(&c, "form.login button").await;
-    c.wait()
-        .for_element(Locator::Css("form.logout"))
-        .await
-        .unwrap();
+    let driver = Driver::start();
+    let c = driver.browser(true).await;
+    login(&c, &base, "admin", PASSWORD).await;
 
     // Search by reason code: the quarantined message, with its reason.
     let found = page_with(
@@ -472,7 +392,7 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
         .find(&format!("{base}/digest/release?"))
         .expect("a link to this console");
     let link = digest[at..].split_whitespace().next().unwrap().to_string();
-    let c2 = browser(&driver).await;
+    let c2 = driver.browser(true).await;
     c2.goto(&link).await.unwrap();
     c2.wait()
         .for_element(Locator::Css("button.release"))

@@ -12,13 +12,13 @@
 //! and scripts/deps-gateway.sh install them). Without them it prints one skip line and passes,
 //! unless `CI=true`, where it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use unspoof_engine::decision::{HeaderEdit, apply};
-use unspoof_testkit::{free_port, postfix_missing, say, wait_listening};
+use unspoof_testkit::{Postfix, free_port, postfix_missing, say, swaks, wait_listening};
 
 const HOST: &str = "mx.unspoof.test";
 
@@ -81,133 +81,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A private Postfix (config, queue and Maildir under `dir`) with the milter on
-/// `milter_port`; every recipient at example.net goes into one Maildir.
-struct Postfix {
-    dir: PathBuf,
-    smtp: u16,
-}
-
-impl Postfix {
-    fn start(dir: &Path, milter_port: u16) -> Postfix {
-        let d = dir.to_path_buf();
-        for sub in ["conf", "queue", "data", "mail"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        let chown = |who: &str, p: &Path| {
-            assert!(
-                Command::new("chown")
-                    .arg(who)
-                    .arg(p)
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        };
-        chown("postfix", &d.join("data"));
-        chown("65534:65534", &d.join("mail"));
-        let smtp = free_port();
-        let main_cf = format!(
-            "compatibility_level = 3.6\n\
-             queue_directory = {d}/queue\n\
-             data_directory = {d}/data\n\
-             mail_owner = postfix\n\
-             setgid_group = postdrop\n\
-             myhostname = {HOST}\n\
-             mydomain = unspoof.test\n\
-             myorigin = $myhostname\n\
-             mydestination =\n\
-             inet_interfaces = 127.0.0.1\n\
-             inet_protocols = ipv4\n\
-             mynetworks = 127.0.0.0/8\n\
-             alias_maps =\n\
-             alias_database =\n\
-             local_recipient_maps =\n\
-             relayhost =\n\
-             smtputf8_enable = no\n\
-             biff = no\n\
-             virtual_mailbox_domains = example.net\n\
-             virtual_mailbox_base = {d}/mail\n\
-             virtual_mailbox_maps = static:box/\n\
-             virtual_uid_maps = static:65534\n\
-             virtual_gid_maps = static:65534\n\
-             maillog_file = {d}/maillog\n\
-             maillog_file_prefixes = {d}\n\
-             smtpd_milters = inet:127.0.0.1:{milter_port}\n\
-             non_smtpd_milters =\n\
-             milter_default_action = tempfail\n\
-             milter_protocol = 6\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("conf/main.cf"), main_cf).unwrap();
-        let master_cf = format!(
-            "127.0.0.1:{smtp} inet n - n - - smtpd\n\
-             pickup unix n - n 60 1 pickup\n\
-             cleanup unix n - n - 0 cleanup\n\
-             qmgr unix n - n 300 1 qmgr\n\
-             rewrite unix - - n - - trivial-rewrite\n\
-             bounce unix - - n - 0 bounce\n\
-             defer unix - - n - 0 bounce\n\
-             trace unix - - n - 0 bounce\n\
-             verify unix - - n - 1 verify\n\
-             flush unix n - n 1000? 0 flush\n\
-             proxymap unix - - n - - proxymap\n\
-             smtp unix - - n - - smtp\n\
-             relay unix - - n - - smtp\n\
-             showq unix n - n - - showq\n\
-             error unix - - n - - error\n\
-             retry unix - - n - - error\n\
-             discard unix - - n - - discard\n\
-             virtual unix - n n - - virtual\n\
-             anvil unix - - n - 1 anvil\n\
-             scache unix - - n - 1 scache\n\
-             postlog unix-dgram n - n - 1 postlogd\n"
-        );
-        std::fs::write(d.join("conf/master.cf"), master_cf).unwrap();
-        let out = Command::new("postfix")
-            .arg("-c")
-            .arg(d.join("conf"))
-            .arg("start")
-            .output()
-            .expect("run postfix");
-        let pf = Postfix { dir: d, smtp };
-        assert!(out.status.success(), "postfix start: {out:?}\n{}", pf.log());
-        wait_listening(smtp, "postfix smtpd", &pf.dir.join("maillog"));
-        pf
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(self.dir.join("conf"))
-            .arg("stop")
-            .output();
-    }
-}
-
-/// swaks to `port` with the message in `file`; returns the transcript.
-fn swaks(port: u16, from: &str, file: &Path) -> String {
-    let out = Command::new("swaks")
-        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--helo", "client.example", "--from", from])
-        .args(["--to", "bob@example.net", "--timeout", "60"])
-        .arg("--data")
-        .arg(format!("@{}", file.display()))
-        .output()
-        .expect("swaks runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The final reply to the message's DATA in a swaks transcript: its code.
@@ -395,7 +268,7 @@ fn every_door_reaches_the_same_decision() {
     );
     wait_listening(serve_port, "unspoof serve", &serve_log);
     wait_listening(milter_port, "unspoof milter", &milter_log);
-    let pf = Postfix::start(&dir.join("postfix"), milter_port);
+    let pf = Postfix::start(milter_port);
     let milter_logs = || {
         format!(
             "{}\n{}",
@@ -439,12 +312,12 @@ fn every_door_reaches_the_same_decision() {
         let expected = fields(&apply(raw.as_bytes(), &edits, None));
 
         // serve: the reply, the record, the delivered or quarantined copy.
-        let t = swaks(serve_port, from, &file);
+        let (_, t) = swaks(serve_port, from, &file);
         let s = record(&serve_conf, &message_id);
         assert_eq!(s["action"], want, "{name}: serve record: {s:#}");
         assert_eq!(codes(&s["reasons"]), want_codes, "{name}: serve codes");
         // milter behind Postfix: the reply, the record, the delivered copy.
-        let tm = swaks(pf.smtp, from, &file);
+        let (_, tm) = swaks(pf.smtp.port(), from, &file);
         let m = record(&milter_conf, &message_id);
         assert_eq!(m["action"], want, "{name}: milter record: {m:#}");
         assert_eq!(codes(&m["reasons"]), want_codes, "{name}: milter codes");
@@ -478,7 +351,7 @@ fn every_door_reaches_the_same_decision() {
                     &serve_logs,
                 );
                 assert_eq!(fields(&sc), expected, "{name}: serve's copy");
-                let mc = delivered(&dir.join("postfix/mail/box/new"), &message_id, &milter_logs);
+                let mc = delivered(&pf.maildir(), &message_id, &milter_logs);
                 assert_eq!(fields(&mc), expected, "{name}: the milter's copy");
                 assert_eq!(body(&sc), body(&mc), "{name}: bodies");
                 let banner = decision["body_replaced"].as_bool().unwrap();
@@ -518,11 +391,7 @@ fn every_door_reaches_the_same_decision() {
         ["Authentication-Results", "X-Unspoof-Verdict"],
         "{forged_edits:?}"
     );
-    let mc = delivered(
-        &dir.join("postfix/mail/box/new"),
-        "forged.cross@door.test",
-        &milter_logs,
-    );
+    let mc = delivered(&pf.maildir(), "forged.cross@door.test", &milter_logs);
     let f = fields(&mc);
     assert!(!f.iter().any(|(_, v)| v.contains("bank.example")), "{f:#?}");
     assert!(f.iter().any(|(_, v)| v.contains("keep.example")), "{f:#?}");

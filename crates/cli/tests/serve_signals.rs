@@ -2,9 +2,12 @@
 //! SIGHUP re-reads the policy without dropping an open connection, and SIGTERM lets the
 //! transaction in flight finish before the process exits 0. Signals are sent with `kill(1)`;
 //! ports are free loopback ports; DNS comes from a zone file. No timing assertions: only
-//! generous upper bounds that turn a hang into a failure.
+//! generous upper bounds that turn a hang into a failure. `unspoof milter` runs under the same
+//! signal loop (crates/cli/src/signals.rs): its reload and drain are checked behind a real
+//! Postfix (root, `postfix` and `swaks`: scripts/deps-milter.sh; skipped without them, failed
+//! under `CI=true`).
 
-use unspoof_testkit::free_port;
+use unspoof_testkit::{Postfix, free_port, is_ci, postfix_missing, say, swaks};
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -66,6 +69,14 @@ impl Drop for Server {
 }
 
 fn start(name: &str, drain: u64) -> Server {
+    let dir = temp_dir(name);
+    let port = free_port();
+    std::fs::write(dir.join("unspoof.toml"), policy(&dir, port, &[], drain)).unwrap();
+    // "unspoof: SMTP on ..." is printed once every listener is bound.
+    spawn("serve", dir, port, "unspoof: SMTP on")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "unspoof-signals-{name}-{}-{}",
         std::process::id(),
@@ -73,11 +84,14 @@ fn start(name: &str, drain: u64) -> Server {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    dir
+}
+
+/// `unspoof <command> --config dir/unspoof.toml` with the zone, once it has said `ready`.
+fn spawn(command: &str, dir: PathBuf, port: u16, ready: &str) -> Server {
     std::fs::write(dir.join("z.zone"), ZONE).unwrap();
-    std::fs::write(dir.join("unspoof.toml"), policy(&dir, port, &[], drain)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_unspoof"))
-        .args(["serve", "--config"])
+        .args([command, "--config"])
         .arg(dir.join("unspoof.toml"))
         .arg("--dns-zone")
         .arg(dir.join("z.zone"))
@@ -102,8 +116,7 @@ fn start(name: &str, drain: u64) -> Server {
         stderr,
         seen: Vec::new(),
     };
-    // "unspoof: SMTP on ..." is printed once every listener is bound.
-    server.wait_for_log("unspoof: SMTP on");
+    server.wait_for_log(ready);
     server
 }
 
@@ -128,7 +141,7 @@ impl Server {
             match self.stderr.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
                 Err(_) => panic!(
-                    "no {needle:?} from unspoof serve; its stderr:\n{}",
+                    "no {needle:?} from unspoof; its stderr:\n{}",
                     self.seen.join("\n")
                 ),
             }
@@ -147,7 +160,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "unspoof serve did not exit after SIGTERM"
+                "unspoof did not exit after SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -334,4 +347,81 @@ fn sigterm_lets_the_transaction_in_flight_finish_then_exits_0() {
         "{}",
         server.seen.join("\n")
     );
+}
+
+/// The milter's `unspoof.toml`: `protected` domains, the milter on `port`.
+fn milter_policy(port: u16, protected: &[&str]) -> String {
+    let protected: Vec<String> = protected.iter().map(|d| format!("{d:?}")).collect();
+    format!(
+        "hostname = \"mx.shopping.example.net\"\nprotected_domains = [{}]\n\n\
+         [milter]\nlisten = [\"inet:127.0.0.1:{port}\"]\n\n[milter.limits]\ndrain_timeout = 30\n",
+        protected.join(", ")
+    )
+}
+
+/// One message from news@weeklynews.org through Postfix and the milter: swaks's exit code
+/// and transcript.
+fn through_postfix(pf: &Postfix, dir: &std::path::Path, subject: &str) -> (Option<i32>, String) {
+    let file = dir.join(format!("{}.eml", subject.replace(' ', "-")));
+    let message = head(subject).replace("suzie@shopping.example.net", "bob@example.net");
+    std::fs::write(&file, format!("{message}This week: nothing new.\r\n")).unwrap();
+    swaks(pf.smtp.port(), "news@weeklynews.org", &file)
+}
+
+#[test]
+fn the_milter_reloads_on_sighup_and_drains_on_sigterm() {
+    if let Some(why) = postfix_missing() {
+        assert!(
+            !is_ci(),
+            "the milter's signal test cannot run under CI: {why}"
+        );
+        say(&format!("milter signals: skipped: {why}"));
+        return;
+    }
+    let dir = temp_dir("milter");
+    let port = free_port();
+    let path = dir.join("unspoof.toml");
+    std::fs::write(&path, milter_policy(port, &[])).unwrap();
+    let mut milter = spawn("milter", dir.clone(), port, "unspoof milter: listening on");
+    let pf = Postfix::start(port);
+
+    // Not protected: delivered, tagged.
+    let (code, t) = through_postfix(&pf, &dir, "before reload");
+    assert_eq!(code, Some(0), "{t}\n{}", pf.log());
+    let before = pf.wait_for("before.reload@weeklynews.org");
+    assert!(
+        String::from_utf8_lossy(&before).contains("X-Unspoof-Verdict: tag"),
+        "{}",
+        String::from_utf8_lossy(&before)
+    );
+
+    // SIGHUP: the running milter reads the file that now protects weeklynews.org.
+    std::fs::write(&path, milter_policy(port, &["weeklynews.org"])).unwrap();
+    milter.signal("-HUP");
+    milter.wait_for_log("unspoof milter: policy reloaded");
+    let (_, t) = through_postfix(&pf, &dir, "after reload");
+    assert!(t.contains("<** 550 5.7.1"), "{t}\n{}", pf.log());
+
+    // A file that does not parse: logged, and the policy in force stays.
+    std::fs::write(&path, "protected_domains = [unterminated\n").unwrap();
+    milter.signal("-HUP");
+    milter.wait_for_log("unspoof milter: policy reload failed");
+    let (_, t) = through_postfix(&pf, &dir, "after failed reload");
+    assert!(t.contains("<** 550 5.7.1"), "{t}\n{}", pf.log());
+    assert!(
+        milter.process_alive(),
+        "a bad policy file stopped the milter"
+    );
+
+    // SIGTERM: the loop drains (nothing in flight) and the process exits 0.
+    milter.signal("-TERM");
+    milter.wait_for_log("unspoof milter: shutting down");
+    assert_eq!(milter.wait_exit().code(), Some(0));
+    assert!(
+        !milter.seen.iter().any(|l| l.contains("drain timeout")),
+        "{}",
+        milter.seen.join("\n")
+    );
+    drop(pf);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -804,17 +804,10 @@ async fn release(
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
-        return r;
-    }
-    let what = match AllowKind::parse(&form.allow) {
-        Ok(allow) => Act::Release(allow),
-        Err(why) => return forbidden(why),
-    };
-    match act(&console, &authed, &client, &id, what).await {
-        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
-        Err(r) => r,
-    }
+    let what = AllowKind::parse(&form.allow)
+        .map(Act::Release)
+        .map_err(forbidden);
+    act_form(&console, &authed, &client, &headers, &id, &form, what).await
 }
 
 async fn delete(
@@ -825,13 +818,16 @@ async fn delete(
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
-        return r;
-    }
-    match act(&console, &authed, &client, &id, Act::Delete).await {
-        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
-        Err(r) => r,
-    }
+    act_form(
+        &console,
+        &authed,
+        &client,
+        &headers,
+        &id,
+        &form,
+        Ok(Act::Delete),
+    )
+    .await
 }
 
 async fn false_positive(
@@ -842,11 +838,30 @@ async fn false_positive(
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    if let Err(r) = check_post(&headers, Some(&form.csrf), &authed.session.csrf) {
+    let what = Ok(Act::FalsePositive);
+    act_form(&console, &authed, &client, &headers, &id, &form, what).await
+}
+
+/// One message's action from the form on its page: the CSRF check first (a refused form is
+/// refused whatever it asks), then the action, then back to the message's page.
+async fn act_form(
+    console: &Console,
+    authed: &Authed,
+    client: &Client,
+    headers: &HeaderMap,
+    id: &str,
+    form: &ActForm,
+    what: Result<Act, Response>,
+) -> Response {
+    if let Err(r) = check_post(headers, Some(&form.csrf), &authed.session.csrf) {
         return r;
     }
-    match act(&console, &authed, &client, &id, Act::FalsePositive).await {
-        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(&id))).into_response(),
+    let result = match what {
+        Ok(what) => act(console, authed, client, id, what).await,
+        Err(r) => Err(r),
+    };
+    match result {
+        Ok(()) => Redirect::to(&format!("/message/{}", pages::enc(id))).into_response(),
         Err(r) => r,
     }
 }

@@ -8,17 +8,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use unspoof_console::ConsoleConfig;
 use unspoof_store::QuarantineStatus;
+use unspoof_testkit::browser::{Driver, login, shot};
 
 /// One message as the downstream received it: MAIL FROM, RCPT TOs, the bytes.
 type Received = (String, Vec<String>, Vec<u8>);
@@ -102,120 +101,6 @@ impl Downstream {
     }
 }
 
-async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// chromedriver on a free loopback port, killed when dropped.
-struct Driver {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        let port = free_port().await;
-        let child = tokio::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver (scripts/deps-console.sh installs it)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Driver { child, port };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("chromedriver did not answer on port {port}");
-    }
-
-    /// A headless Chromium session; `javascript: false` turns scripts off for every page.
-    async fn browser(&self, javascript: bool) -> Client {
-        let mut prefs = serde_json::Map::new();
-        if !javascript {
-            prefs.insert(
-                "profile.managed_default_content_settings.javascript".into(),
-                serde_json::json!(2),
-            );
-        }
-        let caps = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,1000", "--no-first-run", "--disable-extensions"],
-                "prefs": prefs,
-            }
-        });
-        let caps = caps.as_object().unwrap().clone();
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a Chromium session")
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn shots_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-async fn shot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
-}
-
-async fn login(c: &Client, base: &str, name: &str) {
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Css("input[name=name]"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    if c.wait()
-        .for_element(Locator::Css("form.logout"))
-        .await
-        .is_err()
-    {
-        panic!(
-            "not logged in as {name}: {} {}",
-            c.current_url().await.unwrap(),
-            c.source().await.unwrap()
-        );
-    }
-}
-
 async fn logout(c: &Client) {
     c.find(Locator::Css("form.logout button"))
         .await
@@ -280,7 +165,7 @@ async fn the_console_in_headless_chromium() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(unspoof_console::serve(w.console(config), listener));
-    let driver = Driver::start().await;
+    let driver = Driver::start();
     let c = driver.browser(true).await;
 
     // Log in as the administrator.
@@ -291,7 +176,7 @@ async fn the_console_in_headless_chromium() {
         .unwrap();
     assert!(c.current_url().await.unwrap().path() == "/login");
     shot(&c, "login").await;
-    login(&c, &base, "admin").await;
+    login(&c, &base, "admin", PASSWORD).await;
     c.goto(&format!("{base}/?days=1")).await.unwrap();
     assert!(text(&c, "section.numbers").await.contains("4 messages"));
     assert_eq!(
@@ -413,7 +298,7 @@ async fn the_console_in_headless_chromium() {
     logout(&c).await;
 
     // Bob, a recipient: his quarantine only; Ann's message is not there for him.
-    login(&c, &base, "bob").await;
+    login(&c, &base, "bob", PASSWORD).await;
     c.goto(&format!("{base}/quarantine")).await.unwrap();
     let rows = c
         .find_all(Locator::Css("table.results tbody tr"))
@@ -434,7 +319,7 @@ async fn the_console_in_headless_chromium() {
 
     // Without JavaScript: log in, find by reason code, release (plain forms and links).
     let nojs = driver.browser(false).await;
-    login(&nojs, &base, "dana").await;
+    login(&nojs, &base, "dana", PASSWORD).await;
     nojs.goto(&format!(
         "{base}/search?reason=dmarc.quarantine&rcpt=bob%40site.test"
     ))

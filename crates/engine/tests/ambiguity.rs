@@ -322,28 +322,12 @@ fn testdata() -> Option<PathBuf> {
     unspoof_testkit::testdata("ambiguity ham", "corpus-spamassassin/ham")
 }
 
-fn eml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            eml_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "eml") {
-            out.push(p);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ham_raises_no_ambiguity() {
     let Some(ham) = testdata() else {
         return;
     };
-    let mut files = Vec::new();
-    eml_files(&ham, &mut files);
+    let files = unspoof_testkit::eml_files(&ham);
     assert_eq!(files.len(), 300, "the ham corpus should hold 300 messages");
     // Protects the domains the corpus uses most, so a false ambiguity would also be a reject.
     let policy = Policy::parse(
@@ -396,15 +380,12 @@ async fn ambiguity_survey() {
         "corpus-phishing-pot",
         "corpus-nazario",
     ] {
-        let mut files = Vec::new();
-        eml_files(&root.join(corpus), &mut files);
+        let files = unspoof_testkit::eml_files(&root.join(corpus));
         let mut messages: Vec<Vec<u8>> = Vec::new();
         for f in &files {
             messages.push(std::fs::read(f).unwrap());
         }
-        let mut mboxes = Vec::new();
-        mbox_files(&root.join(corpus), &mut mboxes);
-        for m in mboxes {
+        for m in unspoof_testkit::corpus_files(&root.join(corpus), &["mbox"]) {
             messages.extend(unspoof_engine::message::split_mbox(
                 &std::fs::read(m).unwrap(),
             ));
@@ -433,21 +414,6 @@ async fn ambiguity_survey() {
             "{corpus}: {} messages, {any} with an ambiguity: {counts:?}",
             messages.len()
         );
-    }
-}
-
-fn mbox_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            mbox_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "mbox") {
-            out.push(p);
-        }
     }
 }
 

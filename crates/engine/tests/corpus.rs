@@ -20,21 +20,6 @@ fn testdata() -> Option<PathBuf> {
     unspoof_testkit::testdata("corpus", "")
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files_under(&p, out);
-        } else if p.extension().is_some_and(|e| e == "eml" || e == "mbox") {
-            out.push(p);
-        }
-    }
-}
-
 /// (name, raw) for every message of the corpora.
 fn corpus(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
@@ -43,7 +28,10 @@ fn corpus(root: &Path) -> Vec<(String, Vec<u8>)> {
         "corpus-nazario",
         "corpus-phishing-pot",
     ] {
-        files_under(&root.join(dir), &mut files);
+        files.extend(unspoof_testkit::corpus_files(
+            &root.join(dir),
+            &["eml", "mbox"],
+        ));
     }
     let mut messages = Vec::new();
     for f in files {

@@ -18,11 +18,7 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use support::{say, testdata};
 use unspoof_engine::{Action, Dns, Engine, Envelope, Policy, dns::Zone, message::split_mbox};
@@ -124,21 +120,6 @@ async fn engine() -> Engine {
     Engine::new(brand_policy(), dns)
 }
 
-fn eml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            eml_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "eml") {
-            out.push(p);
-        }
-    }
-}
-
 fn ours(code: &str) -> bool {
     code.starts_with("impersonation.") || code.starts_with("lookalike.")
 }
@@ -148,8 +129,7 @@ async fn ham_is_not_blocked_by_brand_protection() {
     let Some(dir) = testdata("ham", "corpus-spamassassin/ham") else {
         return;
     };
-    let mut files = Vec::new();
-    eml_files(&dir, &mut files);
+    let files = unspoof_testkit::eml_files(&dir);
     assert_eq!(files.len(), 300, "the ham corpus should hold 300 messages");
     let engine = engine().await;
     let mut blocked = Vec::new();
@@ -255,8 +235,7 @@ async fn detection_rates() {
         assert_eq!(rate.messages, 415, "corpus-nazario holds 415 messages");
     }
     if let Some(dir) = testdata("detection", "corpus-phishing-pot") {
-        let mut files = Vec::new();
-        eml_files(&dir.join("email"), &mut files);
+        let files = unspoof_testkit::eml_files(&dir.join("email"));
         let mut rate = Rate::default();
         for f in &files {
             let name = f.file_name().unwrap_or_default().to_string_lossy();
@@ -282,8 +261,7 @@ async fn detection_rates_behind_a_malformed_first_line() {
         ));
     }
     if let Some(dir) = testdata("detection", "corpus-phishing-pot") {
-        let mut files = Vec::new();
-        eml_files(&dir.join("email"), &mut files);
+        let files = unspoof_testkit::eml_files(&dir.join("email"));
         corpora.push((
             "phishing-pot",
             files
@@ -349,8 +327,7 @@ async fn ham_is_not_blocked_by_watched_brands() {
     let Some(dir) = testdata("ham", "corpus-spamassassin/ham") else {
         return;
     };
-    let mut files = Vec::new();
-    eml_files(&dir, &mut files);
+    let files = unspoof_testkit::eml_files(&dir);
     assert_eq!(files.len(), 300, "the ham corpus should hold 300 messages");
     let engine = watched_engine(true).await;
     let mut blocked = Vec::new();
@@ -398,8 +375,7 @@ async fn detection_rates_watched_brands() {
             found.push(rate.found);
         }
         if let Some(dir) = testdata("detection", "corpus-phishing-pot") {
-            let mut files = Vec::new();
-            eml_files(&dir.join("email"), &mut files);
+            let files = unspoof_testkit::eml_files(&dir.join("email"));
             let mut rate = Rate::default();
             for f in &files {
                 let name = f.file_name().unwrap_or_default().to_string_lossy();

@@ -1,10 +1,7 @@
 //! No false positives: the 300 legitimate messages of the SpamAssassin ham corpus, with a
 //! policy that protects domains and people they do not use, are never quarantined or rejected.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use unspoof_engine::{Action, Dns, Engine, Envelope, Policy, dns::Zone};
 
@@ -27,28 +24,12 @@ name = "Suzie Q. Public"
 addresses = ["suzie@shopping.example.net"]
 "#;
 
-fn eml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            eml_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "eml") {
-            out.push(p);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ham_is_never_quarantined_or_rejected() {
     let Some(root) = testdata() else {
         return;
     };
-    let mut files = Vec::new();
-    eml_files(&root.join("corpus-spamassassin/ham"), &mut files);
+    let files = unspoof_testkit::eml_files(&root.join("corpus-spamassassin/ham"));
     assert_eq!(files.len(), 300, "the ham corpus should hold 300 messages");
 
     let policy = Policy::parse(POLICY, "ham policy").unwrap();

@@ -4,10 +4,7 @@
 //! "for us"), and the site's gateways named: no `backscatter.forged` (none is a bounce of a
 //! forgery), and no `hub.bypass` once the message's own receivers are the site's gateways.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use unspoof_engine::{Dns, Engine, Envelope, Policy, contact::sender_domain, dns::Zone};
 
@@ -16,29 +13,16 @@ fn testdata() -> Option<PathBuf> {
     unspoof_testkit::testdata("reaction ham", "")
 }
 
-fn eml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            eml_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "eml") {
-            out.push(p);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ham_gives_no_backscatter_and_no_bypass_through_its_own_receivers() {
     let Some(root) = testdata() else {
         return;
     };
     let mut files = Vec::new();
-    eml_files(&root.join("corpus-spamassassin/ham"), &mut files);
-    eml_files(&root.join("mailauth-fixtures"), &mut files);
+    files.extend(unspoof_testkit::eml_files(
+        &root.join("corpus-spamassassin/ham"),
+    ));
+    files.extend(unspoof_testkit::eml_files(&root.join("mailauth-fixtures")));
     assert!(files.len() >= 300, "{} files", files.len());
     let dns = Dns::zones(Zone::new(), Duration::from_secs(2))
         .await

@@ -589,21 +589,6 @@ fn testdata() -> Option<PathBuf> {
     unspoof_testkit::testdata("tag corpus sweep", "")
 }
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "eml") {
-            out.push(p);
-        }
-    }
-}
-
 /// Every message of the SpamAssassin and phishing-pot corpora and the Nazario mbox: tagging
 /// keeps the structure and attachments, and puts the banner only into displayed text as a
 /// pure insertion. Prints how many got a banner.
@@ -613,8 +598,12 @@ async fn corpus_sweep() {
         return;
     };
     let mut paths = Vec::new();
-    files(&root.join("corpus-spamassassin"), &mut paths);
-    files(&root.join("corpus-phishing-pot"), &mut paths);
+    paths.extend(unspoof_testkit::eml_files(
+        &root.join("corpus-spamassassin"),
+    ));
+    paths.extend(unspoof_testkit::eml_files(
+        &root.join("corpus-phishing-pot"),
+    ));
     let mut messages: Vec<(String, Vec<u8>)> = paths
         .iter()
         .map(|p| (p.display().to_string(), std::fs::read(p).unwrap()))

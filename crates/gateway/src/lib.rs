@@ -2,8 +2,9 @@
 //!
 //! Trust level: talks to SMTP clients from the Internet, to the site's downstream MTA and to
 //! DNS (PTR lookups only, through the engine's view); reads the TLS and DKIM private keys at startup; writes only under
-//! the data directory. **This is the only SMTP server** (other crates send mail through
-//! `unspoof_forensics::send`; ARCHITECTURE.md, "Who speaks SMTP").
+//! the data directory. **This is the only SMTP server**; it relays, as every other crate
+//! sends mail, through the one SMTP client `unspoof_forensics::send` (ARCHITECTURE.md, "Who
+//! speaks SMTP").
 //!
 //! The path of one message:
 //! 1. [`session`] reads commands ([`config::Limits`] bound every resource: time per line and
@@ -17,9 +18,8 @@
 //!    or quarantine ([`store`]) *before* the client hears 250.
 //! 5. One JSON line per message goes to the [`store::SessionLog`]; counters to [`metrics`].
 //!
-//! Entry points: [`serve`] (what `unspoof serve` calls: runs until SIGTERM, reloads on SIGHUP)
-//! and [`Gateway`] (builder; [`Gateway::start`] returns a [`ServeHandle`] for tests and
-//! embedding).
+//! Entry point: [`Gateway`] (builder; [`Gateway::start`] returns a [`ServeHandle`], whose
+//! `reload` and `shutdown` the CLI's one signal loop calls on SIGHUP and SIGTERM).
 
 pub mod auth;
 pub mod config;
@@ -353,38 +353,6 @@ impl ServeHandle {
             .await
             .is_ok()
     }
-}
-
-/// Runs the gateway until SIGTERM or SIGINT (then drains), reloading the policy on SIGHUP.
-/// This is what `unspoof serve` calls, with the store plugged in through the builder.
-pub async fn serve<D: Decide>(gateway: Gateway<D>) -> Result<(), GatewayError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let sig = |k| signal(k).map_err(|e| GatewayError::Io("signal handler".into(), e));
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
-    let mut hup = sig(SignalKind::hangup())?;
-    let handle = gateway.start().await?;
-    eprintln!(
-        "unspoof: SMTP on {}, submission on {}, metrics on {}",
-        handle.inbound,
-        handle.submission.map_or("-".into(), |a| a.to_string()),
-        handle.metrics.map_or("-".into(), |a| a.to_string()),
-    );
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => match handle.reload() {
-                Ok(()) => eprintln!("unspoof: policy reloaded"),
-                Err(e) => eprintln!("unspoof: policy reload failed, keeping the old one: {e}"),
-            },
-        }
-    }
-    eprintln!("unspoof: shutting down, draining sessions");
-    if !handle.shutdown().await {
-        eprintln!("unspoof: drain timeout; some sessions were cut off");
-    }
-    Ok(())
 }
 
 /// Open connections per client IP.

@@ -22,8 +22,8 @@
 //!    there is no verdict (timeout, oversized message) [`OnError`] decides: tempfail or accept.
 //!    A panic in the engine is the engine's defer, never an accept.
 //!
-//! Entry points: [`serve`] (what `unspoof milter` calls: runs until SIGTERM) and [`Milter`]
-//! (builder; [`Milter::start`] returns a [`MilterHandle`] for tests and embedding).
+//! Entry point: [`Milter`] (builder; [`Milter::start`] returns a [`MilterHandle`], whose
+//! `engine` (SIGHUP replaces its policy) and `shutdown` the CLI's one signal loop calls).
 
 pub mod actions;
 pub mod config;
@@ -477,46 +477,6 @@ impl Drop for MilterHandle {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// Runs the milter until SIGTERM or SIGINT, then drains (what `unspoof milter` calls).
-/// SIGHUP calls `reload` (e.g. re-read the policy into the engine); its error is logged and
-/// the old policy kept.
-pub async fn serve_with_reload<F>(milter: Milter, reload: F) -> Result<(), MilterError>
-where
-    F: Fn(&Engine) -> Result<(), String>,
-{
-    use tokio::signal::unix::{SignalKind, signal};
-    let sig = |k| signal(k).map_err(|e| MilterError::Io("signal handler".into(), e));
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
-    let mut hup = sig(SignalKind::hangup())?;
-    let handle = milter.start().await?;
-    let list: Vec<String> = handle.listening().iter().map(|l| l.to_string()).collect();
-    eprintln!("unspoof milter: listening on {}", list.join(", "));
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => match reload(handle.engine()) {
-                Ok(()) => eprintln!("unspoof milter: policy reloaded"),
-                Err(e) => eprintln!("unspoof milter: reload failed, keeping the old policy: {e}"),
-            },
-        }
-    }
-    eprintln!("unspoof milter: shutting down");
-    if !handle.shutdown().await {
-        eprintln!("unspoof milter: drain timeout; some connections were cut off");
-    }
-    Ok(())
-}
-
-/// [`serve_with_reload`] without a reload (SIGHUP is logged and ignored).
-pub async fn serve(config: MilterConfig, engine: Engine) -> Result<(), MilterError> {
-    serve_with_reload(Milter::new(config, engine), |_| {
-        Err("no reload configured".into())
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,184 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use unspoof_engine::{Action, Engine, Envelope, Word};
 use unspoof_milter::{Milter, MilterConfig, MilterHandle, OnError};
-use unspoof_testkit::{free_port, postfix_missing, say};
-
-/// A private Postfix: its own config dir, queue, data dir and Maildir; smtpd on a loopback
-/// port; every recipient at example.net delivered by virtual(8) into one Maildir.
-struct Postfix {
-    dir: TempDir,
-    conf: PathBuf,
-    smtp: SocketAddr,
-}
-
-impl Postfix {
-    fn start(milter_port: u16) -> Postfix {
-        let dir = TempDir::new("postfix");
-        let d = dir.path().to_path_buf();
-        let conf = d.join("conf");
-        for sub in ["conf", "queue", "data", "mail"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        let chown = |who: &str, p: &Path| {
-            let ok = std::process::Command::new("chown")
-                .arg(who)
-                .arg(p)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown {who} {}", p.display());
-        };
-        // The data directory belongs to the mail owner; the Maildir to the delivery uid.
-        chown("postfix", &d.join("data"));
-        chown("65534:65534", &d.join("mail"));
-        let smtp = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let main_cf = format!(
-            "compatibility_level = 3.6\n\
-             queue_directory = {d}/queue\n\
-             data_directory = {d}/data\n\
-             mail_owner = postfix\n\
-             setgid_group = postdrop\n\
-             myhostname = mx.unspoof.test\n\
-             mydomain = unspoof.test\n\
-             myorigin = $myhostname\n\
-             mydestination =\n\
-             inet_interfaces = 127.0.0.1\n\
-             inet_protocols = ipv4\n\
-             mynetworks = 127.0.0.0/8\n\
-             # The hub bypass test plays other clients (the gateway, an outsider) by XCLIENT.\n\
-             smtpd_authorized_xclient_hosts = 127.0.0.0/8\n\
-             alias_maps =\n\
-             alias_database =\n\
-             local_recipient_maps =\n\
-             relayhost =\n\
-             smtputf8_enable = no\n\
-             biff = no\n\
-             virtual_mailbox_domains = example.net\n\
-             virtual_mailbox_base = {d}/mail\n\
-             virtual_mailbox_maps = static:box/\n\
-             virtual_uid_maps = static:65534\n\
-             virtual_gid_maps = static:65534\n\
-             maillog_file = {d}/maillog\n\
-             maillog_file_prefixes = {d}\n\
-             # What docs/milter.md tells an admin to write:\n\
-             smtpd_milters = inet:127.0.0.1:{milter_port}\n\
-             non_smtpd_milters =\n\
-             milter_default_action = tempfail\n\
-             milter_protocol = 6\n",
-            d = d.display()
-        );
-        std::fs::write(conf.join("main.cf"), main_cf).unwrap();
-        // Nothing chrooted, smtpd only on our loopback port.
-        let master_cf = format!(
-            "{smtp} inet n - n - - smtpd\n\
-             pickup unix n - n 60 1 pickup\n\
-             cleanup unix n - n - 0 cleanup\n\
-             qmgr unix n - n 300 1 qmgr\n\
-             rewrite unix - - n - - trivial-rewrite\n\
-             bounce unix - - n - 0 bounce\n\
-             defer unix - - n - 0 bounce\n\
-             trace unix - - n - 0 bounce\n\
-             verify unix - - n - 1 verify\n\
-             flush unix n - n 1000? 0 flush\n\
-             proxymap unix - - n - - proxymap\n\
-             smtp unix - - n - - smtp\n\
-             relay unix - - n - - smtp\n\
-             showq unix n - n - - showq\n\
-             error unix - - n - - error\n\
-             retry unix - - n - - error\n\
-             discard unix - - n - - discard\n\
-             virtual unix - n n - - virtual\n\
-             anvil unix - - n - 1 anvil\n\
-             scache unix - - n - 1 scache\n\
-             postlog unix-dgram n - n - 1 postlogd\n"
-        );
-        std::fs::write(conf.join("master.cf"), master_cf).unwrap();
-        let out = std::process::Command::new("postfix")
-            .arg("-c")
-            .arg(&conf)
-            .arg("start")
-            .output()
-            .expect("run postfix");
-        let pf = Postfix { dir, conf, smtp };
-        assert!(
-            out.status.success(),
-            "postfix start: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            pf.log()
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(smtp).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "smtpd never listened\n{}",
-                pf.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        pf
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
-    }
-
-    fn delivered(&self) -> Vec<Vec<u8>> {
-        let new = self.dir.path().join("mail/box/new");
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(new).into_iter().flatten().flatten() {
-            out.extend(std::fs::read(e.path()));
-        }
-        out
-    }
-
-    /// The delivered message that contains `marker`, waiting up to 20 s for it.
-    async fn wait_for(&self, marker: &str) -> Vec<u8> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(m) = self.find(marker) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no delivery containing {marker:?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn find(&self, marker: &str) -> Option<Vec<u8>> {
-        self.delivered()
-            .into_iter()
-            .find(|m| String::from_utf8_lossy(m).contains(marker))
-    }
-
-    fn held(&self) -> usize {
-        let mut n = 0;
-        let mut stack = vec![self.dir.path().join("queue/hold")];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .output();
-    }
-}
+use unspoof_testkit::{Postfix, free_port, postfix_missing, say};
 
 async fn start_milter(engine: Engine, port: u16) -> MilterHandle {
     let mut config = MilterConfig {
@@ -271,7 +93,7 @@ async fn postfix_runs_the_milter() {
     let good = good_message(&world, "good through postfix", true);
     let (code, out) = swaks(&pf, "alice@good.test", &good, work.path(), "good").await;
     assert_eq!(code, 0, "good message accepted:\n{out}\n{}", pf.log());
-    let delivered = pf.wait_for("good.through.postfix@good.test").await;
+    let delivered = tokio::task::block_in_place(|| pf.wait_for("good.through.postfix@good.test"));
     let h = head(&delivered);
     assert!(
         h.contains("Authentication-Results: mx.unspoof.test;"),
@@ -363,7 +185,7 @@ async fn postfix_runs_the_milter() {
     let tagged = plain_message("Shop <news@tagme.test>", "weekly offers");
     let (code, out) = swaks(&pf, "news@tagme.test", &tagged, work.path(), "tag").await;
     assert_eq!(code, 0, "{out}");
-    let delivered = pf.wait_for("weekly.offers@test").await;
+    let delivered = tokio::task::block_in_place(|| pf.wait_for("weekly.offers@test"));
     let h = head(&delivered);
     assert!(h.contains("\nSubject: [SUSPICIOUS] weekly offers\n"), "{h}");
     assert!(h.contains("X-Unspoof-Verdict: tag; reasons="), "{h}");
@@ -386,10 +208,10 @@ async fn postfix_runs_the_milter() {
     let (code, out) = swaks(&pf, "billing@shady.test", &shady, work.path(), "shady").await;
     assert_eq!(code, 0, "{out}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pf.held() == 0 && Instant::now() < deadline {
+    while pf.held().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(pf.held(), 1, "held:\n{}", pf.log());
+    assert_eq!(pf.held().len(), 1, "held:\n{}", pf.log());
     assert!(pf.find("account.locked@test").is_none());
 
     // (d) The milter stops. milter_default_action = tempfail: Postfix answers 4xx, the client
@@ -409,8 +231,7 @@ async fn postfix_runs_the_milter() {
     milter = start_milter(engine.clone(), milter_port).await;
     let (code, out) = swaks(&pf, "alice@good.test", &later, work.path(), "retry").await;
     assert_eq!(code, 0, "retry after restart:\n{out}");
-    pf.wait_for("sent.while.the.milter.was.down@good.test")
-        .await;
+    tokio::task::block_in_place(|| pf.wait_for("sent.while.the.milter.was.down@good.test"));
 
     // Stopped in the middle of an SMTP session (after RCPT): the end of DATA gets a 4xx, and
     // nothing is delivered half-checked.
@@ -548,7 +369,7 @@ async fn postfix_with_the_milter_flags_mail_that_skipped_the_gateway() {
     );
     let out = send("10.0.0.5", "gw.example.net", via_gateway).await;
     assert!(out.contains("<-  250 2.0.0"), "{out}\n{}", pf.log());
-    let delivered = pf.wait_for("hub-passed@partner.test").await;
+    let delivered = tokio::task::block_in_place(|| pf.wait_for("hub-passed@partner.test"));
     assert!(
         !text(&delivered).contains("hub.bypass"),
         "{}",
@@ -559,27 +380,21 @@ async fn postfix_with_the_milter_flags_mail_that_skipped_the_gateway() {
     let out = send("203.0.113.66", "mail.partner.test", body("hub-skipped")).await;
     assert!(out.contains("<-  250 2.0.0"), "{out}\n{}", pf.log());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while pf.held() == 0 {
+    while pf.held().is_empty() {
         assert!(Instant::now() < deadline, "nothing held\n{}", pf.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(pf.held(), 1);
+    assert_eq!(pf.held().len(), 1);
     assert!(
         pf.find("hub-skipped@partner.test").is_none(),
         "a held message is not delivered"
     );
     // The held copy carries the verdict header the milter added, naming the finding.
-    let mut held = Vec::new();
-    let mut stack = vec![pf.dir.path().join("queue/hold")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                held.extend(std::fs::read(e.path()).unwrap_or_default());
-            }
-        }
-    }
+    let held: Vec<u8> = pf
+        .held()
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
     assert!(
         String::from_utf8_lossy(&held).contains("hub.bypass"),
         "{}",
@@ -676,7 +491,7 @@ async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
             .lines()
             .find_map(|l| l.strip_prefix("Message-ID: ").map(|m| m.trim().to_string()))
             .unwrap();
-        let delivered = pf.wait_for(&marker).await;
+        let delivered = tokio::task::block_in_place(|| pf.wait_for(&marker));
         let h = head(&delivered).replace("\n\t", " ");
         assert!(h.contains(result), "milter {name}: {result} missing:\n{h}");
         let verdict = h

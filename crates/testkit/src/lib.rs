@@ -13,7 +13,11 @@
 //!   [`spawn_serve`] and [`stop`] for a test that writes its own configuration and restarts it.
 //! - [`SmtpSink`]: a loopback SMTP server that keeps what it is sent.
 //! - [`psql`], [`try_psql`], [`pg_server`]: the PostgreSQL server of the store's tests.
-//! - [`postfix_missing`]: why a real Postfix cannot run here.
+//! - [`Postfix`]: a private Postfix in front of a milter, [`swaks`] to send it (or any door) a
+//!   message; [`postfix_missing`]: why a real Postfix cannot run here.
+//! - [`eml_files`], [`corpus_files`]: a corpus folder's messages, in the same order everywhere.
+//! - `browser` (feature `browser`): chromedriver, a headless Chromium, login, click and
+//!   screenshots for the console's browser tests.
 //! - [`verdict_cases`]: the table of verdict cases (`crates/engine/tests/verdicts/`), which
 //!   `crates/engine/tests/verdicts.rs` runs through the engine.
 
@@ -30,11 +34,15 @@ use unspoof_engine::{
     dns::{Dns, Zone},
 };
 
+#[cfg(feature = "browser")]
+pub mod browser;
 mod cases;
 mod pg;
+mod postfix;
 mod smtp;
 pub use cases::{VerdictCase, verdict_cases};
 pub use pg::{pg_server, psql, try_psql};
+pub use postfix::{Postfix, swaks};
 pub use smtp::{RcptReply, SmtpSink};
 
 /// The workspace's root folder (canonical: some tests compare paths).
@@ -121,6 +129,37 @@ fn testdata_in(root: &Path, who: &str, sub: &str, ci: bool) -> Option<PathBuf> {
     }
     say(&format!("{who}: skipped: {line}"));
     None
+}
+
+/// Every `.eml` file below `dir`, folders read recursively, in path order (a corpus is read in
+/// the same order on every machine). A missing folder gives none.
+pub fn eml_files(dir: &Path) -> Vec<PathBuf> {
+    corpus_files(dir, &["eml"])
+}
+
+/// Every file below `dir` whose extension is one of `extensions` (`"mbox"`), as [`eml_files`].
+pub fn corpus_files(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    corpus_files_into(dir, extensions, &mut out);
+    out
+}
+
+fn corpus_files_into(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            corpus_files_into(&p, extensions, out);
+        } else if p
+            .extension()
+            .is_some_and(|e| extensions.iter().any(|x| e == *x))
+        {
+            out.push(p);
+        }
+    }
 }
 
 /// A loopback port that is free for TCP and UDP now and that no other caller in this process
