@@ -527,7 +527,10 @@ impl Store {
         let entry = match sender {
             Some(tx) => match tx.try_send(entry) {
                 Ok(()) => {
-                    if tx.max_capacity() - tx.capacity() >= self.inner.config.batch_size.max(1) {
+                    // The writer holds the batch's first record (taken when it began waiting
+                    // for the deadline); these complete the batch.
+                    let queued = tx.max_capacity() - tx.capacity();
+                    if queued + 1 >= self.inner.config.batch_size.max(1) {
                         shared.writer_wake.notify_one();
                     }
                     return;
@@ -1251,6 +1254,45 @@ mod tests {
         assert_eq!(store.quarantine_put(&q2).await.unwrap(), Durable::Database);
         let s = store.stats();
         assert_eq!((s.quarantine_spooled, s.db_down), (1, false));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The writer is not woken by each record, but a full batch does wake it: with an hour
+    /// between batches, `batch_size` records are written without a flush.
+    #[tokio::test]
+    async fn a_full_batch_is_written_before_its_deadline() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-full-{}", new_id()));
+        let mut config = StoreConfig::new("", &dir);
+        config.flush_interval_ms = 3_600_000;
+        config.batch_size = 10;
+        let store = Store::open(config).await.unwrap();
+        let ids: Vec<String> = (0..10).map(|_| new_id()).collect();
+        for id in &ids {
+            store.log_message(MessageRecord {
+                id: id.clone(),
+                received_at: 1_763_900_000,
+                node: "mx1".into(),
+                listener: "inbound".into(),
+                action: "accept".into(),
+                ..Default::default()
+            });
+        }
+        let mut written = 0;
+        for _ in 0..250 {
+            written = store.stats().written;
+            if written == 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            written, 10,
+            "written within 5 s, not at the hour's deadline"
+        );
+        for id in &ids {
+            assert!(store.message(id).await.unwrap().is_some(), "{id}");
+        }
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
