@@ -75,11 +75,14 @@ impl Backend {
     }
 }
 
-/// Rows per multi-row INSERT. Statements come in two shapes only (this many rows, and one
-/// row for the rest), so each is prepared once per connection and then reused from sqlx's
-/// statement cache; a statement per batch size would be parsed anew every time, which costs
-/// more than the rows (measured: 500 messages in 150 ms with 200-row statements of varying
-/// size). 32 columns × 50 rows stays far below both databases' limits on bound values.
+/// Rows per multi-row INSERT. Statements come in a few shapes only (this many rows, and for
+/// the rest the powers of two below it: 32, 16, ... 1 rows), so each is prepared once per
+/// connection and then reused from sqlx's statement cache; a statement per batch size would
+/// be parsed anew every time, which costs more than the rows (measured: 500 messages in
+/// 150 ms with 200-row statements of varying size). The powers of two keep a batch to a few
+/// statements (75 records: 50 + 16 + 8 + 1) where one row at a time made it 26, each a
+/// round trip to SQLite's thread. 32 columns × 50 rows stays far below both databases'
+/// limits on bound values.
 const ROWS_PER_STATEMENT: usize = 50;
 
 /// Schema versions, applied in order; the version table is `unspoof_schema`.
@@ -113,6 +116,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "signing keys per sender, trust on first use (unspoof_engine::signed)",
         include_str!("../migrations/sqlite/0020_signing_keys.sql"),
         include_str!("../migrations/postgres/0020_signing_keys.sql"),
+    ),
+    (
+        22,
+        "fewer indexes on messages: only those a query reads (issue 13)",
+        include_str!("../migrations/sqlite/0022_fewer_message_indexes.sql"),
+        include_str!("../migrations/postgres/0022_fewer_message_indexes.sql"),
     ),
 ];
 
@@ -301,53 +310,7 @@ impl Db {
     }
 
     pub(crate) async fn search(&self, q: &Query) -> Result<Vec<MessageRecord>, sqlx::Error> {
-        if let Some(code) = &q.reason {
-            return self.search_by_reason(q, code).await;
-        }
-        let (clause, mut vals) = q.where_clause();
-        vals.push(Val::I(q.limit()));
-        vals.push(Val::I(i64::from(q.offset.unwrap_or(0))));
-        let sql = format!(
-            "SELECT {LIST_COLUMNS} FROM messages m {clause} \
-             ORDER BY m.received_at DESC, m.id DESC LIMIT ${} OFFSET ${}",
-            vals.len() - 1,
-            vals.len()
-        );
-        on!(self, p => {
-            let rows = bind_all!(sqlx::query(&sql), vals).fetch_all(p).await?;
-            rows.iter().map(message_from_row).collect()
-        })
-    }
-
-    /// A search with a reason code walks that code's rows of `message_reason` newest first
-    /// (the index `(code, received_at, message)`), not every match of it: a common code has
-    /// tens of thousands of matches, and a page wants fifty. The order is the same as
-    /// [`Db::search`]'s: a reason row's `received_at` is its message's.
-    async fn search_by_reason(
-        &self,
-        q: &Query,
-        code: &str,
-    ) -> Result<Vec<MessageRecord>, sqlx::Error> {
-        let rest = Query {
-            reason: None,
-            ..q.clone()
-        };
-        let (clause, mut vals) = rest.where_clause();
-        vals.push(Val::S(code.to_string()));
-        let code_mark = vals.len();
-        let clause = if clause.is_empty() {
-            format!("WHERE x.code = ${code_mark}")
-        } else {
-            format!("{clause} AND x.code = ${code_mark}")
-        };
-        vals.push(Val::I(q.limit()));
-        vals.push(Val::I(i64::from(q.offset.unwrap_or(0))));
-        let sql = format!(
-            "SELECT {LIST_COLUMNS} FROM message_reason x JOIN messages m ON m.id = x.message \
-             {clause} ORDER BY x.received_at DESC, x.message DESC LIMIT ${} OFFSET ${}",
-            vals.len() - 1,
-            vals.len()
-        );
+        let (sql, vals) = search_sql(q);
         on!(self, p => {
             let rows = bind_all!(sqlx::query(&sql), vals).fetch_all(p).await?;
             rows.iter().map(message_from_row).collect()
@@ -454,10 +417,7 @@ impl Db {
     /// listener). Backscatter's question (`unspoof_engine::bounce`).
     pub(crate) async fn sent_message(&self, message_id: &str) -> Result<bool, sqlx::Error> {
         on!(self, p => {
-            let row = sqlx::query(
-                "SELECT 1 FROM messages WHERE message_id = $1 \
-                 AND (auth_user IS NOT NULL OR listener = 'submission') LIMIT 1",
-            )
+            let row = sqlx::query(SENT_MESSAGE)
             .bind(message_id)
             .fetch_optional(p)
             .await?;
@@ -654,6 +614,50 @@ impl Db {
     }
 }
 
+/// The SQL of [`Db::search`] and its values. A search with a reason code walks that code's
+/// rows of `message_reason` newest first (the index `(code, received_at, message)`), not every
+/// match of it: a common code has tens of thousands of matches, and a page wants fifty. The
+/// order is the same either way: a reason row's `received_at` is its message's.
+fn search_sql(q: &Query) -> (String, Vec<Val>) {
+    if let Some(code) = &q.reason {
+        let rest = Query {
+            reason: None,
+            ..q.clone()
+        };
+        let (clause, mut vals) = rest.where_clause();
+        vals.push(Val::S(code.to_string()));
+        let code_mark = vals.len();
+        let clause = if clause.is_empty() {
+            format!("WHERE x.code = ${code_mark}")
+        } else {
+            format!("{clause} AND x.code = ${code_mark}")
+        };
+        vals.push(Val::I(q.limit()));
+        vals.push(Val::I(i64::from(q.offset.unwrap_or(0))));
+        let sql = format!(
+            "SELECT {LIST_COLUMNS} FROM message_reason x JOIN messages m ON m.id = x.message \
+             {clause} ORDER BY x.received_at DESC, x.message DESC LIMIT ${} OFFSET ${}",
+            vals.len() - 1,
+            vals.len()
+        );
+        return (sql, vals);
+    }
+    let (clause, mut vals) = q.where_clause();
+    vals.push(Val::I(q.limit()));
+    vals.push(Val::I(i64::from(q.offset.unwrap_or(0))));
+    let sql = format!(
+        "SELECT {LIST_COLUMNS} FROM messages m {clause} \
+         ORDER BY m.received_at DESC, m.id DESC LIMIT ${} OFFSET ${}",
+        vals.len() - 1,
+        vals.len()
+    );
+    (sql, vals)
+}
+
+/// [`Db::sent_message`]'s question.
+const SENT_MESSAGE: &str = "SELECT 1 FROM messages WHERE message_id = $1 \
+     AND (auth_user IS NOT NULL OR listener = 'submission') LIMIT 1";
+
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS unspoof_schema \
      (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL, description TEXT NOT NULL)";
 
@@ -720,7 +724,8 @@ async fn sqlite_apply_one(
     Ok(())
 }
 
-/// Inserts `rows` as statements of [`ROWS_PER_STATEMENT`] rows, then one row at a time.
+/// Inserts `rows` as statements of [`ROWS_PER_STATEMENT`] rows, then of the largest power of
+/// two that fits what is left.
 fn insert_chunked(
     backend: Backend,
     stmts: &mut Vec<(String, Vec<Val>)>,
@@ -729,20 +734,21 @@ fn insert_chunked(
     rows: Vec<Vec<Val>>,
     key: &str,
 ) {
-    let mut rows = rows.into_iter().peekable();
+    let mut rows = rows.into_iter();
     let mut left = rows.len();
-    while left >= ROWS_PER_STATEMENT {
-        stmts.push(insert(
-            backend,
-            table,
-            cols,
-            rows.by_ref().take(ROWS_PER_STATEMENT),
-            key,
-        ));
-        left -= ROWS_PER_STATEMENT;
+    while left > 0 {
+        let n = statement_rows(left);
+        stmts.push(insert(backend, table, cols, rows.by_ref().take(n), key));
+        left -= n;
     }
-    for row in rows {
-        stmts.push(insert(backend, table, cols, std::iter::once(row), key));
+}
+
+/// The rows of the next statement when `left` rows are left (see [`ROWS_PER_STATEMENT`]).
+fn statement_rows(left: usize) -> usize {
+    if left >= ROWS_PER_STATEMENT {
+        ROWS_PER_STATEMENT
+    } else {
+        1 << left.ilog2()
     }
 }
 
@@ -1235,4 +1241,106 @@ where
         acted_at: get(row, "acted_at")?,
         result: get(row, "result")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every index on `messages` is read by one of the store's questions to it (a search by
+    /// each filter, the newest first, a period, a record by id, backscatter's Message-ID): one
+    /// that none reads only costs every insert (migration 0022 dropped three such). The plans
+    /// are SQLite's; PostgreSQL has the same indexes.
+    #[tokio::test]
+    async fn every_index_on_messages_serves_a_query() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-plans-{}", crate::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("plans.db").display());
+        let db = Db::connect(&url, 1, Duration::from_secs(5)).await.unwrap();
+        db.migrate().await.unwrap();
+        let Db::Sqlite(pool) = &db else {
+            unreachable!("a sqlite URL")
+        };
+        let searches = [
+            Query::default(),
+            Query {
+                message_id: Some("<a@b.example>".into()),
+                ..Default::default()
+            },
+            Query {
+                queue_id: Some("4Xy1".into()),
+                ..Default::default()
+            },
+            Query {
+                client: Some("192.0.2.0/24".parse().unwrap()),
+                ..Default::default()
+            },
+            Query {
+                mail_from_domain: Some("b.example".into()),
+                ..Default::default()
+            },
+            Query {
+                from_domain: Some("b.example".into()),
+                ..Default::default()
+            },
+            Query {
+                action: Some("reject".into()),
+                ..Default::default()
+            },
+        ];
+        let mut questions: Vec<(String, Vec<Val>)> = searches.iter().map(search_sql).collect();
+        let period = Query {
+            since: Some(1),
+            until: Some(2),
+            ..Default::default()
+        };
+        let (clause, vals) = period.where_clause();
+        questions.push((format!("SELECT COUNT(*) FROM messages m {clause}"), vals));
+        questions.push((SENT_MESSAGE.into(), vec![Val::S("a@b.example".into())]));
+        questions.push((
+            "SELECT m.dns FROM messages m WHERE m.id = $1".into(),
+            vec![Val::S("x".into())],
+        ));
+        let mut plans = Vec::new();
+        for (sql, vals) in questions {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows = bind_all!(sqlx::query(&explain), vals)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            plans.push((sql, plan));
+        }
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert!(indexes.len() >= 7, "{indexes:?}");
+        for index in &indexes {
+            let reads = |step: &String| step.split_whitespace().any(|w| w == index);
+            assert!(
+                plans.iter().any(|(_, plan)| plan.iter().any(reads)),
+                "no query reads {index}: {plans:#?}"
+            );
+        }
+        // The search for accepts (most records) needs no index of its own.
+        let (sql, vals) = search_sql(&Query {
+            action: Some("accept".into()),
+            ..Default::default()
+        });
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let rows = bind_all!(sqlx::query(&explain), vals)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        assert!(
+            plan.iter().any(|p| p.contains("messages_time_action")),
+            "{plan:?}"
+        );
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,13 +1,27 @@
 //! The journal: records made durable before a front door answers, so that a record is as
 //! durable as its message (a kill -9 right after the 250 loses neither).
 //!
-//! A few threads ([`Journal::open`]'s `writers`) take turns: one waits for records, takes
-//! every record waiting, appends them to its own segment and fsyncs (group commit: a busy
-//! gateway pays one fsync per group, not per message); while it fsyncs, the next thread is
-//! already waiting, so a record that arrives during an fsync starts its own at once instead of
-//! waiting for that one to end (on a disk whose flush takes 4 ms, that is 0-4 ms of waiting
-//! instead of 4-8). The records then take the ordinary path (queue, batch writer, database or
-//! spool); the journal is only read after a crash.
+//! The caller appends its lines itself, under a lock, into the page cache (one `write`), and
+//! then waits for an fsync; a few threads ([`Journal::open`]'s `writers`), each with its own
+//! segment, only fsync (group commit: a busy gateway pays one fsync per group, not per
+//! message). A caller writes into a segment whose thread is not in an fsync, so while one
+//! thread fsyncs, a record that arrives goes to the next segment and its thread starts at once
+//! instead of waiting for that fsync to end (on a disk whose flush takes 4 ms, that is 0-4 ms
+//! of waiting instead of 4-8). With one thread, a record written during an fsync waits for it
+//! and then the next. Appending in the caller saves a hand-off per record (measured in
+//! docs/benchmarks.md, "the store's durable path, after"): a thread is woken once per group,
+//! not once per record, and only to fsync. The records then take the ordinary path (queue,
+//! batch writer, database or spool); the journal is only read after a crash.
+//!
+//! A segment is written in place into a file made beforehand ([`SEGMENT_BYTES`] of zeros,
+//! fsync'd, by the thread while it has nothing to fsync, once the journal is in use; the
+//! first records go to an ordinary file, which gives way to the spare as soon as it is
+//! ready): an `fdatasync` then only writes
+//! data, where an append also allocates blocks and writes the inode's new size (measured on
+//! this VM, whose ext4 has no journal, in four alternating runs of 2 000: 1.0-2.0 ms and
+//! 68-109 µs of CPU per `fdatasync` in place, 1.8-3.0 ms and 93-126 µs appended; noisy, and
+//! an earlier quick test here saw no clear difference). The zeros after the last line are not records (see `Spool::read`). Without
+//! a spare file ready, a segment is an ordinary growing file.
 //!
 //! Files are `journal-<id>.jsonl` in the spool directory, in the spool's line format
 //! ([`SpoolEntry`]), each locked (`File::lock`) by the process writing it, like the spool's own
@@ -16,13 +30,15 @@
 //! lock on belongs to a process that died: the spool's replay takes it like its own files
 //! (`Spool::take_records`), and since every insert skips ids already stored, records that did
 //! reach the database are not written twice.
+//!
+//! [`SpoolEntry`]: crate::spool::SpoolEntry
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
@@ -36,225 +52,459 @@ pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// in the database or the spool.
 pub(crate) type Ticket = u64;
 
-struct Append {
-    /// Whole JSON lines, each ending in `\n`.
-    lines: Vec<u8>,
-    /// How many records the lines hold (each settled on its own).
-    records: u64,
-    done: oneshot::Sender<io::Result<Ticket>>,
-}
+type Done = oneshot::Sender<io::Result<Ticket>>;
 
 struct Segment {
     path: PathBuf,
-    /// Holds the lock while the segment lives (see the module comment).
-    _file: File,
+    /// Holds the lock while the segment lives (see the module comment); the fsync threads
+    /// sync through it.
+    file: Arc<File>,
+    /// Records written into it (counted at the write: a record is settled only after its
+    /// fsync, so never before it is counted).
     appended: u64,
     settled: u64,
     /// No more appends: removed when `settled == appended`.
     closed: bool,
 }
 
+/// One fsync thread's share: its open segment and the records waiting for its next fsync.
 #[derive(Default)]
-struct Segments {
-    by_ticket: HashMap<Ticket, Segment>,
+struct Slot {
+    /// The open segment's ticket and size so far.
+    current: Option<(Ticket, u64)>,
+    /// Segments with records written since their last fsync: the open one and, after a
+    /// segment was closed for size, that one too.
+    unsynced: Vec<Ticket>,
+    /// A segment was created since the last fsync: its name must survive a crash too, or the
+    /// fsync'd records are not found.
+    new_name: bool,
+    /// The callers waiting for the next fsync, with the segment each record went into.
+    waiting: Vec<(Ticket, Done)>,
+    /// The thread is in an fsync: new records go to another slot if one is free.
+    syncing: bool,
+    /// A file of zeros for the next segment, made by the thread (see the module comment).
+    spare: Option<(PathBuf, File)>,
+    /// The thread is to make a spare when it has nothing else to do (set once a segment is
+    /// begun: a store that never journals makes none).
+    want_spare: bool,
+    /// The open segment is written in place into a spare (else it is an ordinary file).
+    in_place: bool,
 }
 
-impl Segments {
+struct State {
+    slots: Vec<Slot>,
+    segments: HashMap<Ticket, Segment>,
+    next_ticket: Ticket,
+    closed: bool,
+}
+
+impl State {
     /// Removes a closed segment whose records are all settled.
     fn retire_if_done(&mut self, ticket: Ticket) {
         let done = self
-            .by_ticket
+            .segments
             .get(&ticket)
             .is_some_and(|s| s.closed && s.settled >= s.appended);
-        if done && let Some(s) = self.by_ticket.remove(&ticket) {
+        if done && let Some(s) = self.segments.remove(&ticket) {
             // A removal lost in a crash only means records replayed twice, which are skipped.
             let _ = fs::remove_file(&s.path);
         }
+    }
+
+    /// Closes slot `i`'s open segment: no more appends; removed once settled.
+    fn close_current(&mut self, i: usize) {
+        if let Some((ticket, _)) = self.slots[i].current.take() {
+            if let Some(s) = self.segments.get_mut(&ticket) {
+                s.closed = true;
+            }
+            self.retire_if_done(ticket);
+        }
+    }
+
+    /// The slot a caller writes into: one whose thread is not in an fsync (preferring one
+    /// that already gathers a group), else the one gathering the most.
+    fn pick(&self) -> usize {
+        let free = |s: &Slot| !s.syncing;
+        (0..self.slots.len())
+            .filter(|&i| free(&self.slots[i]) && !self.slots[i].waiting.is_empty())
+            .chain((0..self.slots.len()).filter(|&i| free(&self.slots[i])))
+            .next()
+            .unwrap_or_else(|| {
+                (0..self.slots.len())
+                    .max_by_key(|&i| self.slots[i].waiting.len())
+                    .unwrap_or(0)
+            })
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// One per slot: its thread waits here for records.
+    wake: Vec<Condvar>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// The journal of one store. The threads stop when it is closed or dropped.
 pub(crate) struct Journal {
-    tx: Mutex<Option<mpsc::Sender<Append>>>,
-    segments: Arc<Mutex<Segments>>,
+    shared: Arc<Shared>,
 }
 
 impl Journal {
-    /// Opens the journal in `dir` with `writers` threads (at least one), each with its own
-    /// segment.
+    /// Opens the journal in `dir` with `writers` fsync threads (at least one), each with its
+    /// own segment.
     pub fn open(dir: &Path, writers: usize) -> io::Result<Journal> {
         fs::create_dir_all(dir)?;
-        let segments = Arc::new(Mutex::new(Segments::default()));
-        let (tx, rx) = mpsc::channel::<Append>();
-        let rx = Arc::new(Mutex::new(rx));
-        let tickets = Arc::new(AtomicU64::new(0));
-        for i in 0..writers.max(1) {
-            let writer = Appender {
-                dir: dir.to_path_buf(),
-                segments: segments.clone(),
-                current: None,
-                tickets: tickets.clone(),
-            };
-            let rx = rx.clone();
+        // Spare files of processes that died (a live one holds the lock on its own).
+        for e in fs::read_dir(dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with(SPARE_PREFIX)
+                && File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok())
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let n = writers.max(1);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(State {
+                slots: (0..n)
+                    .map(|_| Slot {
+                        want_spare: false,
+                        ..Slot::default()
+                    })
+                    .collect(),
+                segments: HashMap::new(),
+                next_ticket: 0,
+                closed: false,
+            }),
+            wake: (0..n).map(|_| Condvar::new()).collect(),
+        });
+        for i in 0..n {
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("unspoof-journal-{i}"))
-                .spawn(move || writer.run(&rx))?;
+                .spawn(move || sync_loop(&shared, i))?;
         }
-        Ok(Journal {
-            tx: Mutex::new(Some(tx)),
-            segments,
-        })
+        Ok(Journal { shared })
     }
 
     /// Appends `lines` (holding `records` records) and returns once they are fsync'd, with
     /// the ticket to settle them by.
-    pub async fn append(&self, lines: Vec<u8>, records: u64) -> io::Result<Ticket> {
-        let (done, wait) = oneshot::channel();
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|tx| {
-                tx.send(Append {
-                    lines,
-                    records,
-                    done,
-                })
-            });
-        match sent {
-            Some(Ok(())) => wait
-                .await
-                .unwrap_or_else(|_| Err(io::Error::other("journal thread stopped"))),
-            _ => Err(io::Error::other("journal closed")),
-        }
+    pub async fn append(&self, lines: &[u8], records: u64) -> io::Result<Ticket> {
+        let wait = self.write(lines, records)?;
+        wait.await
+            .unwrap_or_else(|_| Err(io::Error::other("journal thread stopped")))
     }
 
-    /// `n` records of segment `ticket` are in the database or the spool.
-    pub fn settle(&self, ticket: Ticket, n: u64) {
-        let mut segs = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = segs.by_ticket.get_mut(&ticket) {
-            s.settled += n;
+    /// The caller's half of [`Journal::append`]: writes the lines into a slot's segment (page
+    /// cache only) and queues for that slot's next fsync.
+    fn write(
+        &self,
+        lines: &[u8],
+        records: u64,
+    ) -> io::Result<oneshot::Receiver<io::Result<Ticket>>> {
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Err(io::Error::other("journal closed"));
         }
-        segs.retire_if_done(ticket);
-    }
-
-    /// Stops the thread; segments whose records are all settled are removed, the others stay
-    /// (replayed at the next start).
-    pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut segs = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-        let tickets: Vec<Ticket> = segs.by_ticket.keys().copied().collect();
-        for t in tickets {
-            if let Some(s) = segs.by_ticket.get_mut(&t) {
-                s.closed = true;
-            }
-            segs.retire_if_done(t);
+        let i = st.pick();
+        // A segment begun as an ordinary file (no spare was ready) gives way to a spare as
+        // soon as there is one.
+        if st.slots[i].current.is_some() && !st.slots[i].in_place && st.slots[i].spare.is_some() {
+            st.close_current(i);
         }
-    }
-}
-
-/// One journal thread's state.
-struct Appender {
-    dir: PathBuf,
-    segments: Arc<Mutex<Segments>>,
-    /// This thread's open segment: its ticket, file and size so far.
-    current: Option<(Ticket, File, u64)>,
-    /// The next segment's ticket, shared by the threads.
-    tickets: Arc<AtomicU64>,
-}
-
-impl Appender {
-    fn run(mut self, rx: &Mutex<mpsc::Receiver<Append>>) {
-        loop {
-            // The receiver is held while waiting and taking the group, and let go before the
-            // write: the next thread then waits for the records that arrive during this fsync.
-            let group = {
-                let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                let Ok(first) = rx.recv() else { break };
-                let mut group = vec![first];
-                // Everything that arrived meanwhile shares this write and fsync.
-                while let Ok(more) = rx.try_recv() {
-                    group.push(more);
-                }
-                group
-            };
-            match self.write(&group) {
-                Ok((ticket, full)) => {
-                    let n: u64 = group.iter().map(|a| a.records).sum();
-                    let mut segs = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(s) = segs.by_ticket.get_mut(&ticket) {
-                        s.appended += n;
+        let ticket = match st.slots[i].current {
+            Some((t, _)) => t,
+            None => {
+                let path = self.shared.dir.join(format!("journal-{}.jsonl", new_id()));
+                let spare = st.slots[i].spare.take();
+                st.slots[i].want_spare = true;
+                st.slots[i].in_place = false;
+                let file = match spare {
+                    Some((spare_path, file)) if fs::rename(&spare_path, &path).is_ok() => {
+                        st.slots[i].in_place = true;
+                        file
                     }
-                    drop(segs);
-                    // Closed only now: a segment counted short could be removed too early.
-                    if full {
-                        self.close_current();
+                    other => {
+                        if let Some((spare_path, _)) = other {
+                            let _ = fs::remove_file(spare_path);
+                        }
+                        let file = OpenOptions::new()
+                            .create_new(true)
+                            .write(true)
+                            .open(&path)?;
+                        file.lock()?;
+                        file
                     }
-                    for a in group {
-                        let _ = a.done.send(Ok(ticket));
-                    }
-                }
-                Err(e) => {
-                    // The segment may hold part of the group: start a fresh one next time.
-                    self.close_current();
-                    for a in group {
-                        let _ = a.done.send(Err(io::Error::new(e.kind(), e.to_string())));
-                    }
-                }
-            }
-        }
-        self.close_current();
-    }
-
-    /// Writes and fsyncs a group; returns its segment and whether that is now full.
-    fn write(&mut self, group: &[Append]) -> io::Result<(Ticket, bool)> {
-        if self.current.is_none() {
-            let path = self.dir.join(format!("journal-{}.jsonl", new_id()));
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
-            file.lock()?;
-            // The new name must survive a crash too, or the fsync'd records are not found.
-            File::open(&self.dir)?.sync_all()?;
-            let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
-            let handle = file.try_clone()?;
-            self.segments
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .by_ticket
-                .insert(
-                    ticket,
+                };
+                let t = st.next_ticket;
+                st.next_ticket += 1;
+                st.segments.insert(
+                    t,
                     Segment {
                         path,
-                        _file: handle,
+                        file: Arc::new(file),
                         appended: 0,
                         settled: 0,
                         closed: false,
                     },
                 );
-            self.current = Some((ticket, file, 0));
+                let slot = &mut st.slots[i];
+                slot.current = Some((t, 0));
+                slot.new_name = true;
+                t
+            }
+        };
+        let offset = st.slots[i].current.map_or(0, |(_, size)| size);
+        let seg = st
+            .segments
+            .get_mut(&ticket)
+            .expect("the open segment is listed");
+        if let Err(e) = seg.file.write_all_at(lines, offset) {
+            // The segment may end in part of these lines: nothing more goes after them.
+            st.close_current(i);
+            return Err(e);
         }
-        let (ticket, file, size) = self.current.as_mut().expect("opened above");
-        let mut buf = Vec::with_capacity(group.iter().map(|a| a.lines.len()).sum());
-        for a in group {
-            buf.extend_from_slice(&a.lines);
+        seg.appended += records;
+        let slot = &mut st.slots[i];
+        let size = slot
+            .current
+            .as_mut()
+            .map(|(_, size)| size)
+            .expect("set above");
+        *size += lines.len() as u64;
+        let full = *size >= SEGMENT_BYTES;
+        if !slot.unsynced.contains(&ticket) {
+            slot.unsynced.push(ticket);
         }
-        file.write_all(&buf)?;
-        file.sync_data()?;
-        *size += buf.len() as u64;
-        Ok((*ticket, *size >= SEGMENT_BYTES))
+        let (done, wait) = oneshot::channel();
+        let first = slot.waiting.is_empty();
+        slot.waiting.push((ticket, done));
+        // The thread looks at its slot under this lock before it waits, so it needs waking
+        // only for a slot's first record; while it fsyncs, it comes back by itself.
+        let idle = first && !slot.syncing;
+        if full {
+            // Still fsync'd with its group (listed in `unsynced`); removed once settled.
+            st.close_current(i);
+        }
+        drop(st);
+        if idle {
+            self.shared.wake[i].notify_one();
+        }
+        Ok(wait)
     }
 
-    /// Closes the open segment: no more appends; removed once settled.
-    fn close_current(&mut self) {
-        if let Some((ticket, _, _)) = self.current.take() {
-            let mut segs = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = segs.by_ticket.get_mut(&ticket) {
-                s.closed = true;
-            }
-            segs.retire_if_done(ticket);
+    /// `n` records of segment `ticket` are in the database or the spool.
+    pub fn settle(&self, ticket: Ticket, n: u64) {
+        let mut st = self.shared.lock();
+        if let Some(s) = st.segments.get_mut(&ticket) {
+            s.settled += n;
         }
+        st.retire_if_done(ticket);
+    }
+
+    /// Stops the threads (after the fsync of what was written); segments whose records are
+    /// all settled are removed, the others stay (replayed at the next start).
+    pub fn close(&self) {
+        let mut st = self.shared.lock();
+        st.closed = true;
+        for i in 0..st.slots.len() {
+            st.close_current(i);
+            if let Some((path, _)) = st.slots[i].spare.take() {
+                let _ = fs::remove_file(path);
+            }
+        }
+        drop(st);
+        for w in &self.shared.wake {
+            w.notify_all();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Thread `i`: waits for records in its slot, takes them all (the group), fsyncs the
+/// segments they went into and answers them.
+fn sync_loop(shared: &Shared, i: usize) {
+    let mut st = shared.lock();
+    loop {
+        if st.slots[i].want_spare && st.slots[i].waiting.is_empty() && !st.closed {
+            // Busy meanwhile: records go to another slot if there is one.
+            st.slots[i].want_spare = false;
+            st.slots[i].syncing = true;
+            drop(st);
+            let spare = make_spare(&shared.dir);
+            st = shared.lock();
+            st.slots[i].syncing = false;
+            match spare {
+                Ok((path, _)) if st.closed => {
+                    let _ = fs::remove_file(path);
+                }
+                Ok(spare) => st.slots[i].spare = Some(spare),
+                // The next segment is then an ordinary file.
+                Err(_) => {}
+            }
+            continue;
+        }
+        while st.slots[i].waiting.is_empty() && !st.closed {
+            st = shared.wake[i].wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.slots[i].waiting.is_empty() {
+            return; // closed, and nothing left to answer
+        }
+        let slot = &mut st.slots[i];
+        slot.syncing = true;
+        let group = std::mem::take(&mut slot.waiting);
+        let tickets = std::mem::take(&mut slot.unsynced);
+        let new_name = std::mem::take(&mut slot.new_name);
+        let files: Vec<Arc<File>> = tickets
+            .iter()
+            .filter_map(|t| st.segments.get(t).map(|s| s.file.clone()))
+            .collect();
+        drop(st);
+        let mut result = files.iter().try_for_each(|f| f.sync_data());
+        if result.is_ok() && new_name {
+            result = File::open(&shared.dir).and_then(|d| d.sync_all());
+        }
+        st = shared.lock();
+        st.slots[i].syncing = false;
+        if result.is_err()
+            && st.slots[i]
+                .current
+                .is_some_and(|(t, _)| tickets.contains(&t))
+        {
+            // What reached the disk is unknown: the next record starts a fresh segment. This
+            // one stays until the process ends (its records are never settled) and is then
+            // replayed, which skips what did reach the database.
+            st.close_current(i);
+        }
+        drop(st);
+        for (ticket, done) in group {
+            let _ = done.send(match &result {
+                Ok(()) => Ok(ticket),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+        st = shared.lock();
+    }
+}
+
+/// The name of a spare file (not a segment yet: not replayed, removed when left by a process
+/// that died).
+const SPARE_PREFIX: &str = ".journal-spare-";
+
+/// A file of [`SEGMENT_BYTES`] zeros, fsync'd, locked, for a segment to be written in place.
+fn make_spare(dir: &Path) -> io::Result<(PathBuf, File)> {
+    let path = dir.join(format!("{SPARE_PREFIX}{}", new_id()));
+    let made = (|| {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        file.write_all_at(&vec![0; SEGMENT_BYTES as usize], 0)?;
+        file.sync_all()?;
+        Ok(file)
+    })();
+    match made {
+        Ok(file) => Ok((path, file)),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::MessageRecord;
+    use crate::spool::{Spool, SpoolEntry, SpoolEntryRef};
+
+    fn line(id: &str) -> Vec<u8> {
+        let m = MessageRecord {
+            id: id.into(),
+            action: "accept".into(),
+            ..Default::default()
+        };
+        let mut v = serde_json::to_vec(&SpoolEntryRef::Message(&m)).unwrap();
+        v.push(b'\n');
+        v
+    }
+
+    /// A segment written in place into a spare file of zeros reads back as exactly its
+    /// records (the zeros after them are neither records nor a torn line), and the spare
+    /// files go with the journal.
+    #[tokio::test]
+    async fn a_segment_in_a_spare_file_reads_back_as_its_records() {
+        let dir = std::env::temp_dir().join(format!("unspoof-journal-spare-{}", new_id()));
+        let journal = Journal::open(&dir, 1).unwrap();
+        let names = |prefix: &str| -> Vec<PathBuf> {
+            fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.path())
+                .collect()
+        };
+        // The first record goes to an ordinary file; then the thread makes a spare, and the
+        // next records go into it.
+        let first = new_id();
+        journal.append(&line(&first), 1).await.unwrap();
+        for _ in 0..500 {
+            if journal.shared.lock().slots[0].spare.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            journal.shared.lock().slots[0].spare.is_some(),
+            "a spare within 5 s"
+        );
+        let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
+        for id in &ids {
+            journal.append(&line(id), 1).await.unwrap();
+        }
+        let read = |path: &Path| -> (Vec<String>, usize) {
+            let (entries, torn) = Spool::read_path(path).unwrap();
+            let ids = entries
+                .into_iter()
+                .map(|e| match e {
+                    SpoolEntry::Message(m) => m.id,
+                    SpoolEntry::Session(s) => s.id,
+                })
+                .collect();
+            (ids, torn)
+        };
+        let segments = names("journal-");
+        assert_eq!(segments.len(), 2, "{segments:?}");
+        let (in_place, ordinary): (Vec<PathBuf>, Vec<PathBuf>) = segments
+            .into_iter()
+            .partition(|p| fs::metadata(p).unwrap().len() == SEGMENT_BYTES);
+        assert_eq!((in_place.len(), ordinary.len()), (1, 1));
+        assert_eq!(read(&ordinary[0]), (vec![first], 0));
+        assert_eq!(read(&in_place[0]), (ids, 0));
+        journal.close();
+        // By the thread, if it was making one at the close.
+        for _ in 0..500 {
+            if names(SPARE_PREFIX).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            names(SPARE_PREFIX).is_empty(),
+            "spares removed after the close"
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 }

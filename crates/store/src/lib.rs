@@ -110,10 +110,10 @@ pub struct StoreConfig {
     /// only the summary for the rest (verdict, reason codes, authentication and trace
     /// summaries, the DNS evidence); `all` keeps it for every message.
     pub full_analysis: FullAnalysis,
-    /// Threads that write the journal (see "Durability" in docs/store.md), each into its own
-    /// segment. Default 2: while one fsyncs, records that arrive start their own fsync at
-    /// once instead of waiting for it to end; 1 makes every record wait for the fsync in
-    /// progress and then its own.
+    /// Threads that fsync the journal (see "Durability" in docs/store.md; the caller writes
+    /// its lines itself), each for its own segment. Default 2: while one fsyncs, records that
+    /// arrive start their own fsync at once instead of waiting for it to end; 1 makes every
+    /// record wait for the fsync in progress and then its own, for less CPU (fewer fsyncs).
     pub journal_writers: usize,
 }
 
@@ -294,6 +294,10 @@ struct Shared {
     /// Wakes the writer when a quarantined message went to the spool, so that it reaches the
     /// database (and `quarantine list`) right after the batch in progress, not at the next retry.
     quarantine_waiting: tokio::sync::Notify,
+    /// Wakes the writer while it waits for its batch deadline: a batch is full, or a flush or
+    /// close waits. Records alone do not wake it: it takes them all at the deadline (one
+    /// wake-up per batch instead of one per record).
+    writer_wake: tokio::sync::Notify,
     db_down: AtomicBool,
     migrated: AtomicBool,
     logged: AtomicU64,
@@ -389,6 +393,7 @@ impl Store {
             contacts: Mutex::new(ContactMemory::default()),
             sqlite_writes: tokio::sync::Mutex::new(()),
             quarantine_waiting: tokio::sync::Notify::new(),
+            writer_wake: tokio::sync::Notify::new(),
             db_down: AtomicBool::new(false),
             migrated: AtomicBool::new(false),
             logged: AtomicU64::new(0),
@@ -487,7 +492,7 @@ impl Store {
             lines.push(b'\n');
             n += 1;
         }
-        let ticket = self.inner.shared.journal.append(lines, n).await;
+        let ticket = self.inner.shared.journal.append(&lines, n).await;
         let (ticket, result) = match ticket {
             Ok(t) => (Some(t), Ok(())),
             Err(e) => (
@@ -521,7 +526,15 @@ impl Store {
             .clone();
         let entry = match sender {
             Some(tx) => match tx.try_send(entry) {
-                Ok(()) => return,
+                Ok(()) => {
+                    // The writer holds the batch's first record (taken when it began waiting
+                    // for the deadline); these complete the batch.
+                    let queued = tx.max_capacity() - tx.capacity();
+                    if queued + 1 >= self.inner.config.batch_size.max(1) {
+                        shared.writer_wake.notify_one();
+                    }
+                    return;
+                }
                 Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => e,
             },
             None => entry,
@@ -555,6 +568,7 @@ impl Store {
         if let Some(tx) = sender {
             let (ack, done) = oneshot::channel();
             if tx.send(Entry::Flush(ack)).await.is_ok() {
+                self.inner.shared.writer_wake.notify_one();
                 let _ = done.await;
             }
         }
@@ -567,6 +581,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.inner.shared.writer_wake.notify_one();
         let handle = self
             .inner
             .writer
@@ -929,6 +944,21 @@ impl unspoof_engine::bounce::OutboundHistory for Store {
     }
 }
 
+/// The records of the batch being gathered.
+#[derive(Default)]
+struct Batch {
+    sessions: Vec<SessionRecord>,
+    messages: Vec<MessageRecord>,
+    /// The journal segments of the records in the batch, settled once it is written.
+    tickets: Vec<Ticket>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.sessions.len() + self.messages.len()
+    }
+}
+
 /// The background task: batches records into transactions, spools them when the database does
 /// not answer, and replays the spool when it does again.
 struct Writer {
@@ -942,10 +972,7 @@ struct Writer {
 
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Entry>) {
-        let mut sessions: Vec<SessionRecord> = Vec::new();
-        let mut messages: Vec<MessageRecord> = Vec::new();
-        // The journal segments of the records in the batch, settled once it is written.
-        let mut tickets: Vec<Ticket> = Vec::new();
+        let mut batch = Batch::default();
         let mut deadline: Option<Instant> = None;
         // The first try is the one just below, not a tick at once.
         let mut retry =
@@ -962,13 +989,13 @@ impl Writer {
                 }
             };
             // Timers first: a flood of records never starves the batch deadline or the retry.
+            // While a batch waits for its deadline, the queue is not watched (a record does
+            // not wake the writer); the deadline, a full batch, a flush or a close do, and
+            // then everything queued is taken at once.
             tokio::select! {
                 biased;
-                _ = sleep => {
-                    self.write(&mut sessions, &mut messages, &mut tickets).await;
-                    deadline = None;
-                    continue;
-                }
+                _ = sleep => {}
+                _ = self.shared.writer_wake.notified(), if deadline.is_some() => {}
                 _ = retry.tick() => {
                     self.replay_if_due(&mut next_retry).await;
                     continue;
@@ -977,36 +1004,62 @@ impl Writer {
                     self.replay_if_due(&mut next_retry).await;
                     continue;
                 }
-                entry = rx.recv() => match entry {
-                    Some(Entry::Session(s, t)) => {
-                        sessions.push(s);
-                        tickets.extend(t);
-                    }
-                    Some(Entry::Message(m, t)) => {
-                        messages.push(m);
-                        tickets.extend(t);
-                    }
-                    Some(Entry::Flush(ack)) => {
-                        self.write(&mut sessions, &mut messages, &mut tickets).await;
-                        deadline = None;
-                        self.replay_if_due(&mut next_retry).await;
-                        let _ = ack.send(());
+                entry = rx.recv(), if deadline.is_none() => match entry {
+                    Some(entry) => {
+                        if self.take(entry, &mut batch, &mut next_retry).await {
+                            deadline = Some(Instant::now() + self.flush_interval);
+                        }
                         continue;
                     }
                     None => {
-                        self.write(&mut sessions, &mut messages, &mut tickets).await;
+                        self.write(&mut batch).await;
                         self.replay_if_due(&mut next_retry).await;
                         return;
                     }
                 },
             }
-            if sessions.len() + messages.len() >= self.batch_size {
-                self.write(&mut sessions, &mut messages, &mut tickets).await;
-                deadline = None;
-            } else if deadline.is_none() {
-                deadline = Some(Instant::now() + self.flush_interval);
+            // The deadline passed, or something woke the writer: everything queued now.
+            loop {
+                match rx.try_recv() {
+                    Ok(entry) => {
+                        self.take(entry, &mut batch, &mut next_retry).await;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.write(&mut batch).await;
+                        self.replay_if_due(&mut next_retry).await;
+                        return;
+                    }
+                }
+            }
+            self.write(&mut batch).await;
+            deadline = None;
+        }
+    }
+
+    /// Adds a queued entry to the batch (written at once when it is full); a flush writes the
+    /// batch and answers. Returns whether records now wait for the batch's deadline.
+    async fn take(&self, entry: Entry, batch: &mut Batch, next_retry: &mut Instant) -> bool {
+        match entry {
+            Entry::Session(s, t) => {
+                batch.sessions.push(s);
+                batch.tickets.extend(t);
+            }
+            Entry::Message(m, t) => {
+                batch.messages.push(m);
+                batch.tickets.extend(t);
+            }
+            Entry::Flush(ack) => {
+                self.write(batch).await;
+                self.replay_if_due(next_retry).await;
+                let _ = ack.send(());
+                return false;
             }
         }
+        if batch.len() >= self.batch_size {
+            self.write(batch).await;
+        }
+        batch.len() > 0
     }
 
     /// Replays the spool when there is something to replay and, if the database was down, the
@@ -1026,12 +1079,12 @@ impl Writer {
 
     /// Writes one batch to the database, or to the spool when the database is down. On
     /// success or spool the vectors are emptied; if both fail they keep their records.
-    async fn write(
-        &self,
-        sessions: &mut Vec<SessionRecord>,
-        messages: &mut Vec<MessageRecord>,
-        tickets: &mut Vec<Ticket>,
-    ) {
+    async fn write(&self, batch: &mut Batch) {
+        let Batch {
+            sessions,
+            messages,
+            tickets,
+        } = batch;
         let n = (sessions.len() + messages.len()) as u64;
         if n == 0 {
             return;
@@ -1201,6 +1254,45 @@ mod tests {
         assert_eq!(store.quarantine_put(&q2).await.unwrap(), Durable::Database);
         let s = store.stats();
         assert_eq!((s.quarantine_spooled, s.db_down), (1, false));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The writer is not woken by each record, but a full batch does wake it: with an hour
+    /// between batches, `batch_size` records are written without a flush.
+    #[tokio::test]
+    async fn a_full_batch_is_written_before_its_deadline() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-full-{}", new_id()));
+        let mut config = StoreConfig::new("", &dir);
+        config.flush_interval_ms = 3_600_000;
+        config.batch_size = 10;
+        let store = Store::open(config).await.unwrap();
+        let ids: Vec<String> = (0..10).map(|_| new_id()).collect();
+        for id in &ids {
+            store.log_message(MessageRecord {
+                id: id.clone(),
+                received_at: 1_763_900_000,
+                node: "mx1".into(),
+                listener: "inbound".into(),
+                action: "accept".into(),
+                ..Default::default()
+            });
+        }
+        let mut written = 0;
+        for _ in 0..250 {
+            written = store.stats().written;
+            if written == 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            written, 10,
+            "written within 5 s, not at the hour's deadline"
+        );
+        for id in &ids {
+            assert!(store.message(id).await.unwrap().is_some(), "{id}");
+        }
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -139,16 +139,24 @@ impl Spool {
         out
     }
 
-    /// Reads a taken file. A line cut short by a crash is skipped (its append never returned).
+    /// Reads a taken file. A line cut short by a crash is skipped (its append never returned);
+    /// so are the zeros after a journal segment's last line (`crate::journal` writes into a
+    /// file of zeros).
     pub fn read(taken: &Taken) -> io::Result<(Vec<SpoolEntry>, usize)> {
+        Spool::read_path(&taken.path)
+    }
+
+    /// [`Spool::read`] by path.
+    pub(crate) fn read_path(path: &Path) -> io::Result<(Vec<SpoolEntry>, usize)> {
         let mut entries = Vec::new();
         let mut bad = 0;
-        for line in BufReader::new(File::open(&taken.path)?).lines() {
+        for line in BufReader::new(File::open(path)?).lines() {
             let line = line?;
+            let line = line.trim_end_matches('\0');
             if line.trim().is_empty() {
                 continue;
             }
-            match serde_json::from_str(&line) {
+            match serde_json::from_str(line) {
                 Ok(e) => entries.push(e),
                 Err(_) => bad += 1,
             }
