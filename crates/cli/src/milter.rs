@@ -154,9 +154,12 @@ pub fn run(args: MilterArgs) -> u8 {
         }
         let path = args.config.clone();
         let reload = move |engine: &Engine| match &path {
-            Some(p) => milter_config(Some(p))
-                .map(|f| engine.set_policy(f.policy))
-                .map_err(|e| e.to_string()),
+            Some(p) => {
+                let policy = milter_config(Some(p)).map_err(|e| e.to_string())?.policy;
+                crate::signatures::reload_trust(engine, &policy)?;
+                engine.set_policy(policy);
+                Ok(())
+            }
             None => Err("no --config file to re-read".into()),
         };
         let code = match unspoof_milter::serve_with_reload(milter, reload).await {
