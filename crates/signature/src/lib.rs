@@ -189,7 +189,9 @@ pub fn verify(raw: &[u8], from: &[String], now: i64, trust: &TrustStore) -> Opti
     let ct = top.content_type();
     let found = match signed_entity(&top, &ct, &top, now, trust) {
         Some(s) => Some(s),
-        None if ct.mime.starts_with("multipart/") => nested(&top, &ct, now, trust),
+        None if ct.mime.starts_with("multipart/") && may_hold_signed_part(top.body) => {
+            nested(&top, &ct, now, trust)
+        }
         None => None,
     };
     found.map(|s| s.bind(from))
@@ -247,6 +249,16 @@ fn signed_entity(
 }
 
 const BEGIN_CLEARTEXT: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
+
+/// Whether a multipart body can hold a signed part at all (`multipart/signed`,
+/// `pkcs7-mime`/`signed-data`, a cleartext block, in their usual spellings): a large unsigned
+/// multipart (attachments) is not walked part by part. A part spelled otherwise is missed,
+/// which only means no signature is reported, never a valid one.
+fn may_hold_signed_part(body: &[u8]) -> bool {
+    [&b"signed"[..], b"Signed", b"SIGNED", b"pkcs7", b"PKCS7"]
+        .iter()
+        .any(|w| mime::find(body, w).is_some())
+}
 
 /// The text of an inline-signed body outside its signed block: before
 /// `-----BEGIN PGP SIGNED MESSAGE-----`, and after the line of `-----END PGP SIGNATURE-----`
