@@ -10,7 +10,7 @@ use std::{
 use clap::Args;
 use futures::StreamExt;
 use serde::Deserialize;
-use unspoof_engine::{Action, Analysis, Dns, Envelope, Policy, dns::Zone};
+use unspoof_engine::{Action, Analysis, Disposition, Dns, Envelope, Policy, dns::Zone};
 
 use crate::{exit, inputs, render};
 
@@ -231,6 +231,9 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut worst = Action::Accept;
+    // A message the doors would defer (DNS did not answer, the engine failed) has no final
+    // verdict: never exit as if it had one.
+    let mut deferred = false;
 
     // Each message on its own task, so a batch uses every core; `buffered` keeps input order.
     let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
@@ -252,6 +255,7 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
             }
         };
         worst = worst.max(analysis.verdict.action);
+        deferred |= analysis.decision.disposition == Disposition::Defer;
         let written = if args.batch.is_some() {
             write_batch_line(&mut out, &name, &analysis)
         } else if args.json {
@@ -271,7 +275,7 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
         first = false;
         if let Err(e) = written {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return exit_for(worst);
+                return exit_for(worst, deferred);
             }
             eprintln!("unspoof: cannot write output: {e}");
             return exit::SOFTWARE;
@@ -287,10 +291,13 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     if not_mail {
         return exit::NOT_MAIL;
     }
-    exit_for(worst)
+    exit_for(worst, deferred)
 }
 
-fn exit_for(worst: Action) -> u8 {
+fn exit_for(worst: Action, deferred: bool) -> u8 {
+    if deferred {
+        return exit::DEFER;
+    }
     match worst {
         Action::Accept => exit::ACCEPT,
         Action::Tag => exit::TAG,

@@ -39,6 +39,10 @@ pub mod exit {
     pub const QUARANTINE: u8 = 2;
     /// The most severe verdict was `reject`.
     pub const REJECT: u8 = 3;
+    /// `analyze`: a message would be deferred (`decision.disposition` `defer`: DNS did not
+    /// answer for the checks DMARC rests on, or the engine failed), so its verdict is not
+    /// final; takes precedence over 0 to 3.
+    pub const DEFER: u8 = 4;
     /// Wrong arguments (sysexits EX_USAGE).
     pub const USAGE: u8 = 64;
     /// An input could not be read (EX_NOINPUT).

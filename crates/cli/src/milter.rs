@@ -190,8 +190,11 @@ impl signals::Running for Running {
         let Some(path) = &self.config else {
             return Err("no --config file to re-read".into());
         };
-        let file = milter_config(Some(path)).map_err(|e| e.to_string())?;
-        self.handle.engine().set_policy(file.policy);
+        let policy = milter_config(Some(path)).map_err(|e| e.to_string())?.policy;
+        // The trust first: a keyring or bundle that cannot be read keeps the old trust and
+        // the old policy.
+        crate::signatures::reload_trust(self.handle.engine(), &policy)?;
+        self.handle.engine().set_policy(policy);
         Ok(())
     }
 

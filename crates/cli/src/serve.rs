@@ -195,11 +195,14 @@ pub fn serve(args: ServeArgs) -> u8 {
                 return exit::CONFIG;
             }
         };
+        let trust_engine = engine.clone();
         let reload_from: Option<unspoof_gateway::PolicySource> = args.config.clone().map(|path| {
             Box::new(move || {
-                serve_config(Some(&path))
+                let policy = serve_config(Some(&path))
                     .map(|c| c.policy)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                crate::signatures::reload_trust(&trust_engine, &policy)?;
+                Ok(policy)
             }) as unspoof_gateway::PolicySource
         });
         let decider = EngineDecider::new(engine, reload_from)

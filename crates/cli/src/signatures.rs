@@ -1,6 +1,7 @@
 //! The trust material of `[signatures]` (unspoof.toml), read from disk for the engine: the
 //! engine does no I/O of its own, so every front door that builds one (`analyze`, `serve`,
-//! `milter`) loads the OpenPGP keyring folder and the S/MIME CA bundle here, once at start.
+//! `milter`) loads the OpenPGP keyring folder and the S/MIME CA bundle here, once at start
+//! and again on each reload (SIGHUP, [`reload_trust`]).
 
 use std::path::Path;
 
@@ -10,6 +11,14 @@ use unspoof_engine::{Dns, Engine, Policy, policy::SYSTEM_CA_BUNDLE, signed::Trus
 pub fn engine(policy: Policy, dns: Dns) -> Result<Engine, String> {
     let trust = load(&policy)?;
     Ok(Engine::new(policy, dns).with_signature_trust(trust))
+}
+
+/// The reload hook (SIGHUP): loads the trust `policy` names and hands it to `engine`, before the
+/// caller installs `policy` itself. A file that cannot be read leaves the old trust (and, with
+/// the error, the old policy) in force.
+pub fn reload_trust(engine: &Engine, policy: &Policy) -> Result<(), String> {
+    engine.set_signature_trust(load(policy)?);
+    Ok(())
 }
 
 /// Reads `[signatures] openpgp_keyring` (every `.asc`, `.gpg`, `.pgp`, `.key` file in it) and

@@ -267,6 +267,9 @@ fn silent_dns_server_gives_temperror_not_a_hang() {
     let v = &json_lines(&out)[0];
     assert_eq!(v["auth"]["spf"]["result"], "temperror");
     assert_eq!(v["auth"]["dmarc"]["result"], "temperror");
+    // What the doors would do is defer; analyze's exit says so (README, exit codes), never 0.
+    assert_eq!(v["decision"]["disposition"], "defer", "{v:#}");
+    assert_eq!(out.status.code(), Some(4), "{v:#}");
 }
 
 /// Splits an Authentication-Results value into its resinfo parts, honouring quoted strings and

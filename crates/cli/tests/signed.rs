@@ -46,8 +46,9 @@ impl Drop for Kit {
     }
 }
 
-fn kit() -> Kit {
-    let dir = std::env::temp_dir().join(format!("unspoof-cli-signed-{}", std::process::id()));
+fn kit(test: &str) -> Kit {
+    let dir =
+        std::env::temp_dir().join(format!("unspoof-cli-signed-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/signed/make.sh");
     let out = Command::new("bash")
@@ -167,6 +168,40 @@ impl Kit {
         Server { child, port }
     }
 
+    /// Sends a copy of message `name` with Message-ID `<id@example.com>` to the server on
+    /// `port`; the delivered copy.
+    fn send_copy(&self, port: u16, name: &str, id: &str) -> String {
+        let raw = std::fs::read_to_string(self.msg(name)).unwrap();
+        let old = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap()
+            .trim()
+            .to_string();
+        let raw = raw.replacen(&old, &format!("<{id}@example.com>"), 1);
+        let file = self.dir.join(format!("{id}.eml"));
+        std::fs::write(&file, raw).unwrap();
+        let transcript = swaks(port, &file);
+        assert!(transcript.contains("<-  250"), "{id}: {transcript}");
+        std::fs::read_to_string(self.delivered(&format!("<{id}@example.com>"))).unwrap()
+    }
+
+    /// Waits until the server's log holds `needle` `n` times.
+    fn wait_for_log(&self, needle: &str, n: usize) {
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default();
+            if log.matches(needle).count() >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no {needle:?} ({n}x) in the log: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn delivered(&self, marker: &str) -> PathBuf {
         let new = self.dir.join("data/maildir/new");
         let started = Instant::now();
@@ -253,7 +288,7 @@ fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
-    let kit = kit();
+    let kit = kit("doors");
     let server = kit.serve();
     for (name, action, code, result) in [
         ("pgp-mime-rsa", "accept", "signature.valid", "x-pgp=pass"),
@@ -412,21 +447,7 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
     // Trust on first use through the gateway's store: Frank's key comes only in his
     // Autocrypt header. First message: first use (remembered); the same key again: proven by
     // memory; another key for his address: changed.
-    let send_copy = |name: &str, id: &str| -> String {
-        let raw = std::fs::read_to_string(kit.msg(name)).unwrap();
-        let old = raw
-            .lines()
-            .find_map(|l| l.strip_prefix("Message-ID: "))
-            .unwrap()
-            .trim()
-            .to_string();
-        let raw = raw.replacen(&old, &format!("<{id}@example.com>"), 1);
-        let file = kit.dir.join(format!("{id}.eml"));
-        std::fs::write(&file, raw).unwrap();
-        let transcript = swaks(server.port, &file);
-        assert!(transcript.contains("<-  250"), "{id}: {transcript}");
-        std::fs::read_to_string(kit.delivered(&format!("<{id}@example.com>"))).unwrap()
-    };
+    let send_copy = |name: &str, id: &str| kit.send_copy(server.port, name, id);
     for (name, id, result, code) in [
         (
             "pgp-autocrypt",
@@ -450,4 +471,55 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
             assert!(codes.iter().any(|c| c == code), "{id}: {codes:?}");
         }
     }
+}
+
+/// SIGHUP re-reads `[signatures]` with the policy: a key put into the keyring folder proves the
+/// next message without a restart, and a keyring that cannot be read keeps the trust in force.
+#[test]
+fn sighup_reloads_the_signature_trust() {
+    let kit = kit("reload");
+    let keyring = kit.dir.join("keyring-live");
+    std::fs::create_dir_all(&keyring).unwrap();
+    let config = kit.dir.join("unspoof.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let from = format!(
+        "openpgp_keyring = \"{}\"",
+        kit.dir.join("kit/keyring").display()
+    );
+    assert!(text.contains(&from));
+    let to = format!("openpgp_keyring = \"{}\"", keyring.display());
+    std::fs::write(&config, text.replace(&from, &to)).unwrap();
+    let server = kit.serve();
+    let hup = || {
+        let st = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+
+    // No key for Alice yet.
+    let (_, _, sig) = delivered_verdict(&kit.send_copy(server.port, "pgp-mime-rsa", "hup-1"));
+    assert!(sig.starts_with("x-pgp=neutral"), "before: {sig}");
+
+    // Her key arrives in the keyring folder; SIGHUP.
+    std::fs::copy(
+        kit.dir.join("kit/keyring/alice.asc"),
+        keyring.join("alice.asc"),
+    )
+    .unwrap();
+    hup();
+    kit.wait_for_log("unspoof: policy reloaded", 1);
+    let (_, _, sig) = delivered_verdict(&kit.send_copy(server.port, "pgp-mime-rsa", "hup-2"));
+    assert!(sig.starts_with("x-pgp=pass"), "after the reload: {sig}");
+
+    // A file in the folder that is no key: the reload fails, the trust in force stays.
+    std::fs::write(keyring.join("broken.asc"), "not a key\n").unwrap();
+    hup();
+    kit.wait_for_log("policy reload failed", 1);
+    let (_, _, sig) = delivered_verdict(&kit.send_copy(server.port, "pgp-mime-rsa", "hup-3"));
+    assert!(
+        sig.starts_with("x-pgp=pass"),
+        "after a failed reload: {sig}"
+    );
 }

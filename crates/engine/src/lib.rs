@@ -174,8 +174,9 @@ pub struct Engine {
     outbound: Option<Arc<dyn bounce::OutboundHistory>>,
     allow: Option<Arc<dyn contact::SenderAllowList>>,
     signers: Option<Arc<dyn signed::SignerHistory>>,
-    /// Keys and CAs for person-level signatures, loaded by the front door (`crate::signed`).
-    signature_trust: Arc<signed::TrustStore>,
+    /// Keys and CAs for person-level signatures, loaded by the front door (`crate::signed`);
+    /// replaced with the policy on SIGHUP ([`Engine::set_signature_trust`]).
+    signature_trust: Arc<RwLock<Arc<signed::TrustStore>>>,
 }
 
 impl Engine {
@@ -226,8 +227,26 @@ impl Engine {
     /// door loads them from `[signatures]` (no trust material: no signature is `proven`
     /// except by memory).
     pub fn with_signature_trust(mut self, trust: signed::TrustStore) -> Self {
-        self.signature_trust = Arc::new(trust);
+        self.signature_trust = Arc::new(RwLock::new(Arc::new(trust)));
         self
+    }
+
+    /// Replaces the signature trust for messages evaluated from now on (what a reload does
+    /// after the front door re-read `[signatures]`). Built once per configuration: every
+    /// message shares it.
+    pub fn set_signature_trust(&self, trust: signed::TrustStore) {
+        let mut slot = match self.signature_trust.write() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(trust);
+    }
+
+    fn signature_trust(&self) -> Arc<signed::TrustStore> {
+        match self.signature_trust.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The policy in force.
@@ -478,7 +497,7 @@ impl Engine {
                 parsed.date().map(|d| d.to_timestamp())
             })
             .unwrap_or(0);
-        let found = unspoof_signature::verify(raw, &from, now, &self.signature_trust)?;
+        let found = unspoof_signature::verify(raw, &from, now, &self.signature_trust())?;
         Some(signed::SignatureReport::judge(
             found,
             &from,

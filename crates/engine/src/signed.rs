@@ -63,8 +63,13 @@ pub(crate) async fn signing_keys_seen(
         .first("Content-Type")
         .map(|h| h.value_unfolded().to_ascii_lowercase())
         .unwrap_or_default();
+    // A signed part may sit inside a multipart (`unspoof_signature::verify` reads it there).
+    let nested =
+        |what: &[u8]| ct.starts_with("multipart/") && memchr::memmem::find(&raw, what).is_some();
     let maybe_signed = ct.contains("multipart/signed")
         || ct.contains("pkcs7-mime")
+        || nested(b"multipart/signed")
+        || nested(b"pkcs7-mime")
         || memchr::memmem::find(&raw, b"-----BEGIN PGP SIGNED MESSAGE-----").is_some();
     if !maybe_signed {
         return None;
@@ -107,6 +112,11 @@ pub enum Standing {
     /// Valid and bound, anchored by nothing yet: the first time this sender signs (or
     /// nobody knows the history); recorded for the next time.
     FirstUse,
+    /// Valid and bound (anchored, or a first use), but the signed part is not all the message
+    /// shows: other parts, or text around an inline signed block, are not signed (a list
+    /// footer, a forwarder's wrapper, or text added around a genuine signed part; RFC 3156 and
+    /// RFC 8551 cover only their part). Never evidence of the whole message; not remembered.
+    Partial,
     /// The key is unknown (OpenPGP, no key anywhere).
     NoKey,
     /// The structure could not be checked.
@@ -165,10 +175,21 @@ impl SignatureReport {
                 },
             },
         };
+        // A signature over part of what the message shows proves that part only: never the
+        // message's sender, never a key to remember (the unsigned rest may be anyone's).
+        let standing = match standing {
+            Standing::Proven | Standing::FirstUse if !found.unsigned.is_empty() => {
+                remember = false;
+                Standing::Partial
+            }
+            s => s,
+        };
         let result = match standing {
             Standing::Proven => Word::Pass,
             Standing::Bad => Word::Fail,
-            Standing::OtherSigner | Standing::Flawed | Standing::KeyChanged => Word::Policy,
+            Standing::OtherSigner | Standing::Flawed | Standing::KeyChanged | Standing::Partial => {
+                Word::Policy
+            }
             Standing::FirstUse | Standing::NoKey => Word::Neutral,
             Standing::Unverifiable => Word::PermError,
         };
@@ -203,6 +224,7 @@ impl SignatureReport {
             Standing::Flawed => "revoked, expired or weak key",
             Standing::KeyChanged => "key differs from the one this sender used before",
             Standing::FirstUse => "key not anchored yet",
+            Standing::Partial => "signature covers only part of the message",
             Standing::NoKey => "no key for the signer",
             Standing::Unverifiable => "signature could not be checked",
         };

@@ -422,8 +422,125 @@ async fn the_signer_history_is_asked_by_the_engine_and_taught_after_delivery() {
         .await;
     assert_eq!(*memory.asked.lock().unwrap(), 2);
     assert_eq!(a.signature.as_ref().unwrap().standing, Standing::KeyChanged);
+    // A signed part inside multipart/mixed is asked about too.
+    engine
+        .evaluate(&k.raw("nested-pgp-alone"), &envelope(None))
+        .await;
+    assert_eq!(*memory.asked.lock().unwrap(), 3);
     // An unsigned message is not asked about.
     let unsigned = b"From: a@example.org\r\nTo: b@recipient.test\r\nSubject: hi\r\n\r\nhello\r\n";
     engine.evaluate(unsigned, &envelope(None)).await;
-    assert_eq!(*memory.asked.lock().unwrap(), 2);
+    assert_eq!(*memory.asked.lock().unwrap(), 3);
+}
+
+/// The reload hook: `set_signature_trust` on any clone of the engine (the gateway's reload
+/// holds one) replaces the trust every clone judges with, from the next message on.
+#[tokio::test]
+async fn replaced_signature_trust_reaches_every_clone() {
+    let k = kit("reload").await;
+    let mut zone = Zone::new();
+    zone.load_text(ZONE, None).unwrap();
+    let dns = Dns::zones(zone, Duration::from_secs(2)).await.unwrap();
+    let engine = Engine::new(Policy::parse(POLICY, "test policy").unwrap(), dns);
+    let reloader = engine.clone();
+    let raw = k.raw("pgp-mime-rsa");
+    let standing = |a: Analysis| a.signature.unwrap().standing;
+    assert_eq!(
+        standing(engine.evaluate(&raw, &envelope(None)).await),
+        Standing::NoKey
+    );
+    let mut trust = TrustStore::default();
+    trust
+        .openpgp
+        .add(&std::fs::read(k.dir.join("keyring/alice.asc")).unwrap())
+        .unwrap();
+    reloader.set_signature_trust(trust);
+    assert_eq!(
+        standing(engine.evaluate(&raw, &envelope(None)).await),
+        Standing::Proven
+    );
+}
+
+/// A signed part inside multipart/mixed (a list's footer, a forwarder's wrapper, a line put
+/// before it): the signature covers its part only, so it is never the message's proof. Alone
+/// in its wrapper it is; altered it is bad; and the tag of a partly signed message leaves the
+/// signed part verifying.
+#[tokio::test]
+async fn a_signed_part_among_unsigned_content_is_not_a_signed_message() {
+    let k = kit("nested").await;
+    let a = k.analyze(&k.raw("nested-pgp-alone")).await;
+    let s = a.signature.as_ref().unwrap();
+    assert_eq!(s.standing, Standing::Proven, "{:?}", a.verdict);
+    assert_eq!(s.found.part.as_deref(), Some("1"));
+    assert_eq!(a.verdict.action, Action::Accept, "{:?}", a.verdict);
+
+    for (name, method, unsigned) in [
+        ("nested-pgp-footer", "x-pgp", "part 2 (text/plain)"),
+        ("nested-smime-footer", "smime", "part 2 (text/plain)"),
+        ("nested-smime-opaque-footer", "smime", "part 2 (text/plain)"),
+        ("nested-smime-prepended", "smime", "part 1 (text/plain)"),
+        (
+            "pgp-inline-surrounded",
+            "x-pgp",
+            "text before the signed block",
+        ),
+    ] {
+        let raw = k.raw(name);
+        let a = k.analyze(&raw).await;
+        let s = a.signature.as_ref().unwrap();
+        assert_eq!(s.standing, Standing::Partial, "{name}: {:?}", a.verdict);
+        assert!(
+            !s.remember,
+            "{name}: a partly signed message teaches no key"
+        );
+        let r = reason(&a, "signature.partial");
+        assert_eq!(r.action, Action::Tag, "{name}");
+        assert!(r.message.contains(unsigned), "{name}: {}", r.message);
+        assert!(!codes(&a).contains(&"signature.valid"), "{name}");
+        // Not proof of the sender: DMARC's p=none stays a tag.
+        assert_eq!(
+            reason(&a, "dmarc.fail_policy_none").action,
+            Action::Tag,
+            "{name}"
+        );
+        assert_eq!(a.verdict.action, Action::Tag, "{name}");
+        assert!(
+            a.authentication_results("x")
+                .contains(&format!("{method}=policy")),
+            "{name}"
+        );
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["signature"]["standing"], "partial", "{name}");
+        assert!(
+            json["signature"]["unsigned"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|x| x == unsigned)),
+            "{name}: {json}"
+        );
+
+        // What the doors deliver still verifies (the banner, if any, is outside the signed
+        // part).
+        let policy = k.engine.policy();
+        let crlf = unspoof_engine::message::to_crlf(&raw);
+        let d = unspoof_engine::decision::decide(&crlf, &a, &policy);
+        assert_eq!(d.disposition, unspoof_engine::Disposition::Tag, "{name}");
+        let delivered = unspoof_engine::decision::apply(&crlf, &d.edits, d.body.as_deref());
+        let again = k.analyze(&delivered).await;
+        assert_eq!(
+            again.signature.as_ref().unwrap().found.check,
+            unspoof_engine::signed::SignatureCheck::Valid,
+            "{name}: the delivered copy no longer verifies"
+        );
+    }
+
+    // The wrapped signed part altered: bad, quarantined, as at the top.
+    for name in ["nested-pgp-footer", "nested-smime-footer"] {
+        let a = k.analyze(&altered(&k.raw(name))).await;
+        assert_eq!(
+            reason(&a, "signature.bad").action,
+            Action::Quarantine,
+            "{name}"
+        );
+        assert_eq!(a.verdict.action, Action::Quarantine, "{name}");
+    }
 }

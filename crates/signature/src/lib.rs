@@ -30,6 +30,10 @@ pub const MAX_SIGNED_BYTES: usize = 64 * 1024 * 1024;
 /// RSA (and DSA) keys below this many bits are `small_key`.
 pub const MIN_KEY_BITS: u32 = 2048;
 
+/// How many levels of nested multiparts (a `multipart/mixed` around the signed part, and so on)
+/// are searched for a signed part. Parts deeper than this count as unsigned content.
+pub const MAX_NESTING: usize = 8;
+
 /// The trust material, loaded by a front door (from `[signatures]` in unspoof.toml) and handed
 /// to the engine. Cheap to share; immutable once built.
 #[derive(Default)]
@@ -133,6 +137,16 @@ pub struct SignedMail {
     /// The signature's creation time (Unix seconds), when it says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<i64>,
+    /// The MIME part the signature is on ("1", "1.2": RFC 3501 numbering), when it is not the
+    /// top-level entity: a signed part inside `multipart/mixed` (a list, a forwarder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+    /// What the message shows that the signature does not cover: the other MIME parts with
+    /// content ("part 2 (text/plain)"), text before or after an inline signed block. Empty when
+    /// the signature covers all the message shows (its header aside, which these signatures
+    /// never cover).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsigned: Vec<String>,
 }
 
 impl SignedMail {
@@ -147,6 +161,8 @@ impl SignedMail {
             anchor: Anchor::None,
             problems: Vec::new(),
             signed_at: None,
+            part: None,
+            unsigned: Vec::new(),
         }
     }
 
@@ -163,10 +179,34 @@ impl SignedMail {
 ///
 /// `raw` is the whole message with CRLF line ends; `from` the From addresses; `now` the
 /// reference time (Unix seconds) for expiry and certificate validity. `None`: not signed.
+///
+/// The top-level entity first; else the first signed part inside nested multiparts (RFC 3156
+/// and RFC 8551 sign only their part: a `multipart/mixed` around it may add unsigned parts,
+/// listed in [`SignedMail::unsigned`]). A `message/rfc822` part is another message and is not
+/// searched.
 pub fn verify(raw: &[u8], from: &[String], now: i64, trust: &TrustStore) -> Option<SignedMail> {
     let top = mime::Entity::parse(raw);
     let ct = top.content_type();
-    let found = match ct.mime.as_str() {
+    let found = match signed_entity(&top, &ct, &top, now, trust) {
+        Some(s) => Some(s),
+        None if ct.mime.starts_with("multipart/") && may_hold_signed_part(top.body) => {
+            nested(&top, &ct, now, trust)
+        }
+        None => None,
+    };
+    found.map(|s| s.bind(from))
+}
+
+/// The signature of `entity` itself, if it is a signed entity; `top` is the message (the
+/// Autocrypt keys it carries).
+fn signed_entity(
+    entity: &mime::Entity<'_>,
+    ct: &mime::ContentType,
+    top: &mime::Entity<'_>,
+    now: i64,
+    trust: &TrustStore,
+) -> Option<SignedMail> {
+    match ct.mime.as_str() {
         "multipart/signed" => {
             let protocol = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
             let form = match protocol.as_str() {
@@ -176,16 +216,16 @@ pub fn verify(raw: &[u8], from: &[String], now: i64, trust: &TrustStore) -> Opti
                 }
                 _ => return None,
             };
-            Some(multipart_signed(&top, &ct, form, now, trust))
+            Some(multipart_signed(entity, top, ct, form, now, trust))
         }
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => {
             let st = ct.param("smime-type").unwrap_or("").to_ascii_lowercase();
             // Without smime-type, a .p7m body may be signed or enveloped; only signed-data
             // is ours (enveloped mail is not evidence we can read).
-            if st != "signed-data" && !(st.is_empty() && is_signed_data(&top)) {
+            if st != "signed-data" && !(st.is_empty() && is_signed_data(entity)) {
                 return None;
             }
-            Some(match top.decoded_body() {
+            Some(match entity.decoded_body() {
                 None => SignedMail::unverifiable(Form::SmimeOpaque, "the body's base64 is broken"),
                 Some(der) if der.len() > MAX_SIGNED_BYTES => {
                     SignedMail::unverifiable(Form::SmimeOpaque, "larger than MAX_SIGNED_BYTES")
@@ -194,17 +234,119 @@ pub fn verify(raw: &[u8], from: &[String], now: i64, trust: &TrustStore) -> Opti
             })
         }
         "text/plain" => {
-            let body = top.decoded_body()?;
-            mime::find(&body, b"-----BEGIN PGP SIGNED MESSAGE-----")?;
-            Some(if body.len() > MAX_SIGNED_BYTES {
+            let body = entity.decoded_body()?;
+            let begin = mime::find(&body, BEGIN_CLEARTEXT)?;
+            let mut found = if body.len() > MAX_SIGNED_BYTES {
                 SignedMail::unverifiable(Form::PgpInline, "larger than MAX_SIGNED_BYTES")
             } else {
-                openpgp::verify_inline(&body, &carried_keys(&top), now, &trust.openpgp)
-            })
+                openpgp::verify_inline(&body, &carried_keys(top), now, &trust.openpgp)
+            };
+            found.unsigned = text_around(&body, begin);
+            Some(found)
         }
         _ => None,
+    }
+}
+
+const BEGIN_CLEARTEXT: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
+
+/// Whether a multipart body can hold a signed part at all (`multipart/signed`,
+/// `pkcs7-mime`/`signed-data`, a cleartext block, in their usual spellings): a large unsigned
+/// multipart (attachments) is not walked part by part. A part spelled otherwise is missed,
+/// which only means no signature is reported, never a valid one.
+fn may_hold_signed_part(body: &[u8]) -> bool {
+    [&b"signed"[..], b"Signed", b"SIGNED", b"pkcs7", b"PKCS7"]
+        .iter()
+        .any(|w| mime::find(body, w).is_some())
+}
+
+/// The text of an inline-signed body outside its signed block: before
+/// `-----BEGIN PGP SIGNED MESSAGE-----`, and after the line of `-----END PGP SIGNATURE-----`
+/// (whitespace alone does not count).
+fn text_around(body: &[u8], begin: usize) -> Vec<String> {
+    let shows = |b: &[u8]| b.iter().any(|c| !c.is_ascii_whitespace());
+    let mut out = Vec::new();
+    if shows(&body[..begin]) {
+        out.push("text before the signed block".to_string());
+    }
+    let after = mime::find(&body[begin..], b"-----END PGP SIGNATURE-----").map(|i| begin + i);
+    if let Some(end) = after
+        && shows(&body[end + 27..])
+    {
+        out.push("text after the signed block".to_string());
+    }
+    out
+}
+
+/// The first signed part inside the top-level multipart (depth first, up to [`MAX_NESTING`]
+/// levels), with every other part that shows content listed as unsigned.
+fn nested(
+    top: &mime::Entity<'_>,
+    ct: &mime::ContentType,
+    now: i64,
+    trust: &TrustStore,
+) -> Option<SignedMail> {
+    let mut walk = Walk {
+        top,
+        now,
+        trust,
+        found: None,
+        unsigned: Vec::new(),
     };
-    found.map(|s| s.bind(from))
+    walk.multipart(top, ct, "", 0)?;
+    let (path, mut found) = walk.found?;
+    found.part = Some(path);
+    found.unsigned.extend(walk.unsigned);
+    Some(found)
+}
+
+struct Walk<'t, 'a> {
+    top: &'t mime::Entity<'a>,
+    now: i64,
+    trust: &'t TrustStore,
+    /// The first signed part and its path; later signed parts count as unsigned content (the
+    /// one signature reported does not cover them).
+    found: Option<(String, SignedMail)>,
+    unsigned: Vec<String>,
+}
+
+impl Walk<'_, '_> {
+    /// Visits the parts of `entity` (of type `ct`) if it is a multipart we search; `None` when
+    /// it is not.
+    fn multipart(
+        &mut self,
+        entity: &mime::Entity<'_>,
+        ct: &mime::ContentType,
+        path: &str,
+        depth: usize,
+    ) -> Option<()> {
+        if !ct.mime.starts_with("multipart/") || depth >= MAX_NESTING {
+            return None;
+        }
+        let parts = mime::parts(entity.body, ct.param("boundary")?)?;
+        for (i, raw) in parts.into_iter().enumerate() {
+            let path = if path.is_empty() {
+                format!("{}", i + 1)
+            } else {
+                format!("{path}.{}", i + 1)
+            };
+            let part = mime::Entity::parse(raw);
+            let part_ct = part.content_type();
+            if self.found.is_none()
+                && let Some(s) = signed_entity(&part, &part_ct, self.top, self.now, self.trust)
+            {
+                self.found = Some((path, s));
+                continue;
+            }
+            if self.multipart(&part, &part_ct, &path, depth + 1).is_none()
+                && part.body.iter().any(|c| !c.is_ascii_whitespace())
+            {
+                self.unsigned
+                    .push(format!("part {path} ({})", part_ct.mime));
+            }
+        }
+        Some(())
+    }
 }
 
 fn is_signed_data(top: &mime::Entity<'_>) -> bool {
@@ -218,6 +360,7 @@ fn is_signed_data(top: &mime::Entity<'_>) -> bool {
 }
 
 fn multipart_signed(
+    entity: &mime::Entity<'_>,
     top: &mime::Entity<'_>,
     ct: &mime::ContentType,
     form: Form,
@@ -227,7 +370,7 @@ fn multipart_signed(
     let Some(boundary) = ct.param("boundary") else {
         return SignedMail::unverifiable(form, "multipart/signed without a boundary");
     };
-    let Some(parts) = mime::parts(top.body, boundary) else {
+    let Some(parts) = mime::parts(entity.body, boundary) else {
         return SignedMail::unverifiable(form, "multipart/signed without its closing boundary");
     };
     if parts.len() != 2 {

@@ -201,6 +201,8 @@ fn judge(
                 anchor: c.anchor,
                 problems,
                 signed_at,
+                part: None,
+                unsigned: Vec::new(),
             };
         }
     }
@@ -217,6 +219,8 @@ fn judge(
             anchor,
             problems: Vec::new(),
             signed_at,
+            part: None,
+            unsigned: Vec::new(),
         };
     }
     let mut out = SignedMail::unverifiable(

@@ -20,8 +20,8 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn kit() -> Kit {
-    let dir = std::env::temp_dir().join(format!("unspoof-signature-{}", std::process::id()));
+fn kit(test: &str) -> Kit {
+    let dir = std::env::temp_dir().join(format!("unspoof-signature-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/signed/make.sh");
     let st = Command::new("bash")
@@ -83,7 +83,7 @@ fn altered(raw: &[u8]) -> Vec<u8> {
 
 #[test]
 fn real_tools() {
-    let k = kit();
+    let k = kit("real");
     // Good ones: valid, bound to From, anchored, no problems.
     for (name, from, form, anchor) in [
         (
@@ -206,5 +206,127 @@ fn real_tools() {
         s.problems
     );
 
+    let _ = std::fs::remove_dir_all(&k.dir);
+}
+
+/// The CA store is built once and shared; each check judges validity at its own reference
+/// time: Alice's certificate (valid 2025 to 2035) is not yet valid in 2024, valid now, and
+/// valid again now after the 2024 check used the same store.
+#[test]
+fn one_ca_store_judges_each_message_at_its_own_time() {
+    let k = kit("time");
+    let raw = k.raw("smime-detached");
+    let at = |t: i64| verify(&raw, &["alice@example.com".into()], t, &k.trust).unwrap();
+    let before = 1_704_067_200; // 2024-01-01
+    for (t, anchor, expired) in [
+        (now(), Anchor::CaChain, false),
+        (before, Anchor::Message, true),
+        (now(), Anchor::CaChain, false),
+    ] {
+        let s = at(t);
+        assert_eq!(s.check, SignatureCheck::Valid, "{t}");
+        assert_eq!(s.anchor, anchor, "{t}: {:?}", s.problems);
+        assert_eq!(
+            matches!(s.problems[..], [Problem::Expired(_)]),
+            expired,
+            "{t}: {:?}",
+            s.problems
+        );
+    }
+    // From several threads at once, on the one store.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let at = &at;
+                scope.spawn(move || at(if i % 2 == 0 { now() } else { before }).anchor)
+            })
+            .collect();
+        let anchors: Vec<Anchor> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            anchors,
+            [
+                Anchor::CaChain,
+                Anchor::Message,
+                Anchor::CaChain,
+                Anchor::Message
+            ]
+        );
+    });
+    let _ = std::fs::remove_dir_all(&k.dir);
+}
+
+/// A signed part inside multipart/mixed (a list, a forwarder): read, and its uncovered
+/// surroundings named; alone in its wrapper it still covers all the message shows.
+#[test]
+fn signed_parts_inside_multipart_mixed() {
+    let k = kit("nested");
+    let from = "alice@example.com";
+    for (name, form, part, unsigned) in [
+        ("nested-pgp-alone", Form::PgpMime, Some("1"), &[][..]),
+        (
+            "nested-pgp-footer",
+            Form::PgpMime,
+            Some("1"),
+            &["part 2 (text/plain)"][..],
+        ),
+        (
+            "nested-smime-footer",
+            Form::SmimeMultipart,
+            Some("1"),
+            &["part 2 (text/plain)"][..],
+        ),
+        (
+            "nested-smime-opaque-footer",
+            Form::SmimeOpaque,
+            Some("1"),
+            &["part 2 (text/plain)"][..],
+        ),
+        (
+            "nested-smime-prepended",
+            Form::SmimeMultipart,
+            Some("2"),
+            &["part 1 (text/plain)"][..],
+        ),
+        (
+            "pgp-inline-surrounded",
+            Form::PgpInline,
+            None,
+            &[
+                "text before the signed block",
+                "text after the signed block",
+            ][..],
+        ),
+    ] {
+        let s = k.check(name, from);
+        assert_eq!(s.form, form, "{name}");
+        assert_eq!(s.check, SignatureCheck::Valid, "{name}: {s:?}");
+        assert!(s.bound, "{name}");
+        assert_eq!(s.part.as_deref(), part, "{name}");
+        assert_eq!(s.unsigned, unsigned, "{name}");
+    }
+    // The wrapped signed part altered: bad, as at the top.
+    for name in ["nested-pgp-footer", "nested-smime-footer"] {
+        let bad = k.check_raw(&altered(&k.raw(name)), from);
+        assert_eq!(bad.check, SignatureCheck::Bad, "{name} altered: {bad:?}");
+    }
+    // The top-level forms cover all the message shows.
+    for name in [
+        "pgp-mime-rsa",
+        "pgp-inline-rsa",
+        "smime-detached",
+        "smime-opaque",
+    ] {
+        let s = k.check(name, from);
+        assert_eq!((s.part, s.unsigned), (None, Vec::<String>::new()), "{name}");
+    }
+    // A signed message attached as message/rfc822 is another message: not this one's signature.
+    let inner = String::from_utf8(k.raw("pgp-mime-rsa")).unwrap();
+    let attached = format!(
+        "From: Mallory <mallory@example.net>\r\nTo: bob@example.net\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nsee below\r\n--m\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--m--\r\n"
+    );
+    assert!(
+        verify(attached.as_bytes(), &[from.into()], now(), &k.trust).is_none(),
+        "an attached message's signature"
+    );
     let _ = std::fs::remove_dir_all(&k.dir);
 }

@@ -9,6 +9,7 @@
 //! | `signature.expired` | the key or certificate had expired (or was not yet valid) at the reference time | tag |
 //! | `signature.weak` | SHA-1/MD5 signature, or an RSA key below 2048 bits | tag |
 //! | `signature.key_changed` | anchored only by memory, and the From address signed with another key before | tag |
+//! | `signature.partial` | valid and bound, but the signed part is not all the message shows (other MIME parts, or text around an inline block, unsigned) | tag |
 //! | `signature.first_use` | valid and bound, but nothing anchors the key yet (no keyring key, no CA chain, first time seen) | accept |
 //! | `signature.no_key` | the OpenPGP key named by the signature is nowhere to be found | accept |
 //! | `signature.unverifiable` | the signature structure could not be checked (malformed, too large) | tag (fail closed) |
@@ -147,6 +148,23 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Reason>) {
                 "{who} signed with a different {kind} key before; this key is new (trust on first use)"
             ),
         ),
+        Standing::Partial => {
+            let part = sig
+                .found
+                .part
+                .as_deref()
+                .map(|p| format!("part {p}"))
+                .unwrap_or_else(|| "the signed block".into());
+            push(
+                out,
+                "signature.partial",
+                Action::Tag,
+                format!(
+                    "the {kind} signature of {who} is valid, but covers only {part} of the message; not signed: {} (a list footer, a forwarder's wrapper, or text added around a genuine signed part)",
+                    sig.found.unsigned.join(", ")
+                ),
+            )
+        }
         Standing::FirstUse => {
             let why = sig
                 .found

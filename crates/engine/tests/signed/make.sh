@@ -128,3 +128,46 @@ smime smime-opaque alice -nodetach
 smime smime-expired expired
 smime smime-other-signer mallory
 smime smime-sha1 alice -md sha1
+
+# Signed parts inside multipart/mixed, as a mailing list or a forwarder wraps them (the signed
+# entity is the real tools' output, moved unchanged into the wrapper): alone (the signature
+# still covers all the message shows), with a list footer after it, with a line put before it.
+entity() { # message: its Content-* fields and its body, as they are
+  awk 'BEGIN { h = 1 }
+    h && /^\r?$/ { h = 0; print; next }
+    h && /^[ \t]/ { if (keep) print; next }
+    h { keep = tolower($0) ~ /^content-/; if (keep) print; next }
+    { print }' "$1"
+}
+wrapped() { # name inner before after: multipart/mixed of [before] inner [after]
+  local name=$1 inner=$2 before=$3 after=$4
+  {
+    headers 'Alice <alice@example.com>' "wrapped $name"
+    printf 'Content-Type: multipart/mixed; boundary="=-mix-%s"\r\n\r\n' "$name"
+    if [ -n "$before" ]; then
+      printf -- '--=-mix-%s\r\n' "$name"
+      part "$before"
+    fi
+    printf -- '--=-mix-%s\r\n' "$name"
+    entity "$out/msg/$inner.eml"
+    if [ -n "$after" ]; then
+      printf '\r\n--=-mix-%s\r\n' "$name"
+      printf 'Content-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n' "$after"
+    fi
+    printf '\r\n--=-mix-%s--\r\n' "$name"
+  } >"$out/msg/$name.eml"
+}
+footer='To unsubscribe, write to list-leave@lists.example.com'
+wrapped nested-pgp-alone pgp-mime-rsa '' ''
+wrapped nested-pgp-footer pgp-mime-rsa '' "$footer"
+wrapped nested-smime-footer smime-detached '' "$footer"
+wrapped nested-smime-opaque-footer smime-opaque '' "$footer"
+wrapped nested-smime-prepended smime-detached 'Please pay the new account today; the signed confirmation is below.' ''
+# An inline signed block with a line put before it and a footer after it, in the same body.
+{
+  headers 'Alice <alice@example.com>' 'inline pgp-inline-surrounded'
+  printf 'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n'
+  printf 'Please pay the new account today.\r\n\r\n'
+  sed 's/$/\r/' "$w/pgp-inline-rsa.txt.asc"
+  printf '\r\n%s\r\n' "$footer"
+} >"$out/msg/pgp-inline-surrounded.eml"
