@@ -593,3 +593,94 @@ fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
         .to_string();
     (first.into_bytes(), sig.into_bytes())
 }
+
+/// The console's allow list as the engine asks it (`SenderAllowList`), here a fixed list of
+/// (From address, recipient) pairs; in `unspoof milter` it is the store's `console_allow`.
+struct FixedAllowList(Vec<(&'static str, &'static str)>);
+
+impl unspoof_engine::contact::SenderAllowList for FixedAllowList {
+    fn allowed<'a>(
+        &'a self,
+        from: &'a str,
+        rcpts: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send + 'a>> {
+        let all = rcpts.iter().all(|r| {
+            let r = r.trim_matches(['<', '>']).to_ascii_lowercase();
+            self.0.iter().any(|(f, to)| *f == from && *to == r)
+        });
+        Box::pin(async move { Some(all) })
+    }
+}
+
+/// Issue 18: the allow list takes effect through the milter door. An allowed From address
+/// whose mail the engine would quarantine (DMARC p=quarantine, nothing passes) is delivered,
+/// and its verdict carries `allow.sender`; another address of the same domain is still held;
+/// an allowed address of a p=reject domain is still refused (the list never lifts a reject:
+/// the forgery risk docs/console.md states).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_sender_lifts_quarantine_through_postfix() {
+    if let Some(why) = postfix_missing() {
+        say(&format!("postfix allow-list test: skipped: {why}"));
+        return;
+    }
+    let world = World::new();
+    let engine = world
+        .engine(Duration::from_secs(2))
+        .await
+        .with_sender_allow_list(std::sync::Arc::new(FixedAllowList(vec![
+            ("billing@shady.test", "bob@example.net"),
+            ("ceo@bank.test", "bob@example.net"),
+        ])));
+    let milter_port = free_port();
+    let milter = start_milter(engine.clone(), milter_port).await;
+    let pf = Postfix::start(milter_port);
+    let work = TempDir::new("postfix-allow");
+
+    // The same domain, an address nobody allowed: held, as without a list.
+    let other = plain_message("Sales <sales@shady.test>", "not on the list");
+    let (code, out) = swaks(&pf, "sales@shady.test", &other, work.path(), "other").await;
+    assert_eq!(code, 0, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pf.held() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pf.held(), 1, "held:\n{}", pf.log());
+
+    // The allowed address: delivered to the mailbox, not held, with the lift in the verdict.
+    let allowed = plain_message("Billing <Billing@Shady.test>", "allowed sender");
+    let (code, out) = swaks(&pf, "billing@shady.test", &allowed, work.path(), "allowed").await;
+    assert_eq!(code, 0, "{out}");
+    let delivered = pf.wait_for("allowed.sender@test").await;
+    assert_eq!(pf.held(), 1, "only the other one held:\n{}", pf.log());
+    assert!(pf.find("not.on.the.list@test").is_none());
+    // Delivered although it does not authenticate: the lift does not ask for that.
+    let h = head(&delivered);
+    assert!(h.contains("dmarc=fail"), "{h}");
+    assert!(!h.contains("X-Unspoof-Verdict"), "{h}");
+    let again = engine
+        .evaluate(
+            &delivered,
+            &Envelope {
+                ip: Some("127.0.0.1".parse().unwrap()),
+                mail_from: Some("billing@shady.test".into()),
+                rcpt: vec!["bob@example.net".into()],
+                ..Envelope::default()
+            },
+        )
+        .await;
+    assert_eq!(again.verdict.action, Action::Accept);
+    assert_eq!(
+        again.verdict.codes().first().copied(),
+        Some("allow.sender"),
+        "{:?}",
+        again.verdict.codes()
+    );
+
+    // An allowed address of a p=reject domain, forged: still refused at DATA.
+    let forged = plain_message("The CEO <ceo@bank.test>", "allowed but forged");
+    let (code, out) = swaks(&pf, "ceo@bank.test", &forged, work.path(), "forged").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.lines().any(|l| l.contains("550 5.7.1")), "{out}");
+    assert!(pf.find("allowed.but.forged@test").is_none());
+    drop(milter);
+}

@@ -62,6 +62,9 @@ pub struct Overview {
 /// Most rows of each "top" list of the overview.
 pub const OVERVIEW_TOP: i64 = 10;
 
+/// The rollups' unit of time (`overview_hours`).
+const HOUR: i64 = 3_600;
+
 fn scope_words(s: String) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
@@ -238,11 +241,40 @@ impl Store {
 
     /// The overview over `[since, until)` in buckets of `bucket_secs`, limited to the records
     /// `visible_to` (see [`Query::visible_to`]; empty: everything).
+    ///
+    /// Seeing everything, with buckets of whole hours, the whole hours of the period come from
+    /// the hourly rollups (`overview_hours`, kept by triggers: migrations/*/0021) and only the
+    /// partial hours at either end from the records; otherwise everything from the records.
     pub async fn console_overview(
         &self,
         since: i64,
         until: i64,
         bucket_secs: i64,
+        visible_to: &[String],
+    ) -> Result<Overview, StoreError> {
+        let bucket = bucket_secs.max(1);
+        // The whole hours inside the period.
+        let first_hour = (since + HOUR - 1).div_euclid(HOUR) * HOUR;
+        let end_hour = until.div_euclid(HOUR) * HOUR;
+        let mut out = if visible_to.is_empty() && bucket % HOUR == 0 && first_hour < end_hour {
+            self.overview_from_hours(since, until, first_hour, end_hour, bucket)
+                .await?
+        } else {
+            self.overview_from_records(since, until, bucket, visible_to)
+                .await?
+        };
+        let (held, held_bytes) = self.held(visible_to).await?;
+        out.held = held;
+        out.held_bytes = held_bytes;
+        Ok(out)
+    }
+
+    /// The overview's counts read from the records (every row of the period).
+    async fn overview_from_records(
+        &self,
+        since: i64,
+        until: i64,
+        bucket: i64,
         visible_to: &[String],
     ) -> Result<Overview, StoreError> {
         let q = Query {
@@ -253,7 +285,6 @@ impl Store {
         };
         let (clause, vals) = q.where_clause();
         let n = vals.len();
-        let bucket = bucket_secs.max(1);
         let per_bucket = format!(
             "SELECT (m.received_at / ${b}) * ${b} AS t, m.action AS action, COUNT(*) AS n \
              FROM messages m {clause} GROUP BY 1, 2 ORDER BY 1, 2",
@@ -285,23 +316,6 @@ impl Store {
              {} GROUP BY m.client_ip ORDER BY 2 DESC, 1 LIMIT {OVERVIEW_TOP}",
             and(&bad, "m.client_ip IS NOT NULL")
         );
-        // The quarantine as it stands now: not limited to the period.
-        let held_q = Query {
-            visible_to: visible_to.to_vec(),
-            ..Default::default()
-        };
-        let (held_clause, held_vals) = held_q.where_clause();
-        let held = if visible_to.is_empty() {
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b FROM quarantine \
-             WHERE status = 'held'"
-                .to_string()
-        } else {
-            format!(
-                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(q.size), 0) AS BIGINT) AS b FROM quarantine q \
-                 WHERE q.status = 'held' AND q.id IN (SELECT m.stored_at FROM messages m {})",
-                and(&held_clause, "m.action = 'quarantine'")
-            )
-        };
         let mut out = Overview::default();
         on!(&self.inner.db, p => {
             let mut with_bucket = vals.clone();
@@ -318,11 +332,113 @@ impl Store {
                     into.push((r.try_get("k")?, r.try_get("n")?));
                 }
             }
-            let r = bind_all!(sqlx::query(&held), held_vals).fetch_one(p).await?;
-            out.held = r.try_get("n")?;
-            out.held_bytes = r.try_get("b")?;
         });
         Ok(out)
+    }
+
+    /// The overview's counts over everything: the hours `[first_hour, end_hour)` from the
+    /// rollups, the rest of `[since, until)` (less than an hour at each end) from the records.
+    /// `bucket` is a whole number of hours, so an hour falls in one bucket.
+    async fn overview_from_hours(
+        &self,
+        since: i64,
+        until: i64,
+        first_hour: i64,
+        end_hour: i64,
+        bucket: i64,
+    ) -> Result<Overview, StoreError> {
+        // $1, $2: the whole hours; $3..$6: the two partial ends, as received_at ranges.
+        let ends =
+            |col: &str| format!("(({col} >= $3 AND {col} < $4) OR ({col} >= $5 AND {col} < $6))");
+        let vals = vec![
+            Val::I(first_hour),
+            Val::I(end_hour),
+            Val::I(since),
+            Val::I(first_hour),
+            Val::I(end_hour),
+            Val::I(until),
+        ];
+        let hours = |kind: &str| {
+            format!(
+                "SELECT h.hour AS t, h.k AS k, h.n AS n FROM overview_hours h \
+                     WHERE h.kind = '{kind}' AND h.hour >= $1 AND h.hour < $2"
+            )
+        };
+        let per_bucket = format!(
+            "SELECT (u.t / $7) * $7 AS t, u.k AS action, CAST(SUM(u.n) AS BIGINT) AS n FROM ( \
+               {} UNION ALL \
+               SELECT m.received_at, m.action, 1 FROM messages m WHERE {} \
+             ) u GROUP BY 1, 2 ORDER BY 1, 2",
+            hours("verdict"),
+            ends("m.received_at")
+        );
+        let top = |kind: &str, records: String| {
+            format!(
+                "SELECT u.k AS k, CAST(SUM(u.n) AS BIGINT) AS n FROM ( \
+                   {} UNION ALL {records} \
+                 ) u GROUP BY u.k ORDER BY 2 DESC, 1 LIMIT {OVERVIEW_TOP}",
+                hours(kind)
+            )
+        };
+        let top_reasons = top(
+            "reason",
+            format!(
+                "SELECT x.received_at, x.code, 1 FROM message_reason x WHERE {}",
+                ends("x.received_at")
+            ),
+        );
+        let bad = |col: &str| {
+            format!(
+                "SELECT m.received_at, m.{col}, 1 FROM messages m WHERE {} \
+                 AND m.action IN ('quarantine', 'reject') AND m.{col} IS NOT NULL",
+                ends("m.received_at")
+            )
+        };
+        let top_domains = top("forged", bad("from_domain"));
+        let top_sources = top("source", bad("client_ip"));
+        let mut out = Overview::default();
+        on!(&self.inner.db, p => {
+            let mut with_bucket = vals.clone();
+            with_bucket.push(Val::I(bucket));
+            for r in bind_all!(sqlx::query(&per_bucket), with_bucket).fetch_all(p).await? {
+                out.per_bucket.push((r.try_get("t")?, r.try_get("action")?, r.try_get("n")?));
+            }
+            for (sql, into) in [
+                (&top_reasons, &mut out.top_reasons),
+                (&top_domains, &mut out.top_forged_domains),
+                (&top_sources, &mut out.top_sources),
+            ] {
+                for r in bind_all!(sqlx::query(sql), vals.clone()).fetch_all(p).await? {
+                    into.push((r.try_get("k")?, r.try_get("n")?));
+                }
+            }
+        });
+        Ok(out)
+    }
+
+    /// The quarantine as it stands now (not limited to a period): messages held and their
+    /// bytes, among those `visible_to` (empty: all).
+    async fn held(&self, visible_to: &[String]) -> Result<(i64, i64), StoreError> {
+        let held_q = Query {
+            visible_to: visible_to.to_vec(),
+            ..Default::default()
+        };
+        let (held_clause, held_vals) = held_q.where_clause();
+        let held = if visible_to.is_empty() {
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b FROM quarantine \
+             WHERE status = 'held'"
+                .to_string()
+        } else {
+            format!(
+                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(q.size), 0) AS BIGINT) AS b FROM quarantine q \
+                 WHERE q.status = 'held' AND q.id IN (SELECT m.stored_at FROM messages m {})",
+                and(&held_clause, "m.action = 'quarantine'")
+            )
+        };
+        on!(&self.inner.db, p => {
+            let r = bind_all!(sqlx::query(&held), held_vals).fetch_one(p).await?;
+            Ok((r.try_get("n")?, r.try_get("b")?))
+        })
     }
 }
 

@@ -118,6 +118,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/postgres/0020_signing_keys.sql"),
     ),
     (
+        21,
+        "the console overview's hourly rollups, kept by triggers (crate::console)",
+        include_str!("../migrations/sqlite/0021_overview_hours.sql"),
+        include_str!("../migrations/postgres/0021_overview_hours.sql"),
+    ),
+    (
         22,
         "fewer indexes on messages: only those a query reads (issue 13)",
         include_str!("../migrations/sqlite/0022_fewer_message_indexes.sql"),
@@ -643,6 +649,25 @@ fn search_sql(q: &Query) -> (String, Vec<Val>) {
         return (sql, vals);
     }
     let (clause, mut vals) = q.where_clause();
+    let window = q.limit() + i64::from(q.offset.unwrap_or(0));
+    // A client network matches thousands of records, scattered over the time index: read in
+    // the (ip_key, received_at) index, SQLite fetched and sorted every match to return a page.
+    // The cut, the newest `window`-th match's time, is read from that index alone; every
+    // record of the page is at or after it, so the page reads only those.
+    let cut = match &q.client {
+        Some(net) if net.prefix_len() < net.max_prefix_len() => {
+            vals.push(Val::I(window - 1));
+            vals.push(Val::I(i64::MIN));
+            format!(
+                " AND m.received_at >= COALESCE((SELECT m.received_at FROM messages m \
+                 {clause} ORDER BY m.received_at DESC LIMIT 1 OFFSET ${}), ${})",
+                vals.len() - 1,
+                vals.len()
+            )
+        }
+        _ => String::new(),
+    };
+    let clause = format!("{clause}{cut}");
     vals.push(Val::I(q.limit()));
     vals.push(Val::I(i64::from(q.offset.unwrap_or(0))));
     let sql = format!(

@@ -233,6 +233,67 @@ both! {
         store.close().await;
     }
 
+    // The overview's hourly rollups (migration 0021) count what the records count: for whole
+    // and partial hours, after a replay of every record, and after retention deleted some. An
+    // account limited to recipients reads the records; one seeing everything, the rollups.
+    async fn overview_rollups_count_what_the_records_count(db) {
+        let mut config = db.config("mx1");
+        config.retention_days = Some(30);
+        config.max_bytes = None;
+        let store = unspoof_store::Store::open(config).await.unwrap();
+        let (hour, day) = (3_600, 86_400);
+        let h0 = T0 - T0 % hour;
+        let mut all = Vec::new();
+        for i in 0..40i64 {
+            let (action, reasons): (&str, &[&str]) = match i % 4 {
+                0 => ("accept", &[]),
+                1 => ("tag", &["dmarc.fail_policy_none"]),
+                2 => ("quarantine", &["dmarc.quarantine", "spf.fail"]),
+                _ => ("reject", &["dmarc.reject"]),
+            };
+            all.push(message("mx1", h0 - 5 * hour + i * 911, &format!("192.0.2.{}", i % 3 + 1),
+                &format!("b@d{}.example", i % 5), &format!("P <p@d{}.example>", i % 7),
+                &["r@site.test"], action, reasons));
+        }
+        let old = message("mx1", T0 - 40 * day, "198.51.100.9", "b@old.example", "p@old.example",
+            &["r@site.test"], "quarantine", &["dmarc.quarantine"]);
+        for m in all.iter().chain([&old]) {
+            store.log_message(m.clone());
+        }
+        store.flush().await;
+        // A replay writes every record again (journal after a crash): each is counted once.
+        for m in all.iter().chain([&old]) {
+            store.log_message(m.clone());
+        }
+        store.flush().await;
+        let everything: Vec<String> = Vec::new();
+        let every_recipient = vec!["@site.test".to_string()];
+        let periods = [
+            (h0 - 6 * hour, h0 + 6 * hour, hour),
+            (h0 - 6 * hour + 100, h0 + 5 * hour + 7, hour),
+            (T0 - 50 * day, T0 + day, day),
+        ];
+        let total = |o: &unspoof_store::console::Overview| o.per_bucket.iter().map(|b| b.2).sum::<i64>();
+        for (kept, after_prune) in [(41, false), (40, true)] {
+            if after_prune {
+                let report = store.prune(T0).await.unwrap();
+                assert_eq!(report.messages, 1);
+            }
+            for (since, until, bucket) in periods {
+                let rolled = store.console_overview(since, until, bucket, &everything).await.unwrap();
+                let counted = store.console_overview(since, until, bucket, &every_recipient).await.unwrap();
+                assert_eq!(rolled, counted, "{since}..{until} by {bucket}");
+            }
+            let wide = store.console_overview(T0 - 50 * day, T0 + day, day, &everything).await.unwrap();
+            assert_eq!(total(&wide), kept);
+            let quarantined = wide.per_bucket.iter().filter(|b| b.1 == "quarantine").map(|b| b.2).sum::<i64>();
+            assert_eq!(quarantined, kept - 30);
+            assert_eq!(wide.top_reasons.iter().find(|r| r.0 == "dmarc.quarantine").map(|r| r.1), Some(kept - 30));
+            assert_eq!(wide.top_forged_domains.iter().map(|d| d.1).sum::<i64>(), kept - 20);
+        }
+        store.close().await;
+    }
+
     async fn a_full_queue_spills_to_the_spool_and_loses_nothing(db) {
         let mut config = db.config("mx1");
         config.queue_capacity = 1;
