@@ -4,9 +4,16 @@
 # process, and its memory with 1,000 idle connections. Not a test: it prints figures and
 # fails only if something does not run.
 #
-#   scripts/bench-gateway.sh                     # N=20000 messages per phase, C=32, K=20
+#   scripts/bench-gateway.sh                     # N=20000 messages per phase, C=32, K=20,
+#                                                # RATE=1500 msg/s in the fixed-rate phases
 #   N=5000 scripts/bench-gateway.sh              # quicker
-#   PROFILE=1 scripts/bench-gateway.sh           # also `perf record` the gateway (throughput phase)
+#   PHASES="A D" scripts/bench-gateway.sh        # only these phases
+#   BASE_BIN=/tmp/base/unspoof scripts/bench-gateway.sh
+#                                                # a second gateway ("base", another build) in
+#                                                # the same run: each phase goes direct, through
+#                                                # the base, through this one, back to back, so
+#                                                # before/after see the same machine
+#   PROFILE=1 scripts/bench-gateway.sh           # also `perf record` each gateway (phase A)
 #   STORE_URL='postgres:///gwbench?host=/var/run/postgresql&user=postgres' scripts/bench-gateway.sh
 #                                                # the store in PostgreSQL, over its unix socket
 #                                                # (the netns has its own loopback); the database
@@ -35,16 +42,22 @@
 #   [store] url = $STORE_URL (every message and session recorded, first contact asked);
 # - the load generator (crates/gateway/examples/smtp_load.rs).
 #
-# Steps: build (release); measure the sink alone; start the gateway; IDLE (default 1000) idle
-# connections (EHLO done) for VmRSS on the fresh process; warm it up (every corpus message
-# once: DNS caches, allocator, connections); then for each phase run the same load
-# straight to the sink ("direct") and through the gateway ("gateway"), back to back:
+# Steps: build (release); measure the sink alone; start the gateway (and the base); IDLE
+# (default 1000) idle connections (EHLO done) for VmRSS on each fresh process; warm each up
+# (every corpus message once: DNS caches, allocator, connections); then for each phase run the
+# same load straight to the sink ("direct") and through each gateway, back to back:
 #   A. full speed, C connections, K messages per connection, pipelined     -> msg/s, CPU/msg
 #   B. full speed, one message per connection                              -> msg/s
-#   C. RATE msg/s (default 3000), K per connection, pipelined               -> added latency
-#   D. RATE msg/s, K per connection, not pipelined                          -> added latency
+#   C. RATE msg/s (default 1500), K per connection, pipelined               -> added latency
+#   D. RATE msg/s, K per connection, not pipelined (as MTAs without         -> added latency
+#      PIPELINING: one round trip per command)
 #   E. RATE msg/s, one message per connection                               -> added latency
-# then the gateway's own per-outcome latency from its session log, and its /metrics.
+# "Added latency" is the data latency (end-of-data marker written to the final reply: the time
+# the server takes to decide and answer) through the gateway minus straight to the sink at the
+# same percentile, also given as the ratio of the two. The fixed rate is offered open-loop: a
+# message whose slot comes while every connection is busy starts late, and its open-loop
+# latency (slot to final reply) counts the wait.
+# Then each gateway's own per-outcome latency from its session log, and its /metrics.
 #
 # Output: $OUT (default target/bench-gateway/<date>): results.jsonl (one RESULT per run),
 # report.txt (the summary table), sessions.jsonl, serve.log, metrics.txt, perf files.
@@ -54,7 +67,8 @@ KIT=${BENCH_KIT:-$REPO/../shared/bench}
 N=${N:-20000}
 C=${C:-32}
 K=${K:-20}
-RATE=${RATE:-3000}
+RATE=${RATE:-1500}
+PHASES=${PHASES:-A B C D E}
 IDLE=${IDLE:-1000}
 NETNS=${NETNS-unspoof-gwbench}
 STORE_URL=${STORE_URL:-}
@@ -78,12 +92,11 @@ if [ "${BUILD:-1}" = 1 ]; then
     cargo build --release -p unspoof-gateway --example sink --example smtp_load)
 fi
 BIN=${UNSPOOF_BIN:-$REPO/target/release/unspoof}
+BASE_BIN=${BASE_BIN:-}
 SINK=${SINK_BIN:-$REPO/target/release/examples/sink}
 LOAD=${LOAD_BIN:-$REPO/target/release/examples/smtp_load}
 
 mkdir -p "$OUT"
-DATA=$OUT/data
-rm -rf "$DATA"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
@@ -106,13 +119,13 @@ ips = {json.loads(l)["ip"] for l in open(sys.argv[1]) if l.strip()}
 print("\n".join(sorted(i for i in ips if ":" not in i)))' "$MANIFEST" |
     while read -r ip; do ip netns exec "$NETNS" ip addr add "$ip/32" dev lo; done
   NS=(ip netns exec "$NETNS")
-  SINK_PORT=10025 GW_PORT=2525 METRICS_PORT=9425
+  SINK_PORT=10025 GW_PORT=2525 METRICS_PORT=9425 BASE_PORT=2526 BASE_METRICS_PORT=9426
   BIND=--bind-source
 else
   NS=()
-  read -r SINK_PORT GW_PORT METRICS_PORT < <(python3 -c '
+  read -r SINK_PORT GW_PORT METRICS_PORT BASE_PORT BASE_METRICS_PORT < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(3)]
+ss = [socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
   BIND=
@@ -139,17 +152,22 @@ LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 log "the sink alone (it must not be the bottleneck); load average $LOADAVG"
 load sink-alone "$SINK_PORT" -n "$N" -c "$C" -k "$K" --watch sink="$SINK_PID"
 
-# --- the gateway ---------------------------------------------------------------------------
-cat > "$OUT/unspoof.toml" <<EOF
+# --- the gateways ---------------------------------------------------------------------------
+GW_NAMES=() GW_PIDS=() GW_PORTS=() GW_METRICS=() GW_DATA=()
+start_gateway() {  # start_gateway NAME BIN PORT METRICS_PORT
+  local name=$1 bin=$2 port=$3 mport=$4
+  local data=$OUT/data-$name
+  rm -rf "$data"
+  cat > "$OUT/unspoof-$name.toml" <<EOF
 # Generated by scripts/bench-gateway.sh
 hostname = "gw.recvbench.com"
 protected_domains = ["recvbench.com"]
 
 [gateway]
-data_dir = "$DATA"
-listen = "127.0.0.1:$GW_PORT"
+data_dir = "$data"
+listen = "127.0.0.1:$port"
 submission = ""
-metrics = "127.0.0.1:$METRICS_PORT"
+metrics = "127.0.0.1:$mport"
 downstream = "127.0.0.1:$SINK_PORT"
 domains = ["recvbench.com"]
 reverse_dns = false
@@ -158,46 +176,59 @@ reverse_dns = false
 max_connections = $(( IDLE + 100 ))
 
 [store]
-url = "$STORE_URL"
+url = "${STORE_URL//NAME/$name}"
 $STORE_TOML
 EOF
-log "gateway on 127.0.0.1:$GW_PORT, relaying to the sink; config $OUT/unspoof.toml"
-"${NS[@]}" "$BIN" serve --config "$OUT/unspoof.toml" "${ZONES[@]}" > "$OUT/serve.log" 2>&1 &
-GW_PID=$!
-PIDS+=("$GW_PID")
-for _ in $(seq 100); do
-  "${NS[@]}" python3 -c "import socket; socket.create_connection(('127.0.0.1', $GW_PORT), 1)" \
-    2>/dev/null && break
-  kill -0 "$GW_PID" 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
-  sleep 0.2
-done
-WATCH=(--watch gateway="$GW_PID" --watch sink="$SINK_PID")
+  log "$name ($bin) on 127.0.0.1:$port, relaying to the sink; config $OUT/unspoof-$name.toml"
+  "${NS[@]}" "$bin" serve --config "$OUT/unspoof-$name.toml" "${ZONES[@]}" \
+    > "$OUT/serve-$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 100); do
+    "${NS[@]}" python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" \
+      2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$OUT/serve-$name.log"; exit 1; }
+    sleep 0.2
+  done
+  GW_NAMES+=("$name") GW_PIDS+=("$pid") GW_PORTS+=("$port") GW_METRICS+=("$mport")
+  GW_DATA+=("$data")
 
-# Idle connections first, on the fresh process: after the load phases the allocator keeps the
-# memory it freed and new connections reuse it, so the difference would read zero.
-log "$IDLE idle connections (EHLO done) to the fresh gateway"
-"${NS[@]}" "$LOAD" --addr "127.0.0.1:$GW_PORT" --idle "$IDLE" --watch gateway="$GW_PID" |
-  tee "$OUT/idle.txt"
-grep '^RESULT ' "$OUT/idle.txt" | sed 's/^RESULT //' >> "$RESULTS"
+  # Idle connections first, on the fresh process: after the load phases the allocator keeps
+  # the memory it freed and new connections reuse it, so the difference would read zero.
+  log "$IDLE idle connections (EHLO done) to the fresh $name"
+  "${NS[@]}" "$LOAD" --addr "127.0.0.1:$port" --idle "$IDLE" --watch "$name=$pid" \
+    --label "idle-$name" |
+    tee "$OUT/idle-$name.txt"
+  grep '^RESULT ' "$OUT/idle-$name.txt" | sed 's/^RESULT //' >> "$RESULTS"
 
-log "warm-up: every corpus message once through the gateway"
-load warmup "$GW_PORT" -n 2000 -c "$C" -k "$K" > /dev/null
-grep -v '"label": *"warmup"' "$RESULTS" > "$RESULTS.tmp" || true
-mv "$RESULTS.tmp" "$RESULTS"
+  log "warm-up: every corpus message once through $name"
+  load "warmup-$name" "$port" -n 2000 -c "$C" -k "$K" > /dev/null
+  grep -v "\"label\": *\"warmup-$name\"" "$RESULTS" > "$RESULTS.tmp" || true
+  mv "$RESULTS.tmp" "$RESULTS"
+}
+# STORE_URL may name each gateway's own database with NAME (postgres:///gwbench_NAME?...).
+if [ -n "$BASE_BIN" ]; then start_gateway base "$BASE_BIN" "$BASE_PORT" "$BASE_METRICS_PORT"; fi
+start_gateway gateway "$BIN" "$GW_PORT" "$METRICS_PORT"
 
-phase() {  # phase NAME ARGS... : direct, then gateway, with the same load
+phase() {  # phase NAME ARGS... : direct, then each gateway, with the same load
   local name=$1; shift
+  case " $PHASES " in *" $name "*) ;; *) return 0 ;; esac
   log "phase $name: $*"
   load "$name-direct" "$SINK_PORT" "$@" --watch sink="$SINK_PID"
-  if [ -n "$PROFILE" ] && [ "$name" = A ]; then
-    perf record -F 499 --call-graph dwarf,16384 -p "$GW_PID" -o "$OUT/perf.data" 2> "$OUT/perf.log" &
-    PERF_PID=$!
-    sleep 0.5
-  fi
-  load "$name-gateway" "$GW_PORT" "$@" "${WATCH[@]}"
-  if [ -n "$PERF_PID" ]; then
-    kill -INT "$PERF_PID"; wait "$PERF_PID" || true; PERF_PID=
-  fi
+  local i
+  for i in "${!GW_NAMES[@]}"; do
+    local gname=${GW_NAMES[$i]} gpid=${GW_PIDS[$i]} perf_pid=
+    if [ -n "$PROFILE" ] && [ "$name" = A ]; then
+      perf record -F 499 --call-graph dwarf,16384 -p "$gpid" -o "$OUT/perf-$gname.data" \
+        2> "$OUT/perf-$gname.log" &
+      perf_pid=$!
+      sleep 0.5
+    fi
+    load "$name-$gname" "${GW_PORTS[$i]}" "$@" --watch gateway="$gpid" --watch sink="$SINK_PID"
+    if [ -n "$perf_pid" ]; then
+      kill -INT "$perf_pid"; wait "$perf_pid" || true
+    fi
+  done
 }
 phase A -n "$N" -c "$C" -k "$K"
 phase B -n "$(( N / 4 ))" -c "$C" -k 1
@@ -205,27 +236,38 @@ phase C -n "$(( RATE * 5 ))" -c "$C" -k "$K" --rate "$RATE"
 phase D -n "$(( RATE * 5 ))" -c "$C" -k "$K" --rate "$RATE" --no-pipelining
 phase E -n "$(( RATE * 3 ))" -c "$C" -k 1 --rate "$RATE"
 
-"${NS[@]}" python3 -c "
+for i in "${!GW_NAMES[@]}"; do
+  "${NS[@]}" python3 -c "
 import urllib.request
-print(urllib.request.urlopen('http://127.0.0.1:$METRICS_PORT/metrics', timeout=5).read().decode())
-" > "$OUT/metrics.txt"
+print(urllib.request.urlopen('http://127.0.0.1:${GW_METRICS[$i]}/metrics', timeout=5).read().decode())
+" > "$OUT/metrics-${GW_NAMES[$i]}.txt"
+done
 
-log "stopping the gateway (SIGTERM) and the sink"
-kill -TERM "$GW_PID"; wait "$GW_PID" || true
+log "stopping the gateways (SIGTERM) and the sink"
+for p in "${GW_PIDS[@]}"; do kill -TERM "$p"; wait "$p" || true; done
 kill -TERM "$SINK_PID"; wait "$SINK_PID" || true
 PIDS=()
-cp "$DATA/sessions.jsonl" "$OUT/sessions.jsonl"
+SESSIONS=()
+for i in "${!GW_NAMES[@]}"; do
+  cp "${GW_DATA[$i]}/sessions.jsonl" "$OUT/sessions-${GW_NAMES[$i]}.jsonl"
+  SESSIONS+=(--sessions "${GW_NAMES[$i]}=$OUT/sessions-${GW_NAMES[$i]}.jsonl")
+done
 
-if [ -n "$PROFILE" ] && [ -f "$OUT/perf.data" ]; then
-  perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-    grep -v '^$' | head -80 > "$OUT/perf-self.txt" || true
-  perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
-    grep -v '^$' | head -120 > "$OUT/perf-children.txt" || true
+if [ -n "$PROFILE" ]; then
+  for g in "${GW_NAMES[@]}"; do
+    [ -f "$OUT/perf-$g.data" ] || continue
+    perf report -i "$OUT/perf-$g.data" --no-children --sort symbol --stdio 2>/dev/null |
+      grep -v '^$' | head -80 > "$OUT/perf-$g-self.txt" || true
+    perf report -i "$OUT/perf-$g.data" --children --sort symbol --stdio -g none 2>/dev/null |
+      grep -v '^$' | head -120 > "$OUT/perf-$g-children.txt" || true
+  done
 fi
 
 log "report"
-python3 "$REPO/scripts/bench/gateway_report.py" "$RESULTS" "$OUT/sessions.jsonl" \
+COMMIT=${UNSPOOF_BIN:-$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" &&
+  git diff --quiet HEAD -- crates || echo '+dirty')}
+python3 "$REPO/scripts/bench/gateway_report.py" "$RESULTS" "${SESSIONS[@]}" \
   --machine "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-  --load "$LOADAVG" --commit "${UNSPOOF_BIN:-$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- crates || echo '+dirty')}" \
+  --load "$LOADAVG" --commit "$COMMIT${BASE_BIN:+, base $BASE_BIN}" \
   | tee "$OUT/report.txt"
 echo "files in $OUT"

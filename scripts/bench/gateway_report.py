@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Summary of scripts/bench-gateway.sh: direct vs gateway for each phase, the latency the
-gateway adds (gateway minus direct, at the same percentile), CPU per message, RSS with idle
-connections, and the gateway's own view from its session log (outcomes, end-of-data-to-reply
-latency per outcome).
+"""Summary of scripts/bench-gateway.sh: direct vs each gateway ("base" and "gateway" when the
+run has a base build) for each phase, the latency each adds (its data latency, end of data to
+final reply, minus the sink's at the same percentile, and their ratio), CPU per message, RSS
+with idle connections, and each gateway's own view from its session log (outcomes,
+end-of-data-to-reply latency per outcome).
 
-    gateway_report.py results.jsonl [sessions.jsonl] [--machine TEXT] [--commit REV]
+    gateway_report.py results.jsonl [--sessions NAME=sessions.jsonl]... [--machine TEXT]
+                      [--commit REV] [--load TEXT]
 """
 import argparse
 import collections
@@ -27,24 +29,30 @@ def pct(sorted_vals, p):
     return sorted_vals[int(k) - 1]
 
 
+def lat(r, key):
+    """A run's latency percentiles of one kind (older results have only `lat_us`)."""
+    return r.get(key) or r["lat_us"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
-    ap.add_argument("sessions", nargs="?")
+    ap.add_argument("--sessions", action="append", default=[], metavar="NAME=FILE")
     ap.add_argument("--machine", default="")
     ap.add_argument("--commit", default="")
     ap.add_argument("--load", default="")
     a = ap.parse_args()
     runs = {}
-    idle = None
+    idle = {}
     for line in open(a.results):
         if not line.strip():
             continue
         r = json.loads(line)
-        if r["label"] == "idle":
-            idle = r
+        if r["label"].startswith("idle"):
+            idle[r["label"]] = r
         else:
             runs[r["label"]] = r
+    paths = [p for p in ("base", "gateway") if any(k.endswith("-" + p) for k in runs)]
 
     print(f"gateway load benchmark, {time.strftime('%Y-%m-%d', time.gmtime())}"
           f"{', ' + a.machine if a.machine else ''}{', commit ' + a.commit if a.commit else ''}")
@@ -56,43 +64,50 @@ def main():
               f"{s['cpu'].get('sink', {}).get('cpu_us_per_msg', 0):.1f} µs CPU/msg "
               f"(C={s['conns']}, K={s['per_conn']})")
 
-    print("\n| phase | load | path | msg/s | p50 µs | p99 µs | added p50 µs | added p99 µs "
-          "| gateway CPU µs/msg | replies |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("\nData latency: end-of-data marker written to the final reply (µs). Added: the path's"
+          " minus direct's at the same percentile; ×: the path's over direct's.")
+    print("\n| phase | load | path | msg/s | data p50 | data p99 | added p50 | added p99 "
+          "| × p50 / p99 | open-loop p99 | late starts | gateway CPU µs/msg | replies |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for ph, desc in PHASES.items():
-        d, g = runs.get(f"{ph}-direct"), runs.get(f"{ph}-gateway")
-        if not d or not g:
+        d = runs.get(f"{ph}-direct")
+        if not d:
             continue
-        load = (f"C={g['conns']} K={g['per_conn']}"
-                + (f" {g['rate_target']:.0f}/s" if g["rate_target"] else " max")
-                + ("" if g["pipelining"] else " no-pipe"))
-        for name, r in (("direct", d), ("gateway", g)):
-            added50 = added99 = cpu = ""
-            if name == "gateway":
-                added50 = str(g["lat_us"]["p50"] - d["lat_us"]["p50"])
-                added99 = str(g["lat_us"]["p99"] - d["lat_us"]["p99"])
-                cpu = f"{g['cpu'].get('gateway', {}).get('cpu_us_per_msg', 0):.0f}"
+        load = (f"C={d['conns']} K={d['per_conn']}"
+                + (f" {d['rate_target']:.0f}/s" if d["rate_target"] else " max")
+                + ("" if d["pipelining"] else " no-pipe"))
+        dl = lat(d, "data_lat_us")
+        for i, name in enumerate(["direct"] + paths):
+            r = runs.get(f"{ph}-{name}")
+            if not r:
+                continue
+            rl = lat(r, "data_lat_us")
+            added50 = added99 = ratio = cpu = ""
+            if name != "direct":
+                added50 = str(rl["p50"] - dl["p50"])
+                added99 = str(rl["p99"] - dl["p99"])
+                ratio = f"{rl['p50'] / max(dl['p50'], 1):.1f} / {rl['p99'] / max(dl['p99'], 1):.1f}"
+                cpu = f"{r['cpu'].get('gateway', {}).get('cpu_us_per_msg', 0):.0f}"
+            slot = r.get("slot_lat_us", {}).get("p99", "") if r["rate_target"] else ""
             codes = " ".join(f"{c}:{n}" for c, n in sorted(r["codes"].items()))
             if r["errors"]:
                 codes += f" errors:{r['errors']}"
-            print(f"| {ph} {desc if name == 'direct' else ''} | {load if name == 'direct' else ''} "
-                  f"| {name} | {r['msg_per_s']:.0f} | {r['lat_us']['p50']} | {r['lat_us']['p99']} "
-                  f"| {added50} | {added99} | {cpu} | {codes} |")
-    late = [f"{l}: {r['late_starts']}" for l, r in runs.items() if r.get("late_starts")]
-    if late:
-        print("\nmessages that started over 2 ms after their rate slot (generator behind): "
-              + ", ".join(late))
+            print(f"| {ph + ' ' + desc if i == 0 else ''} | {load if i == 0 else ''} "
+                  f"| {name} | {r['msg_per_s']:.0f} | {rl['p50']} | {rl['p99']} "
+                  f"| {added50} | {added99} | {ratio} | {slot} "
+                  f"| {r.get('late_starts', 0) if r['rate_target'] else ''} | {cpu} | {codes} |")
 
-    if idle:
-        for name, v in idle["rss"].items():
-            print(f"\n{name} with {idle['open']} idle connections ({idle['refused']} refused): "
+    for label, r in sorted(idle.items()):
+        for name, v in r["rss"].items():
+            print(f"\n{name} with {r['open']} idle connections ({r['refused']} refused): "
                   f"VmRSS {v['rss_idle_kib'] / 1024:.1f} MiB (was {v['rss_before_kib'] / 1024:.1f}"
                   f" MiB before; {v['bytes_per_conn'] / 1024:.1f} KiB per connection)")
 
-    if a.sessions:
+    for spec in a.sessions:
+        name, _, path = spec.partition("=")
         by = collections.defaultdict(list)
         reasons = collections.Counter()
-        for line in open(a.sessions):
+        for line in open(path):
             if not line.strip():
                 continue
             r = json.loads(line)
@@ -100,7 +115,7 @@ def main():
             if r["outcome"] in ("reject", "quarantine", "tag"):
                 reasons.update(r["reasons"])
         total = sum(len(v) for v in by.values())
-        print(f"\ngateway session log: {total} messages (warm-up included); end of DATA to "
+        print(f"\n{name}'s session log: {total} messages (warm-up included); end of DATA to "
               "final reply, as the gateway measures it (engine + relay + store):")
         print("\n| outcome | messages | share | p50 µs | p99 µs | max µs |")
         print("|---|---:|---:|---:|---:|---:|")

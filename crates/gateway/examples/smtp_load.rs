@@ -1,8 +1,13 @@
 //! SMTP load generator for the gateway benchmark (`scripts/bench-gateway.sh`): drives N
 //! messages over C concurrent connections, K messages per connection (K = 1: one message per
 //! connection), with or without PIPELINING, at full speed or at a fixed rate, and reports
-//! msg/s and the latency of each transaction, from the moment MAIL FROM is written to the
-//! final reply after the data (the client's view of one message).
+//! msg/s and three latencies per message: the transaction (MAIL FROM written to the final
+//! reply after the data, the client's view), the data (the end-of-data marker written to the
+//! final reply: what a server adds by deciding before it answers, the figure compared between
+//! the gateway and the sink), and at a fixed rate the open-loop latency (from the message's
+//! slot in the schedule to the final reply, so a message that waited for a free connection
+//! counts its wait: the generator keeps offering the rate while the server is slow, it does
+//! not back off with it).
 //!
 //! ```sh
 //! cargo run --release -p unspoof-gateway --example smtp_load -- \
@@ -324,6 +329,10 @@ struct Tally {
     /// Transaction latency (MAIL written to final reply), µs, for messages that got a final
     /// reply to their data.
     latency_us: Vec<u32>,
+    /// Data latency (end-of-data marker written to final reply), µs, same messages.
+    data_latency_us: Vec<u32>,
+    /// At a fixed rate: the message's slot in the schedule to its final reply, µs.
+    slot_latency_us: Vec<u32>,
     /// Connection latency (connect to final reply of the first message), µs, one per connection.
     conn_latency_us: Vec<u32>,
     codes: HashMap<u16, u64>,
@@ -352,10 +361,9 @@ async fn worker(sh: Arc<Shared>) -> Tally {
         };
         let first = &sh.msgs[job[0]];
         // One message per connection at a fixed rate: the connection itself waits for the slot.
-        let mut slot_taken = false;
+        let mut slot = None;
         if o.per_conn == 1 && o.rate > 0.0 {
-            wait_slot(&sh, &mut t).await;
-            slot_taken = true;
+            slot = Some(wait_slot(&sh, &mut t).await);
         }
         let connected_at = Instant::now();
         let mut c = match Client::connect(o.addr, first.ip).await {
@@ -383,13 +391,16 @@ async fn worker(sh: Arc<Shared>) -> Tally {
         helo.clear();
         let mut broken = false;
         for (n, &m) in job.iter().enumerate() {
-            if o.rate > 0.0 && !slot_taken {
-                wait_slot(&sh, &mut t).await;
+            if o.rate > 0.0 && slot.is_none() {
+                slot = Some(wait_slot(&sh, &mut t).await);
             }
-            slot_taken = false;
             match transaction(&mut c, &sh.msgs[m], o.pipeline, &mut t).await {
-                Ok(Some(us)) => {
+                Ok(Some((us, data_us))) => {
                     t.latency_us.push(us);
+                    t.data_latency_us.push(data_us);
+                    if let Some(at) = slot {
+                        t.slot_latency_us.push(micros(at.elapsed()));
+                    }
                     if n == 0 {
                         t.conn_latency_us
                             .push(connected_at.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -403,6 +414,7 @@ async fn worker(sh: Arc<Shared>) -> Tally {
                     break;
                 }
             }
+            slot = None;
         }
         if !broken {
             let _ = c.cmd(b"QUIT\r\n").await;
@@ -410,7 +422,10 @@ async fn worker(sh: Arc<Shared>) -> Tally {
     }
 }
 
-async fn wait_slot(sh: &Shared, t: &mut Tally) {
+/// Waits for the next slot of the fixed-rate schedule and returns its time (in the past when
+/// every connection was busy at that moment: the message starts late, and its open-loop
+/// latency counts from the slot).
+async fn wait_slot(sh: &Shared, t: &mut Tally) -> Instant {
     let i = sh.next_slot.fetch_add(1, Ordering::Relaxed);
     let at = sh.t0 + Duration::from_secs_f64(i as f64 / sh.opts.rate);
     let now = Instant::now();
@@ -419,15 +434,21 @@ async fn wait_slot(sh: &Shared, t: &mut Tally) {
     } else if now - at > Duration::from_millis(2) {
         t.late_starts += 1;
     }
+    at
 }
 
-/// One transaction; `Some(µs)` when the data got a final reply, `None` when refused earlier.
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u32::MAX as u128) as u32
+}
+
+/// One transaction; `Some((transaction µs, data µs))` when the data got a final reply, `None`
+/// when refused earlier.
 async fn transaction(
     c: &mut Client,
     m: &Msg,
     pipeline: bool,
     t: &mut Tally,
-) -> std::io::Result<Option<u32>> {
+) -> std::io::Result<Option<(u32, u32)>> {
     let started = Instant::now();
     let codes = if pipeline {
         let mut out = Vec::with_capacity(160);
@@ -464,10 +485,12 @@ async fn transaction(
         return Ok(None);
     }
     c.s.write_all(&m.body).await?;
+    let data_written = Instant::now();
     let code = c.reply().await?;
-    let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let us = micros(started.elapsed());
+    let data_us = micros(data_written.elapsed());
     *t.codes.entry(code).or_default() += 1;
-    Ok(Some(us))
+    Ok(Some((us, data_us)))
 }
 
 /// utime + stime of a process, in seconds (`/proc/PID/stat` fields 14 and 15).
@@ -572,6 +595,8 @@ fn main() {
     let mut all = Tally::default();
     for t in tallies {
         all.latency_us.extend(t.latency_us);
+        all.data_latency_us.extend(t.data_latency_us);
+        all.slot_latency_us.extend(t.slot_latency_us);
         all.conn_latency_us.extend(t.conn_latency_us);
         for (c, n) in t.codes {
             *all.codes.entry(c).or_default() += n;
@@ -581,11 +606,15 @@ fn main() {
         all.late_starts += t.late_starts;
     }
     all.latency_us.sort_unstable();
+    all.data_latency_us.sort_unstable();
+    all.slot_latency_us.sort_unstable();
     all.conn_latency_us.sort_unstable();
     let done = all.latency_us.len() as u64 + all.early_refusals;
     let rate = done as f64 / elapsed;
     let lat = |p| percentile(&all.latency_us, p);
     let clat = |p| percentile(&all.conn_latency_us, p);
+    let dlat = |p| percentile(&all.data_latency_us, p);
+    let slat = |p| percentile(&all.slot_latency_us, p);
     let mut codes: Vec<_> = all.codes.iter().collect();
     codes.sort();
     println!(
@@ -600,6 +629,22 @@ fn main() {
         lat(99.9),
         all.latency_us.last().copied().unwrap_or(0)
     );
+    println!(
+        "  data latency (end of data..final reply) µs: p50 {} p90 {} p99 {} p99.9 {} max {}",
+        dlat(50.0),
+        dlat(90.0),
+        dlat(99.0),
+        dlat(99.9),
+        all.data_latency_us.last().copied().unwrap_or(0)
+    );
+    if shared.opts.rate > 0.0 {
+        println!(
+            "  open-loop latency (rate slot..final reply) µs: p50 {} p99 {} max {}",
+            slat(50.0),
+            slat(99.0),
+            all.slot_latency_us.last().copied().unwrap_or(0)
+        );
+    }
     if shared.opts.per_conn == 1 {
         println!(
             "  connection latency (connect..final reply) µs: p50 {} p99 {}",
@@ -644,6 +689,8 @@ fn main() {
          \"rate_target\":{},\"elapsed_s\":{elapsed:.3},\"msg_per_s\":{rate:.1},\"errors\":{},\
          \"early_refusals\":{},\"late_starts\":{},\"codes\":{{{}}},\
          \"lat_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\
+         \"data_lat_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\
+         \"slot_lat_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\
          \"conn_lat_us\":{{\"p50\":{},\"p99\":{}}},\"cpu\":{{{}}}}}",
         shared.opts.label,
         conns,
@@ -659,6 +706,14 @@ fn main() {
         lat(99.0),
         lat(99.9),
         all.latency_us.last().copied().unwrap_or(0),
+        dlat(50.0),
+        dlat(90.0),
+        dlat(99.0),
+        dlat(99.9),
+        all.data_latency_us.last().copied().unwrap_or(0),
+        slat(50.0),
+        slat(99.0),
+        all.slot_latency_us.last().copied().unwrap_or(0),
         clat(50.0),
         clat(99.0),
         cpu_json.join(","),
@@ -734,7 +789,8 @@ async fn idle(o: Opts) {
         let _ = c.cmd(b"QUIT\r\n").await;
     }
     println!(
-        "RESULT {{\"label\":\"idle\",\"open\":{open},\"refused\":{refused},\"rss\":{{{}}}}}",
+        "RESULT {{\"label\":{:?},\"open\":{open},\"refused\":{refused},\"rss\":{{{}}}}}",
+        if o.label.is_empty() { "idle" } else { &o.label },
         json.join(",")
     );
 }

@@ -27,12 +27,39 @@ pub fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
     out
 }
 
-/// The first value of header `name` (case-insensitive).
+/// The first value of header `name` (case-insensitive), unfolded as [`header_fields`] does.
+/// Builds only that field's value: the gateway asks for Message-ID on every message, and
+/// building every field (DKIM and ARC signatures included) cost more than the search.
 pub fn header(msg: &[u8], name: &str) -> Option<String> {
-    header_fields(msg)
-        .into_iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+    let mut found: Option<String> = None;
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            if let Some(value) = &mut found {
+                let text = String::from_utf8_lossy(line);
+                value.push(' ');
+                value.push_str(text.trim());
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            // Not a header line: the header section is malformed; stop here.
+            break;
+        };
+        if String::from_utf8_lossy(&line[..colon])
+            .trim()
+            .eq_ignore_ascii_case(name)
+        {
+            let text = String::from_utf8_lossy(&line[colon + 1..]);
+            found = Some(text.trim().to_string());
+        }
+    }
+    found
 }
 
 /// Is `domain` a syntactically valid domain (RFC 5321 4.1.2 `Domain`, with U-labels allowed for
@@ -85,6 +112,24 @@ mod tests {
         let m = b"From: a\r\n <a@b>\r\nSubject: x\r\n\r\nFrom: body\r\n";
         assert_eq!(header(m, "from").as_deref(), Some("a <a@b>"));
         assert_eq!(header_fields(m).len(), 2);
+    }
+
+    #[test]
+    fn header_finds_the_first_field_as_header_fields_reads_it() {
+        let m = b"Received: x\r\n\ty\r\nMessage-ID:\r\n <a@b>\r\n (c)\r\nmessage-id: <second>\r\n\
+                  Subject: s\r\n\r\nMessage-ID: <body>\r\n";
+        for name in ["message-id", "RECEIVED", "subject", "x-none"] {
+            let expected = header_fields(m)
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v);
+            assert_eq!(header(m, name), expected, "{name}");
+        }
+        // As `header_fields` unfolds it: an empty first line leaves the leading space.
+        assert_eq!(header(m, "Message-ID").as_deref(), Some(" <a@b> (c)"));
+        // A malformed line ends the header section for both.
+        assert_eq!(header(b"A: 1\r\nbroken\r\nB: 2\r\n\r\n", "b"), None);
+        assert_eq!(header(b"\r\nB: 2\r\n", "b"), None);
     }
 
     #[test]
