@@ -641,17 +641,17 @@ async fn allowed_sender_lifts_quarantine_through_postfix() {
     let (code, out) = swaks(&pf, "sales@shady.test", &other, work.path(), "other").await;
     assert_eq!(code, 0, "{out}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pf.held() == 0 && Instant::now() < deadline {
+    while pf.held().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(pf.held(), 1, "held:\n{}", pf.log());
+    assert_eq!(pf.held().len(), 1, "held:\n{}", pf.log());
 
     // The allowed address: delivered to the mailbox, not held, with the lift in the verdict.
     let allowed = plain_message("Billing <Billing@Shady.test>", "allowed sender");
     let (code, out) = swaks(&pf, "billing@shady.test", &allowed, work.path(), "allowed").await;
     assert_eq!(code, 0, "{out}");
-    let delivered = pf.wait_for("allowed.sender@test").await;
-    assert_eq!(pf.held(), 1, "only the other one held:\n{}", pf.log());
+    let delivered = tokio::task::block_in_place(|| pf.wait_for("allowed.sender@test"));
+    assert_eq!(pf.held().len(), 1, "only the other one held:\n{}", pf.log());
     assert!(pf.find("not.on.the.list@test").is_none());
     // Delivered although it does not authenticate: the lift does not ask for that.
     let h = head(&delivered);
