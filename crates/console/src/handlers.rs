@@ -1205,16 +1205,17 @@ async fn dmarc(
     Query(p): Query<DmarcParams>,
 ) -> Response {
     let s = &authed.session;
-    if s.role == Role::Recipient {
-        return forbidden("The DMARC reports are for administrators of the domain.");
-    }
-    let domain = p.domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    let days = p.days.unwrap_or(7).clamp(1, DMARC_MAX_DAYS);
     // A domain administrator reads its own domains' reports (and their subdomains': the
     // store's rows of a domain include them).
-    if s.role == Role::DomainAdministrator && !domain.is_empty() && !s.scope.contains(&domain) {
-        return forbidden("That domain is not one of yours.");
-    }
+    let domain = match asked_domain(
+        s,
+        &p.domain,
+        "The DMARC reports are for administrators of the domain.",
+    ) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let days = p.days.unwrap_or(7).clamp(1, DMARC_MAX_DAYS);
     if domain.is_empty() {
         return html(pages::dmarc(s, &domain, days, None));
     }
@@ -1320,6 +1321,20 @@ async fn digest_release(
     ))
 }
 
+/// The domain a domain page was asked for, in lower case without a trailing dot, or the
+/// refusal: a recipient sees no domain page (`for_recipient` says why), a domain administrator
+/// only its own domains ("" asks for the page's form).
+fn asked_domain(s: &Session, asked: &str, for_recipient: &str) -> Result<String, Response> {
+    if s.role == Role::Recipient {
+        return Err(forbidden(for_recipient));
+    }
+    let domain = asked.trim().trim_end_matches('.').to_ascii_lowercase();
+    if s.role == Role::DomainAdministrator && !domain.is_empty() && !s.scope.contains(&domain) {
+        return Err(forbidden("That domain is not one of yours."));
+    }
+    Ok(domain)
+}
+
 // The domain audit (`unspoof audit`), run when asked for one domain.
 
 async fn audit(
@@ -1328,13 +1343,14 @@ async fn audit(
     Query(p): Query<DmarcParams>,
 ) -> Response {
     let s = &authed.session;
-    if s.role == Role::Recipient {
-        return forbidden("The domain audit is for administrators of the domain.");
-    }
-    let domain = p.domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    if s.role == Role::DomainAdministrator && !domain.is_empty() && !s.scope.contains(&domain) {
-        return forbidden("That domain is not one of yours.");
-    }
+    let domain = match asked_domain(
+        s,
+        &p.domain,
+        "The domain audit is for administrators of the domain.",
+    ) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
     if domain.is_empty() {
         return html(pages::audit(s, &domain, None));
     }

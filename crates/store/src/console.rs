@@ -316,24 +316,13 @@ impl Store {
              {} GROUP BY m.client_ip ORDER BY 2 DESC, 1 LIMIT {OVERVIEW_TOP}",
             and(&bad, "m.client_ip IS NOT NULL")
         );
-        let mut out = Overview::default();
-        on!(&self.inner.db, p => {
-            let mut with_bucket = vals.clone();
-            with_bucket.push(Val::I(bucket));
-            for r in bind_all!(sqlx::query(&per_bucket), with_bucket).fetch_all(p).await? {
-                out.per_bucket.push((r.try_get("t")?, r.try_get("action")?, r.try_get("n")?));
-            }
-            for (sql, into) in [
-                (&top_reasons, &mut out.top_reasons),
-                (&top_domains, &mut out.top_forged_domains),
-                (&top_sources, &mut out.top_sources),
-            ] {
-                for r in bind_all!(sqlx::query(sql), vals.clone()).fetch_all(p).await? {
-                    into.push((r.try_get("k")?, r.try_get("n")?));
-                }
-            }
-        });
-        Ok(out)
+        self.overview_questions(
+            &per_bucket,
+            [&top_reasons, &top_domains, &top_sources],
+            vals,
+            bucket,
+        )
+        .await
     }
 
     /// The overview's counts over everything: the hours `[first_hour, end_hour)` from the
@@ -396,17 +385,36 @@ impl Store {
         };
         let top_domains = top("forged", bad("from_domain"));
         let top_sources = top("source", bad("client_ip"));
+        self.overview_questions(
+            &per_bucket,
+            [&top_reasons, &top_domains, &top_sources],
+            vals,
+            bucket,
+        )
+        .await
+    }
+
+    /// Asks the overview's four questions, however they were written: `per_bucket` (rows t,
+    /// action, n; its last parameter is the bucket's width) and the top reasons, forged
+    /// domains and sources (rows k, n), all on `vals`.
+    async fn overview_questions(
+        &self,
+        per_bucket: &str,
+        [top_reasons, top_domains, top_sources]: [&String; 3],
+        vals: Vec<Val>,
+        bucket: i64,
+    ) -> Result<Overview, StoreError> {
         let mut out = Overview::default();
         on!(&self.inner.db, p => {
             let mut with_bucket = vals.clone();
             with_bucket.push(Val::I(bucket));
-            for r in bind_all!(sqlx::query(&per_bucket), with_bucket).fetch_all(p).await? {
+            for r in bind_all!(sqlx::query(per_bucket), with_bucket).fetch_all(p).await? {
                 out.per_bucket.push((r.try_get("t")?, r.try_get("action")?, r.try_get("n")?));
             }
             for (sql, into) in [
-                (&top_reasons, &mut out.top_reasons),
-                (&top_domains, &mut out.top_forged_domains),
-                (&top_sources, &mut out.top_sources),
+                (top_reasons, &mut out.top_reasons),
+                (top_domains, &mut out.top_forged_domains),
+                (top_sources, &mut out.top_sources),
             ] {
                 for r in bind_all!(sqlx::query(sql), vals.clone()).fetch_all(p).await? {
                     into.push((r.try_get("k")?, r.try_get("n")?));
