@@ -309,7 +309,7 @@ fn process_cpu() -> Duration {
 /// tasks, then a flush into the database. Returns (p50, p99 wait, CPU per record).
 async fn durable_round(
     writers: usize,
-    _wait_us: Option<u64>,
+    wait_us: Option<u64>,
     n: u64,
     rate: u64,
 ) -> (Duration, Duration, Duration) {
@@ -320,6 +320,9 @@ async fn durable_round(
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = StoreConfig::new(String::new(), dir.clone());
     config.journal_writers = writers;
+    if let Some(w) = wait_us {
+        config.journal_group_wait_us = w;
+    }
     let store = Store::open(config).await.unwrap();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
