@@ -129,12 +129,6 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0022_fewer_message_indexes.sql"),
         include_str!("../migrations/postgres/0022_fewer_message_indexes.sql"),
     ),
-    (
-        23,
-        "SQLite's hourly rollups counted per batch by the writer, not per row by triggers (issue 13)",
-        include_str!("../migrations/sqlite/0023_rollups_per_batch.sql"),
-        include_str!("../migrations/postgres/0023_rollups_per_batch.sql"),
-    ),
 ];
 
 /// The advisory lock that serialises migrations across a fleet sharing one PostgreSQL.
@@ -249,14 +243,11 @@ impl Db {
 
     /// Writes sessions and messages (with their recipients, reasons and first contacts) in one
     /// transaction. A record whose id is already stored is skipped, so replays are harmless.
-    /// On SQLite the same transaction adds the console's hourly counts of the rows it actually
-    /// inserted (`overview_hours`, see [`Rollup`]); on PostgreSQL statement triggers do.
     async fn write_batch_inner(
         &self,
         sessions: &[SessionRecord],
         messages: &[MessageRecord],
     ) -> Result<(), sqlx::Error> {
-        let backend = self.backend();
         let mut stmts: Vec<(String, Vec<Val>)> = Vec::new();
         // One row per session: PostgreSQL refuses an upsert that meets the same key twice
         // in one statement. The ended record wins over the open one of the same session.
@@ -273,44 +264,23 @@ impl Db {
             }
         }
         insert_chunked(
-            backend,
+            self.backend(),
             &mut stmts,
             "sessions",
             SESSION_COLUMNS,
             latest.into_iter().map(session_values).collect(),
             "id",
         );
-        // On SQLite the statements of `messages` and `message_reason` return the rows they
-        // inserted (a row already stored is skipped and not returned), which [`Rollup`] counts.
-        let counted = |stmts: &mut Vec<(String, Vec<Val>)>, from: usize, returning: &str| {
-            if backend == Backend::Sqlite {
-                for (sql, _) in &mut stmts[from..] {
-                    sql.push_str(returning);
-                }
-            }
-            stmts.len()
-        };
-        let first_message = stmts.len();
         insert_chunked(
-            backend,
+            self.backend(),
             &mut stmts,
             "messages",
             MESSAGE_COLUMNS,
             messages.iter().map(message_values).collect(),
             "id",
         );
-        let first_reason = counted(&mut stmts, first_message, Rollup::MESSAGES_RETURNING);
         insert_chunked(
-            backend,
-            &mut stmts,
-            "message_reason",
-            &["message", "code", "received_at"],
-            messages.iter().flat_map(reason_rows).collect(),
-            "message, code",
-        );
-        let reasons_end = counted(&mut stmts, first_reason, Rollup::REASONS_RETURNING);
-        insert_chunked(
-            backend,
+            self.backend(),
             &mut stmts,
             "message_rcpt",
             &["message", "address", "domain", "received_at"],
@@ -318,7 +288,15 @@ impl Db {
             "message, address",
         );
         insert_chunked(
-            backend,
+            self.backend(),
+            &mut stmts,
+            "message_reason",
+            &["message", "code", "received_at"],
+            messages.iter().flat_map(reason_rows).collect(),
+            "message, code",
+        );
+        insert_chunked(
+            self.backend(),
             &mut stmts,
             "contacts",
             &["sender_domain", "recipient", "first_seen"],
@@ -328,25 +306,9 @@ impl Db {
         if stmts.is_empty() {
             return Ok(());
         }
-        let returns = |i: usize| backend == Backend::Sqlite && (first_message..reasons_end).contains(&i);
         on!(self, p => {
             let mut tx = p.begin().await?;
-            let mut rollup = Rollup::default();
-            for (i, (sql, vals)) in stmts.into_iter().enumerate() {
-                let q = bind_all!(sqlx::query(&sql), vals);
-                if returns(i) {
-                    for row in q.fetch_all(&mut *tx).await? {
-                        if i < first_reason {
-                            rollup.message(&row)?;
-                        } else {
-                            rollup.reason(&row)?;
-                        }
-                    }
-                } else {
-                    q.execute(&mut *tx).await?;
-                }
-            }
-            for (sql, vals) in rollup.statements(backend) {
+            for (sql, vals) in stmts {
                 bind_all!(sqlx::query(&sql), vals).execute(&mut *tx).await?;
             }
             tx.commit().await
@@ -815,88 +777,6 @@ fn statement_rows(left: usize) -> usize {
     }
 }
 
-/// The console's hourly counts (`overview_hours`) of the rows one SQLite batch inserted, added
-/// in the batch's transaction: one upsert per (kind, hour, key) of the batch instead of one per
-/// record in row triggers (migration 0023 dropped SQLite's insert triggers of 0021; the delete
-/// triggers stay, for retention). The rows come from the inserts' `RETURNING`, which returns
-/// only the rows actually inserted, so a record written again (a replay) is not counted again:
-/// the invariant of docs/store.md ("Rollups") holds as it did with the triggers. Counted as
-/// 0021 counts: `verdict` by action; `forged` and `source` by From domain and client address
-/// of what was quarantined or rejected; `reason` by code.
-#[derive(Default)]
-struct Rollup {
-    counts: std::collections::BTreeMap<(&'static str, i64, String), i64>,
-}
-
-impl Rollup {
-    const MESSAGES_RETURNING: &'static str = " RETURNING received_at, action, from_domain, client_ip";
-    const REASONS_RETURNING: &'static str = " RETURNING received_at, code";
-
-    fn hour(t: i64) -> i64 {
-        // As the SQL of 0021 computes it (integer division towards zero).
-        (t / 3600) * 3600
-    }
-
-    fn add(&mut self, kind: &'static str, at: i64, k: String) {
-        *self.counts.entry((kind, Self::hour(at), k)).or_insert(0) += 1;
-    }
-
-    fn message<R>(&mut self, row: &R) -> Result<(), sqlx::Error>
-    where
-        R: Row,
-        for<'a> &'a str: ColumnIndex<R>,
-        for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    {
-        let at: i64 = get(row, "received_at")?;
-        let action: String = get(row, "action")?;
-        let flagged = action == "quarantine" || action == "reject";
-        if flagged {
-            if let Some(d) = get::<_, Option<String>>(row, "from_domain")? {
-                self.add("forged", at, d);
-            }
-            if let Some(ip) = get::<_, Option<String>>(row, "client_ip")? {
-                self.add("source", at, ip);
-            }
-        }
-        self.add("verdict", at, action);
-        Ok(())
-    }
-
-    fn reason<R>(&mut self, row: &R) -> Result<(), sqlx::Error>
-    where
-        R: Row,
-        for<'a> &'a str: ColumnIndex<R>,
-        for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    {
-        let at: i64 = get(row, "received_at")?;
-        self.add("reason", at, get(row, "code")?);
-        Ok(())
-    }
-
-    /// The upserts, in key order.
-    fn statements(self, backend: Backend) -> Vec<(String, Vec<Val>)> {
-        let rows: Vec<Vec<Val>> = self
-            .counts
-            .into_iter()
-            .map(|((kind, hour, k), n)| {
-                vec![Val::S(kind.into()), Val::I(hour), Val::S(k), Val::I(n)]
-            })
-            .collect();
-        let mut stmts = Vec::new();
-        insert_chunked(
-            backend,
-            &mut stmts,
-            "overview_hours",
-            &["kind", "hour", "k", "n"],
-            rows,
-            "kind, hour, k",
-        );
-        stmts
-    }
-}
-
 /// What an insert does with a row whose `key` is already stored: nothing (a replay), except
 /// for a session, whose record first comes as it stands (`ended_at` NULL, written with its
 /// first message before the reply) and later as it ended: the ended one replaces the open
@@ -912,8 +792,6 @@ fn conflict(table: &str, key: &str) -> String {
             "({key}) DO UPDATE SET {} WHERE sessions.ended_at IS NULL",
             set.join(", ")
         )
-    } else if table == "overview_hours" {
-        format!("({key}) DO UPDATE SET n = overview_hours.n + excluded.n")
     } else {
         format!("({key}) DO NOTHING")
     }
