@@ -237,7 +237,8 @@ pub struct PruneReport {
 enum Entry {
     /// With the journal segment it is also in, if it went through [`Store::log_durable`].
     Session(SessionRecord, Option<Ticket>),
-    Message(MessageRecord, Option<Ticket>),
+    /// With its `contacts` rows (`db::contact_rows`), made once when it is logged.
+    Message(MessageRecord, Option<Ticket>, Vec<Vec<query::Val>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -475,10 +476,11 @@ impl Store {
 
     /// Logs a message. Never waits for the database; never fails (see the crate invariant).
     pub fn log_message(&self, record: MessageRecord) {
-        for key in db::contact_keys(&record) {
+        let contacts = db::contact_rows(&record);
+        for key in db::row_keys(&contacts) {
             self.inner.shared.remember_contact(key, true);
         }
-        self.enqueue(Entry::Message(record, None));
+        self.enqueue(Entry::Message(record, None, contacts));
     }
 
     /// Logs a message (and, when given, its session as it stands) and returns once both are
@@ -515,13 +517,14 @@ impl Store {
                 Err(StoreError::Journal(self.inner.config.spool_dir(), e)),
             ),
         };
-        for key in db::contact_keys(&record) {
+        let contacts = db::contact_rows(&record);
+        for key in db::row_keys(&contacts) {
             self.inner.shared.remember_contact(key, true);
         }
         if let Some(s) = session {
             self.enqueue(Entry::Session(s, ticket));
         }
-        self.enqueue(Entry::Message(record, ticket));
+        self.enqueue(Entry::Message(record, ticket, contacts));
         result
     }
 
@@ -557,7 +560,7 @@ impl Store {
         // Queue full (or store closed): straight into the spool, durably.
         let (line, ticket) = match entry {
             Entry::Session(s, t) => (SpoolEntry::Session(s), t),
-            Entry::Message(m, t) => (SpoolEntry::Message(m), t),
+            Entry::Message(m, t, _) => (SpoolEntry::Message(m), t),
             Entry::Flush(_) => return,
         };
         if let Err(e) = shared.spool().append(std::slice::from_ref(&line)) {
@@ -964,6 +967,8 @@ impl unspoof_engine::bounce::OutboundHistory for Store {
 struct Batch {
     sessions: Vec<SessionRecord>,
     messages: Vec<MessageRecord>,
+    /// The messages' `contacts` rows (made when they were logged).
+    contacts: Vec<Vec<query::Val>>,
     /// The journal segments of the records in the batch, settled once it is written.
     tickets: Vec<Ticket>,
 }
@@ -1060,8 +1065,9 @@ impl Writer {
                 batch.sessions.push(s);
                 batch.tickets.extend(t);
             }
-            Entry::Message(m, t) => {
+            Entry::Message(m, t, contacts) => {
                 batch.messages.push(m);
+                batch.contacts.extend(contacts);
                 batch.tickets.extend(t);
             }
             Entry::Flush(ack) => {
@@ -1098,6 +1104,7 @@ impl Writer {
         let Batch {
             sessions,
             messages,
+            contacts,
             tickets,
         } = batch;
         let n = (sessions.len() + messages.len()) as u64;
@@ -1113,13 +1120,14 @@ impl Writer {
         if !shared.db_down.load(Ordering::SeqCst) && shared.migrated.load(Ordering::SeqCst) {
             let write = async {
                 let _turn = shared.write_turn(self.db.backend()).await;
-                self.db.write_batch(sessions, messages).await
+                self.db.write_batch(sessions, messages, Some(contacts)).await
             };
             match timeout(self.db_timeout, write).await {
                 Ok(Ok(())) => {
                     shared.written.fetch_add(n, Ordering::Relaxed);
                     sessions.clear();
                     messages.clear();
+                    contacts.clear();
                     settle(tickets);
                     return;
                 }
@@ -1138,6 +1146,7 @@ impl Writer {
                 shared.spooled.fetch_add(n, Ordering::Relaxed);
                 sessions.clear();
                 messages.clear();
+                contacts.clear();
                 settle(tickets);
             }
             // Kept in memory; tried again with the next batch.
@@ -1197,7 +1206,7 @@ impl Writer {
                 }
                 let write = async {
                     let _turn = self.shared.write_turn(self.db.backend()).await;
-                    self.db.write_batch(&sessions, &messages).await
+                    self.db.write_batch(&sessions, &messages, None).await
                 };
                 match timeout(self.db_timeout, write).await {
                     Ok(Ok(())) => {
