@@ -162,7 +162,7 @@ impl Default for StoreConfig {
             max_connections: 4,
             full_analysis: FullAnalysis::NotAccepted,
             journal_writers: 2,
-            journal_group_wait_us: 1_000,
+            journal_group_wait_us: 2_000,
             journal_group_records: 16,
         }
     }
