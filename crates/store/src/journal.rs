@@ -401,7 +401,11 @@ fn sync_loop(shared: &Shared, i: usize) {
                 break;
             }
             let waited = slot.since.map_or(Duration::MAX, |t| t.elapsed());
-            let Some(left) = shared.group.wait.checked_sub(waited).filter(|d| !d.is_zero())
+            let Some(left) = shared
+                .group
+                .wait
+                .checked_sub(waited)
+                .filter(|d| !d.is_zero())
             else {
                 break;
             };
@@ -538,7 +542,12 @@ mod tests {
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("journal-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("journal-")
+            })
             .collect();
         assert_eq!(segments.len(), 1);
         let (entries, torn) = Spool::read_path(&segments[0]).unwrap();

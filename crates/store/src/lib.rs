@@ -110,10 +110,11 @@ pub struct StoreConfig {
     /// only the summary for the rest (verdict, reason codes, authentication and trace
     /// summaries, the DNS evidence); `all` keeps it for every message.
     pub full_analysis: FullAnalysis,
-    /// Threads that fsync the journal (see "Durability" in docs/store.md; the caller writes
-    /// its lines itself), each for its own segment. Default 2: while one fsyncs, records that
-    /// arrive start their own fsync at once instead of waiting for it to end; 1 makes every
-    /// record wait for the fsync in progress and then its own, for less CPU (fewer fsyncs).
+    /// Threads that write and fsync the journal (see "Durability" in docs/store.md; the
+    /// caller hands its lines over in memory), each for its own segment. Default 2: while one
+    /// fsyncs, records that arrive start their own group at once instead of waiting for it to
+    /// end; 1 makes every record wait for the fsync in progress and then its own, for less
+    /// CPU (fewer fsyncs).
     pub journal_writers: usize,
     /// Group commit: a journal thread fsyncs its records once the oldest has waited this many
     /// microseconds (or `journal_group_records` wait, whichever comes first), so that records
@@ -1121,7 +1122,9 @@ impl Writer {
         if !shared.db_down.load(Ordering::SeqCst) && shared.migrated.load(Ordering::SeqCst) {
             let write = async {
                 let _turn = shared.write_turn(self.db.backend()).await;
-                self.db.write_batch(sessions, messages, Some(contacts)).await
+                self.db
+                    .write_batch(sessions, messages, Some(contacts))
+                    .await
             };
             match timeout(self.db_timeout, write).await {
                 Ok(Ok(())) => {
