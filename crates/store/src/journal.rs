@@ -108,6 +108,11 @@ struct State {
     closed: bool,
     /// Groups fsync'd so far (every thread), for tests.
     groups: u64,
+    /// Records in the last group any thread fsync'd. The group-commit wait is taken only
+    /// when it was more than one: records then arrive faster than fsyncs end, and waiting
+    /// gathers more. A lone record (a quiet gateway) is fsync'd at once: waiting would only
+    /// delay its reply.
+    last_group: usize,
 }
 
 impl State {
@@ -209,6 +214,7 @@ impl Journal {
                 next_ticket: 0,
                 closed: false,
                 groups: 0,
+                last_group: 0,
             }),
             wake: (0..n).map(|_| Condvar::new()).collect(),
         });
@@ -394,10 +400,11 @@ fn sync_loop(shared: &Shared, i: usize) {
         if st.slots[i].waiting.is_empty() {
             return; // closed, and nothing left to answer
         }
-        // Group commit: more records may come before the oldest has waited long enough.
+        // Group commit: more records may come before the oldest has waited long enough
+        // (only while records come in company, see `State::last_group`).
         loop {
             let slot = &st.slots[i];
-            if st.closed || slot.waiting.len() >= shared.group.records {
+            if st.closed || slot.waiting.len() >= shared.group.records || st.last_group < 2 {
                 break;
             }
             let waited = slot.since.map_or(Duration::MAX, |t| t.elapsed());
@@ -441,6 +448,7 @@ fn sync_loop(shared: &Shared, i: usize) {
         st = shared.lock();
         st.slots[i].syncing = false;
         st.groups += 1;
+        st.last_group = group.len();
         let mut failed = Vec::new();
         if result.is_err() {
             // What reached the disk is unknown: the next record starts a fresh segment. These
@@ -515,8 +523,9 @@ mod tests {
         v
     }
 
-    /// Group commit: records handed over together share one fsync, which waits for a full
-    /// group (`records`) rather than for the whole `wait` (an hour here).
+    /// Group commit: on a quiet journal a lone record is fsync'd at once (no wait, though
+    /// `wait` is an hour here); once records come in company, records handed over together
+    /// share one fsync, which waits for a full group (`records`) rather than the whole `wait`.
     #[tokio::test]
     async fn a_full_group_is_fsynced_at_once_and_once() {
         let dir = std::env::temp_dir().join(format!("unspoof-journal-group-{}", new_id()));
@@ -525,6 +534,11 @@ mod tests {
             records: 4,
         };
         let journal = Arc::new(Journal::open(&dir, 1, group).unwrap());
+        let lone = new_id();
+        journal.append(&line(&lone), 1).await.unwrap();
+        assert_eq!(journal.shared.lock().groups, 1);
+        // As if the last group had company (a busy gateway): the next ones wait.
+        journal.shared.lock().last_group = 2;
         let ids: Vec<String> = (0..4).map(|_| new_id()).collect();
         let appends: Vec<_> = ids
             .iter()
@@ -536,8 +550,8 @@ mod tests {
         for a in appends {
             a.await.unwrap().unwrap();
         }
-        assert_eq!(journal.shared.lock().groups, 1);
-        // What was fsync'd is the four lines, whole.
+        assert_eq!(journal.shared.lock().groups, 2);
+        // What was fsync'd is the five lines, whole.
         let segments: Vec<PathBuf> = fs::read_dir(&dir)
             .unwrap()
             .flatten()
@@ -560,9 +574,10 @@ mod tests {
             .collect();
         read.sort();
         let mut want = ids.clone();
+        want.push(lone);
         want.sort();
         assert_eq!((read, torn), (want, 0));
-        // A record alone waits out the wait, or the close: closing answers it at once.
+        // After a group with company, a record alone waits out the wait, or the close: closing answers it at once.
         let alone = {
             let (journal, line) = (journal.clone(), line(&new_id()));
             tokio::spawn(async move { journal.append(&line, 1).await })
@@ -572,7 +587,7 @@ mod tests {
         }
         journal.close();
         alone.await.unwrap().unwrap();
-        assert_eq!(journal.shared.lock().groups, 2);
+        assert_eq!(journal.shared.lock().groups, 3);
         let _ = fs::remove_dir_all(&dir);
     }
 

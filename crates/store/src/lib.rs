@@ -119,7 +119,9 @@ pub struct StoreConfig {
     /// Group commit: a journal thread fsyncs its records once the oldest has waited this many
     /// microseconds (or `journal_group_records` wait, whichever comes first), so that records
     /// arriving meanwhile share the fsync. Longer: fewer fsyncs (each costs CPU, ~100 µs on a
-    /// VM) for a longer wait before the reply. 0: as soon as the thread is free. Default 2 000
+    /// VM) for a longer wait before the reply. 0: as soon as the thread is free. Taken only
+    /// while the last group fsync'd held more than one record, so a quiet gateway's lone
+    /// record does not wait. Default 2 000
     /// (docs/benchmarks.md, "group commit": at 1 500 records a second, about a fifth less
     /// store CPU per record than 0, for about 2 ms more before the reply).
     pub journal_group_wait_us: u64,
