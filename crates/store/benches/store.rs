@@ -4,7 +4,10 @@
 //! Environment: `UNSPOOF_BENCH_RECORDS` (default 1 000 000), `UNSPOOF_BENCH_PG` (default
 //! `postgres://postgres@127.0.0.1:5432`; `none` skips PostgreSQL), `UNSPOOF_BENCH_SQLITE`
 //! (`none` skips SQLite), `UNSPOOF_BENCH_BATCH` (records per transaction, default the store's
-//! `batch_size`). Records are generated here:
+//! `batch_size`). `UNSPOOF_BENCH_DURABLE=rate` instead measures the durable path (`log_durable`,
+//! journal and batch writer; `UNSPOOF_BENCH_JOURNAL` picks the journal settings it alternates,
+//! `UNSPOOF_BENCH_CONTROL` adds a round of the dispatch alone), and `UNSPOOF_BENCH_WRITES=n` the
+//! batch writer alone in fixed batches of 75 (for instruction counts). Records are generated here:
 //! 30 days of mail from 5 000 client addresses in 20 networks, 2 000 sender domains, 500
 //! recipients; 90 % accept, 5 % tag, 3 % quarantine, 2 % reject. Each carries a small analysis
 //! JSON (~400 bytes), not a full one (~3-10 KB), to keep the bench's disk use near 1 GB.
@@ -304,7 +307,12 @@ fn process_cpu() -> Duration {
 
 /// One durable-path round: `n` records through `log_durable` at `rate` a second from 32
 /// tasks, then a flush into the database. Returns (p50, p99 wait, CPU per record).
-async fn durable_round(writers: usize, n: u64, rate: u64) -> (Duration, Duration, Duration) {
+async fn durable_round(
+    writers: usize,
+    wait_us: Option<u64>,
+    n: u64,
+    rate: u64,
+) -> (Duration, Duration, Duration) {
     let dir = std::env::temp_dir().join(format!(
         "unspoof-store-durable-{}-{writers}",
         std::process::id()
@@ -312,6 +320,9 @@ async fn durable_round(writers: usize, n: u64, rate: u64) -> (Duration, Duration
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = StoreConfig::new(String::new(), dir.clone());
     config.journal_writers = writers;
+    if let Some(w) = wait_us {
+        config.journal_group_wait_us = w;
+    }
     let store = Store::open(config).await.unwrap();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
@@ -354,15 +365,37 @@ async fn durable_round(writers: usize, n: u64, rate: u64) -> (Duration, Duration
 
 fn durable(rt: &tokio::runtime::Runtime, rate: u64) {
     let n = rate * 5;
+    // `UNSPOOF_BENCH_JOURNAL`: the settings to alternate, `writers` or `writers:wait_us`
+    // (`journal_writers`, `journal_group_wait_us`; without a wait, the store's default),
+    // comma-separated; default `1,2`.
+    let settings: Vec<(usize, Option<u64>)> = std::env::var("UNSPOOF_BENCH_JOURNAL")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|s| {
+            let mut it = s.trim().split(':');
+            let writers = it.next()?.parse().ok()?;
+            let wait = it.next().and_then(|w| w.parse().ok());
+            Some((writers, wait))
+        })
+        .collect();
     println!(
         "# durable path: log_durable at {rate} records/s, {n} records a round, SQLite; \
          wait p50 / p99 and CPU per record (all threads), rounds alternating"
     );
+    // The bench's own share: the same dispatch of the same records, without the store.
+    if std::env::var("UNSPOOF_BENCH_CONTROL").is_ok() {
+        let cpu = rt.block_on(dispatch_round(n, rate));
+        println!(
+            "control (dispatch only, no store): {:.1} µs CPU/record",
+            secs(cpu) * 1e6
+        );
+    }
     for round in 1..=3 {
-        for writers in [1, 2] {
-            let (p50, p99, cpu) = rt.block_on(durable_round(writers, n, rate));
+        for &(writers, wait) in &settings {
+            let (p50, p99, cpu) = rt.block_on(durable_round(writers, wait, n, rate));
+            let wait = wait.map(|w| format!(" wait_us={w}")).unwrap_or_default();
             println!(
-                "round {round} journal_writers={writers}: wait p50 {:.2} ms, p99 {:.2} ms; \
+                "round {round} journal_writers={writers}{wait}: wait p50 {:.2} ms, p99 {:.2} ms; \
                  {:.1} µs CPU/record",
                 secs(p50) * 1e3,
                 secs(p99) * 1e3,
@@ -370,6 +403,73 @@ fn durable(rt: &tokio::runtime::Runtime, rate: u64) {
             );
         }
     }
+}
+
+/// [`durable_round`]'s dispatch alone (the records paced to 32 tasks, which drop them): the
+/// bench's own CPU per record, to tell from the store's.
+async fn dispatch_round(n: u64, rate: u64) -> Duration {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
+    let start = Instant::now();
+    let cpu0 = process_cpu();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(MessageRecord, Instant)>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut waits = Vec::new();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((r, due)) = next else { break };
+                drop(std::hint::black_box(r));
+                waits.push(due.elapsed());
+            }
+            waits
+        }));
+    }
+    for (i, r) in records.into_iter().enumerate() {
+        let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        tx.send((r, Instant::now())).unwrap();
+    }
+    drop(tx);
+    for t in tasks {
+        let _ = t.await.unwrap();
+    }
+    process_cpu().saturating_sub(cpu0) / n as u32
+}
+
+/// `UNSPOOF_BENCH_WRITES=n`: `n` records through `log_message`, flushed every 75 (the batch of
+/// 50 ms at 1 500 a second), no journal: the batch writer and the database alone, in batches
+/// that do not depend on timing, for instruction counts (`valgrind --tool=callgrind`).
+fn writes(rt: &tokio::runtime::Runtime, n: u64) {
+    let dir = std::env::temp_dir().join(format!("unspoof-store-writes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = StoreConfig::new(String::new(), dir.clone());
+    config.flush_interval_ms = 3_600_000;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
+    let cpu = rt.block_on(async {
+        let store = Store::open(config).await.unwrap();
+        let cpu0 = process_cpu();
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            for r in records.by_ref().take(75) {
+                store.log_message(r);
+            }
+            store.flush().await;
+        }
+        let cpu = process_cpu().saturating_sub(cpu0);
+        assert_eq!(store.stats().written, n);
+        store.close().await;
+        cpu
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "writes: {n} records in batches of 75, {:.1} µs CPU/record",
+        secs(cpu) * 1e6 / n as f64
+    );
 }
 
 fn main() {
@@ -387,6 +487,17 @@ fn main() {
             .build()
             .unwrap();
         return durable(&rt, rate);
+    }
+    if let Some(n) = std::env::var("UNSPOOF_BENCH_WRITES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        return writes(&rt, n);
     }
     let n: u64 = std::env::var("UNSPOOF_BENCH_RECORDS")
         .ok()

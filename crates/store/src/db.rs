@@ -217,12 +217,16 @@ impl Db {
     // fixes the lifetime (the usual workaround for "implementation of `Executor` is not
     // general enough").
 
+    /// `contacts`: the messages' [`contact_rows`], when the caller made them already (they
+    /// are made when a record is logged, for the store's memory of contacts; reading the From
+    /// field's address costs more than the rest of the record's rows).
     pub(crate) fn write_batch<'a>(
         &'a self,
         sessions: &'a [SessionRecord],
         messages: &'a [MessageRecord],
+        contacts: Option<&'a [Vec<Val>]>,
     ) -> BoxFut<'a, ()> {
-        Box::pin(self.write_batch_inner(sessions, messages))
+        Box::pin(self.write_batch_inner(sessions, messages, contacts))
     }
 
     pub(crate) fn migrate(&self) -> BoxFut<'_, ()> {
@@ -247,6 +251,7 @@ impl Db {
         &self,
         sessions: &[SessionRecord],
         messages: &[MessageRecord],
+        contacts: Option<&[Vec<Val>]>,
     ) -> Result<(), sqlx::Error> {
         let mut stmts: Vec<(String, Vec<Val>)> = Vec::new();
         // One row per session: PostgreSQL refuses an upsert that meets the same key twice
@@ -300,7 +305,10 @@ impl Db {
             &mut stmts,
             "contacts",
             &["sender_domain", "recipient", "first_seen"],
-            messages.iter().flat_map(contact_rows).collect(),
+            match contacts {
+                Some(rows) => rows.to_vec(),
+                None => messages.iter().flat_map(contact_rows).collect(),
+            },
             "sender_domain, recipient",
         );
         if stmts.is_empty() {
@@ -1057,11 +1065,6 @@ pub(crate) fn contact_key(domain: &str, recipient: &str) -> (String, String) {
         domain.trim().trim_end_matches('.').to_ascii_lowercase(),
         recipient.trim().to_ascii_lowercase(),
     )
-}
-
-/// The pairs of [`contact_rows`], for the store's memory of known contacts.
-pub(crate) fn contact_keys(m: &MessageRecord) -> Vec<(String, String)> {
-    row_keys(&contact_rows(m))
 }
 
 /// The memory keys of `contacts` rows.
