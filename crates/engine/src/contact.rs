@@ -166,7 +166,7 @@ pub trait SenderAllowList: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Option<bool>> + Send + 'a>>;
 }
 
-async fn allowed_sender_of(
+pub(crate) async fn allowed_sender_of(
     allow: &dyn SenderAllowList,
     address: &str,
     rcpts: &[String],

@@ -79,8 +79,9 @@ pub struct Envelope {
     /// Whether the message's From address is on the site's allow list (the console's "release
     /// and allow the sender") for every recipient: `Some(true)` lifts a quarantine or tag to
     /// an accept with the reason `allow.sender` (a reject stays); `Some(false)` or `None`
-    /// (no store, no answer in time) leaves the verdict as the findings made it. Asked by the
-    /// front door like `first_contact` ([`contact::ask_history`]).
+    /// (no store, no answer in time) leaves the verdict as the findings made it. With an
+    /// allow list ([`Engine::with_sender_allow_list`]) the engine asks it itself, only when the
+    /// findings make a quarantine or a tag.
     pub allowed_sender: Option<bool>,
     /// The key fingerprints the From address validly signed with before (trust on first use,
     /// [`signed::SignerHistory`]): `Some(vec![])` when never, `None` when nobody knows.
@@ -207,9 +208,10 @@ impl Engine {
         self
     }
 
-    /// Asks `allow` (the store's allow list) before each verdict whether the From address is
-    /// allowed for every recipient: such a message is accepted instead of quarantined or
-    /// tagged (`allow.sender`).
+    /// Asks `allow` (the store's allow list), when the findings make a quarantine or a tag,
+    /// whether the From address is allowed for every recipient: such a message is accepted
+    /// instead (`allow.sender`). Any other verdict does not ask: the list cannot change it, and
+    /// the question is a database query.
     pub fn with_sender_allow_list(mut self, allow: Arc<dyn contact::SenderAllowList>) -> Self {
         self.allow = Some(allow);
         self
@@ -274,18 +276,21 @@ impl Engine {
     /// ([`Analysis::decision`]). Never fails: a malformed message is itself a finding, and a
     /// panic inside the engine is caught and becomes a defer (`engine.panic`), never an accept.
     /// With a contact or outbound history ([`Engine::with_contact_history`]) it is asked first,
-    /// unless the envelope already carries its answers; so is a signer history
+    /// unless the envelope already carries its answers (an allow list after the findings, for a
+    /// quarantine or a tag only); so is a signer history
     /// ([`Engine::with_signer_history`]) for a signed message without
     /// [`Envelope::signing_keys_seen`].
     pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
         let run = async {
             let asked;
-            let ask_contacts =
-                (self.contacts.is_some() || self.outbound.is_some() || self.allow.is_some())
-                    && envelope.first_contact.is_none()
-                    && envelope.known_sender.is_none()
-                    && envelope.sent_by_us.is_none()
-                    && envelope.allowed_sender.is_none();
+            let unanswered = envelope.first_contact.is_none()
+                && envelope.known_sender.is_none()
+                && envelope.sent_by_us.is_none()
+                && envelope.allowed_sender.is_none();
+            let ask_contacts = (self.contacts.is_some() || self.outbound.is_some()) && unanswered;
+            // The allow list can change only a quarantine or a tag: it is asked after the
+            // findings, for those alone (most mail never costs the store's allow-list query).
+            let allow = self.allow.as_deref().filter(|_| unanswered);
             let signers = self
                 .signers
                 .as_deref()
@@ -297,7 +302,7 @@ impl Engine {
                         let history = contact::History {
                             contacts: self.contacts.as_deref(),
                             outbound: self.outbound.as_deref(),
-                            allow: self.allow.as_deref(),
+                            allow: None,
                         };
                         contact::ask_history(history, raw, &mut e).await;
                     }
@@ -317,7 +322,7 @@ impl Engine {
             } else {
                 envelope
             };
-            self.analyse(raw, envelope).await
+            self.analyse(raw, envelope, allow).await
         };
         match (CatchUnwind {
             inner: Box::pin(run),
@@ -377,7 +382,14 @@ impl Engine {
         }
     }
 
-    async fn analyse(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
+    /// `allow`: the allow list to ask when the verdict is a quarantine or a tag (the only
+    /// verdicts it can lift), once the findings are known.
+    async fn analyse(
+        &self,
+        raw: &[u8],
+        envelope: &Envelope,
+        allow: Option<&dyn contact::SenderAllowList>,
+    ) -> Analysis {
         #[cfg(debug_assertions)]
         if raw
             .windows(PANIC_MARKER.len())
@@ -427,13 +439,17 @@ impl Engine {
         };
         // From and Reply-To read once: DMARC judges the From the findings see.
         let (from, reply_to) = findings::read_addresses(&headers);
+        // The allow list's key: the first From mailbox, as `contact::ask_history` keys it.
+        let allow_key = allow
+            .and_then(|_| from.first())
+            .and_then(|m| contact::address_key(&m.address));
         let auth = auth::authenticate_headers(&raw, &headers, &from, input, &self.dns).await;
 
         if let Some(origin) = trace.origin.as_mut() {
             origin.rdns = self.reverse_name(origin.ip).await;
         }
 
-        let envelope = EnvelopeReport {
+        let mut envelope = EnvelopeReport {
             ip,
             helo,
             mail_from,
@@ -457,6 +473,18 @@ impl Engine {
         );
         context.signature = signature.as_ref();
         let mut verdict = Verdict::from_reasons(findings::collect(&context));
+        if let (Some(list), Some(address)) = (allow, &allow_key)
+            && matches!(verdict.action, Action::Quarantine | Action::Tag)
+            && !envelope.rcpt.is_empty()
+        {
+            envelope.allowed_sender = contact::allowed_sender_of(
+                list,
+                address,
+                &envelope.rcpt,
+                contact::ALLOW_LIST_BUDGET,
+            )
+            .await;
+        }
         if envelope.allowed_sender == Some(true) {
             verdict.lift_for_allowed_sender();
         }

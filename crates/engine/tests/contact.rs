@@ -270,3 +270,39 @@ async fn the_allow_list_never_lifts_a_reject_and_its_silence_changes_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_allow_list_is_asked_only_when_it_could_lift_the_verdict() {
+    // Guido's real message from python.org's own server is accepted: the list could change
+    // nothing, so it is not asked (it is a database query in the front doors), and the
+    // analysis says nothing about it.
+    let raw = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/impersonation/guido-original.eml"),
+    )
+    .unwrap();
+    let mut zone = Zone::new();
+    zone.load_text(ZONE, None).unwrap();
+    let dns = Dns::zones(zone, Duration::from_secs(2)).await.unwrap();
+    let list = allow_list(Some(true), Duration::ZERO);
+    let engine = Engine::new(Policy::parse(POLICY, "test policy").unwrap(), dns)
+        .with_sender_allow_list(list.clone());
+    let envelope = Envelope {
+        ip: Some(OURS.parse::<IpAddr>().unwrap()),
+        helo: Some("mail.python.org".into()),
+        mail_from: Some("guido@python.org".into()),
+        rcpt: vec!["barry@python.org".into()],
+        ..Envelope::default()
+    };
+    let a = engine.evaluate(&raw, &envelope).await;
+    assert_eq!(a.verdict.action, Action::Accept, "{:?}", codes(&a));
+    assert!(list.asked.lock().unwrap().is_empty());
+    assert_eq!(a.envelope.allowed_sender, None);
+    assert!(!codes(&a).contains(&"allow.sender"));
+
+    // The impersonation the findings quarantine: asked once, and lifted.
+    let list = allow_list(Some(true), Duration::ZERO);
+    let a = analyze_with_allow_list(list.clone()).await;
+    assert_eq!(list.asked.lock().unwrap().len(), 1);
+    assert_eq!(a.verdict.action, Action::Accept, "{:?}", codes(&a));
+}
