@@ -17,8 +17,8 @@ use axum::http::{Request, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use unspoof_console::{Console, ConsoleConfig};
-use unspoof_store::console::ConsoleAccount;
 use unspoof_store::bench::Rng;
+use unspoof_store::console::ConsoleAccount;
 use unspoof_store::{MessageRecord, NewQuarantine, Store, StoreConfig, new_id, now};
 
 const RUNS: usize = 50;

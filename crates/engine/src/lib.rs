@@ -321,8 +321,7 @@ impl Engine {
             };
             self.analyse(raw, envelope).await
         });
-        match (CatchUnwind { inner: run }).await
-        {
+        match (CatchUnwind { inner: run }).await {
             Ok(analysis) => analysis,
             Err(()) => self.failed(raw, envelope),
         }

@@ -352,7 +352,8 @@ mod tests {
             (3000, true, 0, 45),
             (1999, false, 23, 59),
         ] {
-            for (month, day, hour, minute, second) in [(1, 1, 0, 0, 0), (12, 31, 23, 59, 59), (7, 9, 5, 6, 7)]
+            for (month, day, hour, minute, second) in
+                [(1, 1, 0, 0, 0), (12, 31, 23, 59, 59), (7, 9, 5, 6, 7)]
             {
                 let dt = DateTime {
                     year,
