@@ -392,7 +392,20 @@ pub async fn authenticate_headers(
     // Over a repaired section no DKIM result counts for DMARC (see MalformedSection).
     let dkim_for_dmarc: &[DkimOutput<'_>] = if section.is_some() { &[] } else { &dkim_out };
     let dmarc_params = DmarcParameters::new(&message, dkim_for_dmarc, &mf_domain, &spf_mf_out);
-    let dmarc_out = bounded(budget * 2, auth.verify_dmarc(dns.params(dmarc_params))).await;
+    // The walk's negative answers are kept in our TXT cache (see workarounds::DmarcMisses).
+    let misses = workarounds::DmarcMisses::new(&dns.caches().txt);
+    let dmarc_out = bounded(
+        budget * 2,
+        auth.verify_dmarc(dns.params(dmarc_params).with_txt_cache(&misses)),
+    )
+    .await;
+    if dmarc_out.as_ref().is_some_and(|out| {
+        ![out.dkim_result(), out.spf_result()]
+            .iter()
+            .any(|r| matches!(r, DmarcResult::TempError(_) | DmarcResult::PermError(_)))
+    }) {
+        workarounds::remember_negative_answers(auth, &dns.caches().txt, misses.into_missed());
+    }
     let from_domain = message
         .from
         .iter()
@@ -711,6 +724,13 @@ fn dmarc_fail_reason(dkim: &[DkimCheck], spf: &SpfCheck) -> String {
 /// domain such as `legit.com'a.attacker.com` or `x@legit.com(a.attacker.com` cannot open a
 /// comment or start a second result.
 pub fn ar_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    push_ar_value(&mut out, value);
+    out
+}
+
+/// [`ar_value`] written at the end of `out`.
+fn push_ar_value(out: &mut String, value: &str) {
     let plain = !value.is_empty()
         && value
             .bytes()
@@ -718,9 +738,9 @@ pub fn ar_value(value: &str) -> String {
         && value.bytes().filter(|&b| b == b'@').count() <= 1
         && !value.starts_with('@');
     if plain {
-        return value.to_string();
+        out.push_str(value);
+        return;
     }
-    let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
         match c {
@@ -733,91 +753,110 @@ pub fn ar_value(value: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// Makes text safe inside an RFC 5322 comment: no parentheses, backslashes or controls.
 pub fn ar_comment(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '(' => '[',
-            ')' => ']',
-            '\\' => '/',
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    push_ar_comment(&mut out, text);
+    out
+}
+
+/// [`ar_comment`] written at the end of `out`.
+fn push_ar_comment(out: &mut String, text: &str) {
+    out.extend(text.chars().map(|c| match c {
+        '(' => '[',
+        ')' => ']',
+        '\\' => '/',
+        c if c.is_control() => ' ',
+        c => c,
+    }));
 }
 
 impl AuthResults {
     /// The RFC 8601 Authentication-Results header field (name, value, CRLF), folded one
     /// result per line. `authserv_id` names us; `ip` is the connecting client.
     pub fn header(&self, authserv_id: &str, ip: Option<IpAddr>) -> String {
-        let mut parts: Vec<String> = Vec::new();
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(256 + 160 * self.dkim.len());
+        out.push_str("Authentication-Results: ");
+        push_ar_value(&mut out, authserv_id);
         if !self.checked {
-            return format!(
-                "Authentication-Results: {}; none\r\n",
-                ar_value(authserv_id)
-            );
+            out.push_str("; none\r\n");
+            return out;
         }
+        out.push(';');
+        // Each result on a line of its own: `;` ends every one but the last.
+        let mut first = true;
+        let mut result = |out: &mut String| {
+            if !first {
+                out.push(';');
+            }
+            first = false;
+            out.push_str("\r\n\t");
+        };
         for d in &self.dkim {
-            let mut p = format!("dkim={}", d.result);
+            result(&mut out);
+            let _ = write!(out, "dkim={}", d.result);
             if let Some(r) = &d.reason {
-                p.push_str(&format!(" ({})", ar_comment(r)));
+                out.push_str(" (");
+                push_ar_comment(&mut out, r);
+                out.push(')');
             }
             if !d.domain.is_empty() {
-                p.push_str(&format!(" header.d={}", ar_value(&d.domain)));
-                p.push_str(&format!(" header.s={}", ar_value(&d.selector)));
+                out.push_str(" header.d=");
+                push_ar_value(&mut out, &d.domain);
+                out.push_str(" header.s=");
+                push_ar_value(&mut out, &d.selector);
             }
             if let Some(a) = d.algorithm {
-                p.push_str(&format!(" header.a={a}"));
+                out.push_str(" header.a=");
+                out.push_str(a);
             }
             if let Some(b) = &d.b {
-                p.push_str(&format!(" header.b={}", ar_value(b)));
+                out.push_str(" header.b=");
+                push_ar_value(&mut out, b);
             }
-            parts.push(p);
         }
         if self.dkim.is_empty() {
-            parts.push("dkim=none".into());
+            result(&mut out);
+            out.push_str("dkim=none");
         }
-        let mut spf = format!("spf={}", self.spf.result);
+        result(&mut out);
+        let _ = write!(out, "spf={}", self.spf.result);
         if let Some(m) = &self.spf.mechanism {
-            spf.push_str(&format!(" ({})", ar_comment(m)));
+            out.push_str(" (");
+            push_ar_comment(&mut out, m);
+            out.push(')');
         }
-        spf.push_str(&format!(" smtp.mailfrom={}", ar_value(&self.spf.sender)));
-        parts.push(spf);
+        out.push_str(" smtp.mailfrom=");
+        push_ar_value(&mut out, &self.spf.sender);
         if !self.spf_helo.sender.is_empty() {
-            parts.push(format!(
-                "spf={} smtp.helo={}",
-                self.spf_helo.result,
-                ar_value(&self.spf_helo.sender)
-            ));
+            result(&mut out);
+            let _ = write!(out, "spf={} smtp.helo=", self.spf_helo.result);
+            push_ar_value(&mut out, &self.spf_helo.sender);
         }
-        let mut dmarc = format!("dmarc={}", self.dmarc.result);
+        result(&mut out);
+        let _ = write!(out, "dmarc={}", self.dmarc.result);
         if let Some(p) = self.dmarc.policy {
-            dmarc.push_str(&format!(" (p={p})"));
+            let _ = write!(out, " (p={p})");
         }
         if !self.dmarc.domain.is_empty() {
-            dmarc.push_str(&format!(" header.from={}", ar_value(&self.dmarc.domain)));
+            out.push_str(" header.from=");
+            push_ar_value(&mut out, &self.dmarc.domain);
         }
-        parts.push(dmarc);
-        let mut arc = format!("arc={}", self.arc.result);
+        result(&mut out);
+        let _ = write!(out, "arc={}", self.arc.result);
         if let Some(last) = self.arc.sealers.iter().max_by_key(|s| s.instance) {
-            arc.push_str(&format!(
-                " (i={} sealer {})",
-                last.instance,
-                ar_comment(&last.domain)
-            ));
+            let _ = write!(out, " (i={} sealer ", last.instance);
+            push_ar_comment(&mut out, &last.domain);
+            out.push(')');
         }
         if let Some(ip) = ip {
-            arc.push_str(&format!(" smtp.remote-ip={ip}"));
+            let _ = write!(out, " smtp.remote-ip={ip}");
         }
-        parts.push(arc);
-        format!(
-            "Authentication-Results: {};\r\n\t{}\r\n",
-            ar_value(authserv_id),
-            parts.join(";\r\n\t")
-        )
+        out.push_str("\r\n");
+        out
     }
 }
 

@@ -877,7 +877,7 @@ fn unqueryable(name: &str) -> bool {
 /// `Box<str>`, which hashes the same), and `str` hashes as its bytes followed by 0xff, so the
 /// key is read back from what it feeds a hasher. `None` if it is anything else; the key is then
 /// not noted, which only makes the checks above see less.
-fn key_text<Q: Hash + ?Sized>(key: &Q) -> Option<String> {
+pub(crate) fn key_text<Q: Hash + ?Sized>(key: &Q) -> Option<String> {
     struct Capture(Vec<u8>);
     impl Hasher for Capture {
         fn write(&mut self, bytes: &[u8]) {

@@ -12,13 +12,29 @@
 //! | DMARC judges our reading of From, not mail-auth's ([`dmarc_author`]) | here | none yet: a choice as much as a fix (the findings and DMARC must judge the same author) |
 //! | a malformed header section verified as repaired, a pass over the repair distrusted | `MalformedSection` in lib.rs, `Headers::repaired` in unspoof-message | none yet |
 //! | RFC 7208 checks the SPF evaluation skips (identity and record syntax, one record, void lookups, dotted names) | `spf_strict.rs` (docs/rfc.md; what is left to mail-auth: tests/known-differences/spf-rfc7208.txt) | none yet |
+//! | the DMARC tree walk's negative answers (NXDOMAIN, NODATA) kept in our TXT cache ([`DmarcMisses`], [`remember_negative_answers`]) | here | none yet: mail-auth caches a TXT answer only when records came back |
 //! | DMARC aggregate reports read strictly before mail-auth's lenient parser | `crates/reports/src/parse.rs` (it needs the report schema, not authentication) | none yet |
 //!
 //! The engine, the gateway and the milter reach mail-auth's verifiers only through this crate.
 
-use std::net::IpAddr;
+use std::{
+    borrow::Borrow,
+    hash::Hash,
+    net::IpAddr,
+    sync::Mutex,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
 
-use mail_auth::AuthenticatedMessage;
+use mail_auth::{
+    AuthenticatedMessage, MessageAuthenticator, ResolverCache, Txt,
+    hickory_resolver::{
+        MAX_TTL,
+        net::{DnsError, NetError},
+        proto::rr::Name,
+    },
+};
+use unspoof_dns::AnswerCache;
 use unspoof_message::mailbox::Mailbox;
 
 /// The client address SPF judges. RFC 7208 5 (and its test suite): an IPv4-mapped IPv6 client
@@ -102,6 +118,114 @@ pub(crate) fn relaxed_body_hash_fix(message: &mut AuthenticatedMessage<'_>, raw:
                 .as_ref()
                 .to_vec();
         }
+    }
+}
+
+/// Most TXT names of one DMARC evaluation noted as missing from the cache: the tree walks of
+/// the From domain and of each aligned identifier ask at most eight names each (RFC 9989
+/// 4.10); a message that makes mail-auth ask more only has the rest left to hickory's cache.
+pub const MAX_DMARC_MISSES: usize = 64;
+
+/// mail-auth 0.13.3 puts a TXT answer into our cache only when records came back: a name
+/// without records (NXDOMAIN, or NODATA) is asked of hickory's resolver again on every
+/// message, and the DMARC tree walk asks several on every message (`_dmarc.<tld>.`, the
+/// `_dmarc` names of a sender without a record): each a name parse, a lookup in hickory's
+/// cache and a clone of its negative answer. Read through this, the TXT cache notes the names
+/// that missed it; after the evaluation [`remember_negative_answers`] keeps the negative ones in
+/// our cache, where mail-auth finds them next time and reads the same error it would have made
+/// of hickory's answer. Removed by: none yet.
+pub(crate) struct DmarcMisses<'c> {
+    cache: &'c AnswerCache<Box<str>, Txt>,
+    missed: Mutex<Vec<String>>,
+}
+
+impl<'c> DmarcMisses<'c> {
+    pub(crate) fn new(cache: &'c AnswerCache<Box<str>, Txt>) -> Self {
+        DmarcMisses {
+            cache,
+            missed: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn into_missed(self) -> Vec<String> {
+        self.missed.into_inner().unwrap_or_default()
+    }
+}
+
+impl ResolverCache<Box<str>, Txt> for DmarcMisses<'_> {
+    fn get<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let found = self.cache.get(name);
+        if found.is_none()
+            && let Ok(mut missed) = self.missed.lock()
+            && missed.len() < MAX_DMARC_MISSES
+            && let Some(key) = crate::spf_strict::key_text(name)
+        {
+            missed.push(key);
+        }
+        found
+    }
+
+    fn remove<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.cache.remove(name)
+    }
+
+    fn insert(&self, key: Box<str>, value: Txt, valid_until: Instant) {
+        self.cache.insert(key, value, valid_until);
+    }
+}
+
+/// After a DMARC evaluation read through [`DmarcMisses`]: each noted name that is still not
+/// in `cache` (mail-auth inserted nothing: hickory answered with an error) and that hickory's
+/// cache now holds as a negative answer with a TTL goes into `cache` as the error mail-auth
+/// makes of it (`RecordNotFound` with the response code), for the rest of that TTL (at most
+/// hickory's own cap, [`MAX_TTL`]). The caller calls this only when no check of the evaluation
+/// ended in a DNS error (then every miss was a negative answer); hickory is asked only for
+/// what it has cached: a lookup that is not answered at once (nothing cached, e.g. a negative
+/// answer without an SOA, which hickory does not keep) is dropped, and the name stays
+/// uncached as before.
+pub(crate) fn remember_negative_answers(
+    auth: &MessageAuthenticator,
+    cache: &AnswerCache<Box<str>, Txt>,
+    missed: Vec<String>,
+) {
+    for key in missed {
+        if cache.get(key.as_str()).is_some() {
+            continue;
+        }
+        let Ok(name) = Name::from_str_relaxed(key.as_str()) else {
+            continue;
+        };
+        let Some(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) =
+            poll_once(auth.resolver().txt_lookup(name))
+        else {
+            continue;
+        };
+        let Some(ttl) = none.negative_ttl.filter(|&t| t > 0) else {
+            continue;
+        };
+        let error = mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(none.response_code));
+        cache.insert(
+            key.into_boxed_str(),
+            Txt::Error(error),
+            Instant::now() + Duration::from_secs(u64::from(ttl.min(MAX_TTL))),
+        );
+    }
+}
+
+/// Polls `fut` once: its output if it is ready at once, `None` if it would have to wait.
+fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
-use unspoof_testkit::browser::{Driver, click, login, shot};
+use unspoof_testkit::browser::{Driver, follow, login, open, shot};
 use unspoof_testkit::free_port;
 
 /// Upper bound for anything that should take a moment: only a hang exceeds it.
@@ -287,23 +287,10 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
     .await;
     assert!(found.contains("<code>dmarc.quarantine</code>"), "{found}");
     assert!(downstream.received().is_empty(), "held, not delivered");
-    c.find(Locator::LinkText("Verify your account"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css("form.allow"))
-        .await
-        .unwrap();
+    follow(&c, Locator::LinkText("Verify your account"), "form.allow").await;
     shot(&c, "message-actions").await;
     // Release and allow the sender for this recipient.
-    click(&c, "form.allow button").await;
-    c.wait()
-        .for_element(Locator::Css("section.history"))
-        .await
-        .unwrap();
+    follow(&c, Locator::Css("form.allow button"), "section.history").await;
     let page = source(&c).await;
     assert!(
         page.contains("allow_sender") && page.contains("released"),
@@ -343,31 +330,15 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
     // A restart of the process does not log the browser out (sessions are in the store).
     drop(serve);
     serve = start_serve(&dir, console);
-    c.goto(&format!("{base}/quarantine")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("form.bulk"))
-        .await
-        .unwrap();
+    open(&c, &format!("{base}/quarantine"), "form.bulk").await;
     shot(&c, "quarantine-bulk").await;
 
     // The abuse report and the domain audit, as pages.
-    let bob_link = c.find(Locator::LinkText("Bob notice")).await.unwrap();
-    bob_link.click().await.unwrap();
-    c.wait().for_element(Locator::Css("a.arf")).await.unwrap();
-    click(&c, "a.arf").await;
-    c.wait()
-        .for_element(Locator::Css("pre.report"))
-        .await
-        .unwrap();
+    follow(&c, Locator::LinkText("Bob notice"), "a.arf").await;
+    follow(&c, Locator::Css("a.arf"), "pre.report").await;
     assert!(source(&c).await.contains("Feedback-Type: abuse"));
     shot(&c, "abuse-report").await;
-    c.goto(&format!("{base}/audit?domain=bank.test"))
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css("span.grade"))
-        .await
-        .unwrap();
+    open(&c, &format!("{base}/audit?domain=bank.test"), "span.grade").await;
     shot(&c, "audit").await;
 
     // The digest (sent now by the command, through the gateway's downstream): its link
@@ -393,11 +364,7 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
         .expect("a link to this console");
     let link = digest[at..].split_whitespace().next().unwrap().to_string();
     let c2 = driver.browser(true).await;
-    c2.goto(&link).await.unwrap();
-    c2.wait()
-        .for_element(Locator::Css("button.release"))
-        .await
-        .unwrap();
+    open(&c2, &link, "button.release").await;
     shot(&c2, "digest-release").await;
     let bob_itself =
         |m: &String| m.contains("\r\nSubject: Bob notice\r\n") && !m.contains("Quarantine digest");
@@ -405,8 +372,7 @@ async fn release_and_allow_in_the_browser_lets_the_next_message_through_serve() 
         !downstream.received().iter().any(bob_itself),
         "the link alone releases nothing"
     );
-    click(&c2, "button.release").await;
-    c2.wait().for_element(Locator::Css("p.done")).await.unwrap();
+    follow(&c2, Locator::Css("button.release"), "p.done").await;
     assert!(source(&c2).await.contains("Released"));
     let deadline = Instant::now() + HANG;
     while !downstream.received().iter().any(bob_itself) {

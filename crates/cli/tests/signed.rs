@@ -262,30 +262,6 @@ fn delivered_verdict(m: &str) -> (String, Vec<String>, String) {
     (action, codes, sig)
 }
 
-/// The first part and the signature of a multipart/signed message, exactly as delivered.
-fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let text = String::from_utf8_lossy(m);
-    let boundary = text
-        .split("boundary=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
-    let delim = format!("\r\n--{boundary}");
-    let body_at = text.find("\r\n\r\n").unwrap() + 2; // keep the CRLF before the first delimiter
-    let body = &text[body_at..];
-    let mut parts = body.split(&delim).skip(1);
-    let first = parts
-        .next()
-        .unwrap()
-        .strip_prefix("\r\n")
-        .unwrap()
-        .to_string();
-    let second = parts.next().unwrap();
-    let sig = second.split_once("\r\n\r\n").unwrap().1.to_string();
-    (first.into_bytes(), sig.into_bytes())
-}
-
 #[test]
 fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
     let kit = kit("doors");
@@ -401,7 +377,7 @@ fn analyze_and_serve_agree_and_tagged_signed_mail_still_verifies() {
                 "openssl {name}: {err}"
             );
         } else if name.starts_with("pgp-mime") || name == "pgp-other-signer" {
-            let (part, sig) = split_signed(&delivered);
+            let (part, sig) = unspoof_testkit::split_signed(&delivered);
             std::fs::write(kit.dir.join("part"), part).unwrap();
             std::fs::write(kit.dir.join("part.asc"), sig).unwrap();
             let out = Command::new("gpg")

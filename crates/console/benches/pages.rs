@@ -4,11 +4,11 @@
 //!
 //! Environment: `UNSPOOF_BENCH_RECORDS` (default 1 000 000), `UNSPOOF_BENCH_PG` (default
 //! `postgres://postgres@127.0.0.1:5432`; `none` skips PostgreSQL), `UNSPOOF_BENCH_SQLITE`
-//! (`none` skips SQLite). Records: 30 days of mail ending now, from 5 000 client addresses in 20
+//! (`none` skips SQLite). Records: those of `cargo bench -p unspoof-store` (one generator,
+//! `unspoof_store::bench`), 30 days of mail ending now, from 5 000 client addresses in 20
 //! networks, 2 000 sender domains, to 500 recipients; 90 % accept, 5 % tag, 3 % quarantine,
-//! 2 % reject; a small analysis JSON each (as `cargo bench -p unspoof-store` writes), and the
-//! engine's whole analysis on the 1 000 newest quarantined messages, whose bytes are in the
-//! quarantine too (the message page reads those).
+//! 2 % reject; a small analysis JSON each, and the engine's whole analysis on the 1 000 newest
+//! quarantined messages, whose bytes are in the quarantine too (the message page reads those).
 
 use std::time::{Duration, Instant};
 
@@ -17,86 +17,36 @@ use axum::http::{Request, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use unspoof_console::{Console, ConsoleConfig};
+use unspoof_store::bench::Rng;
 use unspoof_store::console::ConsoleAccount;
 use unspoof_store::{MessageRecord, NewQuarantine, Store, StoreConfig, new_id, now};
 
-const SPAN: i64 = 30 * 86_400;
 const RUNS: usize = 50;
 const HELD: u64 = 1_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 const RAW: &str = "Received: from mail.d7.example (mail.d7.example [198.18.0.7]) by mx.site.test with ESMTPS id Q1; Mon, 7 Dec 2026 06:00:00 +0000\r\n\
 From: Person <p@d7.example>\r\nTo: <user7@site.test>\r\nSubject: Invoice 7\r\nMessage-ID: <7@mail.d7.example>\r\n\
 Date: Mon, 7 Dec 2026 05:59:58 +0000\r\nContent-Type: text/plain\r\n\r\nHello,\r\nplease find the invoice attached.\r\n";
 
+/// Record `i` of `n`: the store bench's (`unspoof_store::bench`), with an "Invoice" subject
+/// every hundredth (the subject search finds them), and the engine's whole analysis on the
+/// newest quarantined ones (the message page reads it); the others keep only their verdict.
 fn record(rng: &mut Rng, i: u64, n: u64, t0: i64, full: &str) -> MessageRecord {
-    let ip = rng.below(5_000);
-    let net = ip % 20;
-    let domain = rng.below(2_000);
-    let rcpt = rng.below(500);
-    let roll = rng.below(100);
-    let (action, reasons): (&str, Vec<String>) = match roll {
-        0..=89 => ("accept", vec![]),
-        90..=94 => ("tag", vec!["dmarc.fail_policy_none".into()]),
-        95..=97 => (
-            "quarantine",
-            vec!["dmarc.quarantine".into(), "spf.fail".into()],
-        ),
-        _ => ("reject", vec!["dmarc.reject".into()]),
-    };
-    let at = t0 - SPAN + (i as i64 * SPAN / n as i64);
-    let newest = i + 40 * HELD >= n;
-    MessageRecord {
-        id: new_id(),
-        queue_id: Some(format!(
-            "{:013x}{:04x}",
-            at as u64 * 1_000_000 + i,
-            i % 65_536
-        )),
-        message_id: Some(format!("{i}.{domain}@mail.d{domain}.example")),
-        received_at: at,
-        node: format!("mx{}", i % 2 + 1),
-        listener: "inbound".into(),
-        client_ip: Some(
-            format!("198.{}.{}.{}", 18 + net / 10, net * 10, ip % 250 + 1)
-                .parse()
-                .unwrap(),
-        ),
-        helo: Some(format!("mail.d{domain}.example")),
-        mail_from: Some(format!("bounce@d{domain}.example")),
-        recipients: vec![format!("user{rcpt}@site.test")],
-        from: Some(format!("Person <p@d{domain}.example>")),
-        subject: Some(if i.is_multiple_of(100) {
-            format!("Invoice {i}")
-        } else {
-            format!("Message {i}")
-        }),
-        size: 2_000 + rng.below(50_000),
-        action: action.into(),
-        auth_summary: Some("spf=pass dkim=pass(d.example) dmarc=pass arc=none".into()),
-        trace_summary: Some("2 hops; origin 198.18.0.1 (mail.d.example)".into()),
-        analysis: Some(if action == "quarantine" && newest {
-            unspoof_store::JsonText(full.to_string())
-        } else {
-            serde_json::json!({
-                "schema": "unspoof.analysis/1",
-                "verdict": {"action": action, "reasons": reasons.iter().map(|c| serde_json::json!({"code": c, "action": action, "message": "generated"})).collect::<Vec<_>>()},
-            })
-            .into()
-        }),
-        reasons,
-        ..Default::default()
+    let mut r = unspoof_store::bench::record(rng, i, n, t0);
+    if i.is_multiple_of(100) {
+        r.subject = Some(format!("Invoice {i}"));
     }
+    let newest = i + 40 * HELD >= n;
+    r.analysis = Some(if r.action == "quarantine" && newest {
+        unspoof_store::JsonText(full.to_string())
+    } else {
+        serde_json::json!({
+            "schema": "unspoof.analysis/1",
+            "verdict": {"action": r.action, "reasons": r.reasons.iter().map(|c| serde_json::json!({"code": c, "action": r.action, "message": "generated"})).collect::<Vec<_>>()},
+        })
+        .into()
+    });
+    r
 }
 
 /// The engine's whole analysis of one message (offline DNS): what a real record carries.
@@ -114,7 +64,7 @@ async fn full_analysis() -> String {
 /// Fills the store; returns the record ids of the messages held in the quarantine.
 async fn fill(store: &Store, n: u64) -> Vec<String> {
     let full = full_analysis().await;
-    let mut rng = Rng(0x5eed_1234_5678_9abc);
+    let mut rng = Rng::seeded();
     let t0 = now();
     let start = Instant::now();
     let mut held = Vec::new();
@@ -361,10 +311,7 @@ async fn run(backend: &str, url: &str, n: u64) {
 }
 
 fn main() {
-    let n: u64 = std::env::var("UNSPOOF_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = unspoof_store::bench::records();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use unspoof_console::ConsoleConfig;
 use unspoof_store::QuarantineStatus;
-use unspoof_testkit::browser::{Driver, login, shot};
+use unspoof_testkit::browser::{Driver, click, follow, login, open, shot};
 
 /// One message as the downstream received it: MAIL FROM, RCPT TOs, the bytes.
 type Received = (String, Vec<String>, Vec<u8>);
@@ -102,16 +102,7 @@ impl Downstream {
 }
 
 async fn logout(c: &Client) {
-    c.find(Locator::Css("form.logout button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css("form.login"))
-        .await
-        .unwrap();
+    follow(c, Locator::Css("form.logout button"), "form.login").await;
 }
 
 /// The text of the first element matching `css`, found again when htmx replaced it meanwhile.
@@ -169,11 +160,7 @@ async fn the_console_in_headless_chromium() {
     let c = driver.browser(true).await;
 
     // Log in as the administrator.
-    c.goto(&format!("{base}/")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("form.login"))
-        .await
-        .unwrap();
+    open(&c, &format!("{base}/"), "form.login").await;
     assert!(c.current_url().await.unwrap().path() == "/login");
     shot(&c, "login").await;
     login(&c, &base, "admin", PASSWORD).await;
@@ -197,12 +184,7 @@ async fn the_console_in_headless_chromium() {
         .send_keys("dmarc.quarantine")
         .await
         .unwrap();
-    c.find(Locator::Css("form.search button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form.search button").await;
     let mut count = String::new();
     for _ in 0..100 {
         count = text(&c, "#results p.count").await;
@@ -224,19 +206,9 @@ async fn the_console_in_headless_chromium() {
     shot(&c, "search").await;
 
     // Open the hostile one: its subject is the page's heading, as text.
-    let link = c
-        .find(Locator::Css(&format!(
-            "td.subject a[href='/message/{}']",
-            w.ann_spoof.record
-        )))
-        .await
-        .unwrap();
-    assert_eq!(link.text().await.unwrap(), HOSTILE_SUBJECT);
-    link.click().await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("section.quarantine"))
-        .await
-        .unwrap();
+    let link = format!("td.subject a[href='/message/{}']", w.ann_spoof.record);
+    assert_eq!(text(&c, &link).await, HOSTILE_SUBJECT);
+    follow(&c, Locator::Css(&link), "section.quarantine").await;
     assert_eq!(text(&c, "h1").await, HOSTILE_SUBJECT);
     nothing_ran(&c, HOSTILE_SUBJECT).await;
     let preview = text(&c, "pre.body").await;
@@ -253,12 +225,7 @@ async fn the_console_in_headless_chromium() {
 
     // Release it: it arrives downstream, byte for byte, to its recipient.
     assert!(downstream.received().is_empty());
-    c.find(Locator::Css("button.release"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button.release").await;
     let mut status = String::new();
     for _ in 0..100 {
         status = text(&c, "section.quarantine .status").await;
@@ -325,29 +292,9 @@ async fn the_console_in_headless_chromium() {
     ))
     .await
     .unwrap();
-    nojs.find(Locator::Css(&format!(
-        "td.subject a[href='/message/{}']",
-        w.bob_spoof.record
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
-    nojs.wait()
-        .for_element(Locator::Css("button.release"))
-        .await
-        .unwrap();
-    nojs.find(Locator::Css("button.release"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    nojs.wait()
-        .for_element(Locator::Css("section.history"))
-        .await
-        .unwrap();
+    let bob_link = format!("td.subject a[href='/message/{}']", w.bob_spoof.record);
+    follow(&nojs, Locator::Css(&bob_link), "button.release").await;
+    follow(&nojs, Locator::Css("button.release"), "section.history").await;
     assert_eq!(text(&nojs, "section.quarantine .status").await, "released");
     let e = w
         .store

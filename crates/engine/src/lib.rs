@@ -281,7 +281,9 @@ impl Engine {
     /// ([`Engine::with_signer_history`]) for a signed message without
     /// [`Envelope::signing_keys_seen`].
     pub async fn evaluate(&self, raw: &[u8], envelope: &Envelope) -> Analysis {
-        let run = async {
+        // Pinned where it is, inside this future: `Box::pin(run)` moved the whole 22 KB state
+        // (the four authentication futures joined) into the heap on every message.
+        let run = std::pin::pin!(async {
             let asked;
             let unanswered = envelope.first_contact.is_none()
                 && envelope.known_sender.is_none()
@@ -323,12 +325,8 @@ impl Engine {
                 envelope
             };
             self.analyse(raw, envelope, allow).await
-        };
-        match (CatchUnwind {
-            inner: Box::pin(run),
-        })
-        .await
-        {
+        });
+        match (CatchUnwind { inner: run }).await {
             Ok(analysis) => analysis,
             Err(()) => self.failed(raw, envelope),
         }
@@ -569,18 +567,18 @@ impl Engine {
 pub const PANIC_MARKER: &str = "X-Unspoof-Test-Panic: engine";
 
 /// A future that turns a panic while polling `inner` into `Err(())`.
-struct CatchUnwind<F> {
-    inner: std::pin::Pin<Box<F>>,
+struct CatchUnwind<'a, F> {
+    inner: std::pin::Pin<&'a mut F>,
 }
 
-impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+impl<F: std::future::Future> std::future::Future for CatchUnwind<'_, F> {
     type Output = Result<F::Output, ()>;
 
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let inner = self.inner.as_mut();
+        let inner = self.get_mut().inner.as_mut();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,

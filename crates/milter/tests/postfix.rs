@@ -537,7 +537,7 @@ async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
                 .unwrap();
             ("gpg", out)
         } else {
-            let (part, sig) = split_signed(crlf.as_bytes());
+            let (part, sig) = unspoof_testkit::split_signed(crlf.as_bytes());
             std::fs::write(work.path().join("part"), part).unwrap();
             std::fs::write(work.path().join("part.asc"), sig).unwrap();
             let out = std::process::Command::new("gpg")
@@ -564,34 +564,6 @@ async fn postfix_with_the_milter_keeps_signed_mail_verifiable() {
         }
     }
     milter.shutdown().await;
-}
-
-/// The first part and the signature of a multipart/signed message (CRLF), exactly as written.
-fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let text = String::from_utf8_lossy(m);
-    let boundary = text
-        .split("boundary=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
-    let delim = format!("\r\n--{boundary}");
-    let body = &text[text.find("\r\n\r\n").unwrap() + 2..];
-    let mut parts = body.split(&delim).skip(1);
-    let first = parts
-        .next()
-        .unwrap()
-        .strip_prefix("\r\n")
-        .unwrap()
-        .to_string();
-    let sig = parts
-        .next()
-        .unwrap()
-        .split_once("\r\n\r\n")
-        .unwrap()
-        .1
-        .to_string();
-    (first.into_bytes(), sig.into_bytes())
 }
 
 /// The console's allow list as the engine asks it (`SenderAllowList`), here a fixed list of

@@ -7,91 +7,23 @@
 //! `batch_size`). `UNSPOOF_BENCH_DURABLE=rate` instead measures the durable path (`log_durable`,
 //! journal and batch writer; `UNSPOOF_BENCH_JOURNAL` picks the journal settings it alternates,
 //! `UNSPOOF_BENCH_CONTROL` adds a round of the dispatch alone), and `UNSPOOF_BENCH_WRITES=n` the
-//! batch writer alone in fixed batches of 75 (for instruction counts). Records are generated here:
+//! batch writer alone in fixed batches of 75 (for instruction counts). Records:
+//! `unspoof_store::bench` (the generator the console's bench shares):
 //! 30 days of mail from 5 000 client addresses in 20 networks, 2 000 sender domains, 500
-//! recipients; 90 % accept, 5 % tag, 3 % quarantine, 2 % reject. Each carries a small analysis
+//! recipients; 90 % accept, 5 % tag, 3 % quarantine, 2 % reject, each with a small analysis
 //! JSON (~400 bytes), not a full one (~3-10 KB), to keep the bench's disk use near 1 GB.
 
 use std::time::{Duration, Instant};
 
+use unspoof_store::bench::{Rng, SPAN};
 use unspoof_store::{MessageRecord, NewQuarantine, Query, Store, StoreConfig};
 use unspoof_testkit::try_psql;
 
+/// The newest record's time.
 const T0: i64 = 1_795_428_000;
-const SPAN: i64 = 30 * 86_400;
-
-/// A small deterministic generator (xorshift), so every run writes the same records.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn record(rng: &mut Rng, i: u64, n: u64) -> MessageRecord {
-    let ip = rng.below(5_000);
-    let net = ip % 20;
-    let domain = rng.below(2_000);
-    let rcpt = rng.below(500);
-    let roll = rng.below(100);
-    let (action, reasons): (&str, Vec<String>) = match roll {
-        0..=89 => ("accept", vec![]),
-        90..=94 => ("tag", vec!["dmarc.fail_policy_none".into()]),
-        95..=97 => (
-            "quarantine",
-            vec!["impersonation.display_name".into(), "spf.fail".into()],
-        ),
-        _ => ("reject", vec!["dmarc.reject".into()]),
-    };
-    let at = T0 - SPAN + (i as i64 * SPAN / n as i64);
-    let id = unspoof_store::new_id();
-    MessageRecord {
-        queue_id: Some(format!(
-            "{:013x}{:04x}",
-            at as u64 * 1_000_000 + i,
-            i % 65_536
-        )),
-        message_id: Some(format!("{i}.{domain}@mail.d{domain}.example")),
-        id,
-        received_at: at,
-        node: format!("mx{}", i % 2 + 1),
-        listener: "inbound".into(),
-        client_ip: Some(
-            format!("198.{}.{}.{}", 18 + net / 10, net * 10, ip % 250 + 1)
-                .parse()
-                .unwrap(),
-        ),
-        client_port: Some(40_000 + (i % 20_000) as u16),
-        reverse_dns: Some(format!("mail.d{domain}.example")),
-        helo: Some(format!("mail.d{domain}.example")),
-        tls: Some("TLSv1.3 TLS_AES_256_GCM_SHA384".into()),
-        mail_from: Some(format!("bounce@d{domain}.example")),
-        recipients: vec![format!("user{rcpt}@site.test")],
-        from: Some(format!("Person <p@d{domain}.example>")),
-        subject: Some(format!("Message {i}")),
-        size: 2_000 + rng.below(50_000),
-        action: action.into(),
-        reply: Some("250 2.0.0 queued".into()),
-        downstream_reply: Some("250 2.0.0 Ok: queued".into()),
-        latency_us: Some(1_000 + rng.below(100_000)),
-        auth_summary: Some("spf=pass dkim=pass(d.example) dmarc=pass arc=none".into()),
-        trace_summary: Some("2 hops; origin 198.18.0.1 (mail.d.example)".into()),
-        dns: Some(serde_json::json!({"view": "system resolver"})),
-        analysis: Some(serde_json::json!({
-            "schema": "unspoof.analysis/1",
-            "verdict": {"action": action, "reasons": reasons.iter().map(|c| serde_json::json!({"code": c, "action": action, "message": "generated"})).collect::<Vec<_>>()},
-            "trace": {"hops": [{"index": 0, "raw": format!("from mail.d{domain}.example by mx.site.test")}]},
-        }).into()),
-        reasons,
-        ..Default::default()
-    }
+    unspoof_store::bench::record(rng, i, n, T0)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -99,7 +31,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 async fn fill(store: &Store, n: u64) -> (Duration, Duration) {
-    let mut rng = Rng(0x5eed_1234_5678_9abc);
+    let mut rng = Rng::seeded();
     let mut generate = Duration::ZERO;
     let start = Instant::now();
     let chunk = 5_000;
@@ -499,10 +431,7 @@ fn main() {
             .unwrap();
         return writes(&rt, n);
     }
-    let n: u64 = std::env::var("UNSPOOF_BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = unspoof_store::bench::records();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -18,6 +18,8 @@
 //! answers again; record ids are made at the source ([`new_id`]) and every insert is
 //! `ON CONFLICT DO NOTHING`, so a replay never duplicates.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod console;
 mod db;
 pub mod dmarc;

@@ -96,6 +96,31 @@ pub async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Waits for an element matching `css` on the current page.
+pub async fn wait_for(c: &Client, css: &str) {
+    if let Err(e) = c.wait().for_element(Locator::Css(css)).await {
+        panic!("no {css} on {}: {e}", c.current_url().await.unwrap());
+    }
+}
+
+/// The step every browser test repeats: clicks the first element `link` finds and waits for
+/// an element matching `css` on the page that follows.
+pub async fn follow(c: &Client, link: Locator<'_>, css: &str) {
+    c.find(link)
+        .await
+        .unwrap_or_else(|e| panic!("{link:?}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, css).await;
+}
+
+/// Opens `url` and waits for an element matching `css` on it.
+pub async fn open(c: &Client, url: &str, css: &str) {
+    c.goto(url).await.unwrap();
+    wait_for(c, css).await;
+}
+
 /// Logs in through the console's login form at `base` and waits for the logged-in page.
 pub async fn login(c: &Client, base: &str, name: &str, password: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();

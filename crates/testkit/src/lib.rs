@@ -162,6 +162,37 @@ fn corpus_files_into(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The first part and the signature of a multipart/signed message (CRLF), exactly as
+/// written: what the signed-mail tests hand to gpg and openssl after delivery (the CLI's
+/// `tests/signed.rs`, the milter's Postfix tests).
+pub fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let text = String::from_utf8_lossy(m);
+    let boundary = text
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let delim = format!("\r\n--{boundary}");
+    // Keep the CRLF before the first delimiter.
+    let body = &text[text.find("\r\n\r\n").unwrap() + 2..];
+    let mut parts = body.split(&delim).skip(1);
+    let first = parts
+        .next()
+        .unwrap()
+        .strip_prefix("\r\n")
+        .unwrap()
+        .to_string();
+    let sig = parts
+        .next()
+        .unwrap()
+        .split_once("\r\n\r\n")
+        .unwrap()
+        .1
+        .to_string();
+    (first.into_bytes(), sig.into_bytes())
+}
+
 /// A loopback port that is free for TCP and UDP now and that no other caller in this process
 /// was given.
 ///

@@ -263,19 +263,25 @@ fn refused_for_length(check: &DkimCheck) -> bool {
 fn body_extended(ctx: &Context<'_>, sigs: &[Passing<'_>], out: &mut Vec<Reason>) {
     let body = ctx.raw.get(ctx.headers.body_offset..).unwrap_or_default();
     let refused = ctx.auth.dkim.iter().any(refused_for_length);
-    let extended: Vec<String> = ctx
-        .headers
-        .all("DKIM-Signature")
-        .take(MAX_SIGNATURES_READ)
-        .filter_map(|h| Signature::parse(h.value).ok())
+    // A signature that passed, or, when mail-auth set one aside for its length, every one
+    // (it does not say which). The passing ones are `sigs`, parsed once: the same fields in
+    // the same order (a field whose `d=`, `s=` and `b=` equal a passing one's matched the
+    // same verification result).
+    let parsed: Vec<Signature>;
+    let candidates: Vec<&Signature> = if refused {
+        parsed = ctx
+            .headers
+            .all("DKIM-Signature")
+            .take(MAX_SIGNATURES_READ)
+            .filter_map(|h| Signature::parse(h.value).ok())
+            .collect();
+        parsed.iter().collect()
+    } else {
+        sigs.iter().map(|p| &p.sig).collect()
+    };
+    let extended: Vec<String> = candidates
+        .into_iter()
         .filter(|sig| sig.l > 0)
-        .filter(|sig| {
-            // A signature that passed, or one mail-auth set aside for its length.
-            refused
-                || sigs
-                    .iter()
-                    .any(|p| p.sig.d == sig.d && p.sig.s == sig.s && p.sig.b == sig.b)
-        })
         .filter_map(|sig| {
             let l = usize::try_from(sig.l).unwrap_or(usize::MAX);
             let after = body.get(l..)?;

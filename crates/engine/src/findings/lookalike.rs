@@ -84,12 +84,7 @@ struct Split {
 }
 
 fn to_unicode(ascii: &str) -> String {
-    let (u, result) = idna::domain_to_unicode(ascii);
-    if result.is_ok() {
-        u.to_lowercase()
-    } else {
-        ascii.to_lowercase()
-    }
+    crate::domain::to_unicode_lower(ascii)
 }
 
 fn split(domain: &str) -> Option<Split> {
@@ -103,7 +98,7 @@ fn split_with(domain: &str, reg: String) -> Option<Split> {
     if label_ascii.is_empty() {
         return None;
     }
-    let ascii = idna::domain_to_ascii(domain.trim_end_matches('.')).ok()?;
+    let ascii = crate::domain::to_ascii(domain.trim_end_matches('.'))?;
     let head_ascii = ascii.strip_suffix(suffix)?.strip_suffix('.')?;
     let label = to_unicode(label_ascii);
     Some(Split {

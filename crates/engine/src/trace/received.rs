@@ -144,10 +144,43 @@ fn non_empty(s: String) -> Option<String> {
 /// the timestamp arithmetic cannot overflow.
 fn valid_date(dt: &DateTime) -> Option<(String, i64)> {
     if dt.is_valid() {
-        Some((dt.to_rfc3339(), dt.to_timestamp()))
+        Some((rfc3339(dt), dt.to_timestamp()))
     } else {
         None
     }
+}
+
+/// mail-parser's `DateTime::to_rfc3339` of a valid date (every field within its two or four
+/// digits), written without `format!`: `2020-10-26T14:43:26+02:00`, `...Z` at UTC.
+fn rfc3339(dt: &DateTime) -> String {
+    fn two(out: &mut String, n: u8) {
+        out.push(char::from(b'0' + n / 10));
+        out.push(char::from(b'0' + n % 10));
+    }
+    let mut out = String::with_capacity(25);
+    let year = dt.year;
+    for div in [1000, 100, 10, 1] {
+        out.push(char::from(b'0' + (year / div % 10) as u8));
+    }
+    out.push('-');
+    two(&mut out, dt.month);
+    out.push('-');
+    two(&mut out, dt.day);
+    out.push('T');
+    two(&mut out, dt.hour);
+    out.push(':');
+    two(&mut out, dt.minute);
+    out.push(':');
+    two(&mut out, dt.second);
+    if dt.tz_hour != 0 || dt.tz_minute != 0 {
+        out.push(if dt.tz_before_gmt { '-' } else { '+' });
+        two(&mut out, dt.tz_hour);
+        out.push(':');
+        two(&mut out, dt.tz_minute);
+    } else {
+        out.push('Z');
+    }
+    out
 }
 
 /// Parses an RFC 5322 date-time, returning (RFC 3339, unix seconds), or None when it is not a
@@ -307,6 +340,36 @@ mod tests {
 
     fn p(v: &str) -> ParsedReceived {
         parse(v.as_bytes(), &crate::message::unfold(v.as_bytes()))
+    }
+
+    #[test]
+    fn rfc3339_is_mail_parsers() {
+        for (year, tz_before_gmt, tz_hour, tz_minute) in [
+            (1900, false, 0, 0),
+            (2020, true, 0, 0),
+            (2020, false, 2, 0),
+            (2026, true, 5, 30),
+            (3000, true, 0, 45),
+            (1999, false, 23, 59),
+        ] {
+            for (month, day, hour, minute, second) in
+                [(1, 1, 0, 0, 0), (12, 31, 23, 59, 59), (7, 9, 5, 6, 7)]
+            {
+                let dt = DateTime {
+                    year,
+                    month,
+                    day,
+                    hour,
+                    minute,
+                    second,
+                    tz_before_gmt,
+                    tz_hour,
+                    tz_minute,
+                };
+                assert!(dt.is_valid());
+                assert_eq!(rfc3339(&dt), dt.to_rfc3339(), "{dt:?}");
+            }
+        }
     }
 
     #[test]
