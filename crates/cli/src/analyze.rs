@@ -239,7 +239,9 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
         let engine = engine.clone();
         tokio::spawn(async move {
-            let analysis = engine.evaluate(&job.raw, &job.envelope).await;
+            // Boxed: an `Analysis` is large, and the task's output is moved several times on
+            // its way here (the task's cell, the join handle, `buffered`'s reordering heap).
+            let analysis = Box::new(engine.evaluate(&job.raw, &job.envelope).await);
             (job.name, analysis)
         })
     }))
