@@ -247,6 +247,58 @@ mod tests {
         assert_eq!(spf_client_ip(v6), v6);
     }
 
+    /// The DMARC tree walk's negative answers end up in our TXT cache (mail-auth 0.13.3 keeps
+    /// only answers with records), and the verdict read through them is the same.
+    #[tokio::test]
+    async fn the_dmarc_walks_negative_answers_are_kept_in_our_cache() {
+        let mut zone = unspoof_dns::Zone::new();
+        zone.add_txt("_dmarc.policy.example", "v=DMARC1; p=reject")
+            .unwrap();
+        let dns = unspoof_dns::Dns::zones(zone, Duration::from_millis(500))
+            .await
+            .unwrap();
+        let input = crate::AuthInput {
+            ip: Some("192.0.2.1".parse().unwrap()),
+            helo: "mx.sender.example",
+            mail_from: "a@sender.example",
+            host_domain: "mx.test",
+        };
+        let msg = |from: &str| {
+            format!("From: <a@{from}>\r\nTo: <b@rcpt.example>\r\nSubject: hi\r\n\r\nbody\r\n")
+        };
+        let cached = |name: &str| {
+            let txt = &dns.caches().txt;
+            txt.get(name)
+                .or_else(|| txt.get(format!("{name}.").as_str()))
+        };
+
+        let none = msg("mail.nodmarc.example");
+        let cold = crate::authenticate(none.as_bytes(), input.clone(), &dns).await;
+        assert!(
+            matches!(
+                cached("_dmarc.mail.nodmarc.example"),
+                Some(Txt::Error(mail_auth::Error::Dns(
+                    mail_auth::DnsError::RecordNotFound(_)
+                )))
+            ),
+            "the From domain's missing DMARC record is cached as not found"
+        );
+        let warm = crate::authenticate(none.as_bytes(), input.clone(), &dns).await;
+        assert_eq!(cold.dmarc.result, warm.dmarc.result);
+        assert_eq!(warm.dmarc.result.as_str(), "none");
+
+        // A name with a record is not touched; the published policy still applies.
+        let with = msg("policy.example");
+        let cold = crate::authenticate(with.as_bytes(), input.clone(), &dns).await;
+        let warm = crate::authenticate(with.as_bytes(), input, &dns).await;
+        assert_eq!(cold.dmarc.result, warm.dmarc.result);
+        assert_eq!(warm.dmarc.result.as_str(), "fail");
+        assert!(matches!(
+            cached("_dmarc.policy.example"),
+            Some(Txt::Dmarc(_))
+        ));
+    }
+
     #[test]
     fn a_message_without_fields_still_has_a_body() {
         let m = parse_message(b"");
