@@ -437,10 +437,6 @@ impl Engine {
         };
         // From and Reply-To read once: DMARC judges the From the findings see.
         let (from, reply_to) = findings::read_addresses(&headers);
-        // The allow list's key: the first From mailbox, as `contact::ask_history` keys it.
-        let allow_key = allow
-            .and_then(|_| from.first())
-            .and_then(|m| contact::address_key(&m.address));
         let auth = auth::authenticate_headers(&raw, &headers, &from, input, &self.dns).await;
 
         if let Some(origin) = trace.origin.as_mut() {
@@ -471,13 +467,19 @@ impl Engine {
         );
         context.signature = signature.as_ref();
         let mut verdict = Verdict::from_reasons(findings::collect(&context));
-        if let (Some(list), Some(address)) = (allow, &allow_key)
+        // The allow list's key, the first From mailbox as `contact::ask_history` keys it,
+        // made only for a verdict the list can lift.
+        if let Some(list) = allow
             && matches!(verdict.action, Action::Quarantine | Action::Tag)
             && !envelope.rcpt.is_empty()
+            && let Some(address) = context
+                .from
+                .first()
+                .and_then(|m| contact::address_key(&m.address))
         {
             envelope.allowed_sender = contact::allowed_sender_of(
                 list,
-                address,
+                &address,
                 &envelope.rcpt,
                 contact::ALLOW_LIST_BUDGET,
             )
