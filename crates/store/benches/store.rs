@@ -237,6 +237,49 @@ fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// The records of a durable-path or writes round: the same `n` every round.
+fn round_records(n: u64) -> Vec<MessageRecord> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    (0..n).map(|i| record(&mut rng, i, n)).collect()
+}
+
+/// Hands `records` to 32 tasks at `rate` a second, each a record's due time; a task logs its
+/// record through `store`'s `log_durable` (or, without a store, drops it: the dispatch alone).
+/// Returns each record's wait from its due time to the end of its handling.
+async fn paced(records: Vec<MessageRecord>, rate: u64, store: Option<Store>) -> Vec<Duration> {
+    let start = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(MessageRecord, Instant)>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (store, rx) = (store.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut waits = Vec::new();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((r, due)) = next else { break };
+                match &store {
+                    Some(store) => store.log_durable(r, None).await.unwrap(),
+                    None => drop(std::hint::black_box(r)),
+                }
+                waits.push(due.elapsed());
+            }
+            waits
+        }));
+    }
+    for (i, r) in records.into_iter().enumerate() {
+        let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        tx.send((r, Instant::now())).unwrap();
+    }
+    drop(tx);
+    let mut waits = Vec::new();
+    for t in tasks {
+        waits.extend(t.await.unwrap());
+    }
+    waits
+}
+
 /// One durable-path round: `n` records through `log_durable` at `rate` a second from 32
 /// tasks, then a flush into the database. Returns (p50, p99 wait, CPU per record).
 async fn durable_round(
@@ -256,36 +299,9 @@ async fn durable_round(
         config.journal_group_wait_us = w;
     }
     let store = Store::open(config).await.unwrap();
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
-    let start = Instant::now();
+    let records = round_records(n);
     let cpu0 = process_cpu();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(MessageRecord, Instant)>();
-    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (store, rx) = (store.clone(), rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut waits = Vec::new();
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((r, due)) = next else { break };
-                store.log_durable(r, None).await.unwrap();
-                waits.push(due.elapsed());
-            }
-            waits
-        }));
-    }
-    for (i, r) in records.into_iter().enumerate() {
-        let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        tx.send((r, Instant::now())).unwrap();
-    }
-    drop(tx);
-    let mut waits = Vec::new();
-    for t in tasks {
-        waits.extend(t.await.unwrap());
-    }
+    let mut waits = paced(records, rate, Some(store.clone())).await;
     store.flush().await;
     let cpu = process_cpu().saturating_sub(cpu0);
     store.close().await;
@@ -340,35 +356,9 @@ fn durable(rt: &tokio::runtime::Runtime, rate: u64) {
 /// [`durable_round`]'s dispatch alone (the records paced to 32 tasks, which drop them): the
 /// bench's own CPU per record, to tell from the store's.
 async fn dispatch_round(n: u64, rate: u64) -> Duration {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
-    let start = Instant::now();
+    let records = round_records(n);
     let cpu0 = process_cpu();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(MessageRecord, Instant)>();
-    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut waits = Vec::new();
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((r, due)) = next else { break };
-                drop(std::hint::black_box(r));
-                waits.push(due.elapsed());
-            }
-            waits
-        }));
-    }
-    for (i, r) in records.into_iter().enumerate() {
-        let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        tx.send((r, Instant::now())).unwrap();
-    }
-    drop(tx);
-    for t in tasks {
-        let _ = t.await.unwrap();
-    }
+    paced(records, rate, None).await;
     process_cpu().saturating_sub(cpu0) / n as u32
 }
 
@@ -380,8 +370,7 @@ fn writes(rt: &tokio::runtime::Runtime, n: u64) {
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = StoreConfig::new(String::new(), dir.clone());
     config.flush_interval_ms = 3_600_000;
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let records: Vec<MessageRecord> = (0..n).map(|i| record(&mut rng, i, n)).collect();
+    let records = round_records(n);
     let cpu = rt.block_on(async {
         let store = Store::open(config).await.unwrap();
         let cpu0 = process_cpu();
