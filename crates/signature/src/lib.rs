@@ -401,7 +401,7 @@ fn carried_keys(top: &mime::Entity<'_>) -> Vec<Vec<u8>> {
     top.fields_named("autocrypt")
         .filter_map(|v| {
             let ct = mime::ContentType::parse(&format!("x; {v}"));
-            mime::base64_decode(ct.param("keydata")?.as_bytes())
+            unspoof_message::codec::base64_decode(ct.param("keydata")?.as_bytes())
         })
         .collect()
 }
