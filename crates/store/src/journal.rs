@@ -53,6 +53,10 @@ use crate::record::new_id;
 /// when all its records are settled. Small enough that a crash leaves little to replay.
 pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Lines longer than this are not copied onto the lines before them in a group (see
+/// `Journal::write`): one more `write` costs less than copying megabytes under the lock.
+const COPY_MAX: usize = 64 * 1024;
+
 /// The segment a record went into: handed back to [`Journal::settle`] once the record is
 /// in the database or the spool.
 pub(crate) type Ticket = u64;
@@ -229,7 +233,7 @@ impl Journal {
 
     /// Appends `lines` (holding `records` records) and returns once they are fsync'd, with
     /// the ticket to settle them by.
-    pub async fn append(&self, lines: &[u8], records: u64) -> io::Result<Ticket> {
+    pub async fn append(&self, lines: Vec<u8>, records: u64) -> io::Result<Ticket> {
         let wait = self.write(lines, records)?;
         wait.await
             .unwrap_or_else(|_| Err(io::Error::other("journal thread stopped")))
@@ -239,7 +243,7 @@ impl Journal {
     /// cache only) and queues for that slot's next fsync.
     fn write(
         &self,
-        lines: &[u8],
+        lines: Vec<u8>,
         records: u64,
     ) -> io::Result<oneshot::Receiver<io::Result<Ticket>>> {
         let mut st = self.shared.lock();
@@ -300,19 +304,26 @@ impl Journal {
             .expect("the open segment is listed")
             .appended += records;
         let slot = &mut st.slots[i];
-        // Written by the thread before its fsync, with the lines before them in one piece.
+        let len = lines.len() as u64;
+        // Written by the thread before its fsync, with the lines before them in one piece;
+        // a large line (a quarantined message) is a piece of its own rather than a copy made
+        // under the lock.
         match slot.pending.last_mut() {
-            Some((t, at, bytes)) if *t == ticket && *at + bytes.len() as u64 == offset => {
-                bytes.extend_from_slice(lines)
+            Some((t, at, bytes))
+                if *t == ticket
+                    && *at + bytes.len() as u64 == offset
+                    && lines.len() <= COPY_MAX =>
+            {
+                bytes.extend_from_slice(&lines)
             }
-            _ => slot.pending.push((ticket, offset, lines.to_vec())),
+            _ => slot.pending.push((ticket, offset, lines)),
         }
         let size = slot
             .current
             .as_mut()
             .map(|(_, size)| size)
             .expect("set above");
-        *size += lines.len() as u64;
+        *size += len;
         let full = *size >= SEGMENT_BYTES;
         if !slot.unsynced.contains(&ticket) {
             slot.unsynced.push(ticket);
@@ -535,7 +546,7 @@ mod tests {
         };
         let journal = Arc::new(Journal::open(&dir, 1, group).unwrap());
         let lone = new_id();
-        journal.append(&line(&lone), 1).await.unwrap();
+        journal.append(line(&lone), 1).await.unwrap();
         assert_eq!(journal.shared.lock().groups, 1);
         // As if the last group had company (a busy gateway): the next ones wait.
         journal.shared.lock().last_group = 2;
@@ -544,7 +555,7 @@ mod tests {
             .iter()
             .map(|id| {
                 let (journal, line) = (journal.clone(), line(id));
-                tokio::spawn(async move { journal.append(&line, 1).await })
+                tokio::spawn(async move { journal.append(line, 1).await })
             })
             .collect();
         for a in appends {
@@ -570,6 +581,7 @@ mod tests {
             .map(|e| match e {
                 SpoolEntry::Message(m) => m.id,
                 SpoolEntry::Session(s) => s.id,
+                SpoolEntry::Quarantine(q) => q.id,
             })
             .collect();
         read.sort();
@@ -580,7 +592,7 @@ mod tests {
         // After a group with company, a record alone waits out the wait, or the close: closing answers it at once.
         let alone = {
             let (journal, line) = (journal.clone(), line(&new_id()));
-            tokio::spawn(async move { journal.append(&line, 1).await })
+            tokio::spawn(async move { journal.append(line, 1).await })
         };
         while journal.shared.lock().slots[0].waiting.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -613,7 +625,7 @@ mod tests {
         // The first record goes to an ordinary file; then the thread makes a spare, and the
         // next records go into it.
         let first = new_id();
-        journal.append(&line(&first), 1).await.unwrap();
+        journal.append(line(&first), 1).await.unwrap();
         for _ in 0..500 {
             if journal.shared.lock().slots[0].spare.is_some() {
                 break;
@@ -626,7 +638,7 @@ mod tests {
         );
         let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
         for id in &ids {
-            journal.append(&line(id), 1).await.unwrap();
+            journal.append(line(id), 1).await.unwrap();
         }
         let read = |path: &Path| -> (Vec<String>, usize) {
             let (entries, torn) = Spool::read_path(path).unwrap();
@@ -635,6 +647,7 @@ mod tests {
                 .map(|e| match e {
                     SpoolEntry::Message(m) => m.id,
                     SpoolEntry::Session(s) => s.id,
+                    SpoolEntry::Quarantine(q) => q.id,
                 })
                 .collect();
             (ids, torn)

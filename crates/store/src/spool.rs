@@ -21,6 +21,12 @@ use crate::record::{MessageRecord, NewQuarantine, SessionRecord, new_id};
 pub(crate) enum SpoolEntry {
     Session(SessionRecord),
     Message(MessageRecord),
+    /// A quarantined message, in a journal segment (`crate::journal`); its raw bytes are a
+    /// hex string (see [`NewQuarantine::raw`]). The spool's own records files never hold
+    /// one: a quarantined message spooled while the database is down gets a file of its
+    /// own (`quarantine-<id>.json`), so that a replay holds one such message in memory at a
+    /// time, not a whole file of them.
+    Quarantine(NewQuarantine),
 }
 
 /// [`SpoolEntry`] by reference: the same JSON line, without cloning the record.
@@ -29,6 +35,7 @@ pub(crate) enum SpoolEntry {
 pub(crate) enum SpoolEntryRef<'a> {
     Session(&'a SessionRecord),
     Message(&'a MessageRecord),
+    Quarantine(&'a NewQuarantine),
 }
 
 /// Whether a file name is one of the records files the replay takes: the spool's own
@@ -64,10 +71,6 @@ impl Spool {
             dir: dir.to_path_buf(),
             live: None,
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Appends entries as JSON lines and fsyncs before returning.
