@@ -1,5 +1,7 @@
 //! The journal: records made durable before a front door answers, so that a record is as
-//! durable as its message (a kill -9 right after the 250 loses neither).
+//! durable as its message (a kill -9 right after the 250 loses neither), and the quarantined
+//! messages themselves (`Store::quarantine_put`: one line each, the raw bytes in hex, so a
+//! line can be tens of megabytes; such a line is not copied under the lock, see `COPY_MAX`).
 //!
 //! The caller hands its lines to a slot, under a lock (a copy into memory, no system call),
 //! and waits for that slot's next fsync; a few threads ([`Journal::open`]'s `writers`), each
@@ -15,7 +17,8 @@
 //! whose flush takes 4 ms, that is 0-4 ms of waiting instead of 4-8). With one thread, a
 //! record handed over during an fsync waits for it and then the next. A thread is woken once
 //! per group, not once per record. The records then take the ordinary path (queue, batch
-//! writer, database or spool); the journal is only read after a crash.
+//! writer, database or spool; a quarantined message, the database down, a spool file of its
+//! own); the journal is only read after a crash.
 //!
 //! A segment is written in place into a file made beforehand ([`SEGMENT_BYTES`] of zeros,
 //! fsync'd, by the thread while it has nothing to fsync, once the journal is in use; the

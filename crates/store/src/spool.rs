@@ -5,7 +5,11 @@
 //!   holds an exclusive lock on the file (`File::lock`) while it lives. A file nobody holds a
 //!   lock on belongs to a process that died; any store on the same directory replays it.
 //! - `quarantine-<id>.json`: one quarantined message per file, written to a temporary name,
-//!   fsync'd and renamed, so a file under this name is always whole.
+//!   fsync'd and renamed, so a file under this name is always whole. Only while the database
+//!   is down (by the batch writer) or the queue is full (by the caller): a quarantined message
+//!   is made durable by the journal (`crate::journal`) before the front door answers, and this
+//!   file is where it waits, off the journal, for the database. One a file, so a replay holds
+//!   one such message in memory at a time.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -173,7 +177,8 @@ impl Spool {
         sync_dir(&self.dir)
     }
 
-    /// Writes one quarantined message durably (temporary file, fsync, rename, fsync dir).
+    /// Writes one quarantined message durably (temporary file, fsync, rename, fsync dir): the
+    /// database is down, or the queue full (see the module comment).
     pub fn quarantine_put(&self, q: &NewQuarantine) -> io::Result<PathBuf> {
         let name = format!("quarantine-{}.json", q.id);
         let tmp = self.dir.join(format!(".{name}.tmp"));
