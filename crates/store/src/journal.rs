@@ -520,6 +520,22 @@ fn make_spare(dir: &Path) -> io::Result<(PathBuf, File)> {
     }
 }
 
+/// The journal segments in a directory (for tests).
+#[cfg(test)]
+pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,17 +582,7 @@ mod tests {
         }
         assert_eq!(journal.shared.lock().groups, 2);
         // What was fsync'd is the five lines, whole.
-        let segments: Vec<PathBuf> = fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("journal-")
-            })
-            .collect();
+        let segments = segment_files(&dir);
         assert_eq!(segments.len(), 1);
         let (entries, torn) = Spool::read_path(&segments[0]).unwrap();
         let mut read: Vec<String> = entries

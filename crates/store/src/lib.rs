@@ -1288,16 +1288,8 @@ mod tests {
 
     /// The journal segments in a spool directory, with the quarantined messages they hold.
     fn journal_quarantines(spool: &std::path::Path) -> Vec<(PathBuf, Vec<NewQuarantine>)> {
-        std::fs::read_dir(spool)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("journal-")
-            })
+        journal::segment_files(spool)
+            .into_iter()
             .map(|p| {
                 let (entries, _) = Spool::read_path(&p).unwrap();
                 let held = entries
