@@ -103,8 +103,8 @@ impl unspoof_gateway::Quarantine for GatewayStore {
             q.from = a.message.from.clone();
             q.subject = a.message.subject.clone();
         }
-        // Called from a blocking thread: returns once committed, or fsync'd into the spool
-        // when the database is down. The gateway answers 250 only after this.
+        // Called from a blocking thread: returns once fsync'd into the journal (the batch
+        // writer puts it into the database). The gateway answers 250 only after this.
         self.0
             .quarantine_put_blocking(&q)
             .map(|_| q.id)

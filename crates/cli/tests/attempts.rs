@@ -339,7 +339,8 @@ fn every_acknowledged_message_has_its_record_after_kill_9() {
     );
 
     // Delivered (the Maildir file name carries the queue id) or quarantined. A quarantined
-    // message that went to the spool reaches the database moments later: polled.
+    // message reaches the database with the batch writer's next batch, or the restarted
+    // gateway's replay of its journal, moments later: polled.
     let started = Instant::now();
     let (in_maildir, in_quarantine, lost) = loop {
         let delivered: Vec<String> = std::fs::read_dir(dir.path().join("data/maildir/new"))

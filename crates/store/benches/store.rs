@@ -99,7 +99,7 @@ async fn run(label: &str, config: StoreConfig, n: u64) {
     store.analyze().await.unwrap();
     println!("ANALYZE after the load: {:.1} s\n", secs(t.elapsed()));
 
-    // The quarantine's synchronous commit, as the gateway waits for it before 250.
+    // The quarantine's durable put (a journal fsync), as the gateway waits for it before 250.
     let mut times = Vec::new();
     for k in 0..100 {
         let q = NewQuarantine {
@@ -115,7 +115,7 @@ async fn run(label: &str, config: StoreConfig, n: u64) {
     }
     times.sort();
     println!(
-        "quarantine_put (20 KB, committed): median {:.2} ms, p90 {:.2} ms\n",
+        "quarantine_put (20 KB, journal fsync): median {:.2} ms, p90 {:.2} ms\n",
         times[50].as_secs_f64() * 1e3,
         times[90].as_secs_f64() * 1e3
     );

@@ -225,8 +225,9 @@ impl Db {
         sessions: &'a [SessionRecord],
         messages: &'a [MessageRecord],
         contacts: Option<&'a [Vec<Val>]>,
+        quarantines: &'a [NewQuarantine],
     ) -> BoxFut<'a, ()> {
-        Box::pin(self.write_batch_inner(sessions, messages, contacts))
+        Box::pin(self.write_batch_inner(sessions, messages, contacts, quarantines))
     }
 
     pub(crate) fn migrate(&self) -> BoxFut<'_, ()> {
@@ -245,13 +246,15 @@ impl Db {
         on!(self, p => p.close().await)
     }
 
-    /// Writes sessions and messages (with their recipients, reasons and first contacts) in one
-    /// transaction. A record whose id is already stored is skipped, so replays are harmless.
+    /// Writes sessions and messages (with their recipients, reasons and first contacts) and
+    /// quarantined messages in one transaction. A record or quarantined message whose id is
+    /// already stored is skipped, so replays are harmless.
     async fn write_batch_inner(
         &self,
         sessions: &[SessionRecord],
         messages: &[MessageRecord],
         contacts: Option<&[Vec<Val>]>,
+        quarantines: &[NewQuarantine],
     ) -> Result<(), sqlx::Error> {
         let mut stmts: Vec<(String, Vec<Val>)> = Vec::new();
         // One row per session: PostgreSQL refuses an upsert that meets the same key twice
@@ -311,6 +314,10 @@ impl Db {
             },
             "sender_domain, recipient",
         );
+        // One statement each: a quarantined message can be tens of megabytes.
+        for q in quarantines {
+            stmts.push(quarantine_insert(self.backend(), q));
+        }
         if stmts.is_empty() {
             return Ok(());
         }
@@ -441,13 +448,7 @@ impl Db {
 
     /// Inserts a quarantined message and commits. An id already stored is kept as it was.
     async fn quarantine_put_inner(&self, q: &NewQuarantine) -> Result<(), sqlx::Error> {
-        let (sql, vals) = insert(
-            self.backend(),
-            "quarantine",
-            QUARANTINE_COLUMNS,
-            std::iter::once(quarantine_values(q)),
-            "id",
-        );
+        let (sql, vals) = quarantine_insert(self.backend(), q);
         on!(self, p => bind_all!(sqlx::query(&sql), vals).execute(p).await.map(|_| ()))
     }
 
@@ -1114,6 +1115,17 @@ const QUARANTINE_COLUMNS: &[&str] = &[
 const QUARANTINE_LIST_COLUMNS: &str = "id, message_record, quarantined_at, node, queue_id, \
     message_id, mail_from, recipients, from_header, subject, reasons, size, status, actor, \
     acted_at, result";
+
+/// The insert of one quarantined message (skipped when its id is stored).
+fn quarantine_insert(backend: Backend, q: &NewQuarantine) -> (String, Vec<Val>) {
+    insert(
+        backend,
+        "quarantine",
+        QUARANTINE_COLUMNS,
+        std::iter::once(quarantine_values(q)),
+        "id",
+    )
+}
 
 fn quarantine_values(q: &NewQuarantine) -> Vec<Val> {
     vec![

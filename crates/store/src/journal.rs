@@ -1,5 +1,7 @@
 //! The journal: records made durable before a front door answers, so that a record is as
-//! durable as its message (a kill -9 right after the 250 loses neither).
+//! durable as its message (a kill -9 right after the 250 loses neither), and the quarantined
+//! messages themselves (`Store::quarantine_put`: one line each, the raw bytes in hex, so a
+//! line can be tens of megabytes; such a line is not copied under the lock, see `COPY_MAX`).
 //!
 //! The caller hands its lines to a slot, under a lock (a copy into memory, no system call),
 //! and waits for that slot's next fsync; a few threads ([`Journal::open`]'s `writers`), each
@@ -15,7 +17,8 @@
 //! whose flush takes 4 ms, that is 0-4 ms of waiting instead of 4-8). With one thread, a
 //! record handed over during an fsync waits for it and then the next. A thread is woken once
 //! per group, not once per record. The records then take the ordinary path (queue, batch
-//! writer, database or spool); the journal is only read after a crash.
+//! writer, database or spool; a quarantined message, the database down, a spool file of its
+//! own); the journal is only read after a crash.
 //!
 //! A segment is written in place into a file made beforehand ([`SEGMENT_BYTES`] of zeros,
 //! fsync'd, by the thread while it has nothing to fsync, once the journal is in use; the
@@ -52,6 +55,10 @@ use crate::record::new_id;
 /// A segment is closed (and a new one begun) once it holds this many octets; it is removed
 /// when all its records are settled. Small enough that a crash leaves little to replay.
 pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Lines longer than this are not copied onto the lines before them in a group (see
+/// `Journal::write`): one more `write` costs less than copying megabytes under the lock.
+const COPY_MAX: usize = 64 * 1024;
 
 /// The segment a record went into: handed back to [`Journal::settle`] once the record is
 /// in the database or the spool.
@@ -229,7 +236,7 @@ impl Journal {
 
     /// Appends `lines` (holding `records` records) and returns once they are fsync'd, with
     /// the ticket to settle them by.
-    pub async fn append(&self, lines: &[u8], records: u64) -> io::Result<Ticket> {
+    pub async fn append(&self, lines: Vec<u8>, records: u64) -> io::Result<Ticket> {
         let wait = self.write(lines, records)?;
         wait.await
             .unwrap_or_else(|_| Err(io::Error::other("journal thread stopped")))
@@ -239,7 +246,7 @@ impl Journal {
     /// cache only) and queues for that slot's next fsync.
     fn write(
         &self,
-        lines: &[u8],
+        lines: Vec<u8>,
         records: u64,
     ) -> io::Result<oneshot::Receiver<io::Result<Ticket>>> {
         let mut st = self.shared.lock();
@@ -300,19 +307,26 @@ impl Journal {
             .expect("the open segment is listed")
             .appended += records;
         let slot = &mut st.slots[i];
-        // Written by the thread before its fsync, with the lines before them in one piece.
+        let len = lines.len() as u64;
+        // Written by the thread before its fsync, with the lines before them in one piece;
+        // a large line (a quarantined message) is a piece of its own rather than a copy made
+        // under the lock.
         match slot.pending.last_mut() {
-            Some((t, at, bytes)) if *t == ticket && *at + bytes.len() as u64 == offset => {
-                bytes.extend_from_slice(lines)
+            Some((t, at, bytes))
+                if *t == ticket
+                    && *at + bytes.len() as u64 == offset
+                    && lines.len() <= COPY_MAX =>
+            {
+                bytes.extend_from_slice(&lines)
             }
-            _ => slot.pending.push((ticket, offset, lines.to_vec())),
+            _ => slot.pending.push((ticket, offset, lines)),
         }
         let size = slot
             .current
             .as_mut()
             .map(|(_, size)| size)
             .expect("set above");
-        *size += lines.len() as u64;
+        *size += len;
         let full = *size >= SEGMENT_BYTES;
         if !slot.unsynced.contains(&ticket) {
             slot.unsynced.push(ticket);
@@ -506,6 +520,22 @@ fn make_spare(dir: &Path) -> io::Result<(PathBuf, File)> {
     }
 }
 
+/// The journal segments in a directory (for tests).
+#[cfg(test)]
+pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,7 +565,7 @@ mod tests {
         };
         let journal = Arc::new(Journal::open(&dir, 1, group).unwrap());
         let lone = new_id();
-        journal.append(&line(&lone), 1).await.unwrap();
+        journal.append(line(&lone), 1).await.unwrap();
         assert_eq!(journal.shared.lock().groups, 1);
         // As if the last group had company (a busy gateway): the next ones wait.
         journal.shared.lock().last_group = 2;
@@ -544,7 +574,7 @@ mod tests {
             .iter()
             .map(|id| {
                 let (journal, line) = (journal.clone(), line(id));
-                tokio::spawn(async move { journal.append(&line, 1).await })
+                tokio::spawn(async move { journal.append(line, 1).await })
             })
             .collect();
         for a in appends {
@@ -552,17 +582,7 @@ mod tests {
         }
         assert_eq!(journal.shared.lock().groups, 2);
         // What was fsync'd is the five lines, whole.
-        let segments: Vec<PathBuf> = fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("journal-")
-            })
-            .collect();
+        let segments = segment_files(&dir);
         assert_eq!(segments.len(), 1);
         let (entries, torn) = Spool::read_path(&segments[0]).unwrap();
         let mut read: Vec<String> = entries
@@ -570,6 +590,7 @@ mod tests {
             .map(|e| match e {
                 SpoolEntry::Message(m) => m.id,
                 SpoolEntry::Session(s) => s.id,
+                SpoolEntry::Quarantine(q) => q.id,
             })
             .collect();
         read.sort();
@@ -580,7 +601,7 @@ mod tests {
         // After a group with company, a record alone waits out the wait, or the close: closing answers it at once.
         let alone = {
             let (journal, line) = (journal.clone(), line(&new_id()));
-            tokio::spawn(async move { journal.append(&line, 1).await })
+            tokio::spawn(async move { journal.append(line, 1).await })
         };
         while journal.shared.lock().slots[0].waiting.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -613,7 +634,7 @@ mod tests {
         // The first record goes to an ordinary file; then the thread makes a spare, and the
         // next records go into it.
         let first = new_id();
-        journal.append(&line(&first), 1).await.unwrap();
+        journal.append(line(&first), 1).await.unwrap();
         for _ in 0..500 {
             if journal.shared.lock().slots[0].spare.is_some() {
                 break;
@@ -626,7 +647,7 @@ mod tests {
         );
         let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
         for id in &ids {
-            journal.append(&line(id), 1).await.unwrap();
+            journal.append(line(id), 1).await.unwrap();
         }
         let read = |path: &Path| -> (Vec<String>, usize) {
             let (entries, torn) = Spool::read_path(path).unwrap();
@@ -635,6 +656,7 @@ mod tests {
                 .map(|e| match e {
                     SpoolEntry::Message(m) => m.id,
                     SpoolEntry::Session(s) => s.id,
+                    SpoolEntry::Quarantine(q) => q.id,
                 })
                 .collect();
             (ids, torn)

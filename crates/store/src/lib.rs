@@ -10,7 +10,8 @@
 //!   [`Store::log_session`] / [`Store::log_message`]. These never wait for the database: records
 //!   go into a bounded queue that a background task writes in batches.
 //! - [`NewQuarantine`]: a quarantined message; [`Store::quarantine_put`] returns only once it is
-//!   committed (or, with the database down, fsync'd into the local spool).
+//!   durable (fsync'd into the journal with the records of the same moment), and it then
+//!   reaches the database with the batch writer's next batch, like a record.
 //! - [`Query`]: the search behind `unspoof log search`.
 //!
 //! **Invariant: nothing logged is dropped.** A record is in the queue, in the database, or in
@@ -43,8 +44,8 @@ pub use db::Backend;
 pub use ipnet::IpNet;
 pub use query::{DEFAULT_LIMIT, Query};
 pub use record::{
-    Durable, JsonText, MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus,
-    SessionRecord, domain_of, new_id, normalize_message_id, now,
+    JsonText, MessageRecord, NewQuarantine, QuarantineEntry, QuarantineStatus, SessionRecord,
+    domain_of, new_id, normalize_message_id, now,
 };
 
 pub use time::{format_time, parse_time};
@@ -94,15 +95,16 @@ pub struct StoreConfig {
     /// At most this many records per transaction. Default 500. At a gateway's rates a batch is
     /// whatever arrived within `flush_interval_ms`; the cap matters when the writer falls
     /// behind, where larger batches catch up faster (PostgreSQL, paired runs: 4 482 and 3 955
-    /// records/s with 500 against 3 690 and 2 044 with 100). A quarantined message never waits
-    /// for a batch, so its length costs nothing there.
+    /// records/s with 500 against 3 690 and 2 044 with 100). A quarantined message counts as
+    /// one record (it is durable in the journal before the batch, so a batch's length does
+    /// not delay the front door's reply).
     pub batch_size: usize,
     /// A record waits at most this long before its batch is written. Default 50 ms.
     pub flush_interval_ms: u64,
     /// While records wait in the spool, the writer tries the database this often. Default 2 s.
     pub retry_interval_ms: u64,
     /// How long one database operation may take before the database counts as unreachable
-    /// (and a quarantined message goes to the spool). Default 5 s.
+    /// (and the batch, quarantined messages with it, goes to the spool). Default 5 s.
     pub db_timeout_ms: u64,
     /// Connections per process. Default 4.
     pub max_connections: u32,
@@ -245,6 +247,8 @@ enum Entry {
     Session(SessionRecord, Option<Ticket>),
     /// With its `contacts` rows (`db::contact_rows`), made once when it is logged.
     Message(MessageRecord, Option<Ticket>, Vec<Vec<query::Val>>),
+    /// A quarantined message, with the journal segment it is durable in.
+    Quarantine(NewQuarantine, Ticket),
     Flush(oneshot::Sender<()>),
 }
 
@@ -304,14 +308,11 @@ struct Shared {
     contacts: Mutex<ContactMemory>,
     /// This process's writes to SQLite, one at a time. SQLite has one writer; a second one
     /// waits in SQLite's busy handler, which sleeps in growing steps (up to 100 ms a step):
-    /// measured on a busy gateway, a quarantined message then waited up to 180 ms for the
-    /// batch writer's commit. Queued here, it waits only for the batch before it. (Other
-    /// processes on the same file, such as `unspoof quarantine release`, still meet the busy
-    /// handler; PostgreSQL needs no such turn.)
+    /// measured on a busy gateway, a quarantined message written by its caller then waited up
+    /// to 180 ms for the batch writer's commit. Queued here, a write waits only for the one
+    /// before it. (Other processes on the same file, such as `unspoof quarantine release`,
+    /// still meet the busy handler; PostgreSQL needs no such turn.)
     sqlite_writes: tokio::sync::Mutex<()>,
-    /// Wakes the writer when a quarantined message went to the spool, so that it reaches the
-    /// database (and `quarantine list`) right after the batch in progress, not at the next retry.
-    quarantine_waiting: tokio::sync::Notify,
     /// Wakes the writer while it waits for its batch deadline: a batch is full, or a flush or
     /// close waits. Records alone do not wake it: it takes them all at the deadline (one
     /// wake-up per batch instead of one per record).
@@ -414,7 +415,6 @@ impl Store {
             journal,
             contacts: Mutex::new(ContactMemory::default()),
             sqlite_writes: tokio::sync::Mutex::new(()),
-            quarantine_waiting: tokio::sync::Notify::new(),
             writer_wake: tokio::sync::Notify::new(),
             db_down: AtomicBool::new(false),
             migrated: AtomicBool::new(false),
@@ -477,6 +477,7 @@ impl Store {
 
     /// Logs a session. Never waits for the database; never fails (see the crate invariant).
     pub fn log_session(&self, record: SessionRecord) {
+        self.enqueue_records(1);
         self.enqueue(Entry::Session(record, None));
     }
 
@@ -486,6 +487,7 @@ impl Store {
         for key in db::row_keys(&contacts) {
             self.inner.shared.remember_contact(key, true);
         }
+        self.enqueue_records(1);
         self.enqueue(Entry::Message(record, None, contacts));
     }
 
@@ -515,7 +517,7 @@ impl Store {
             lines.push(b'\n');
             n += 1;
         }
-        let ticket = self.inner.shared.journal.append(&lines, n).await;
+        let ticket = self.inner.shared.journal.append(lines, n).await;
         let (ticket, result) = match ticket {
             Ok(t) => (Some(t), Ok(())),
             Err(e) => (
@@ -527,6 +529,7 @@ impl Store {
         for key in db::row_keys(&contacts) {
             self.inner.shared.remember_contact(key, true);
         }
+        self.enqueue_records(n);
         if let Some(s) = session {
             self.enqueue(Entry::Session(s, ticket));
         }
@@ -539,9 +542,13 @@ impl Store {
         self.inner.config.full_analysis.keeps(action)
     }
 
+    /// Counts records handed to `log_*` (quarantined messages are not records).
+    fn enqueue_records(&self, n: u64) {
+        self.inner.shared.logged.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn enqueue(&self, entry: Entry) {
         let shared = &self.inner.shared;
-        shared.logged.fetch_add(1, Ordering::Relaxed);
         let sender = self
             .inner
             .tx
@@ -567,6 +574,12 @@ impl Store {
         let (line, ticket) = match entry {
             Entry::Session(s, t) => (SpoolEntry::Session(s), t),
             Entry::Message(m, t, _) => (SpoolEntry::Message(m), t),
+            Entry::Quarantine(q, t) => {
+                if spool_quarantine(shared, &q) {
+                    shared.journal.settle(t, 1);
+                }
+                return;
+            }
             Entry::Flush(_) => return,
         };
         if let Err(e) = shared.spool().append(std::slice::from_ref(&line)) {
@@ -619,43 +632,28 @@ impl Store {
         self.inner.db.close().await;
     }
 
-    /// Stores a quarantined message and returns once it is durable: committed to the database,
-    /// or (database unreachable) fsync'd into the spool, from where the writer syncs it later.
-    /// The front door answers 250 only after this returned `Ok`.
-    pub async fn quarantine_put(&self, q: &NewQuarantine) -> Result<Durable, StoreError> {
+    /// Stores a quarantined message and returns once it is durable: fsync'd into the journal,
+    /// in the same group commit as the records of the same moment. The batch writer then
+    /// writes it into the database with its next batch (or, the database down, into a spool
+    /// file of its own); after a crash the journal is replayed into the database. The front
+    /// door answers 250 only after this returned `Ok`; `Err` (the journal could not be
+    /// written or fsync'd) leaves nothing to the writer, and the door answers 4xx.
+    pub async fn quarantine_put(&self, q: &NewQuarantine) -> Result<(), StoreError> {
         let shared = &self.inner.shared;
-        if !shared.db_down.load(Ordering::SeqCst) && shared.migrated.load(Ordering::SeqCst) {
-            // On SQLite, while this process's batch writer holds the write turn, waiting for
-            // it costs the rest of a batch (measured on a busy gateway: 13.6 ms median, 44 ms
-            // p99 for a quarantined message); the spool's fsync costs about a millisecond, and
-            // the writer syncs the file into the database right after its batch.
-            // `None`: the turn is taken; `Some(None)`: PostgreSQL, no turn needed.
-            let turn = match self.inner.db.backend() {
-                Backend::Sqlite => shared.sqlite_writes.try_lock().ok().map(Some),
-                Backend::Postgres => Some(None),
-            };
-            if let Some(_turn) = turn {
-                let put = self.inner.db.quarantine_put(q);
-                match timeout(self.inner.config.db_timeout(), put).await {
-                    Ok(Ok(())) => return Ok(Durable::Database),
-                    Ok(Err(e)) => shared.down(&e),
-                    Err(_) => shared.down(&"timed out"),
-                }
-            }
-        }
-        let dir = shared.spool().dir().to_path_buf();
-        shared
-            .spool()
-            .quarantine_put(q)
-            .map_err(|e| StoreError::Spool(dir, e))?;
-        shared.quarantine_spooled.fetch_add(1, Ordering::Relaxed);
-        shared.quarantine_waiting.notify_one();
-        Ok(Durable::Spool)
+        let journal_err = |e| StoreError::Journal(self.inner.config.spool_dir(), e);
+        // Hex: twice the raw size, plus the header fields.
+        let mut line = Vec::with_capacity(2 * q.raw.len() + 1024);
+        serde_json::to_writer(&mut line, &SpoolEntryRef::Quarantine(q))
+            .map_err(|e| journal_err(std::io::Error::other(e)))?;
+        line.push(b'\n');
+        let ticket = shared.journal.append(line, 1).await.map_err(journal_err)?;
+        self.enqueue(Entry::Quarantine(q.clone(), ticket));
+        Ok(())
     }
 
     /// [`Store::quarantine_put`] for a blocking thread (the gateway's `Quarantine` trait).
     /// Must not be called from inside an async task.
-    pub fn quarantine_put_blocking(&self, q: &NewQuarantine) -> Result<Durable, StoreError> {
+    pub fn quarantine_put_blocking(&self, q: &NewQuarantine) -> Result<(), StoreError> {
         self.inner.runtime.block_on(self.quarantine_put(q))
     }
 
@@ -977,11 +975,33 @@ struct Batch {
     contacts: Vec<Vec<query::Val>>,
     /// The journal segments of the records in the batch, settled once it is written.
     tickets: Vec<Ticket>,
+    /// Quarantined messages, each with its journal segment.
+    quarantines: Vec<NewQuarantine>,
+    quarantine_tickets: Vec<Ticket>,
 }
 
 impl Batch {
     fn len(&self) -> usize {
-        self.sessions.len() + self.messages.len()
+        self.sessions.len() + self.messages.len() + self.quarantines.len()
+    }
+}
+
+/// Writes a quarantined message into a spool file of its own (the database is down or the
+/// queue full); the writer replays it into the database later. Returns whether it is there.
+fn spool_quarantine(shared: &Shared, q: &NewQuarantine) -> bool {
+    match shared.spool().quarantine_put(q) {
+        Ok(_) => {
+            shared.quarantine_spooled.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        // Still in the journal: replayed after a restart.
+        Err(e) => {
+            eprintln!(
+                "unspoof-store: cannot spool quarantined message {}: {e}",
+                q.id
+            );
+            false
+        }
     }
 }
 
@@ -1023,10 +1043,6 @@ impl Writer {
                 _ = sleep => {}
                 _ = self.shared.writer_wake.notified(), if deadline.is_some() => {}
                 _ = retry.tick() => {
-                    self.replay_if_due(&mut next_retry).await;
-                    continue;
-                }
-                _ = self.shared.quarantine_waiting.notified() => {
                     self.replay_if_due(&mut next_retry).await;
                     continue;
                 }
@@ -1076,6 +1092,10 @@ impl Writer {
                 batch.contacts.extend(contacts);
                 batch.tickets.extend(t);
             }
+            Entry::Quarantine(q, t) => {
+                batch.quarantines.push(q);
+                batch.quarantine_tickets.push(t);
+            }
             Entry::Flush(ack) => {
                 self.write(batch).await;
                 self.replay_if_due(next_retry).await;
@@ -1107,16 +1127,18 @@ impl Writer {
     /// Writes one batch to the database, or to the spool when the database is down. On
     /// success or spool the vectors are emptied; if both fail they keep their records.
     async fn write(&self, batch: &mut Batch) {
+        if batch.len() == 0 {
+            return;
+        }
         let Batch {
             sessions,
             messages,
             contacts,
             tickets,
+            quarantines,
+            quarantine_tickets,
         } = batch;
         let n = (sessions.len() + messages.len()) as u64;
-        if n == 0 {
-            return;
-        }
         let settle = |tickets: &mut Vec<Ticket>| {
             for t in tickets.drain(..) {
                 self.shared.journal.settle(t, 1);
@@ -1127,7 +1149,7 @@ impl Writer {
             let write = async {
                 let _turn = shared.write_turn(self.db.backend()).await;
                 self.db
-                    .write_batch(sessions, messages, Some(contacts))
+                    .write_batch(sessions, messages, Some(contacts), quarantines)
                     .await
             };
             match timeout(self.db_timeout, write).await {
@@ -1137,11 +1159,27 @@ impl Writer {
                     messages.clear();
                     contacts.clear();
                     settle(tickets);
+                    quarantines.clear();
+                    settle(quarantine_tickets);
                     return;
                 }
                 Ok(Err(e)) => shared.down(&e),
                 Err(_) => shared.down(&"timed out"),
             }
+        }
+        // Each quarantined message in a file of its own (see `SpoolEntry::Quarantine`); one
+        // that cannot be written stays for the next batch.
+        let mut i = 0;
+        while i < quarantines.len() {
+            if spool_quarantine(shared, &quarantines[i]) {
+                quarantines.swap_remove(i);
+                shared.journal.settle(quarantine_tickets.swap_remove(i), 1);
+            } else {
+                i += 1;
+            }
+        }
+        if n == 0 {
+            return;
         }
         let entries: Vec<SpoolEntry> = sessions
             .iter()
@@ -1206,20 +1244,24 @@ impl Writer {
             for chunk in entries.chunks(self.batch_size) {
                 let mut sessions = Vec::new();
                 let mut messages = Vec::new();
+                let mut quarantines = Vec::new();
                 for e in chunk.iter().cloned() {
                     match e {
                         SpoolEntry::Session(s) => sessions.push(s),
                         SpoolEntry::Message(m) => messages.push(m),
+                        SpoolEntry::Quarantine(q) => quarantines.push(q),
                     }
                 }
                 let write = async {
                     let _turn = self.shared.write_turn(self.db.backend()).await;
-                    self.db.write_batch(&sessions, &messages, None).await
+                    self.db
+                        .write_batch(&sessions, &messages, None, &quarantines)
+                        .await
                 };
                 match timeout(self.db_timeout, write).await {
                     Ok(Ok(())) => {
                         replayed += chunk.len() as u64;
-                        records += chunk.len() as u64;
+                        records += (sessions.len() + messages.len()) as u64;
                     }
                     // The file stays; unlocked now, it is taken again at the next try.
                     Ok(Err(e)) => return shared.down(&e),
@@ -1244,48 +1286,116 @@ mod tests {
         (d.to_string(), r.to_string())
     }
 
-    /// On SQLite a quarantined message does not wait for the batch writer's turn: it goes to
-    /// the spool, and the writer syncs it into the database as soon as the turn is free (not
-    /// at the next retry, an hour away here).
+    /// The journal segments in a spool directory, with the quarantined messages they hold.
+    fn journal_quarantines(spool: &std::path::Path) -> Vec<(PathBuf, Vec<NewQuarantine>)> {
+        journal::segment_files(spool)
+            .into_iter()
+            .map(|p| {
+                let (entries, _) = Spool::read_path(&p).unwrap();
+                let held = entries
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        SpoolEntry::Quarantine(q) => Some(q),
+                        _ => None,
+                    })
+                    .collect();
+                (p, held)
+            })
+            .collect()
+    }
+
+    /// A quarantined message is durable through the journal, not a file of its own, even
+    /// while the batch writer holds SQLite's write turn: once `quarantine_put` returned, a
+    /// journal segment holds it, whole; a store started on that segment alone (the writer of
+    /// the first never having written it, as after a kill -9) puts it into its database; and
+    /// the first store's writer puts it into its own with its next batch.
     #[tokio::test]
-    async fn quarantine_during_a_batch_goes_to_the_spool_and_then_to_the_database() {
-        let dir = std::env::temp_dir().join(format!("unspoof-store-turn-{}", new_id()));
+    async fn a_quarantined_message_is_durable_in_the_journal_and_replayed_from_it() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-qjournal-{}", new_id()));
         let mut config = StoreConfig::new("", &dir);
         config.retry_interval_ms = 3_600_000;
+        config.flush_interval_ms = 3_600_000;
         let store = Store::open(config).await.unwrap();
         let q = NewQuarantine {
             id: new_id(),
             quarantined_at: 1_763_900_000,
             node: "mx1".into(),
             recipients: vec!["ann@site.test".into()],
-            raw: b"Subject: held\r\n\r\nbody\r\n".to_vec(),
+            // Every byte value, as mail need not be text.
+            raw: (0..=255u8).cycle().take(70_000).collect(),
             ..Default::default()
         };
         // The writer is past its start, where it replays whatever is in the spool.
         store.flush().await;
-        let batch = store.inner.shared.sqlite_writes.lock().await;
-        assert_eq!(store.quarantine_put(&q).await.unwrap(), Durable::Spool);
+        let turn = store.inner.shared.sqlite_writes.lock().await;
+        store.quarantine_put(&q).await.unwrap();
+        let spool = store.config().spool_dir();
+        assert!(store.inner.shared.spool().quarantine_files().is_empty());
+        let segments = journal_quarantines(&spool);
+        let holding: Vec<_> = segments.iter().filter(|(_, h)| !h.is_empty()).collect();
+        assert_eq!(holding.len(), 1, "{segments:?}");
+        assert_eq!(
+            holding[0]
+                .1
+                .iter()
+                .map(|h| (&h.id, &h.raw))
+                .collect::<Vec<_>>(),
+            vec![(&q.id, &q.raw)]
+        );
         assert!(store.quarantine_get(&q.id).await.unwrap().is_none());
-        drop(batch);
-        let mut synced = None;
-        for _ in 0..100 {
-            synced = store.quarantine_get(&q.id).await.unwrap();
-            if synced.is_some() && !store.inner.shared.spool().has_pending() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let synced = synced.expect("synced into the database within 2 s");
-        assert_eq!(synced.message.raw, q.raw);
-        assert!(!store.inner.shared.spool().has_pending());
-        // With the turn free, a quarantined message is committed directly.
-        let q2 = NewQuarantine {
-            id: new_id(),
-            ..q.clone()
-        };
-        assert_eq!(store.quarantine_put(&q2).await.unwrap(), Durable::Database);
+
+        // What a restart after a kill -9 finds: the segment, and a database without it.
+        let other = std::env::temp_dir().join(format!("unspoof-store-qreplay-{}", new_id()));
+        std::fs::create_dir_all(other.join("spool")).unwrap();
+        let segment = &holding[0].0;
+        std::fs::copy(
+            segment,
+            other.join("spool").join(segment.file_name().unwrap()),
+        )
+        .unwrap();
+        let restarted = Store::open(StoreConfig::new("", &other)).await.unwrap();
+        restarted.flush().await;
+        let replayed = restarted.quarantine_get(&q.id).await.unwrap();
+        let replayed = replayed.expect("replayed from the journal");
+        assert_eq!(
+            (replayed.status, &replayed.message.raw),
+            (QuarantineStatus::Held, &q.raw)
+        );
+        assert!(journal_quarantines(&other.join("spool")).is_empty());
+        restarted.close().await;
+
+        // And the ordinary path: the writer's next batch, once the turn is free.
+        drop(turn);
+        store.flush().await;
+        let synced = store.quarantine_get(&q.id).await.unwrap();
+        assert_eq!(
+            synced.expect("written by the batch writer").message.raw,
+            q.raw
+        );
         let s = store.stats();
-        assert_eq!((s.quarantine_spooled, s.db_down), (1, false));
+        assert_eq!((s.quarantine_spooled, s.logged, s.db_down), (0, 0, false));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
+    }
+
+    /// A journal that cannot take the message fails the put (the front door then answers
+    /// 4xx), and nothing of it reaches the database.
+    #[tokio::test]
+    async fn a_quarantined_message_the_journal_refuses_fails_the_put() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-qfail-{}", new_id()));
+        let store = Store::open(StoreConfig::new("", &dir)).await.unwrap();
+        let q = NewQuarantine {
+            id: new_id(),
+            raw: b"Subject: held\r\n\r\nbody\r\n".to_vec(),
+            ..Default::default()
+        };
+        store.inner.shared.journal.close();
+        let err = store.quarantine_put(&q).await.unwrap_err();
+        assert!(matches!(err, StoreError::Journal(..)), "{err}");
+        store.flush().await;
+        assert!(store.quarantine_get(&q.id).await.unwrap().is_none());
+        assert!(store.inner.shared.spool().quarantine_files().is_empty());
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

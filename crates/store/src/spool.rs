@@ -5,7 +5,11 @@
 //!   holds an exclusive lock on the file (`File::lock`) while it lives. A file nobody holds a
 //!   lock on belongs to a process that died; any store on the same directory replays it.
 //! - `quarantine-<id>.json`: one quarantined message per file, written to a temporary name,
-//!   fsync'd and renamed, so a file under this name is always whole.
+//!   fsync'd and renamed, so a file under this name is always whole. Only while the database
+//!   is down (by the batch writer) or the queue is full (by the caller): a quarantined message
+//!   is made durable by the journal (`crate::journal`) before the front door answers, and this
+//!   file is where it waits, off the journal, for the database. One a file, so a replay holds
+//!   one such message in memory at a time.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -21,6 +25,12 @@ use crate::record::{MessageRecord, NewQuarantine, SessionRecord, new_id};
 pub(crate) enum SpoolEntry {
     Session(SessionRecord),
     Message(MessageRecord),
+    /// A quarantined message, in a journal segment (`crate::journal`); its raw bytes are a
+    /// hex string (see [`NewQuarantine::raw`]). The spool's own records files never hold
+    /// one: a quarantined message spooled while the database is down gets a file of its
+    /// own (`quarantine-<id>.json`), so that a replay holds one such message in memory at a
+    /// time, not a whole file of them.
+    Quarantine(NewQuarantine),
 }
 
 /// [`SpoolEntry`] by reference: the same JSON line, without cloning the record.
@@ -29,6 +39,7 @@ pub(crate) enum SpoolEntry {
 pub(crate) enum SpoolEntryRef<'a> {
     Session(&'a SessionRecord),
     Message(&'a MessageRecord),
+    Quarantine(&'a NewQuarantine),
 }
 
 /// Whether a file name is one of the records files the replay takes: the spool's own
@@ -64,10 +75,6 @@ impl Spool {
             dir: dir.to_path_buf(),
             live: None,
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Appends entries as JSON lines and fsyncs before returning.
@@ -170,7 +177,8 @@ impl Spool {
         sync_dir(&self.dir)
     }
 
-    /// Writes one quarantined message durably (temporary file, fsync, rename, fsync dir).
+    /// Writes one quarantined message durably (temporary file, fsync, rename, fsync dir): the
+    /// database is down, or the queue full (see the module comment).
     pub fn quarantine_put(&self, q: &NewQuarantine) -> io::Result<PathBuf> {
         let name = format!("quarantine-{}.json", q.id);
         let tmp = self.dir.join(format!(".{name}.tmp"));

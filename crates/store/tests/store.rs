@@ -3,7 +3,7 @@
 mod common;
 
 use common::message;
-use unspoof_store::{Durable, NewQuarantine, QuarantineStatus, Query, SessionRecord, StoreError};
+use unspoof_store::{NewQuarantine, QuarantineStatus, Query, SessionRecord, StoreError};
 
 const T0: i64 = 1_763_900_000;
 
@@ -111,8 +111,10 @@ both! {
             raw: raw.clone(),
             ..Default::default()
         };
-        assert_eq!(store.quarantine_put(&q).await.unwrap(), Durable::Database);
-        // Durable means committed: a second store (another pool) sees it at once.
+        store.quarantine_put(&q).await.unwrap();
+        // Durable in the journal; in the database with the writer's next batch, where a
+        // second store (another pool) sees it.
+        store.flush().await;
         let other = db.open("cli").await;
         let got = other.quarantine_get(&q.id).await.unwrap().unwrap();
         assert_eq!(got.message.raw, raw);
@@ -146,12 +148,14 @@ both! {
 
         let q2 = NewQuarantine { id: unspoof_store::new_id(), raw: b"x".to_vec(), ..q.clone() };
         store.quarantine_put(&q2).await.unwrap();
+        store.flush().await;
         assert!(store.quarantine_delete(&q2.id, "admin").await.unwrap());
         let gone = store.quarantine_get(&q2.id).await.unwrap().unwrap();
         assert_eq!(gone.status, QuarantineStatus::Deleted);
         assert!(gone.message.raw.is_empty());
-        // The same id put twice (a spool replay) keeps the first.
+        // The same id put twice (a journal or spool replay) keeps the first.
         store.quarantine_put(&q).await.unwrap();
+        store.flush().await;
         assert_eq!(store.quarantine_get(&q.id).await.unwrap().unwrap().status, QuarantineStatus::Released);
         other.close().await;
         store.close().await;
