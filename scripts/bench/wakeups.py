@@ -48,7 +48,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--msgs", type=int, default=0, help="messages in the profile: per-message figures")
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=3, help="frames of ours (or sqlx's) shown")
     a = ap.parse_args()
     all_samples = list(samples(sys.stdin))
     threads = {s["tid"]: s["comm"] for s in all_samples}
@@ -63,7 +63,10 @@ def main():
         if target not in threads:
             continue  # not a gateway thread
         own = [re.sub(r"\s*\(inlined\)", "", f) for f in s["stack"] if "::" in f]
-        where = " < ".join(f[:100] for f in own[:a.frames])
+        # The first frames say how (a channel's send, a condvar), the first of ours or sqlx's
+        # say which hand-off.
+        named = [f for f in own[2:] if "sqlx" in f][:1] + [f for f in own[2:] if "unspoof" in f]
+        where = " < ".join(f[:100] for f in own[:2] + named[:a.frames])
         wakes[(threads[target], s["comm"], how(s["stack"]), where)] += 1
     per = (lambda n: f"{n / a.msgs:.3f}/msg") if a.msgs else (lambda n: str(n))
     print("sleeps (voluntary switches) by thread: "
