@@ -527,7 +527,10 @@ fn context_switches(pid: u32) -> HashMap<String, (u64, u64)> {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0)
         };
-        let name: String = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').into();
+        let name: String = comm
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .into();
         let e = by_name.entry(name).or_default();
         e.0 += field("voluntary_ctxt_switches:");
         e.1 += field("nonvoluntary_ctxt_switches:");
