@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of the SMTP gateway (`unspoof serve`), issue 4: msg/s, the latency the gateway
 # adds over sending straight to the downstream (p50, p99), CPU per message of the gateway
-# process, and its memory with 1,000 idle connections. Not a test: it prints figures and
+# process and its context switches per message (by thread), and its memory with 1,000 idle
+# connections. Not a test: it prints figures and
 # fails only if something does not run.
 #
 #   scripts/bench-gateway.sh                     # N=20000 messages per phase, C=32, K=20,
@@ -14,6 +15,10 @@
 #                                                # the base, through this one, back to back, so
 #                                                # before/after see the same machine
 #   PROFILE=1 scripts/bench-gateway.sh           # also `perf record` each gateway (phase A)
+#   PROFILE=wakeups scripts/bench-gateway.sh     # instead record its wake-ups and sleeps
+#                                                # (sched tracepoints, phase A), summed by
+#                                                # scripts/bench/wakeups.py: which hand-offs
+#                                                # between threads each message costs
 #   STORE_URL='postgres:///gwbench?host=/var/run/postgresql&user=postgres' scripts/bench-gateway.sh
 #                                                # the store in PostgreSQL, over its unix socket
 #                                                # (the netns has its own loopback); the database
@@ -219,7 +224,9 @@ phase() {  # phase NAME ARGS... : direct, then each gateway, with the same load
   for i in "${!GW_NAMES[@]}"; do
     local gname=${GW_NAMES[$i]} gpid=${GW_PIDS[$i]} perf_pid=
     if [ -n "$PROFILE" ] && [ "$name" = A ]; then
-      perf record -F 499 --call-graph dwarf,16384 -p "$gpid" -o "$OUT/perf-$gname.data" \
+      local events=(-F 499)
+      [ "$PROFILE" = wakeups ] && events=(-e sched:sched_wakeup,sched:sched_switch)
+      perf record "${events[@]}" --call-graph dwarf,16384 -p "$gpid" -o "$OUT/perf-$gname.data" \
         2> "$OUT/perf-$gname.log" &
       perf_pid=$!
       sleep 0.5
@@ -256,6 +263,11 @@ done
 if [ -n "$PROFILE" ]; then
   for g in "${GW_NAMES[@]}"; do
     [ -f "$OUT/perf-$g.data" ] || continue
+    if [ "$PROFILE" = wakeups ]; then
+      perf script -i "$OUT/perf-$g.data" -F comm,tid,event,trace,ip,sym 2>/dev/null |
+        python3 "$REPO/scripts/bench/wakeups.py" --msgs "$N" > "$OUT/wakeups-$g.txt" || true
+      continue
+    fi
     perf report -i "$OUT/perf-$g.data" --no-children --sort symbol --stdio 2>/dev/null |
       grep -v '^$' | head -80 > "$OUT/perf-$g-self.txt" || true
     perf report -i "$OUT/perf-$g.data" --children --sort symbol --stdio -g none 2>/dev/null |

@@ -3,7 +3,8 @@
 run has a base build) for each phase, the latency each adds (its data latency, end of data to
 final reply, minus the sink's at the same percentile, and their ratio), CPU per message, RSS
 with idle connections, and each gateway's own view from its session log (outcomes,
-end-of-data-to-reply latency per outcome).
+end-of-data-to-reply latency per outcome), and each gateway's context switches per message
+(voluntary ones: a thread went to sleep, i.e. a hand-off between threads), by thread.
 
     gateway_report.py results.jsonl [--sessions NAME=sessions.jsonl]... [--machine TEXT]
                       [--commit REV] [--load TEXT]
@@ -67,8 +68,10 @@ def main():
     print("\nData latency: end-of-data marker written to the final reply (µs). Added: the path's"
           " minus direct's at the same percentile; ×: the path's over direct's.")
     print("\n| phase | load | path | msg/s | data p50 | data p99 | added p50 | added p99 "
-          "| × p50 / p99 | open-loop p99 | late starts | gateway CPU µs/msg | replies |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| × p50 / p99 | open-loop p99 | late starts | gateway CPU µs/msg "
+          "| switches/msg vol + invol | replies |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    thread_switches = []
     for ph, desc in PHASES.items():
         d = runs.get(f"{ph}-direct")
         if not d:
@@ -82,8 +85,12 @@ def main():
             if not r:
                 continue
             rl = lat(r, "data_lat_us")
-            added50 = added99 = ratio = cpu = ""
+            added50 = added99 = ratio = cpu = switches = ""
             if name != "direct":
+                sw = r["cpu"].get("gateway", {}).get("switches_per_msg")
+                if sw:
+                    switches = f"{sw['voluntary']:.2f} + {sw['involuntary']:.2f}"
+                    thread_switches.append((ph, name, sw["threads"]))
                 added50 = str(rl["p50"] - dl["p50"])
                 added99 = str(rl["p99"] - dl["p99"])
                 ratio = f"{rl['p50'] / max(dl['p50'], 1):.1f} / {rl['p99'] / max(dl['p99'], 1):.1f}"
@@ -95,7 +102,14 @@ def main():
             print(f"| {ph + ' ' + desc if i == 0 else ''} | {load if i == 0 else ''} "
                   f"| {name} | {r['msg_per_s']:.0f} | {rl['p50']} | {rl['p99']} "
                   f"| {added50} | {added99} | {ratio} | {slot} "
-                  f"| {r.get('late_starts', 0) if r['rate_target'] else ''} | {cpu} | {codes} |")
+                  f"| {r.get('late_starts', 0) if r['rate_target'] else ''} | {cpu} "
+                  f"| {switches} | {codes} |")
+    if thread_switches:
+        print("\nContext switches per message by thread (voluntary + involuntary):")
+        for ph, name, threads in thread_switches:
+            print(f"  {ph} {name}: " + ", ".join(
+                f"{t} {v:.2f} + {n:.2f}"
+                for t, (v, n) in sorted(threads.items(), key=lambda kv: -sum(kv[1]))))
 
     for label, r in sorted(idle.items()):
         for name, v in r["rss"].items():

@@ -25,7 +25,10 @@
 //! addressed to the list's own domain, which the gateway would rightly refuse to relay).
 //!
 //! `--watch NAME=PID` (repeatable) reads `/proc/PID/stat` at the start and the end of the
-//! measured run and reports that process's CPU per message. `--idle K` instead opens K
+//! measured run and reports that process's CPU per message, and its context switches per
+//! message (voluntary: a thread went to sleep, the cost of each hand-off between threads;
+//! involuntary: it was preempted), from `/proc/PID/task/*/status`, by thread name (threads
+//! that ended during the run are not counted). `--idle K` instead opens K
 //! connections, says EHLO on each, reports the watched processes' RSS (`VmRSS`) before and
 //! with all K open, and closes them.
 //!
@@ -503,6 +506,38 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / clock_ticks())
 }
 
+/// Context switches (voluntary, involuntary) of each thread of a process, summed by thread
+/// name (`/proc/PID/task/TID/comm`, digits dropped so that numbered threads add up).
+fn context_switches(pid: u32) -> HashMap<String, (u64, u64)> {
+    let mut by_name: HashMap<String, (u64, u64)> = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("status")),
+        ) else {
+            continue;
+        };
+        let field = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let name: String = comm
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .into();
+        let e = by_name.entry(name).or_default();
+        e.0 += field("voluntary_ctxt_switches:");
+        e.1 += field("nonvoluntary_ctxt_switches:");
+    }
+    by_name
+}
+
 fn clock_ticks() -> f64 {
     // USER_HZ is 100 on every Linux architecture we run on.
     100.0
@@ -565,6 +600,7 @@ fn main() {
     );
     let watch: Vec<(String, u32)> = opts.watch.clone();
     let cpu_before: Vec<Option<f64>> = watch.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let switches_before: Vec<_> = watch.iter().map(|(_, p)| context_switches(*p)).collect();
     let self_before = cpu_seconds(std::process::id());
     let conns = opts.conns;
     let shared = Arc::new(Shared {
@@ -588,6 +624,7 @@ fn main() {
     });
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after: Vec<Option<f64>> = watch.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let switches_after: Vec<_> = watch.iter().map(|(_, p)| context_switches(*p)).collect();
     let self_cpu = cpu_seconds(std::process::id())
         .zip(self_before)
         .map(|(a, b)| a - b);
@@ -667,9 +704,41 @@ fn main() {
                 cpu * 1e6 / done.max(1) as f64,
                 cpu * 100.0 / elapsed
             );
+            let per_msg = |n: u64| n as f64 / done.max(1) as f64;
+            let mut threads: Vec<(String, u64, u64)> = switches_after[i]
+                .iter()
+                .map(|(t, &(v, n))| {
+                    let (v0, n0) = switches_before[i].get(t).copied().unwrap_or_default();
+                    (t.clone(), v.saturating_sub(v0), n.saturating_sub(n0))
+                })
+                .filter(|(_, v, n)| v + n > 0)
+                .collect();
+            threads.sort_by_key(|(_, v, n)| std::cmp::Reverse(v + n));
+            let (vol, invol) = threads
+                .iter()
+                .fold((0, 0), |(a, b), (_, v, n)| (a + v, b + n));
+            println!(
+                "  {name} context switches per msg: {:.2} voluntary, {:.2} involuntary; by thread: {}",
+                per_msg(vol),
+                per_msg(invol),
+                threads
+                    .iter()
+                    .map(|(t, v, n)| format!("{t} {:.2}+{:.2}", per_msg(*v), per_msg(*n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let threads_json: Vec<String> = threads
+                .iter()
+                .map(|(t, v, n)| format!("{t:?}:[{:.3},{:.3}]", per_msg(*v), per_msg(*n)))
+                .collect();
             cpu_json.push(format!(
-                "\"{name}\":{{\"cpu_s\":{cpu:.3},\"cpu_us_per_msg\":{:.2}}}",
-                cpu * 1e6 / done.max(1) as f64
+                "\"{name}\":{{\"cpu_s\":{cpu:.3},\"cpu_us_per_msg\":{:.2},\
+                 \"switches_per_msg\":{{\"voluntary\":{:.3},\"involuntary\":{:.3},\
+                 \"threads\":{{{}}}}}}}",
+                cpu * 1e6 / done.max(1) as f64,
+                per_msg(vol),
+                per_msg(invol),
+                threads_json.join(",")
             ));
         }
     }

@@ -169,6 +169,12 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(timeout)
+                // No ping before each use: a SQLite connection is a thread of this process
+                // over a local file, not a socket that can go stale, and the ping was a round
+                // trip to that thread (two wake-ups) before every query and batch; a broken
+                // connection still fails the statement itself. (sqlx pings again when a
+                // connection goes back to the pool, which it does not let us turn off.)
+                .test_before_acquire(false)
                 .connect_with(opts)
                 .await?;
             Ok(Db::Sqlite(pool))
