@@ -1,14 +1,18 @@
 //! `unspoof analyze`: messages in, reports out.
 
 use std::{
+    collections::BTreeMap,
     io::{IsTerminal, Write},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use clap::Args;
-use futures::StreamExt;
 use serde::Deserialize;
 use unspoof_engine::{Action, Analysis, Disposition, Dns, Envelope, Policy, dns::Zone};
 
@@ -229,71 +233,222 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     let progress = progress_bar(jobs.len());
     let stdout = std::io::stdout();
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut worst = Action::Accept;
-    // A message the doors would defer (DNS did not answer, the engine failed) has no final
-    // verdict: never exit as if it had one.
-    let mut deferred = false;
+    let format = if args.batch.is_some() {
+        Format::Batch
+    } else if args.json {
+        Format::Json
+    } else if args.ar {
+        Format::Ar
+    } else {
+        Format::Report { colour }
+    };
 
-    // Each message on its own task, so a batch uses every core; `buffered` keeps input order.
-    let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            // Boxed: an `Analysis` is large, and the task's output is moved several times on
-            // its way here (the task's cell, the join handle, `buffered`'s reordering heap).
-            let analysis = Box::new(engine.evaluate(&job.raw, &job.envelope).await);
-            (job.name, analysis)
+    // A few long-lived tasks take the messages in turn and put each one's output back in input
+    // order themselves: no task spawned per message (each spawn moved the whole evaluation
+    // future, ~22 KB, into a new task) and no thread woken per message to write it.
+    let shared = Arc::new(Shared {
+        jobs,
+        taken: AtomicUsize::new(0),
+        room: tokio::sync::Semaphore::new(CONCURRENCY),
+        output: Mutex::new(Output::new(stdout)),
+        format,
+        progress,
+    });
+    let workers: Vec<_> = (0..CONCURRENCY.min(shared.jobs.len()))
+        .map(|_| {
+            let shared = Arc::clone(&shared);
+            let engine = engine.clone();
+            tokio::spawn(async move { shared.work(&engine).await })
         })
-    }))
-    .buffered(CONCURRENCY);
-
-    let mut first = true;
-    while let Some(done) = results.next().await {
-        let (name, analysis) = match done {
-            Ok(pair) => pair,
-            Err(e) => {
-                eprintln!("unspoof: internal error while analysing a message: {e}");
-                return exit::SOFTWARE;
-            }
-        };
-        worst = worst.max(analysis.verdict.action);
-        deferred |= analysis.decision.disposition == Disposition::Defer;
-        let written = if args.batch.is_some() {
-            write_batch_line(&mut out, &name, &analysis)
-        } else if args.json {
-            write_json_line(&mut out, &name, &analysis)
-        } else if args.ar {
-            out.write_all(
-                analysis
-                    .authentication_results(&analysis.authserv_id)
-                    .as_bytes(),
-            )
-        } else {
-            if !first {
-                let _ = writeln!(out);
-            }
-            render::report(&mut out, &name, &analysis, colour)
-        };
-        first = false;
-        if let Err(e) = written {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return exit_for(worst, deferred);
-            }
-            eprintln!("unspoof: cannot write output: {e}");
+        .collect();
+    for worker in workers {
+        if let Err(e) = worker.await {
+            eprintln!("unspoof: internal error while analysing a message: {e}");
             return exit::SOFTWARE;
         }
-        if let Some(p) = &progress {
-            p.inc(1);
-        }
     }
-    if let Some(p) = progress {
+    if let Some(p) = &shared.progress {
         p.finish_and_clear();
     }
-    let _ = out.flush();
+    let mut output = match shared.output.lock() {
+        Ok(output) => output,
+        Err(_) => return exit::SOFTWARE,
+    };
+    if output.failed.is_none() {
+        output.write_chunk();
+    }
+    if let Some(code) = output.failed {
+        return code;
+    }
     if not_mail {
         return exit::NOT_MAIL;
     }
-    exit_for(worst, deferred)
+    exit_for(output.worst, output.deferred)
+}
+
+/// Output bytes are handed to standard output in pieces of about this size (a write system
+/// call, and a wake-up of the reader of a pipe, per piece rather than per message).
+const OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// How each message's result is written.
+#[derive(Clone, Copy)]
+enum Format {
+    Batch,
+    Json,
+    Ar,
+    Report { colour: bool },
+}
+
+/// What the workers of one run share.
+struct Shared {
+    jobs: Vec<Job>,
+    /// Index of the next job not yet taken by a worker.
+    taken: AtomicUsize,
+    /// One permit per message that may be taken before the earliest unwritten one is written:
+    /// at most [`CONCURRENCY`] messages in flight or waiting for their turn.
+    room: tokio::sync::Semaphore,
+    output: Mutex<Output>,
+    format: Format,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+/// One message's result, rendered.
+struct Rendered {
+    bytes: Vec<u8>,
+    action: Action,
+    deferred: bool,
+}
+
+/// The results on their way out, in input order.
+struct Output {
+    out: std::io::Stdout,
+    /// Index of the next message to write.
+    next: usize,
+    /// Messages finished before some earlier one.
+    waiting: BTreeMap<usize, Rendered>,
+    /// Results in order, not yet written.
+    chunk: Vec<u8>,
+    worst: Action,
+    // A message the doors would defer (DNS did not answer, the engine failed) has no final
+    // verdict: never exit as if it had one.
+    deferred: bool,
+    /// The exit code once writing failed (the remaining messages are not analysed).
+    failed: Option<u8>,
+}
+
+impl Shared {
+    async fn work(&self, engine: &unspoof_engine::Engine) {
+        loop {
+            let Ok(permit) = self.room.acquire().await else {
+                return; // writing failed
+            };
+            permit.forget();
+            let index = self.taken.fetch_add(1, Ordering::Relaxed);
+            let Some(job) = self.jobs.get(index) else {
+                return;
+            };
+            let analysis = engine.evaluate(&job.raw, &job.envelope).await;
+            let mut bytes = Vec::with_capacity(4096);
+            // Writing into a Vec cannot fail.
+            let _ = render_one(&mut bytes, self.format, index, &job.name, &analysis);
+            let rendered = Rendered {
+                bytes,
+                action: analysis.verdict.action,
+                deferred: analysis.decision.disposition == Disposition::Defer,
+            };
+            drop(analysis);
+            if let Some(p) = &self.progress {
+                p.inc(1);
+            }
+            let Ok(mut output) = self.output.lock() else {
+                return;
+            };
+            let written = output.put(index, rendered);
+            if output.failed.is_some() {
+                self.room.close();
+                return;
+            }
+            drop(output);
+            self.room.add_permits(written);
+        }
+    }
+}
+
+impl Output {
+    fn new(out: std::io::Stdout) -> Self {
+        Output {
+            out,
+            next: 0,
+            waiting: BTreeMap::new(),
+            chunk: Vec::with_capacity(2 * OUTPUT_CHUNK),
+            worst: Action::Accept,
+            deferred: false,
+            failed: None,
+        }
+    }
+
+    /// Takes message `index`'s result and writes every result now in order; returns how many
+    /// results that moved out.
+    fn put(&mut self, index: usize, rendered: Rendered) -> usize {
+        if index != self.next {
+            self.waiting.insert(index, rendered);
+            return 0;
+        }
+        let before = self.next;
+        self.append(rendered);
+        while let Some(rendered) = self.waiting.remove(&self.next) {
+            self.append(rendered);
+        }
+        self.next - before
+    }
+
+    fn append(&mut self, rendered: Rendered) {
+        self.worst = self.worst.max(rendered.action);
+        self.deferred |= rendered.deferred;
+        self.chunk.extend_from_slice(&rendered.bytes);
+        self.next += 1;
+        if self.chunk.len() >= OUTPUT_CHUNK && self.failed.is_none() {
+            self.write_chunk();
+        }
+    }
+
+    fn write_chunk(&mut self) {
+        let written = self.out.write_all(&self.chunk).and_then(|()| self.out.flush());
+        self.chunk.clear();
+        if let Err(e) = written {
+            self.failed = Some(if e.kind() == std::io::ErrorKind::BrokenPipe {
+                exit_for(self.worst, self.deferred)
+            } else {
+                eprintln!("unspoof: cannot write output: {e}");
+                exit::SOFTWARE
+            });
+        }
+    }
+}
+
+/// One message's output in `format`; `index` is its place in the input.
+fn render_one(
+    out: &mut Vec<u8>,
+    format: Format,
+    index: usize,
+    name: &str,
+    analysis: &Analysis,
+) -> std::io::Result<()> {
+    match format {
+        Format::Batch => write_batch_line(out, name, analysis),
+        Format::Json => write_json_line(out, name, analysis),
+        Format::Ar => out.write_all(
+            analysis
+                .authentication_results(&analysis.authserv_id)
+                .as_bytes(),
+        ),
+        Format::Report { colour } => {
+            if index > 0 {
+                writeln!(out)?;
+            }
+            render::report(out, name, analysis, colour)
+        }
+    }
 }
 
 fn exit_for(worst: Action, deferred: bool) -> u8 {
