@@ -93,7 +93,16 @@ impl<'a> Entity<'a> {
         let mut fields: Vec<(String, String)> = Vec::new();
         // Whether the last field line was one of READ_FIELDS (its continuation lines are).
         let mut kept = false;
-        for line in head.split(|&b| b == b'\n') {
+        let mut rest = head;
+        while !rest.is_empty() {
+            let line = match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    let line = &rest[..end];
+                    rest = &rest[end + 1..];
+                    line
+                }
+                None => std::mem::take(&mut rest),
+            };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 continue;
