@@ -244,25 +244,56 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     };
 
     // A few long-lived tasks take the messages in turn and put each one's output back in input
-    // order themselves: no task spawned per message (each spawn moved the whole evaluation
-    // future, ~22 KB, into a new task) and no thread woken per message to write it.
+    // order themselves; this thread only writes what they hand over, a piece of about
+    // OUTPUT_CHUNK at a time: no task spawned per message (each spawn moved the whole
+    // evaluation future, ~22 KB, into a new task) and no thread woken per message.
+    let total = jobs.len();
     let shared = Arc::new(Shared {
         jobs,
         taken: AtomicUsize::new(0),
-        room: tokio::sync::Semaphore::new(CONCURRENCY),
-        output: Mutex::new(Output::new(stdout)),
+        room: tokio::sync::Semaphore::new(2 * CONCURRENCY),
+        output: Mutex::new(Output::new()),
         format,
         progress,
     });
-    let workers: Vec<_> = (0..CONCURRENCY.min(shared.jobs.len()))
-        .map(|_| {
-            let shared = Arc::clone(&shared);
-            let engine = engine.clone();
-            tokio::spawn(async move { shared.work(&engine).await })
-        })
-        .collect();
-    for worker in workers {
-        if let Err(e) = worker.await {
+    let (pieces, mut ready) = tokio::sync::mpsc::unbounded_channel();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY.min(total) {
+        let shared = Arc::clone(&shared);
+        let engine = engine.clone();
+        let pieces = pieces.clone();
+        workers.spawn(async move { shared.work(&engine, &pieces, total).await });
+    }
+    drop(pieces);
+    let mut out = stdout.lock();
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            piece = ready.recv() => {
+                let Some((bytes, messages)) = piece else {
+                    break; // every worker is done
+                };
+                if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                    failed = Some(if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        shared.output.lock().map_or(exit::SOFTWARE, |o| exit_for(o.worst, o.deferred))
+                    } else {
+                        eprintln!("unspoof: cannot write output: {e}");
+                        exit::SOFTWARE
+                    });
+                    shared.room.close(); // the workers stop
+                    break;
+                }
+                shared.room.add_permits(messages);
+            }
+            Some(Err(e)) = workers.join_next() => {
+                eprintln!("unspoof: internal error while analysing a message: {e}");
+                return exit::SOFTWARE;
+            }
+        }
+    }
+    drop(ready);
+    while let Some(done) = workers.join_next().await {
+        if let Err(e) = done {
             eprintln!("unspoof: internal error while analysing a message: {e}");
             return exit::SOFTWARE;
         }
@@ -270,20 +301,16 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     if let Some(p) = &shared.progress {
         p.finish_and_clear();
     }
-    let mut output = match shared.output.lock() {
-        Ok(output) => output,
-        Err(_) => return exit::SOFTWARE,
-    };
-    if output.failed.is_none() {
-        output.write_chunk();
-    }
-    if let Some(code) = output.failed {
+    if let Some(code) = failed {
         return code;
     }
     if not_mail {
         return exit::NOT_MAIL;
     }
-    exit_for(output.worst, output.deferred)
+    match shared.output.lock() {
+        Ok(output) => exit_for(output.worst, output.deferred),
+        Err(_) => exit::SOFTWARE,
+    }
 }
 
 /// Output bytes are handed to standard output in pieces of about this size (a write system
@@ -304,13 +331,17 @@ struct Shared {
     jobs: Vec<Job>,
     /// Index of the next job not yet taken by a worker.
     taken: AtomicUsize,
-    /// One permit per message that may be taken before the earliest unwritten one is written:
-    /// at most [`CONCURRENCY`] messages in flight or waiting for their turn.
+    /// One permit per message that may be taken before it is written: at most
+    /// 2 x [`CONCURRENCY`] messages in evaluation, waiting for their turn or in a piece not
+    /// yet written.
     room: tokio::sync::Semaphore,
     output: Mutex<Output>,
     format: Format,
     progress: Option<indicatif::ProgressBar>,
 }
+
+/// A piece of output in input order, and how many messages' results it holds.
+type Piece = (Vec<u8>, usize);
 
 /// One message's result, rendered.
 struct Rendered {
@@ -321,23 +352,26 @@ struct Rendered {
 
 /// The results on their way out, in input order.
 struct Output {
-    out: std::io::Stdout,
-    /// Index of the next message to write.
+    /// Index of the next message to put in order.
     next: usize,
     /// Messages finished before some earlier one.
     waiting: BTreeMap<usize, Rendered>,
-    /// Results in order, not yet written.
+    /// Results in order, not yet handed over, and how many.
     chunk: Vec<u8>,
+    in_chunk: usize,
     worst: Action,
     // A message the doors would defer (DNS did not answer, the engine failed) has no final
     // verdict: never exit as if it had one.
     deferred: bool,
-    /// The exit code once writing failed (the remaining messages are not analysed).
-    failed: Option<u8>,
 }
 
 impl Shared {
-    async fn work(&self, engine: &unspoof_engine::Engine) {
+    async fn work(
+        &self,
+        engine: &unspoof_engine::Engine,
+        pieces: &tokio::sync::mpsc::UnboundedSender<Piece>,
+        total: usize,
+    ) {
         loop {
             let Ok(permit) = self.room.acquire().await else {
                 return; // writing failed
@@ -360,69 +394,56 @@ impl Shared {
             if let Some(p) = &self.progress {
                 p.inc(1);
             }
-            let Ok(mut output) = self.output.lock() else {
-                return;
+            let piece = match self.output.lock() {
+                Ok(mut output) => output.put(index, rendered, total),
+                Err(_) => return,
             };
-            let written = output.put(index, rendered);
-            if output.failed.is_some() {
-                self.room.close();
-                return;
+            if let Some(piece) = piece {
+                // No receiver: writing failed, and the room is closed.
+                let _ = pieces.send(piece);
             }
-            drop(output);
-            self.room.add_permits(written);
         }
     }
 }
 
 impl Output {
-    fn new(out: std::io::Stdout) -> Self {
+    fn new() -> Self {
         Output {
-            out,
             next: 0,
             waiting: BTreeMap::new(),
-            chunk: Vec::with_capacity(2 * OUTPUT_CHUNK),
+            chunk: Vec::new(),
+            in_chunk: 0,
             worst: Action::Accept,
             deferred: false,
-            failed: None,
         }
     }
 
-    /// Takes message `index`'s result and writes every result now in order; returns how many
-    /// results that moved out.
-    fn put(&mut self, index: usize, rendered: Rendered) -> usize {
+    /// Takes message `index`'s result (of `total`) and puts every result now in order into the
+    /// chunk; returns the chunk when it is full, holds the last result, or holds half of
+    /// [`Shared::room`]'s messages (short results: the permits come back only once written,
+    /// and the workers must not all wait for a chunk that never fills).
+    fn put(&mut self, index: usize, rendered: Rendered, total: usize) -> Option<Piece> {
         if index != self.next {
             self.waiting.insert(index, rendered);
-            return 0;
+            return None;
         }
-        let before = self.next;
         self.append(rendered);
         while let Some(rendered) = self.waiting.remove(&self.next) {
             self.append(rendered);
         }
-        self.next - before
+        let full = self.chunk.len() >= OUTPUT_CHUNK || self.in_chunk >= CONCURRENCY;
+        (full || self.next == total).then(|| {
+            let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(2 * OUTPUT_CHUNK));
+            (chunk, std::mem::take(&mut self.in_chunk))
+        })
     }
 
     fn append(&mut self, rendered: Rendered) {
         self.worst = self.worst.max(rendered.action);
         self.deferred |= rendered.deferred;
         self.chunk.extend_from_slice(&rendered.bytes);
+        self.in_chunk += 1;
         self.next += 1;
-        if self.chunk.len() >= OUTPUT_CHUNK && self.failed.is_none() {
-            self.write_chunk();
-        }
-    }
-
-    fn write_chunk(&mut self) {
-        let written = self.out.write_all(&self.chunk).and_then(|()| self.out.flush());
-        self.chunk.clear();
-        if let Err(e) = written {
-            self.failed = Some(if e.kind() == std::io::ErrorKind::BrokenPipe {
-                exit_for(self.worst, self.deferred)
-            } else {
-                eprintln!("unspoof: cannot write output: {e}");
-                exit::SOFTWARE
-            });
-        }
     }
 }
 
