@@ -300,7 +300,10 @@ mod tests {
               Subject: s\r\n signed\r\nAutocrypt: a=1\r\nautocrypt: a=2\r\n\r\nbody",
         );
         assert_eq!(e.field("content-type"), Some("multipart/mixed; boundary=x"));
-        assert_eq!(e.fields_named("autocrypt").collect::<Vec<_>>(), ["a=1", "a=2"]);
+        assert_eq!(
+            e.fields_named("autocrypt").collect::<Vec<_>>(),
+            ["a=1", "a=2"]
+        );
         // Fields no caller reads are not kept, nor are their continuation lines.
         assert_eq!(e.field("dkim-signature"), None);
         assert_eq!(e.fields.len(), 3);
