@@ -135,7 +135,18 @@ pub async fn check_host(
         recorder.reset();
         output = evaluate().await;
     }
-    let log = recorder.into_log();
+    let mut log = recorder.into_log();
+    // mail-auth keeps only TXT answers with records: the names without any (a HELO name
+    // without SPF, an include target gone) would be asked of hickory on every message.
+    // Read from our cache next time, they are noted in `log.txt` like any other cached
+    // answer, which the checks below read only for records and `InvalidRecordType`.
+    if output.result() != SpfResult::TempError {
+        crate::workarounds::remember_negative_answers(
+            auth,
+            &dns.caches().txt,
+            std::mem::take(&mut log.txt_missed),
+        );
+    }
 
     let mut problem = None;
     for (i, (name, txt)) in log.txt.iter().enumerate() {
@@ -660,6 +671,10 @@ struct Log {
     dot_hazard: bool,
     /// mail-auth fetched a PTR set with root dots itself, and used it as it was.
     ptr_fetched: bool,
+    /// TXT names that missed the cache (at most [`crate::workarounds::MAX_DMARC_MISSES`]): the
+    /// negative answers among them are kept in our cache afterwards
+    /// ([`crate::workarounds::remember_negative_answers`]).
+    txt_missed: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -903,10 +918,21 @@ impl ResolverCache<Box<str>, Txt> for Recorder<'_> {
         Q: Hash + Eq + ?Sized,
     {
         let found = self.caches.txt.get(name);
-        if let Some(value) = &found
-            && let Some(key) = key_text(name)
-        {
-            self.saw_txt(key, value);
+        match &found {
+            Some(value) => {
+                if let Some(key) = key_text(name) {
+                    self.saw_txt(key, value);
+                }
+            }
+            None => {
+                self.with_log(|l| {
+                    if l.txt_missed.len() < crate::workarounds::MAX_DMARC_MISSES
+                        && let Some(key) = key_text(name)
+                    {
+                        l.txt_missed.push(key);
+                    }
+                });
+            }
         }
         found
     }

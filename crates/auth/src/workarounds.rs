@@ -12,7 +12,7 @@
 //! | DMARC judges our reading of From, not mail-auth's ([`dmarc_author`]) | here | none yet: a choice as much as a fix (the findings and DMARC must judge the same author) |
 //! | a malformed header section verified as repaired, a pass over the repair distrusted | `MalformedSection` in lib.rs, `Headers::repaired` in unspoof-message | none yet |
 //! | RFC 7208 checks the SPF evaluation skips (identity and record syntax, one record, void lookups, dotted names) | `spf_strict.rs` (docs/rfc.md; what is left to mail-auth: tests/known-differences/spf-rfc7208.txt) | none yet |
-//! | the DMARC tree walk's negative answers (NXDOMAIN, NODATA) kept in our TXT cache ([`DmarcMisses`], [`remember_negative_answers`]) | here | none yet: mail-auth caches a TXT answer only when records came back |
+//! | the DMARC tree walk's and SPF's negative TXT answers (NXDOMAIN, NODATA) kept in our TXT cache ([`DmarcMisses`], the recorder of `spf_strict.rs`, [`remember_negative_answers`]) | here | none yet: mail-auth caches a TXT answer only when records came back |
 //! | DMARC aggregate reports read strictly before mail-auth's lenient parser | `crates/reports/src/parse.rs` (it needs the report schema, not authentication) | none yet |
 //!
 //! The engine, the gateway and the milter reach mail-auth's verifiers only through this crate.
@@ -121,9 +121,10 @@ pub(crate) fn relaxed_body_hash_fix(message: &mut AuthenticatedMessage<'_>, raw:
     }
 }
 
-/// Most TXT names of one DMARC evaluation noted as missing from the cache: the tree walks of
-/// the From domain and of each aligned identifier ask at most eight names each (RFC 9989
-/// 4.10); a message that makes mail-auth ask more only has the rest left to hickory's cache.
+/// Most TXT names of one DMARC or SPF evaluation noted as missing from the cache: the tree
+/// walks of the From domain and of each aligned identifier ask at most eight names each (RFC
+/// 9989 4.10), SPF at most ten lookups (RFC 7208 4.6.4); a message that makes mail-auth ask
+/// more only has the rest left to hickory's cache.
 pub const MAX_DMARC_MISSES: usize = 64;
 
 /// mail-auth 0.13.3 puts a TXT answer into our cache only when records came back: a name
@@ -182,7 +183,8 @@ impl ResolverCache<Box<str>, Txt> for DmarcMisses<'_> {
     }
 }
 
-/// After a DMARC evaluation read through [`DmarcMisses`]: each noted name that is still not
+/// After a DMARC evaluation read through [`DmarcMisses`] (or an SPF evaluation through
+/// `spf_strict`'s recorder): each noted name that is still not
 /// in `cache` (mail-auth inserted nothing: hickory answered with an error) and that hickory's
 /// cache now holds as a negative answer with a TTL goes into `cache` as the error mail-auth
 /// makes of it (`RecordNotFound` with the response code), for the rest of that TTL (at most
@@ -297,6 +299,52 @@ mod tests {
             cached("_dmarc.policy.example"),
             Some(Txt::Dmarc(_))
         ));
+    }
+
+    /// SPF's negative TXT answers (a HELO name or a sender domain without any TXT record) end
+    /// up in our TXT cache too, and the SPF results read through them are the same.
+    #[tokio::test]
+    async fn spfs_negative_answers_are_kept_in_our_cache() {
+        let mut zone = unspoof_dns::Zone::new();
+        zone.add_txt("spf.example", "v=spf1 ip4:192.0.2.1 -all")
+            .unwrap();
+        let dns = unspoof_dns::Dns::zones(zone, Duration::from_millis(500))
+            .await
+            .unwrap();
+        let cached = |name: &str| {
+            let txt = &dns.caches().txt;
+            txt.get(name)
+                .or_else(|| txt.get(format!("{name}.").as_str()))
+        };
+        let msg = "From: <a@spf.example>\r\nTo: <b@rcpt.example>\r\nSubject: hi\r\n\r\nbody\r\n";
+        for (helo, mail_from) in [
+            ("mx.nospf.example", "a@nospf.example"),
+            ("mx.nospf.example", "a@spf.example"),
+        ] {
+            let input = crate::AuthInput {
+                ip: Some("192.0.2.1".parse().unwrap()),
+                helo,
+                mail_from,
+                host_domain: "mx.test",
+            };
+            let cold = crate::authenticate(msg.as_bytes(), input.clone(), &dns).await;
+            let warm = crate::authenticate(msg.as_bytes(), input, &dns).await;
+            assert_eq!(cold.spf.result, warm.spf.result, "{mail_from}");
+            assert_eq!(cold.spf_helo.result, warm.spf_helo.result, "{helo}");
+            assert_eq!(warm.spf_helo.result.as_str(), "none");
+        }
+        for name in ["mx.nospf.example", "nospf.example"] {
+            assert!(
+                matches!(
+                    cached(name),
+                    Some(Txt::Error(mail_auth::Error::Dns(
+                        mail_auth::DnsError::RecordNotFound(_)
+                    )))
+                ),
+                "{name}: the missing SPF record is cached as not found"
+            );
+        }
+        assert!(matches!(cached("spf.example"), Some(Txt::Spf(_))));
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! `unspoof analyze`: messages in, reports out.
 
 use std::{
+    collections::BTreeMap,
     io::{IsTerminal, Write},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use clap::Args;
-use futures::StreamExt;
 use serde::Deserialize;
 use unspoof_engine::{Action, Analysis, Disposition, Dns, Envelope, Policy, dns::Zone};
 
@@ -229,71 +233,243 @@ async fn run_async(args: AnalyzeArgs) -> u8 {
     let progress = progress_bar(jobs.len());
     let stdout = std::io::stdout();
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut worst = Action::Accept;
-    // A message the doors would defer (DNS did not answer, the engine failed) has no final
-    // verdict: never exit as if it had one.
-    let mut deferred = false;
+    let format = if args.batch.is_some() {
+        Format::Batch
+    } else if args.json {
+        Format::Json
+    } else if args.ar {
+        Format::Ar
+    } else {
+        Format::Report { colour }
+    };
 
-    // Each message on its own task, so a batch uses every core; `buffered` keeps input order.
-    let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
+    // A few long-lived tasks take the messages in turn and put each one's output back in input
+    // order themselves; this thread only writes what they hand over, a piece of about
+    // OUTPUT_CHUNK at a time: no task spawned per message (each spawn moved the whole
+    // evaluation future, ~22 KB, into a new task) and no thread woken per message.
+    let total = jobs.len();
+    let shared = Arc::new(Shared {
+        jobs,
+        taken: AtomicUsize::new(0),
+        room: tokio::sync::Semaphore::new(2 * CONCURRENCY),
+        output: Mutex::new(Output::new()),
+        format,
+        progress,
+    });
+    let (pieces, mut ready) = tokio::sync::mpsc::unbounded_channel();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY.min(total) {
+        let shared = Arc::clone(&shared);
         let engine = engine.clone();
-        tokio::spawn(async move {
-            // Boxed: an `Analysis` is large, and the task's output is moved several times on
-            // its way here (the task's cell, the join handle, `buffered`'s reordering heap).
-            let analysis = Box::new(engine.evaluate(&job.raw, &job.envelope).await);
-            (job.name, analysis)
-        })
-    }))
-    .buffered(CONCURRENCY);
-
-    let mut first = true;
-    while let Some(done) = results.next().await {
-        let (name, analysis) = match done {
-            Ok(pair) => pair,
-            Err(e) => {
+        let pieces = pieces.clone();
+        workers.spawn(async move { shared.work(&engine, &pieces, total).await });
+    }
+    drop(pieces);
+    let mut out = stdout.lock();
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            piece = ready.recv() => {
+                let Some((bytes, messages)) = piece else {
+                    break; // every worker is done
+                };
+                if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                    failed = Some(if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        shared.output.lock().map_or(exit::SOFTWARE, |o| exit_for(o.worst, o.deferred))
+                    } else {
+                        eprintln!("unspoof: cannot write output: {e}");
+                        exit::SOFTWARE
+                    });
+                    shared.room.close(); // the workers stop
+                    break;
+                }
+                shared.room.add_permits(messages);
+            }
+            Some(Err(e)) = workers.join_next() => {
                 eprintln!("unspoof: internal error while analysing a message: {e}");
                 return exit::SOFTWARE;
             }
-        };
-        worst = worst.max(analysis.verdict.action);
-        deferred |= analysis.decision.disposition == Disposition::Defer;
-        let written = if args.batch.is_some() {
-            write_batch_line(&mut out, &name, &analysis)
-        } else if args.json {
-            write_json_line(&mut out, &name, &analysis)
-        } else if args.ar {
-            out.write_all(
-                analysis
-                    .authentication_results(&analysis.authserv_id)
-                    .as_bytes(),
-            )
-        } else {
-            if !first {
-                let _ = writeln!(out);
-            }
-            render::report(&mut out, &name, &analysis, colour)
-        };
-        first = false;
-        if let Err(e) = written {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return exit_for(worst, deferred);
-            }
-            eprintln!("unspoof: cannot write output: {e}");
+        }
+    }
+    drop(ready);
+    while let Some(done) = workers.join_next().await {
+        if let Err(e) = done {
+            eprintln!("unspoof: internal error while analysing a message: {e}");
             return exit::SOFTWARE;
         }
-        if let Some(p) = &progress {
-            p.inc(1);
-        }
     }
-    if let Some(p) = progress {
+    if let Some(p) = &shared.progress {
         p.finish_and_clear();
     }
-    let _ = out.flush();
+    if let Some(code) = failed {
+        return code;
+    }
     if not_mail {
         return exit::NOT_MAIL;
     }
-    exit_for(worst, deferred)
+    match shared.output.lock() {
+        Ok(output) => exit_for(output.worst, output.deferred),
+        Err(_) => exit::SOFTWARE,
+    }
+}
+
+/// Output bytes are handed to standard output in pieces of about this size (a write system
+/// call, and a wake-up of the reader of a pipe, per piece rather than per message).
+const OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// How each message's result is written.
+#[derive(Clone, Copy)]
+enum Format {
+    Batch,
+    Json,
+    Ar,
+    Report { colour: bool },
+}
+
+/// What the workers of one run share.
+struct Shared {
+    jobs: Vec<Job>,
+    /// Index of the next job not yet taken by a worker.
+    taken: AtomicUsize,
+    /// One permit per message that may be taken before it is written: at most
+    /// 2 x [`CONCURRENCY`] messages in evaluation, waiting for their turn or in a piece not
+    /// yet written.
+    room: tokio::sync::Semaphore,
+    output: Mutex<Output>,
+    format: Format,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+/// A piece of output in input order, and how many messages' results it holds.
+type Piece = (Vec<u8>, usize);
+
+/// One message's result, rendered.
+struct Rendered {
+    bytes: Vec<u8>,
+    action: Action,
+    deferred: bool,
+}
+
+/// The results on their way out, in input order.
+struct Output {
+    /// Index of the next message to put in order.
+    next: usize,
+    /// Messages finished before some earlier one.
+    waiting: BTreeMap<usize, Rendered>,
+    /// Results in order, not yet handed over, and how many.
+    chunk: Vec<u8>,
+    in_chunk: usize,
+    worst: Action,
+    // A message the doors would defer (DNS did not answer, the engine failed) has no final
+    // verdict: never exit as if it had one.
+    deferred: bool,
+}
+
+impl Shared {
+    async fn work(
+        &self,
+        engine: &unspoof_engine::Engine,
+        pieces: &tokio::sync::mpsc::UnboundedSender<Piece>,
+        total: usize,
+    ) {
+        loop {
+            let Ok(permit) = self.room.acquire().await else {
+                return; // writing failed
+            };
+            permit.forget();
+            let index = self.taken.fetch_add(1, Ordering::Relaxed);
+            let Some(job) = self.jobs.get(index) else {
+                return;
+            };
+            let analysis = engine.evaluate(&job.raw, &job.envelope).await;
+            let mut bytes = Vec::with_capacity(4096);
+            // Writing into a Vec cannot fail.
+            let _ = render_one(&mut bytes, self.format, index, &job.name, &analysis);
+            let rendered = Rendered {
+                bytes,
+                action: analysis.verdict.action,
+                deferred: analysis.decision.disposition == Disposition::Defer,
+            };
+            drop(analysis);
+            if let Some(p) = &self.progress {
+                p.inc(1);
+            }
+            let piece = match self.output.lock() {
+                Ok(mut output) => output.put(index, rendered, total),
+                Err(_) => return,
+            };
+            if let Some(piece) = piece {
+                // No receiver: writing failed, and the room is closed.
+                let _ = pieces.send(piece);
+            }
+        }
+    }
+}
+
+impl Output {
+    fn new() -> Self {
+        Output {
+            next: 0,
+            waiting: BTreeMap::new(),
+            chunk: Vec::new(),
+            in_chunk: 0,
+            worst: Action::Accept,
+            deferred: false,
+        }
+    }
+
+    /// Takes message `index`'s result (of `total`) and puts every result now in order into the
+    /// chunk; returns the chunk when it is full, holds the last result, or holds half of
+    /// [`Shared::room`]'s messages (short results: the permits come back only once written,
+    /// and the workers must not all wait for a chunk that never fills).
+    fn put(&mut self, index: usize, rendered: Rendered, total: usize) -> Option<Piece> {
+        if index != self.next {
+            self.waiting.insert(index, rendered);
+            return None;
+        }
+        self.append(rendered);
+        while let Some(rendered) = self.waiting.remove(&self.next) {
+            self.append(rendered);
+        }
+        let full = self.chunk.len() >= OUTPUT_CHUNK || self.in_chunk >= CONCURRENCY;
+        (full || self.next == total).then(|| {
+            let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(2 * OUTPUT_CHUNK));
+            (chunk, std::mem::take(&mut self.in_chunk))
+        })
+    }
+
+    fn append(&mut self, rendered: Rendered) {
+        self.worst = self.worst.max(rendered.action);
+        self.deferred |= rendered.deferred;
+        self.chunk.extend_from_slice(&rendered.bytes);
+        self.in_chunk += 1;
+        self.next += 1;
+    }
+}
+
+/// One message's output in `format`; `index` is its place in the input.
+fn render_one(
+    out: &mut Vec<u8>,
+    format: Format,
+    index: usize,
+    name: &str,
+    analysis: &Analysis,
+) -> std::io::Result<()> {
+    match format {
+        Format::Batch => write_batch_line(out, name, analysis),
+        Format::Json => write_json_line(out, name, analysis),
+        Format::Ar => out.write_all(
+            analysis
+                .authentication_results(&analysis.authserv_id)
+                .as_bytes(),
+        ),
+        Format::Report { colour } => {
+            if index > 0 {
+                writeln!(out)?;
+            }
+            render::report(out, name, analysis, colour)
+        }
+    }
 }
 
 fn exit_for(worst: Action, deferred: bool) -> u8 {

@@ -74,7 +74,12 @@ fn split_params(value: &str) -> Vec<String> {
     out
 }
 
-/// One entity: its header fields (name lower case, value unfolded) and its body bytes.
+/// The header fields this crate reads; an entity keeps only these (a message's other fields,
+/// DKIM signatures and all, are not copied for a signature check that never looks at them).
+const READ_FIELDS: [&str; 3] = ["content-type", "content-transfer-encoding", "autocrypt"];
+
+/// One entity: its header fields that this crate reads ([`READ_FIELDS`]: name lower case,
+/// value unfolded) and its body bytes.
 pub(crate) struct Entity<'a> {
     pub fields: Vec<(String, String)>,
     pub body: &'a [u8],
@@ -89,20 +94,37 @@ impl<'a> Entity<'a> {
             None => (raw, &raw[raw.len()..]),
         };
         let mut fields: Vec<(String, String)> = Vec::new();
-        for line in head.split(|&b| b == b'\n') {
+        // Whether the last field line was one of READ_FIELDS (its continuation lines are).
+        let mut kept = false;
+        let mut rest = head;
+        while !rest.is_empty() {
+            let line = match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    let line = &rest[..end];
+                    rest = &rest[end + 1..];
+                    line
+                }
+                None => std::mem::take(&mut rest),
+            };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 continue;
             }
-            let text = String::from_utf8_lossy(line);
             if line[0] == b' ' || line[0] == b'\t' {
-                if let Some(last) = fields.last_mut() {
-                    last.1.push_str(&text);
+                if kept && let Some(last) = fields.last_mut() {
+                    last.1.push_str(&String::from_utf8_lossy(line));
                 }
                 continue;
             }
-            if let Some((n, v)) = text.split_once(':') {
-                fields.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            let Some(colon) = memchr::memchr(b':', line) else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(&line[..colon]);
+            let name = name.trim();
+            kept = READ_FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f));
+            if kept {
+                let value = String::from_utf8_lossy(&line[colon + 1..]);
+                fields.push((name.to_ascii_lowercase(), value.trim().to_string()));
             }
         }
         Entity { fields, body }
@@ -206,6 +228,23 @@ mod tests {
             parts(b"--b\r\nx\r\n", "b").is_none(),
             "no closing delimiter"
         );
+    }
+
+    #[test]
+    fn an_entity_keeps_the_fields_it_reads_with_their_folds() {
+        let e = Entity::parse(
+            b"DKIM-Signature: v=1;\r\n\tb=abc\r\nContent-Type : multipart/mixed;\r\n boundary=x\r\n\
+              Subject: s\r\n signed\r\nAutocrypt: a=1\r\nautocrypt: a=2\r\n\r\nbody",
+        );
+        assert_eq!(e.field("content-type"), Some("multipart/mixed; boundary=x"));
+        assert_eq!(
+            e.fields_named("autocrypt").collect::<Vec<_>>(),
+            ["a=1", "a=2"]
+        );
+        // Fields no caller reads are not kept, nor are their continuation lines.
+        assert_eq!(e.field("dkim-signature"), None);
+        assert_eq!(e.fields.len(), 3);
+        assert_eq!(e.body, b"body");
     }
 
     #[test]
