@@ -394,12 +394,13 @@ impl Shared {
             if let Some(p) = &self.progress {
                 p.inc(1);
             }
-            let piece = match self.output.lock() {
-                Ok(mut output) => output.put(index, rendered, total),
-                Err(_) => return,
+            let Ok(mut output) = self.output.lock() else {
+                return;
             };
-            if let Some(piece) = piece {
-                // No receiver: writing failed, and the room is closed.
+            // Sent while the lock is held: pieces are made in order under the lock, and a
+            // piece sent after it was released could overtake the one made just before it
+            // by another worker. (No receiver: writing failed, and the room is closed.)
+            if let Some(piece) = output.put(index, rendered, total) {
                 let _ = pieces.send(piece);
             }
         }
