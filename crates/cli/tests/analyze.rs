@@ -337,6 +337,17 @@ From: ceo@legit.com\r\nSubject: hi\r\n\r\nHi.\r\n";
     assert!(ar.contains("header.d=\"legit.com'a.attacker.com\""), "{ar}");
 }
 
+/// `analyze --batch` over `manifest` with the test zone: one JSON value per output line.
+fn batch(manifest: &std::path::Path) -> Vec<serde_json::Value> {
+    json_lines(&run(&[
+        "analyze",
+        "--batch",
+        &manifest.display().to_string(),
+        "--dns-zone",
+        &zone(),
+    ]))
+}
+
 #[test]
 fn batch_manifest_writes_one_line_per_entry() {
     let dir = TempDir::new("batch");
@@ -348,14 +359,7 @@ fn batch_manifest_writes_one_line_per_entry() {
          {\"file\": \"s.eml\", \"ip\": \"198.51.100.7\", \"helo\": \"evil.example\", \"mailfrom\": \"joe@football.example.com\", \"rcpt\": [\"a@b.example\"]}\n",
     )
     .unwrap();
-    let out = run(&[
-        "analyze",
-        "--batch",
-        &dir.join("manifest.jsonl").display().to_string(),
-        "--dns-zone",
-        &zone(),
-    ]);
-    let v = json_lines(&out);
+    let v = batch(&dir.join("manifest.jsonl"));
     assert_eq!(v.len(), 2);
     assert_eq!(v[0]["file"], "g.eml");
     assert_eq!(v[0]["dkim"], "pass");
@@ -396,14 +400,7 @@ fn batch_output_follows_the_manifest_order() {
         ));
     }
     std::fs::write(dir.join("manifest.jsonl"), manifest).unwrap();
-    let out = run(&[
-        "analyze",
-        "--batch",
-        &dir.join("manifest.jsonl").display().to_string(),
-        "--dns-zone",
-        &zone(),
-    ]);
-    let v = json_lines(&out);
+    let v = batch(&dir.join("manifest.jsonl"));
     assert_eq!(v.len(), 600);
     for (i, line) in v.iter().enumerate() {
         let name = if i % 3 == 0 {

@@ -421,10 +421,11 @@ pub struct QuarantineEntry {
 /// Raw bytes as a lowercase hex string in the JSON spool and journal: two octets a byte, so
 /// a gateway's largest message (`max_message_size`, 25 MiB by default) is a 50 MiB line.
 /// serde's default, an array of numbers (`[72,101,...]`), costs 3.6 octets a byte of text on
-/// average; base64 would cost 1.33, but the store has no base64 dependency of its own and
-/// spool files an earlier version left (`quarantine-<id>.json`, hex) must still read. Hex is
-/// exact for any bytes (a JSON string of the raw text is not: mail need not be UTF-8) and
-/// one table lookup a nibble to write.
+/// average; base64 (the message layer's `codec`, which the store already uses) would cost
+/// 1.33, but it is a format change: the spool files and journal segments an earlier version
+/// left (hex) must still read, so the reader would have to take both. Hex is exact for any
+/// bytes (a JSON string of the raw text is not: mail need not be UTF-8) and one table lookup
+/// a nibble to write.
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
