@@ -671,7 +671,7 @@ struct Log {
     dot_hazard: bool,
     /// mail-auth fetched a PTR set with root dots itself, and used it as it was.
     ptr_fetched: bool,
-    /// TXT names that missed the cache (at most [`crate::workarounds::MAX_DMARC_MISSES`]): the
+    /// TXT names that missed the cache (at most [`crate::workarounds::MAX_TXT_MISSES`]): the
     /// negative answers among them are kept in our cache afterwards
     /// ([`crate::workarounds::remember_negative_answers`]).
     txt_missed: Vec<String>,
@@ -926,7 +926,7 @@ impl ResolverCache<Box<str>, Txt> for Recorder<'_> {
             }
             None => {
                 self.with_log(|l| {
-                    if l.txt_missed.len() < crate::workarounds::MAX_DMARC_MISSES
+                    if l.txt_missed.len() < crate::workarounds::MAX_TXT_MISSES
                         && let Some(key) = key_text(name)
                     {
                         l.txt_missed.push(key);

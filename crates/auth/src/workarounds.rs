@@ -125,7 +125,7 @@ pub(crate) fn relaxed_body_hash_fix(message: &mut AuthenticatedMessage<'_>, raw:
 /// walks of the From domain and of each aligned identifier ask at most eight names each (RFC
 /// 9989 4.10), SPF at most ten lookups (RFC 7208 4.6.4); a message that makes mail-auth ask
 /// more only has the rest left to hickory's cache.
-pub const MAX_DMARC_MISSES: usize = 64;
+pub const MAX_TXT_MISSES: usize = 64;
 
 /// mail-auth 0.13.3 puts a TXT answer into our cache only when records came back: a name
 /// without records (NXDOMAIN, or NODATA) is asked of hickory's resolver again on every
@@ -162,7 +162,7 @@ impl ResolverCache<Box<str>, Txt> for DmarcMisses<'_> {
         let found = self.cache.get(name);
         if found.is_none()
             && let Ok(mut missed) = self.missed.lock()
-            && missed.len() < MAX_DMARC_MISSES
+            && missed.len() < MAX_TXT_MISSES
             && let Some(key) = crate::spf_strict::key_text(name)
         {
             missed.push(key);
