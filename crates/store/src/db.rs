@@ -165,6 +165,15 @@ impl Db {
                 // FULL: a commit (the quarantine before 250) survives power loss, not only a
                 // crash of the process.
                 .synchronous(SqliteSynchronous::Full)
+                // Statement journals in memory, not in temporary files. Every multi-row INSERT
+                // of a batch (in its transaction, on tables with triggers) keeps a statement
+                // journal of the pages it changes; past 64 KiB SQLite spills it into a
+                // temporary file, created, written and deleted per batch: replaying the gateway
+                // bench's 15 500 records, 92 000 of the 272 000 `pwrite`s and a file per batch
+                // (docs/benchmarks.md, "storecpu"). A statement's journal holds at most the
+                // pages it changes (a batch's: a few hundred KiB); `Db::delete_before`, whose
+                // DELETEs can change a whole day of pages, goes back to files for its own.
+                .pragma("temp_store", "MEMORY")
                 .busy_timeout(timeout);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
@@ -557,21 +566,40 @@ impl Db {
     /// Deletes records received before `cutoff` (Unix time), in every table but `contacts`.
     /// Returns (messages, sessions, quarantine entries) deleted.
     pub(crate) async fn delete_before(&self, cutoff: i64) -> Result<(u64, u64, u64), sqlx::Error> {
-        on!(self, p => {
-            let mut tx = p.begin().await?;
-            sqlx::query("DELETE FROM message_rcpt WHERE received_at < $1")
-                .bind(cutoff).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM message_reason WHERE received_at < $1")
-                .bind(cutoff).execute(&mut *tx).await?;
-            let m = sqlx::query("DELETE FROM messages WHERE received_at < $1")
-                .bind(cutoff).execute(&mut *tx).await?.rows_affected();
-            let s = sqlx::query("DELETE FROM sessions WHERE started_at < $1")
-                .bind(cutoff).execute(&mut *tx).await?.rows_affected();
-            let q = sqlx::query("DELETE FROM quarantine WHERE quarantined_at < $1")
-                .bind(cutoff).execute(&mut *tx).await?.rows_affected();
-            tx.commit().await?;
-            Ok((m, s, q))
-        })
+        let mut n = [0u64; DELETE_BEFORE.len()];
+        if let Db::Sqlite(p) = self {
+            // Its statement journals in temporary files (see `temp_store` in `Db::connect`):
+            // a DELETE of a day of records can change tens of megabytes of pages.
+            let mut conn = p.acquire().await?;
+            sqlx::query("PRAGMA temp_store = FILE")
+                .execute(&mut *conn)
+                .await?;
+            let done = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                for (i, sql) in DELETE_BEFORE.iter().enumerate() {
+                    n[i] = sqlx::query(sql)
+                        .bind(cutoff)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await
+            }
+            .await;
+            sqlx::query("PRAGMA temp_store = MEMORY")
+                .execute(&mut *conn)
+                .await?;
+            done?;
+        } else {
+            on!(self, p => {
+                let mut tx = p.begin().await?;
+                for (i, sql) in DELETE_BEFORE.iter().enumerate() {
+                    n[i] = sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+            });
+        }
+        Ok((n[2], n[3], n[4]))
     }
 
     /// Bytes the store accounts for: record sizes plus quarantined message sizes.
@@ -693,6 +721,16 @@ fn search_sql(q: &Query) -> (String, Vec<Val>) {
     );
     (sql, vals)
 }
+
+/// [`Db::delete_before`]'s statements, in one transaction: the side tables first. It returns
+/// the rows deleted by the last three (messages, sessions, quarantined messages).
+const DELETE_BEFORE: [&str; 5] = [
+    "DELETE FROM message_rcpt WHERE received_at < $1",
+    "DELETE FROM message_reason WHERE received_at < $1",
+    "DELETE FROM messages WHERE received_at < $1",
+    "DELETE FROM sessions WHERE started_at < $1",
+    "DELETE FROM quarantine WHERE quarantined_at < $1",
+];
 
 /// [`Db::sent_message`]'s question.
 const SENT_MESSAGE: &str = "SELECT 1 FROM messages WHERE message_id = $1 \
@@ -1292,6 +1330,49 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch's statement journals stay in memory (`temp_store = MEMORY` on every SQLite
+    /// connection: no temporary file created, written and deleted per batch), and retention's
+    /// DELETEs, which can change a day of pages, use files for theirs and then give the
+    /// connection back as it was.
+    #[tokio::test]
+    async fn statement_journals_in_memory_except_for_retention() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-temp-{}", crate::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("temp.db").display());
+        let db = Db::connect(&url, 1, Duration::from_secs(5)).await.unwrap();
+        db.migrate().await.unwrap();
+        let Db::Sqlite(pool) = &db else {
+            unreachable!("a sqlite URL")
+        };
+        // 2 is MEMORY (0 the default, 1 FILE).
+        let temp_store = || async {
+            sqlx::query_scalar::<_, i64>("PRAGMA temp_store")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(temp_store().await, 2);
+        let m = MessageRecord {
+            id: crate::new_id(),
+            received_at: 1_000,
+            node: "mx1".into(),
+            listener: "inbound".into(),
+            action: "reject".into(),
+            reasons: vec!["dmarc.reject".into()],
+            recipients: vec!["ann@site.test".into()],
+            ..Default::default()
+        };
+        db.write_batch(&[], std::slice::from_ref(&m), None, &[])
+            .await
+            .unwrap();
+        assert_eq!(db.delete_before(2_000).await.unwrap(), (1, 0, 0));
+        assert!(db.message(&m.id).await.unwrap().is_none());
+        // One connection: the one retention used is back in memory mode.
+        assert_eq!(temp_store().await, 2);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Every index on `messages` is read by one of the store's questions to it (a search by
     /// each filter, the newest first, a period, a record by id, backscatter's Message-ID): one
