@@ -34,7 +34,18 @@ impl RawHeader<'_> {
 
     /// True when the trimmed name equals `name` case-insensitively.
     pub fn is(&self, name: &str) -> bool {
-        self.name_trimmed().eq_ignore_ascii_case(name.as_bytes())
+        let want = name.as_bytes();
+        let n = self.name;
+        // Trimming only shortens a name: one shorter than `want` never matches, one of the same
+        // length matches only as it stands (without surrounding whitespace). Most lookups end
+        // here, at the length, without trimming.
+        if n.len() == want.len()
+            && !n.first().is_some_and(u8::is_ascii_whitespace)
+            && !n.last().is_some_and(u8::is_ascii_whitespace)
+        {
+            return n.eq_ignore_ascii_case(want);
+        }
+        n.len() > want.len() && n.trim_ascii().eq_ignore_ascii_case(want)
     }
 
     /// The value unfolded (CRLF/LF followed by WSP removed, RFC 5322 2.2.3) and trimmed, with
