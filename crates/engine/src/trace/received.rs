@@ -129,6 +129,15 @@ fn top_level(value: &str) -> TopLevel<'_> {
             b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => flush(&mut word_start, pos),
             _ => {
                 word_start.get_or_insert(pos);
+                // The rest of a run of printable ASCII that ends nothing extends the word.
+                pos += 1;
+                while let Some(&c) = bytes.get(pos) {
+                    if !(0x21..=0x7e).contains(&c) || matches!(c, b'(' | b')' | b'"' | b';') {
+                        break;
+                    }
+                    pos += 1;
+                }
+                continue;
             }
         }
         pos += 1;
