@@ -68,7 +68,7 @@
 //! (mail readers go by the MIME charset); in `multipart/related` the first part is taken as
 //! the root (the `start` parameter is not followed); an mbox `From ` line stays first.
 
-use std::cmp::Reverse;
+use std::{borrow::Cow, cmp::Reverse};
 
 use crate::{
     Analysis,
@@ -629,17 +629,24 @@ struct Banner {
 
 impl Banner {
     fn new(words: &str) -> Self {
-        let text = wrap(
-            words
-                .split(' ')
-                .map(|w| w.chars().map(String::from).collect()),
-        );
-        let mut html_words: Vec<Vec<String>> = Vec::new();
+        // Each char is a unit; the units borrow from `words` (no String per char).
+        fn chars(w: &str) -> Vec<Cow<'_, str>> {
+            let mut units = Vec::with_capacity(w.len());
+            for (i, c) in w.char_indices() {
+                units.push(Cow::Borrowed(&w[i..i + c.len_utf8()]));
+            }
+            units
+        }
+        let text = wrap(words.split(' ').map(chars));
+        let mut html_words: Vec<Vec<Cow<'_, str>>> = Vec::new();
         for (i, w) in words.split(' ').enumerate() {
-            let units: Vec<String> = w.chars().map(html_unit).collect();
             if i == 0 && w == "Caution:" {
-                html_words.push(vec!["<strong>Caution:</strong>".to_string()]);
+                html_words.push(vec![Cow::Borrowed("<strong>Caution:</strong>")]);
             } else {
+                let mut units = Vec::with_capacity(w.len());
+                for (j, c) in w.char_indices() {
+                    units.push(html_unit(&w[j..j + c.len_utf8()], c));
+                }
                 html_words.push(units);
             }
         }
@@ -665,23 +672,23 @@ impl Banner {
     }
 }
 
-/// One character of HTML text, escaped; non-ASCII as a character reference.
-fn html_unit(c: char) -> String {
+/// One character of HTML text (`c`, written `s`), escaped; non-ASCII as a character reference.
+fn html_unit(s: &str, c: char) -> Cow<'_, str> {
     match c {
-        '&' => "&amp;".into(),
-        '<' => "&lt;".into(),
-        '>' => "&gt;".into(),
-        '"' => "&quot;".into(),
-        '\'' => "&#39;".into(),
-        c if c.is_ascii() => c.to_string(),
-        c => format!("&#x{:X};", c as u32),
+        '&' => Cow::Borrowed("&amp;"),
+        '<' => Cow::Borrowed("&lt;"),
+        '>' => Cow::Borrowed("&gt;"),
+        '"' => Cow::Borrowed("&quot;"),
+        '\'' => Cow::Borrowed("&#39;"),
+        c if c.is_ascii() => Cow::Borrowed(s),
+        c => Cow::Owned(format!("&#x{:X};", c as u32)),
     }
 }
 
 /// Greedy wrapping of words (each a list of unbreakable units) at [`WRAP`] columns (counted
 /// in units' bytes for HTML, characters for text, close enough for both); a word longer than
 /// a line is broken between units. Continuation lines start with two spaces.
-fn wrap(words: impl Iterator<Item = Vec<String>>) -> Vec<String> {
+fn wrap<'a>(words: impl Iterator<Item = Vec<Cow<'a, str>>>) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
     let mut width = 0usize;

@@ -33,8 +33,29 @@ impl RawHeader<'_> {
     }
 
     /// True when the trimmed name equals `name` case-insensitively.
+    #[inline]
     pub fn is(&self, name: &str) -> bool {
-        self.name_trimmed().eq_ignore_ascii_case(name.as_bytes())
+        let want = name.as_bytes();
+        let n = self.name;
+        // Trimming only shortens a name: one shorter than `want` never matches, one of the same
+        // length matches only as it stands (without surrounding whitespace). Most lookups end
+        // here, at the length or the first byte, without trimming.
+        if n.len() == want.len() {
+            return n.eq_ignore_ascii_case(want)
+                && !n.first().is_some_and(u8::is_ascii_whitespace)
+                && !n.last().is_some_and(u8::is_ascii_whitespace);
+        }
+        // A longer name matches only with whitespace around it.
+        n.len() > want.len()
+            && (n.first().is_some_and(u8::is_ascii_whitespace)
+                || n.last().is_some_and(u8::is_ascii_whitespace))
+            && self.is_trimmed(want)
+    }
+
+    /// [`RawHeader::is`] for a name longer than `want` with whitespace around it.
+    #[cold]
+    fn is_trimmed(&self, want: &[u8]) -> bool {
+        self.name.trim_ascii().eq_ignore_ascii_case(want)
     }
 
     /// The value unfolded (CRLF/LF followed by WSP removed, RFC 5322 2.2.3) and trimmed, with
@@ -309,6 +330,28 @@ mod tests {
         assert_eq!(unfold(b"\r\n\r\n \r \n"), "");
         assert_eq!(unfold(b" \xff x \xc3"), "\u{fffd} x \u{fffd}");
         assert_eq!(unfold(b""), "");
+    }
+
+    #[test]
+    fn is_compares_the_trimmed_name() {
+        let field = |name: &'static [u8]| RawHeader {
+            name,
+            value: b"",
+            offset: 0,
+        };
+        for name in [&b"From"[..], b"from", b"FROM", b"From ", b" From", b"\tFROM\r\n", b"  from  "] {
+            assert!(field(name).is("From"), "{name:?}");
+            assert_eq!(
+                field(name).is("From"),
+                field(name).name.trim_ascii().eq_ignore_ascii_case(b"From")
+            );
+        }
+        for name in [&b"Fro"[..], b"Fromm", b"XFrom", b"Fr om", b"", b"  ", b"\x0bFrom"] {
+            assert!(!field(name).is("From"), "{name:?}");
+        }
+        assert!(field(b"").is(""));
+        assert!(field(b" \t").is(""));
+        assert!(!field(b"x").is(""));
     }
 
     #[test]

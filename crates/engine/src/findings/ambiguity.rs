@@ -687,6 +687,28 @@ fn domain_like(v: &[u8]) -> bool {
         })
 }
 
+/// The values of a DKIM-Signature's `d=` and `s=` tags, every occurrence, trimmed: each
+/// `;`-separated piece up to its first `=` names the tag (names compared without case and
+/// surrounding whitespace). One memchr pass over the field for both tags.
+fn d_and_s_values(value: &[u8]) -> (Vec<&[u8]>, Vec<&[u8]>) {
+    let (mut d, mut s) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    while start <= value.len() {
+        let end = memchr::memchr(b';', &value[start..]).map_or(value.len(), |i| start + i);
+        let t = &value[start..end];
+        if let Some(eq) = memchr::memchr(b'=', t) {
+            let name = t[..eq].trim_ascii();
+            if name.eq_ignore_ascii_case(b"d") {
+                d.push(t[eq + 1..].trim_ascii());
+            } else if name.eq_ignore_ascii_case(b"s") {
+                s.push(t[eq + 1..].trim_ascii());
+            }
+        }
+        start = end + 1;
+    }
+    (d, s)
+}
+
 fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found>) {
     // Alignment compares d= with From: a protected From makes a DKIM ambiguity a reject too.
     // Only needed for a finding, so only looked up then.
@@ -698,23 +720,12 @@ fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
     };
     for h in ctx.headers.all("DKIM-Signature").take(MAX_FROM_FIELDS) {
         let mut problems = Vec::new();
-        let mut d_values: Vec<&[u8]> = Vec::new();
-        for tag in ["d", "s"] {
-            let values: Vec<&[u8]> = h
-                .value
-                .split(|&b| b == b';')
-                .filter_map(|t| {
-                    let eq = t.iter().position(|&b| b == b'=')?;
-                    let name = &t[..eq];
-                    let name = name.trim_ascii();
-                    name.eq_ignore_ascii_case(tag.as_bytes())
-                        .then(|| t[eq + 1..].trim_ascii())
-                })
-                .collect();
+        let (d_values, s_values) = d_and_s_values(h.value);
+        for (tag, values) in [("d", &d_values), ("s", &s_values)] {
             if values.len() > 1 {
                 problems.push(format!("{tag}= occurs {} times", values.len()));
             }
-            for v in &values {
+            for v in values {
                 if !domain_like(v) {
                     let what = if v.contains(&0) {
                         "a NUL byte"
@@ -725,9 +736,6 @@ fn dkim_checks(ctx: &Context<'_>, froms: &[FromField<'_>], found: &mut Vec<Found
                     };
                     problems.push(format!("{tag}={} holds {what}", escape(v)));
                 }
-            }
-            if tag == "d" {
-                d_values = values;
             }
         }
         if problems.is_empty() {
@@ -798,6 +806,37 @@ fn escape(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn d_and_s_values_are_the_split_readings() {
+        // The split the one-pass reader replaced, per tag.
+        fn by_split<'a>(value: &'a [u8], tag: &[u8]) -> Vec<&'a [u8]> {
+            value
+                .split(|&b| b == b';')
+                .filter_map(|t| {
+                    let eq = t.iter().position(|&b| b == b'=')?;
+                    t[..eq]
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(tag)
+                        .then(|| t[eq + 1..].trim_ascii())
+                })
+                .collect()
+        }
+        for v in [
+            &b""[..],
+            b";",
+            b"v=1; a=rsa-sha256; d=example.com; s=sel; b=abc==; bh=x=",
+            b" D = a.example ;S=s1;d=b.example;s= ;d;s;=x; d=x=y ",
+            b"d=\0nul\0;s=a b;;;",
+            b"b=dGVzdA==;d=a;",
+        ] {
+            assert_eq!(
+                d_and_s_values(v),
+                (by_split(v, b"d"), by_split(v, b"s")),
+                "{v:?}"
+            );
+        }
+    }
 
     #[test]
     fn escapes_evidence() {

@@ -48,13 +48,18 @@ struct TopLevel<'a> {
 }
 
 /// Splits an unfolded header value into its top-level words, skipping comments
-/// (nested, with `\` escapes) and quoted strings. Linear in the input.
+/// (nested, with `\\` escapes) and quoted strings. Linear in the input.
+///
+/// Reads bytes, not chars: every delimiter is ASCII, so a run of plain ASCII bytes at the top
+/// level extends the word, and the inside of a comment or a quoted string is skipped to its
+/// next delimiter with memchr. A non-ASCII char is decoded whole (Unicode whitespace still
+/// ends a word), so the words are what a char-by-char scan gives.
 fn top_level(value: &str) -> TopLevel<'_> {
+    let bytes = value.as_bytes();
     let mut words = Vec::new();
     let mut last_semicolon = None;
     let mut depth: u32 = 0;
     let mut in_quote = false;
-    let mut escaped = false;
     // Where the word being read started. Every character that does not end a word extends it,
     // so a word is always one contiguous slice of `value`.
     let mut word_start: Option<usize> = None;
@@ -63,49 +68,92 @@ fn top_level(value: &str) -> TopLevel<'_> {
             words.push(&value[s..end]);
         }
     };
-    for (pos, ch) in value.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        if ch == '\\' && (depth > 0 || in_quote) {
-            escaped = true;
-            continue;
-        }
+    let mut pos = 0;
+    while let Some(&b) = bytes.get(pos) {
         if in_quote {
-            if ch == '"' {
-                in_quote = false;
+            // Only `"` and `\` matter inside a quoted string; a `\` skips the char after it.
+            match memchr::memchr2(b'"', b'\\', &bytes[pos..]) {
+                Some(i) if bytes[pos + i] == b'"' => {
+                    in_quote = false;
+                    pos += i + 1;
+                }
+                Some(i) => pos = skip_escaped(value, pos + i + 1),
+                None => break,
             }
             continue;
         }
-        match ch {
-            '(' => {
-                depth = depth.saturating_add(1);
+        if depth > 0 {
+            // Inside a comment only `(`, `)` and `\` matter.
+            match memchr::memchr3(b'(', b')', b'\\', &bytes[pos..]) {
+                Some(i) => {
+                    let at = pos + i;
+                    match bytes[at] {
+                        b'(' => depth = depth.saturating_add(1),
+                        b')' => depth -= 1,
+                        _ => {
+                            pos = skip_escaped(value, at + 1);
+                            continue;
+                        }
+                    }
+                    pos = at + 1;
+                }
+                None => break,
+            }
+            continue;
+        }
+        if b >= 0x80 {
+            let ch = value.get(pos..).and_then(|s| s.chars().next()).unwrap_or(' ');
+            if ch.is_whitespace() {
+                flush(&mut word_start, pos);
+            } else {
+                word_start.get_or_insert(pos);
+            }
+            pos += ch.len_utf8();
+            continue;
+        }
+        match b {
+            b'(' => {
+                depth = 1;
                 flush(&mut word_start, pos);
             }
-            ')' => {
-                depth = depth.saturating_sub(1);
-                flush(&mut word_start, pos);
-            }
-            _ if depth > 0 => {}
-            '"' => {
+            // A `)` at the top level closes nothing but still ends a word.
+            b')' => flush(&mut word_start, pos),
+            b'"' => {
                 in_quote = true;
                 flush(&mut word_start, pos);
             }
-            ';' => {
+            b';' => {
                 last_semicolon = Some(pos);
                 flush(&mut word_start, pos);
             }
-            c if c.is_whitespace() => flush(&mut word_start, pos),
+            b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => flush(&mut word_start, pos),
             _ => {
                 word_start.get_or_insert(pos);
+                // The rest of a run of printable ASCII that ends nothing extends the word.
+                pos += 1;
+                while let Some(&c) = bytes.get(pos) {
+                    if !(0x21..=0x7e).contains(&c) || matches!(c, b'(' | b')' | b'"' | b';') {
+                        break;
+                    }
+                    pos += 1;
+                }
+                continue;
             }
         }
+        pos += 1;
     }
     flush(&mut word_start, value.len());
     TopLevel {
         words,
         last_semicolon,
+    }
+}
+
+/// The position after the char that starts at `pos` (the char a `\\` escapes).
+fn skip_escaped(value: &str, pos: usize) -> usize {
+    match value.get(pos..).and_then(|s| s.chars().next()) {
+        Some(c) => pos + c.len_utf8(),
+        None => value.len(),
     }
 }
 
@@ -192,9 +240,15 @@ pub(crate) fn parse_date(text: &str) -> Option<(String, i64)> {
 
 /// Whether `needle` (ASCII) occurs in `hay` when ASCII letters are compared without case: what
 /// `to_ascii_lowercase().contains(needle)` says, without the lower-cased copy.
+/// Candidates are found with memchr on the needle's first byte in both cases.
 fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay).any(|i| {
+        hay.get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// The unix time of an RFC 5322 date-time, or None when it is not a valid date: [`parse_date`]
@@ -340,6 +394,94 @@ mod tests {
 
     fn p(v: &str) -> ParsedReceived {
         parse(v.as_bytes(), &crate::message::unfold(v.as_bytes()))
+    }
+
+    /// The char-by-char scan `top_level` replaced, kept as the reference it must agree with.
+    fn top_level_by_chars(value: &str) -> (Vec<&str>, Option<usize>) {
+        let mut words = Vec::new();
+        let mut last_semicolon = None;
+        let mut depth: u32 = 0;
+        let mut in_quote = false;
+        let mut escaped = false;
+        let mut word_start: Option<usize> = None;
+        let mut flush = |start: &mut Option<usize>, end: usize| {
+            if let Some(s) = start.take() {
+                words.push(&value[s..end]);
+            }
+        };
+        for (pos, ch) in value.char_indices() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            if ch == '\\' && (depth > 0 || in_quote) {
+                escaped = true;
+                continue;
+            }
+            if in_quote {
+                if ch == '"' {
+                    in_quote = false;
+                }
+                continue;
+            }
+            match ch {
+                '(' => {
+                    depth = depth.saturating_add(1);
+                    flush(&mut word_start, pos);
+                }
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    flush(&mut word_start, pos);
+                }
+                _ if depth > 0 => {}
+                '"' => {
+                    in_quote = true;
+                    flush(&mut word_start, pos);
+                }
+                ';' => {
+                    last_semicolon = Some(pos);
+                    flush(&mut word_start, pos);
+                }
+                c if c.is_whitespace() => flush(&mut word_start, pos),
+                _ => {
+                    word_start.get_or_insert(pos);
+                }
+            }
+        }
+        flush(&mut word_start, value.len());
+        (words, last_semicolon)
+    }
+
+    #[test]
+    fn top_level_is_the_char_scan() {
+        let cases = [
+            "",
+            " from a.example (a.example [192.0.2.1]) by b.example with ESMTPS id 1; Mon, 26 Oct 2020 14:43:26 +0200 (EET)",
+            "from x (nested (deep) \\) still) by y; a; b",
+            "from \"quoted (not a comment) \\\" still\" by z",
+            "by h (Postfix, from userid 1000) id 1;",
+            "a\\b (c\\(d) e) f) g ( h",
+            "x \"unterminated \\",
+            "x (unterminated \\",
+            "ünïcödé\u{a0}nbsp\u{2003}em\u{3000}ideo\u{85}nel word",
+            "(\u{a0}) \"\u{2003}\" \\\u{e9}x (\\\u{e9}) \"\\\u{e9}\"",
+            "\t\u{b}\u{c}\r\nfrom\u{b}a\u{c}b\rc",
+            ";;;(;);\";\"",
+            "))) from a",
+        ];
+        for v in cases {
+            let t = top_level(v);
+            assert_eq!((t.words, t.last_semicolon), top_level_by_chars(v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn contains_ignore_case_finds_any_spelling() {
+        assert!(contains_ignore_ascii_case(b"(qmail 1 INVOKED BY UID 0)", b"invoked by uid"));
+        assert!(contains_ignore_ascii_case(b"invoked by uid", b"invoked by uid"));
+        assert!(contains_ignore_ascii_case(b"iiInvoked By Uid", b"invoked by uid"));
+        assert!(!contains_ignore_ascii_case(b"invoked by ui", b"invoked by uid"));
+        assert!(!contains_ignore_ascii_case(b"invoked from network", b"invoked by uid"));
     }
 
     #[test]
