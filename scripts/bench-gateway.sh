@@ -62,7 +62,9 @@
 # same percentile, also given as the ratio of the two. The fixed rate is offered open-loop: a
 # message whose slot comes while every connection is busy starts late, and its open-loop
 # latency (slot to final reply) counts the wait.
-# Then each gateway's own per-outcome latency from its session log, and its /metrics.
+# Then each gateway's own per-outcome latency from its session log (what it measures itself),
+# the client's data latency per outcome (each reply's queue id looked up in the session log:
+# end of data to the final reply, every wait before the reply included), and its /metrics.
 #
 # Output: $OUT (default target/bench-gateway/<date>): results.jsonl (one RESULT per run),
 # report.txt (the summary table), sessions.jsonl, serve.log, metrics.txt, perf files.
@@ -231,7 +233,8 @@ phase() {  # phase NAME ARGS... : direct, then each gateway, with the same load
       perf_pid=$!
       sleep 0.5
     fi
-    load "$name-$gname" "${GW_PORTS[$i]}" "$@" --watch gateway="$gpid" --watch sink="$SINK_PID"
+    load "$name-$gname" "${GW_PORTS[$i]}" "$@" --watch gateway="$gpid" --watch sink="$SINK_PID" \
+      --replies "$OUT/replies-$name-$gname.tsv"
     if [ -n "$perf_pid" ]; then
       kill -INT "$perf_pid"; wait "$perf_pid" || true
     fi

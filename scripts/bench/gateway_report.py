@@ -11,6 +11,8 @@ end-of-data-to-reply latency per outcome), and each gateway's context switches p
 """
 import argparse
 import collections
+import glob
+import os
 import json
 import time
 
@@ -140,6 +142,30 @@ def main():
         if reasons:
             print("\nreason codes of reject/quarantine/tag: "
                   + ", ".join(f"{c} {n}" for c, n in reasons.most_common(10)))
+        # The client's side (bench-gateway.sh's replies-PHASE-NAME.tsv): end of data to the
+        # final reply as the load generator saw it, per outcome of the queue id in the reply.
+        outcome_of = {}
+        for line in open(path):
+            if line.strip():
+                r = json.loads(line)
+                outcome_of[r["queue_id"]] = r["outcome"]
+        for replies in sorted(glob.glob(os.path.join(os.path.dirname(path),
+                                                     f"replies-*-{name}.tsv"))):
+            phase = os.path.basename(replies)[len("replies-"):-len(f"-{name}.tsv")]
+            seen = collections.defaultdict(list)
+            for line in open(replies):
+                qid, _, us = line.rstrip("\n").partition("\t")
+                seen[outcome_of.get(qid, "unknown")].append(int(us))
+            n = sum(len(v) for v in seen.values())
+            if not n:
+                continue
+            print(f"\n{name}, phase {phase}: the client's data latency (end of data to final "
+                  f"reply, µs) by outcome, {n} messages:")
+            print("\n| outcome | messages | p50 µs | p99 µs | max µs |")
+            print("|---|---:|---:|---:|---:|")
+            for o, v in sorted(seen.items(), key=lambda kv: -len(kv[1])):
+                v.sort()
+                print(f"| {o} | {len(v)} | {pct(v, 50)} | {pct(v, 99)} | {v[-1]} |")
 
 
 if __name__ == "__main__":

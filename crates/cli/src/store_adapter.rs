@@ -80,18 +80,57 @@ fn spawn_prune(store: Store) {
 pub struct GatewayStore(pub Store);
 
 impl unspoof_gateway::Quarantine for GatewayStore {
-    fn quarantine(&self, item: &unspoof_gateway::QuarantineItem) -> io::Result<String> {
-        let env = &item.envelope;
+    fn quarantine(&self, item: unspoof_gateway::QuarantineItem) -> io::Result<String> {
+        let q = self.new_quarantine(item);
+        let id = q.id.clone();
+        // Called from a blocking thread: returns once fsync'd into the journal (the batch
+        // writer puts it into the database). The gateway answers 250 only after this.
+        self.0
+            .quarantine_put_blocking(q)
+            .map(|_| id)
+            .map_err(io::Error::other)
+    }
+
+    /// The store is also the session log: the message, its record and the session's go into
+    /// the journal in one write (`Store::quarantine_with_record`), one group commit before
+    /// the 250.
+    fn keeps_records(&self) -> bool {
+        true
+    }
+
+    fn quarantine_with_record<'a>(
+        &'a self,
+        item: unspoof_gateway::QuarantineItem,
+        record: &'a mut unspoof_gateway::MessageRecord,
+        session: Option<&'a unspoof_gateway::SessionRecord>,
+    ) -> unspoof_gateway::store::DurableFuture<'a> {
+        let mut q = self.new_quarantine(item);
+        record.stored_at = Some(q.id.clone());
+        let message = self.message_record(record);
+        q.message_record = Some(message.id.clone());
+        let session = session.map(|s| self.session_record(s));
+        Box::pin(async move {
+            self.0
+                .quarantine_with_record(q, message, session)
+                .await
+                .map_err(io::Error::other)
+        })
+    }
+}
+
+impl GatewayStore {
+    fn new_quarantine(&self, item: unspoof_gateway::QuarantineItem) -> NewQuarantine {
+        let env = item.envelope;
         let mut q = NewQuarantine {
             id: new_id(),
             message_record: None,
             quarantined_at: env.received_at.unwrap_or_else(now),
             node: self.0.config().node.clone(),
-            queue_id: Some(item.queue_id.clone()),
-            mail_from: env.mail_from.clone(),
-            recipients: env.rcpt.clone(),
-            reasons: item.reasons.clone(),
-            raw: item.message.clone(),
+            queue_id: Some(item.queue_id),
+            mail_from: env.mail_from,
+            recipients: env.rcpt,
+            reasons: item.reasons,
+            raw: item.message,
             ..Default::default()
         };
         if let Some(a) = &item.analysis {
@@ -103,16 +142,9 @@ impl unspoof_gateway::Quarantine for GatewayStore {
             q.from = a.message.from.clone();
             q.subject = a.message.subject.clone();
         }
-        // Called from a blocking thread: returns once fsync'd into the journal (the batch
-        // writer puts it into the database). The gateway answers 250 only after this.
-        self.0
-            .quarantine_put_blocking(&q)
-            .map(|_| q.id)
-            .map_err(io::Error::other)
+        q
     }
-}
 
-impl GatewayStore {
     fn message_record(&self, r: &unspoof_gateway::MessageRecord) -> MessageRecord {
         let mut record = MessageRecord {
             id: new_id(),
@@ -195,6 +227,15 @@ impl unspoof_gateway::SessionLog for GatewayStore {
         })
     }
 
+    /// Already in the journal with its message (`quarantine_with_record`).
+    fn record_held<'a>(
+        &'a self,
+        _: &'a unspoof_gateway::MessageRecord,
+        _: Option<&'a unspoof_gateway::SessionRecord>,
+    ) -> unspoof_gateway::store::DurableFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn session(&self, s: &unspoof_gateway::SessionRecord) {
         self.0.log_session(self.session_record(s));
     }
@@ -273,10 +314,11 @@ impl unspoof_milter::QuarantineStore for MilterStore {
                 reasons: a.verdict.codes().into_iter().map(String::from).collect(),
                 raw: m.raw.to_vec(),
             };
+            let id = q.id.clone();
             self.0
-                .quarantine_put(&q)
+                .quarantine_put(q)
                 .await
-                .map(|_| q.id)
+                .map(|_| id)
                 .map_err(|e| e.to_string())
         })
     }

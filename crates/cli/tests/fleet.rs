@@ -356,6 +356,17 @@ fn two_gateways_one_postgres_and_a_quarantine_that_survives_kill_9() {
             .any(|r| r == "dmarc.quarantine"),
         "{q:#?}"
     );
+    // And its record, made durable in the same journal write as the message: the 12
+    // messages before it and this one, pointing at each other.
+    let records = search_until(&db.url, 13, "the held message's record after kill -9");
+    let record = records
+        .iter()
+        .find(|r| r["message_id"].as_str() == Some(held.id.as_str()))
+        .unwrap_or_else(|| panic!("no record of the held message: {records:#?}"));
+    assert_eq!(record["action"], "quarantine", "{record:#}");
+    assert_eq!(record["node"], "gw-a", "{record:#}");
+    assert_eq!(record["stored_at"], q[0]["id"], "{record:#} {q:#?}");
+    assert_eq!(q[0]["message_record"], record["id"], "{record:#} {q:#?}");
 
     let maildir = dir.path().join("released");
     let id = q[0]["id"].as_str().unwrap();

@@ -189,7 +189,7 @@ async fn two_writers_one_search_and_a_release_downstream() {
     let store = Store::open(StoreConfig::new(url.clone(), db.dir.join("mx1")))
         .await
         .unwrap();
-    store.quarantine_put(&q).await.unwrap();
+    store.quarantine_put(q.clone()).await.unwrap();
     store.close().await;
     let list = ok_stdout(&unspoof(&[
         "quarantine",
@@ -276,12 +276,12 @@ async fn release_into_the_maildir_with_sqlite_in_the_data_dir() {
         raw: b"Subject: x\r\n\r\ny\r\n".to_vec(),
         ..Default::default()
     };
-    store.quarantine_put(&q).await.unwrap();
+    store.quarantine_put(q.clone()).await.unwrap();
     let q2 = NewQuarantine {
         id: new_id(),
         ..q.clone()
     };
-    store.quarantine_put(&q2).await.unwrap();
+    store.quarantine_put(q2.clone()).await.unwrap();
     store.close().await;
     let data = dir.to_str().unwrap();
     let out = ok_stdout(&unspoof(&[
@@ -338,7 +338,7 @@ async fn a_quarantined_message_left_in_the_spool_is_listed_and_released() {
         raw: b"Subject: left in the spool\r\n\r\ny\r\n".to_vec(),
         ..Default::default()
     };
-    gateway.quarantine_put(&q).await.unwrap();
+    gateway.quarantine_put(q.clone()).await.unwrap();
     // Durable in the journal; the writer, finding the database down, spools it.
     gateway.flush().await;
     assert_eq!(gateway.stats().quarantine_spooled, 1);
@@ -409,7 +409,7 @@ async fn log_and_quarantine_find_the_store_through_the_configuration() {
     let store = Store::open(StoreConfig::new("", &data)).await.unwrap();
     store.log_message(record.clone());
     store
-        .quarantine_put(&NewQuarantine {
+        .quarantine_put(NewQuarantine {
             id: qid.clone(),
             message_record: Some(record.id.clone()),
             queue_id: Some(queue_id.clone()),

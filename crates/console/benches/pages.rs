@@ -77,7 +77,7 @@ async fn fill(store: &Store, n: u64) -> Vec<String> {
                 let qid = new_id();
                 r.stored_at = Some(qid.clone());
                 store
-                    .quarantine_put(&NewQuarantine {
+                    .quarantine_put(NewQuarantine {
                         id: qid,
                         message_record: Some(r.id.clone()),
                         quarantined_at: r.received_at,

@@ -63,6 +63,9 @@ struct Opts {
     idle_per_ip: usize,
     label: String,
     limit: usize,
+    /// `--replies FILE`: one line per message that got a final reply to its data, the queue
+    /// id in that reply (`queued as ID`, else `-`) and its data latency in µs, tab-separated.
+    replies: Option<PathBuf>,
     rcpt_domain: Option<String>,
 }
 
@@ -72,7 +75,7 @@ fn usage(msg: &str) -> ! {
 usage: smtp_load --addr HOST:PORT (--manifest FILE | --eml FILE... [--from A] [--to A] [--helo H])\n\
        [-n N] [-c CONNS] [-k MSGS_PER_CONN] [--no-pipelining] [--rate MSG_PER_S]\n\
        [--bind-source] [--rcpt-domain D] [--threads T] [--watch NAME=PID]... [--label L]\n\
-       [--limit MSGS]\n\
+       [--limit MSGS] [--replies FILE]\n\
        smtp_load --addr HOST:PORT --idle K [--idle-per-ip M] [--watch NAME=PID]..."
     );
     std::process::exit(2)
@@ -98,6 +101,7 @@ fn parse_args() -> Opts {
         idle_per_ip: 40,
         label: String::new(),
         limit: 0,
+        replies: None,
         rcpt_domain: None,
     };
     let mut args = std::env::args().skip(1);
@@ -135,6 +139,7 @@ fn parse_args() -> Opts {
             "--idle-per-ip" => o.idle_per_ip = num(val(), "--idle-per-ip"),
             "--label" => o.label = val(),
             "--limit" => o.limit = num(val(), "--limit"),
+            "--replies" => o.replies = Some(PathBuf::from(val())),
             "--rcpt-domain" => o.rcpt_domain = Some(val()),
             _ => usage(&format!("unknown argument {a}")),
         }
@@ -266,10 +271,17 @@ struct Client {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Keep the last line of each reply in `last` (`--replies`).
+    keep_replies: bool,
+    last: Vec<u8>,
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Client> {
+    async fn connect(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        keep_replies: bool,
+    ) -> std::io::Result<Client> {
         let s = match source {
             Some(ip) => {
                 let sock = if ip.is_ipv4() {
@@ -288,6 +300,8 @@ impl Client {
             buf: vec![0; 16 * 1024],
             start: 0,
             end: 0,
+            keep_replies,
+            last: Vec::new(),
         })
     }
 
@@ -302,6 +316,10 @@ impl Client {
                     .and_then(|c| c.parse().ok())
                     .ok_or_else(|| std::io::Error::other("malformed reply"))?;
                 if line.get(3) != Some(&b'-') {
+                    if self.keep_replies {
+                        self.last.clear();
+                        self.last.extend_from_slice(line);
+                    }
                     return Ok(code);
                 }
             }
@@ -338,6 +356,8 @@ struct Tally {
     slot_latency_us: Vec<u32>,
     /// Connection latency (connect to final reply of the first message), µs, one per connection.
     conn_latency_us: Vec<u32>,
+    /// `--replies`: (queue id, data latency µs) per message.
+    replies: Vec<(String, u32)>,
     codes: HashMap<u16, u64>,
     /// Refused before the data (MAIL/RCPT/DATA not accepted).
     early_refusals: u64,
@@ -369,7 +389,7 @@ async fn worker(sh: Arc<Shared>) -> Tally {
             slot = Some(wait_slot(&sh, &mut t).await);
         }
         let connected_at = Instant::now();
-        let mut c = match Client::connect(o.addr, first.ip).await {
+        let mut c = match Client::connect(o.addr, first.ip, o.replies.is_some()).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("connect: {e}");
@@ -492,6 +512,13 @@ async fn transaction(
     let code = c.reply().await?;
     let us = micros(started.elapsed());
     let data_us = micros(data_written.elapsed());
+    if c.keep_replies {
+        let last = String::from_utf8_lossy(&c.last);
+        let id = last
+            .split_once("queued as ")
+            .map_or("-", |(_, id)| id.split_whitespace().next().unwrap_or("-"));
+        t.replies.push((id.to_string(), data_us));
+    }
     *t.codes.entry(code).or_default() += 1;
     Ok(Some((us, data_us)))
 }
@@ -633,6 +660,7 @@ fn main() {
     for t in tallies {
         all.latency_us.extend(t.latency_us);
         all.data_latency_us.extend(t.data_latency_us);
+        all.replies.extend(t.replies);
         all.slot_latency_us.extend(t.slot_latency_us);
         all.conn_latency_us.extend(t.conn_latency_us);
         for (c, n) in t.codes {
@@ -641,6 +669,14 @@ fn main() {
         all.early_refusals += t.early_refusals;
         all.errors += t.errors;
         all.late_starts += t.late_starts;
+    }
+    if let Some(path) = &shared.opts.replies {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        for (id, us) in &all.replies {
+            let _ = writeln!(text, "{id}\t{us}");
+        }
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     all.latency_us.sort_unstable();
     all.data_latency_us.sort_unstable();
@@ -810,7 +846,7 @@ async fn idle(o: Opts) {
         } else {
             None
         };
-        let mut c = match Client::connect(o.addr, source).await {
+        let mut c = match Client::connect(o.addr, source, false).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("connect {i}: {e}");

@@ -883,7 +883,8 @@ impl<D: Decide> Session<D> {
         }
         self.tx = Some(tx);
         let latency = ended.elapsed();
-        let record = MessageRecord {
+        let held = out.held.take();
+        let mut record = MessageRecord {
             time: now,
             queue_id,
             session_id: self.id.clone(),
@@ -914,13 +915,29 @@ impl<D: Decide> Session<D> {
         } else {
             Some(self.session_record(None).await)
         };
-        if self
-            .shared
-            .log
-            .record_durable(&record, session.as_ref())
-            .await
-            .is_ok()
-        {
+        let log = &self.shared.log;
+        let durable = match held {
+            None => log.record_durable(&record, session.as_ref()).await,
+            // A quarantined message and its record in one durable write.
+            Some(item) => match self
+                .shared
+                .quarantine
+                .quarantine_with_record(item, &mut record, session.as_ref())
+                .await
+            {
+                Ok(()) => log.record_held(&record, session.as_ref()).await,
+                Err(_) => {
+                    // Neither is stored: the client retries, and this is what is on record.
+                    out.reply = reply::LOCAL_ERROR.into();
+                    record.outcome = Outcome::Tempfail;
+                    record.reasons.push("store.quarantine_failed".into());
+                    record.reply = out.reply.trim_end().to_string();
+                    record.stored_at = None;
+                    log.record_durable(&record, session.as_ref()).await
+                }
+            },
+        };
+        if durable.is_ok() {
             self.session_on_record = true;
         } else {
             // The message's fate is settled (relayed, stored or refused): the reply stands.
@@ -986,7 +1003,15 @@ impl<D: Decide> Session<D> {
                     reasons: out.reasons.clone(),
                     analysis: out.analysis.clone(),
                 };
-                let stored = tokio::task::spawn_blocking(move || q.quarantine(&item)).await;
+                if q.keeps_records() {
+                    // Stored with its record in one write (`end_of_data`), one wait before
+                    // the 250 instead of one for the message and one for the record.
+                    out.outcome = Outcome::Quarantine;
+                    out.reply = queued(queue_id);
+                    out.held = Some(item);
+                    return;
+                }
+                let stored = tokio::task::spawn_blocking(move || q.quarantine(item)).await;
                 match stored {
                     Ok(Ok(at)) => {
                         out.outcome = Outcome::Quarantine;
@@ -1188,6 +1213,9 @@ struct Fate {
     downstream_reply: Option<String>,
     stored_at: Option<String>,
     analysis: Option<Arc<unspoof_engine::Analysis>>,
+    /// A quarantined message not stored yet: the quarantine keeps records too, and stores it
+    /// with its record (`Quarantine::quarantine_with_record`).
+    held: Option<QuarantineItem>,
 }
 
 impl Default for Fate {
@@ -1199,6 +1227,7 @@ impl Default for Fate {
             downstream_reply: None,
             stored_at: None,
             analysis: None,
+            held: None,
         }
     }
 }

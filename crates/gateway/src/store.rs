@@ -33,10 +33,37 @@ pub struct QuarantineItem {
     pub analysis: Option<Arc<unspoof_engine::Analysis>>,
 }
 
-/// Stores quarantined messages. Called from a blocking thread.
+/// Stores quarantined messages.
 pub trait Quarantine: Send + Sync + 'static {
-    /// Stores the message durably; returns where it went (a path, a quarantine id).
-    fn quarantine(&self, item: &QuarantineItem) -> io::Result<String>;
+    /// Stores the message durably; returns where it went (a path, a quarantine id). Called
+    /// from a blocking thread.
+    fn quarantine(&self, item: QuarantineItem) -> io::Result<String>;
+
+    /// Whether this quarantine also keeps the session log's durable records (the store):
+    /// then the gateway stores a quarantined message with
+    /// [`Quarantine::quarantine_with_record`] instead of `quarantine` followed by
+    /// [`SessionLog::record_durable`]. Default: no.
+    fn keeps_records(&self) -> bool {
+        false
+    }
+
+    /// Stores the message, its record and (when given) the session's record as it stands,
+    /// all durable when the future is done (one write, so one wait before the 250); sets
+    /// `record.stored_at` to where the message goes before it returns the future. Called on
+    /// the runtime, only when [`Quarantine::keeps_records`]. `Err`: none of them is stored;
+    /// the gateway answers 4xx and logs that outcome (`SessionLog::record_durable`), and the
+    /// session logs are given the record with [`SessionLog::record_held`] only on `Ok`.
+    fn quarantine_with_record<'a>(
+        &'a self,
+        item: QuarantineItem,
+        record: &'a mut MessageRecord,
+        session: Option<&'a SessionRecord>,
+    ) -> DurableFuture<'a> {
+        let _ = (item, record, session);
+        Box::pin(std::future::ready(Err(io::Error::other(
+            "this quarantine keeps no records",
+        ))))
+    }
 }
 
 /// Final delivery when no downstream MTA is configured. Called from a blocking thread.
@@ -102,7 +129,7 @@ impl LocalDelivery for Maildir {
 }
 
 impl Quarantine for Maildir {
-    fn quarantine(&self, item: &QuarantineItem) -> io::Result<String> {
+    fn quarantine(&self, item: QuarantineItem) -> io::Result<String> {
         self.store(&item.queue_id, &item.message)
             .map(|p| p.display().to_string())
     }
@@ -208,6 +235,18 @@ pub trait SessionLog: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// The record of a quarantined message that the quarantine made durable together with
+    /// the message ([`Quarantine::quarantine_with_record`]): a log that is that store has it
+    /// already and leaves it; the others log it as [`SessionLog::record_durable`] would (the
+    /// default).
+    fn record_held<'a>(
+        &'a self,
+        record: &'a MessageRecord,
+        session: Option<&'a SessionRecord>,
+    ) -> DurableFuture<'a> {
+        self.record_durable(record, session)
+    }
+
     /// A session ended. The default ignores it (the JSON lines log is one line per message).
     fn session(&self, record: &SessionRecord) {
         let _ = record;
@@ -233,6 +272,22 @@ impl SessionLog for SessionLogs {
             let mut result = Ok(());
             for log in &self.0 {
                 if let Err(e) = log.record_durable(record, session).await {
+                    result = Err(e);
+                }
+            }
+            result
+        })
+    }
+
+    fn record_held<'a>(
+        &'a self,
+        record: &'a MessageRecord,
+        session: Option<&'a SessionRecord>,
+    ) -> DurableFuture<'a> {
+        Box::pin(async move {
+            let mut result = Ok(());
+            for log in &self.0 {
+                if let Err(e) = log.record_held(record, session).await {
                     result = Err(e);
                 }
             }

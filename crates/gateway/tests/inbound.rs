@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+use unspoof_gateway::{MessageRecord, SessionLog};
 
 const MSG_ARGS: [&str; 4] = [
     "--from",
@@ -446,4 +448,141 @@ async fn reverse_dns_name_goes_into_received_and_the_log() {
         "{m}"
     );
     assert_eq!(log.all()[0].reverse_dns.as_deref(), Some("client.ptr.test"));
+}
+
+/// A quarantine that keeps the records too (as the store does), in memory; `fail` makes its
+/// joined write fail.
+#[derive(Default)]
+struct RecordKeeping {
+    fail: bool,
+    /// (queue id, the record's outcome and `stored_at`, whether the session's record came).
+    held: std::sync::Mutex<Vec<(String, String, Option<String>, bool)>>,
+}
+
+impl unspoof_gateway::Quarantine for RecordKeeping {
+    fn quarantine(&self, _: unspoof_gateway::QuarantineItem) -> std::io::Result<String> {
+        panic!("a quarantine that keeps records is given the message with its record");
+    }
+    fn keeps_records(&self) -> bool {
+        true
+    }
+    fn quarantine_with_record<'a>(
+        &'a self,
+        item: unspoof_gateway::QuarantineItem,
+        record: &'a mut MessageRecord,
+        session: Option<&'a unspoof_gateway::SessionRecord>,
+    ) -> unspoof_gateway::store::DurableFuture<'a> {
+        record.stored_at = Some(format!("held-{}", item.queue_id));
+        self.held.lock().unwrap().push((
+            item.queue_id.clone(),
+            record.outcome.to_string(),
+            record.stored_at.clone(),
+            session.is_some(),
+        ));
+        let result = if self.fail {
+            Err(std::io::Error::other("journal refused"))
+        } else {
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Which of the session log's calls each record came by.
+#[derive(Default)]
+struct CallLog(std::sync::Mutex<Vec<(&'static str, MessageRecord)>>);
+
+impl SessionLog for CallLog {
+    fn record(&self, r: &MessageRecord) {
+        self.0.lock().unwrap().push(("record", r.clone()));
+    }
+    fn record_durable<'a>(
+        &'a self,
+        r: &'a MessageRecord,
+        _: Option<&'a unspoof_gateway::SessionRecord>,
+    ) -> unspoof_gateway::store::DurableFuture<'a> {
+        self.0.lock().unwrap().push(("durable", r.clone()));
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn record_held<'a>(
+        &'a self,
+        r: &'a MessageRecord,
+        _: Option<&'a unspoof_gateway::SessionRecord>,
+    ) -> unspoof_gateway::store::DurableFuture<'a> {
+        self.0.lock().unwrap().push(("held", r.clone()));
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+async fn quarantine_through(fail: bool) -> (String, Arc<RecordKeeping>, Arc<CallLog>) {
+    let q = Arc::new(RecordKeeping {
+        fail,
+        ..Default::default()
+    });
+    let log = Arc::new(CallLog::default());
+    let handle = unspoof_gateway::Gateway::new(
+        config("quarantine-joined"),
+        Arc::new(ScriptedDecider::default()),
+    )
+    .quarantine(q.clone())
+    .session_log(log.clone())
+    .start()
+    .await
+    .expect("gateway starts");
+    let mut c = Raw::hello(handle.inbound).await;
+    assert!(
+        c.cmd("MAIL FROM:<a@remote.test>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        c.cmd("RCPT TO:<x@example.org>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(c.cmd("DATA\r\n").await.starts_with("354"));
+    let reply = c
+        .cmd("Subject: [quarantine] odd\r\n\r\nbody\r\n.\r\n")
+        .await;
+    (reply, q, log)
+}
+
+/// A quarantine that keeps records (the store) is given the message, its record and the
+/// session's in one call, before the 250; the session log is then told the record is held
+/// (the store skips it, other logs write it), not asked to make it durable a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_message_and_its_record_are_stored_in_one_call() {
+    let (reply, q, log) = quarantine_through(false).await;
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let held = q.held.lock().unwrap().clone();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let (queue_id, outcome, stored_at, with_session) = &held[0];
+    assert!(reply.contains(queue_id.as_str()), "{reply}");
+    assert_eq!(outcome, "quarantine");
+    assert!(with_session, "the session's first record goes with it");
+    let calls = log.0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0, "held");
+    assert_eq!(calls[0].1.outcome, "quarantine");
+    assert_eq!(&calls[0].1.stored_at, stored_at);
+}
+
+/// The joined write failing: a 4xx (the client keeps the message and retries), and that
+/// outcome made durable as the message's record, with the session's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_that_cannot_store_message_and_record_answers_4xx() {
+    let (reply, q, log) = quarantine_through(true).await;
+    assert!(reply.starts_with("451 "), "{reply}");
+    assert_eq!(q.held.lock().unwrap().len(), 1);
+    let calls = log.0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let (how, rec) = &calls[0];
+    assert_eq!(*how, "durable");
+    assert_eq!(rec.outcome, "tempfail");
+    assert_eq!(rec.stored_at, None);
+    assert!(
+        rec.reasons.contains(&"store.quarantine_failed".to_string()),
+        "{rec:?}"
+    );
+    assert!(rec.reply.starts_with("451 "), "{rec:?}");
 }

@@ -110,7 +110,7 @@ async fn run(label: &str, config: StoreConfig, n: u64) {
             ..Default::default()
         };
         let t = Instant::now();
-        store.quarantine_put(&q).await.unwrap();
+        store.quarantine_put(q.clone()).await.unwrap();
         times.push(t.elapsed());
     }
     times.sort();

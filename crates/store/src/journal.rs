@@ -352,6 +352,12 @@ impl Journal {
         Ok(wait)
     }
 
+    /// Groups fsync'd so far, by every thread.
+    #[cfg(test)]
+    pub fn groups(&self) -> u64 {
+        self.shared.lock().groups
+    }
+
     /// `n` records of segment `ticket` are in the database or the spool.
     pub fn settle(&self, ticket: Ticket, n: u64) {
         let mut st = self.shared.lock();

@@ -132,6 +132,13 @@ pub struct StoreConfig {
     /// Group commit: a journal thread fsyncs at once when this many records wait, without
     /// waiting out `journal_group_wait_us`. Default 16.
     pub journal_group_records: usize,
+    /// Bytes of quarantined messages (their raw size) held in memory for the batch writer:
+    /// queued, or in the batch it is writing (a database that is slow holds them up to
+    /// `db_timeout_ms`). A quarantined message that would go beyond it is written into a
+    /// spool file of its own by its caller instead (an fsync before the reply, the path a
+    /// full queue takes; the writer replays it into the database), so nothing is lost and
+    /// memory stays bounded. Default 64 MiB.
+    pub quarantine_queue_bytes: u64,
 }
 
 /// [`StoreConfig::full_analysis`].
@@ -172,6 +179,7 @@ impl Default for StoreConfig {
             journal_writers: 2,
             journal_group_wait_us: 2_000,
             journal_group_records: 16,
+            quarantine_queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -228,6 +236,9 @@ pub struct Stats {
     pub replayed: u64,
     /// Quarantined messages that went to the spool.
     pub quarantine_spooled: u64,
+    /// Raw bytes of the quarantined messages held in memory for the batch writer now (at most
+    /// `quarantine_queue_bytes`).
+    pub quarantine_queued: u64,
     /// Whether the last database operation failed.
     pub db_down: bool,
 }
@@ -324,9 +335,18 @@ struct Shared {
     spooled: AtomicU64,
     replayed: AtomicU64,
     quarantine_spooled: AtomicU64,
+    /// Raw bytes of the quarantined messages queued for the writer or in its batch
+    /// (`quarantine_queue_bytes`).
+    quarantine_queued: AtomicU64,
 }
 
 impl Shared {
+    /// A quarantined message counted in `quarantine_queued` is no longer held for the writer.
+    fn quarantine_left(&self, q: &NewQuarantine) {
+        self.quarantine_queued
+            .fetch_sub(q.raw.len() as u64, Ordering::SeqCst);
+    }
+
     fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
         self.spool.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -423,6 +443,7 @@ impl Store {
             spooled: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             quarantine_spooled: AtomicU64::new(0),
+            quarantine_queued: AtomicU64::new(0),
         });
         match timeout(config.db_timeout() * 2, db.migrate()).await {
             Ok(Ok(())) => shared.migrated.store(true, Ordering::SeqCst),
@@ -471,6 +492,7 @@ impl Store {
             spooled: s.spooled.load(Ordering::Relaxed),
             replayed: s.replayed.load(Ordering::Relaxed),
             quarantine_spooled: s.quarantine_spooled.load(Ordering::Relaxed),
+            quarantine_queued: s.quarantine_queued.load(Ordering::Relaxed),
             db_down: s.db_down.load(Ordering::Relaxed),
         }
     }
@@ -502,12 +524,31 @@ impl Store {
         record: MessageRecord,
         session: Option<SessionRecord>,
     ) -> Result<(), StoreError> {
-        let mut lines = Vec::with_capacity(2048);
+        let (lines, n) = self.journal_lines(session.as_ref(), Some(&record), None)?;
+        let result = self.inner.shared.journal.append(lines, n).await;
+        let ticket = result.as_ref().ok().copied();
+        self.enqueue_logged(record, session, ticket, n);
+        result
+            .map(|_| ())
+            .map_err(|e| StoreError::Journal(self.inner.config.spool_dir(), e))
+    }
+
+    /// The journal lines of `session`, `record` and `held` (a quarantined message, one long
+    /// line with its bytes in hex), and how many entries they are.
+    fn journal_lines(
+        &self,
+        session: Option<&SessionRecord>,
+        record: Option<&MessageRecord>,
+        held: Option<&NewQuarantine>,
+    ) -> Result<(Vec<u8>, u64), StoreError> {
+        // Hex: twice the raw size, plus the header fields and the records.
+        let size = held.map_or(0, |q| 2 * q.raw.len() + 1024) + 2048;
+        let mut lines = Vec::with_capacity(size);
         let entries = session
-            .as_ref()
             .map(SpoolEntryRef::Session)
             .into_iter()
-            .chain(std::iter::once(SpoolEntryRef::Message(&record)));
+            .chain(record.map(SpoolEntryRef::Message))
+            .chain(held.map(SpoolEntryRef::Quarantine));
         let mut n = 0;
         for e in entries {
             // A record always serialises; a failure here would be a bug, not an input.
@@ -517,14 +558,18 @@ impl Store {
             lines.push(b'\n');
             n += 1;
         }
-        let ticket = self.inner.shared.journal.append(lines, n).await;
-        let (ticket, result) = match ticket {
-            Ok(t) => (Some(t), Ok(())),
-            Err(e) => (
-                None,
-                Err(StoreError::Journal(self.inner.config.spool_dir(), e)),
-            ),
-        };
+        Ok((lines, n))
+    }
+
+    /// Hands records made durable in the journal (segment `ticket`; `None`: the journal
+    /// failed) to the batch writer.
+    fn enqueue_logged(
+        &self,
+        record: MessageRecord,
+        session: Option<SessionRecord>,
+        ticket: Option<Ticket>,
+        n: u64,
+    ) {
         let contacts = db::contact_rows(&record);
         for key in db::row_keys(&contacts) {
             self.inner.shared.remember_contact(key, true);
@@ -534,7 +579,6 @@ impl Store {
             self.enqueue(Entry::Session(s, ticket));
         }
         self.enqueue(Entry::Message(record, ticket, contacts));
-        result
     }
 
     /// Which message records keep the whole analysis (`[store] full_analysis`).
@@ -575,6 +619,7 @@ impl Store {
             Entry::Session(s, t) => (SpoolEntry::Session(s), t),
             Entry::Message(m, t, _) => (SpoolEntry::Message(m), t),
             Entry::Quarantine(q, t) => {
+                shared.quarantine_left(&q);
                 if spool_quarantine(shared, &q) {
                     shared.journal.settle(t, 1);
                 }
@@ -638,22 +683,79 @@ impl Store {
     /// file of its own); after a crash the journal is replayed into the database. The front
     /// door answers 250 only after this returned `Ok`; `Err` (the journal could not be
     /// written or fsync'd) leaves nothing to the writer, and the door answers 4xx.
-    pub async fn quarantine_put(&self, q: &NewQuarantine) -> Result<(), StoreError> {
-        let shared = &self.inner.shared;
+    pub async fn quarantine_put(&self, q: NewQuarantine) -> Result<(), StoreError> {
+        self.hold(q, None).await
+    }
+
+    /// A quarantined message together with its message record (and, when given, its
+    /// session's record as it stands, as for [`Store::log_durable`]): all in one journal
+    /// write, so the front door waits for one group commit before its 250, not one for the
+    /// message and then one for its record. Returns once all of them are durable (kill -9
+    /// after the 250 finds both the held message and its record). `Err` (the journal could
+    /// not be written or fsync'd): none of them is logged or queued; the door answers 4xx
+    /// and logs that outcome instead (a record with the same session is then logged anew).
+    pub async fn quarantine_with_record(
+        &self,
+        q: NewQuarantine,
+        record: MessageRecord,
+        session: Option<SessionRecord>,
+    ) -> Result<(), StoreError> {
+        self.hold(q, Some((record, session))).await
+    }
+
+    async fn hold(
+        &self,
+        q: NewQuarantine,
+        records: Option<(MessageRecord, Option<SessionRecord>)>,
+    ) -> Result<(), StoreError> {
         let journal_err = |e| StoreError::Journal(self.inner.config.spool_dir(), e);
-        // Hex: twice the raw size, plus the header fields.
-        let mut line = Vec::with_capacity(2 * q.raw.len() + 1024);
-        serde_json::to_writer(&mut line, &SpoolEntryRef::Quarantine(q))
-            .map_err(|e| journal_err(std::io::Error::other(e)))?;
-        line.push(b'\n');
-        let ticket = shared.journal.append(line, 1).await.map_err(journal_err)?;
-        self.enqueue(Entry::Quarantine(q.clone(), ticket));
+        let (record, session) = match &records {
+            Some((r, s)) => (Some(r), s.as_ref()),
+            None => (None, None),
+        };
+        let (lines, n) = self.journal_lines(session, record, Some(&q))?;
+        let ticket = self
+            .inner
+            .shared
+            .journal
+            .append(lines, n)
+            .await
+            .map_err(journal_err)?;
+        if let Some((record, session)) = records {
+            self.enqueue_logged(record, session, Some(ticket), n - 1);
+        }
+        self.queue_quarantine(q, ticket).await;
         Ok(())
     }
 
-    /// [`Store::quarantine_put`] for a blocking thread (the gateway's `Quarantine` trait).
-    /// Must not be called from inside an async task.
-    pub fn quarantine_put_blocking(&self, q: &NewQuarantine) -> Result<(), StoreError> {
+    /// Hands a quarantined message (durable in journal segment `ticket`) to the batch
+    /// writer, or, beyond `quarantine_queue_bytes` held for it, writes it into a spool file of
+    /// its own here (on a blocking thread), which the writer replays into the database.
+    async fn queue_quarantine(&self, q: NewQuarantine, ticket: Ticket) {
+        let shared = &self.inner.shared;
+        let bytes = q.raw.len() as u64;
+        let held = shared.quarantine_queued.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        if held <= self.inner.config.quarantine_queue_bytes {
+            return self.enqueue(Entry::Quarantine(q, ticket));
+        }
+        shared.quarantine_queued.fetch_sub(bytes, Ordering::SeqCst);
+        let shared = shared.clone();
+        let spooled = tokio::task::spawn_blocking(move || {
+            if spool_quarantine(&shared, &q) {
+                shared.journal.settle(ticket, 1);
+            }
+        })
+        .await;
+        // A panic in the spool write: the message stays in the journal, replayed at the next
+        // start (as when the spool cannot be written).
+        if let Err(e) = spooled {
+            eprintln!("unspoof-store: spooling a quarantined message failed: {e}");
+        }
+    }
+
+    /// [`Store::quarantine_put`] for a blocking thread. Must not be called from inside an
+    /// async task.
+    pub fn quarantine_put_blocking(&self, q: NewQuarantine) -> Result<(), StoreError> {
         self.inner.runtime.block_on(self.quarantine_put(q))
     }
 
@@ -1159,7 +1261,9 @@ impl Writer {
                     messages.clear();
                     contacts.clear();
                     settle(tickets);
-                    quarantines.clear();
+                    for q in quarantines.drain(..) {
+                        shared.quarantine_left(&q);
+                    }
                     settle(quarantine_tickets);
                     return;
                 }
@@ -1172,7 +1276,7 @@ impl Writer {
         let mut i = 0;
         while i < quarantines.len() {
             if spool_quarantine(shared, &quarantines[i]) {
-                quarantines.swap_remove(i);
+                shared.quarantine_left(&quarantines.swap_remove(i));
                 shared.journal.settle(quarantine_tickets.swap_remove(i), 1);
             } else {
                 i += 1;
@@ -1328,7 +1432,7 @@ mod tests {
         // The writer is past its start, where it replays whatever is in the spool.
         store.flush().await;
         let turn = store.inner.shared.sqlite_writes.lock().await;
-        store.quarantine_put(&q).await.unwrap();
+        store.quarantine_put(q.clone()).await.unwrap();
         let spool = store.config().spool_dir();
         assert!(store.inner.shared.spool().quarantine_files().is_empty());
         let segments = journal_quarantines(&spool);
@@ -1391,10 +1495,145 @@ mod tests {
             ..Default::default()
         };
         store.inner.shared.journal.close();
-        let err = store.quarantine_put(&q).await.unwrap_err();
+        let err = store.quarantine_put(q.clone()).await.unwrap_err();
         assert!(matches!(err, StoreError::Journal(..)), "{err}");
         store.flush().await;
         assert!(store.quarantine_get(&q.id).await.unwrap().is_none());
+        assert!(store.inner.shared.spool().quarantine_files().is_empty());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn held(size: usize) -> NewQuarantine {
+        NewQuarantine {
+            id: new_id(),
+            quarantined_at: 1_763_900_000,
+            node: "mx1".into(),
+            recipients: vec!["ann@site.test".into()],
+            raw: vec![b'x'; size],
+            ..Default::default()
+        }
+    }
+
+    /// A quarantined message, its record and its session's go into the journal in one
+    /// write and one group commit (not one for the message and then one for the records),
+    /// all three whole in one segment; the batch writer then puts all three into the
+    /// database.
+    #[tokio::test]
+    async fn a_quarantined_message_and_its_record_share_one_group_commit() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-qrecord-{}", new_id()));
+        let mut config = StoreConfig::new("", &dir);
+        config.journal_writers = 1;
+        config.flush_interval_ms = 3_600_000;
+        let store = Store::open(config).await.unwrap();
+        let mut q = held(70_000);
+        let session = SessionRecord {
+            id: new_id(),
+            started_at: 1_763_900_000,
+            node: "mx1".into(),
+            listener: "inbound".into(),
+            outcome: "open".into(),
+            ..Default::default()
+        };
+        let record = MessageRecord {
+            id: new_id(),
+            session_id: Some(session.id.clone()),
+            received_at: 1_763_900_000,
+            node: "mx1".into(),
+            listener: "inbound".into(),
+            action: "quarantine".into(),
+            stored_at: Some(q.id.clone()),
+            ..Default::default()
+        };
+        q.message_record = Some(record.id.clone());
+        let before = store.inner.shared.journal.groups();
+        store
+            .quarantine_with_record(q.clone(), record.clone(), Some(session.clone()))
+            .await
+            .unwrap();
+        assert_eq!(store.inner.shared.journal.groups(), before + 1);
+        let segments = journal::segment_files(&store.config().spool_dir());
+        let mut found = (0, 0, 0);
+        for p in &segments {
+            let (entries, torn) = Spool::read_path(p).unwrap();
+            assert_eq!(torn, 0);
+            for e in entries {
+                match e {
+                    SpoolEntry::Session(s) if s.id == session.id => found.0 += 1,
+                    SpoolEntry::Message(m) if m.id == record.id => found.1 += 1,
+                    SpoolEntry::Quarantine(h) if h.id == q.id && h.raw == q.raw => found.2 += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(found, (1, 1, 1), "{segments:?}");
+        store.flush().await;
+        let stored = store.quarantine_get(&q.id).await.unwrap().expect("held");
+        assert_eq!(stored.message.message_record, Some(record.id.clone()));
+        let logged = store.message(&record.id).await.unwrap().expect("record");
+        assert_eq!(logged.stored_at, Some(q.id.clone()));
+        assert!(store.session(&session.id).await.unwrap().is_some());
+        assert_eq!(store.stats().logged, 2);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The joined write refused by the journal: an error, and neither the message nor its
+    /// record reaches the database (the front door answers 4xx and logs that instead).
+    #[tokio::test]
+    async fn a_quarantined_message_and_record_the_journal_refuses_leave_nothing() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-qrfail-{}", new_id()));
+        let store = Store::open(StoreConfig::new("", &dir)).await.unwrap();
+        let q = held(100);
+        let record = MessageRecord {
+            id: new_id(),
+            received_at: 1_763_900_000,
+            node: "mx1".into(),
+            listener: "inbound".into(),
+            action: "quarantine".into(),
+            ..Default::default()
+        };
+        store.inner.shared.journal.close();
+        let err = store
+            .quarantine_with_record(q.clone(), record.clone(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Journal(..)), "{err}");
+        store.flush().await;
+        assert!(store.quarantine_get(&q.id).await.unwrap().is_none());
+        assert!(store.message(&record.id).await.unwrap().is_none());
+        assert_eq!(store.stats().logged, 0);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `quarantine_queue_bytes`: quarantined messages waiting for the writer (here for its
+    /// hour-long batch deadline, as behind a slow database) hold at most that many bytes in
+    /// memory; the ones beyond go to spool files of their own, and all of them reach the
+    /// database.
+    #[tokio::test]
+    async fn quarantined_messages_beyond_the_queue_bytes_go_to_the_spool() {
+        let dir = std::env::temp_dir().join(format!("unspoof-store-qbytes-{}", new_id()));
+        let mut config = StoreConfig::new("", &dir);
+        config.flush_interval_ms = 3_600_000;
+        config.retry_interval_ms = 3_600_000;
+        config.quarantine_queue_bytes = 3_000;
+        // (No flush first: it leaves the writer a wake-up that would end the first batch's
+        // wait at once.)
+        let store = Store::open(config).await.unwrap();
+        let held: Vec<NewQuarantine> = (0..5).map(|_| held(1_000)).collect();
+        for q in &held {
+            store.quarantine_put(q.clone()).await.unwrap();
+        }
+        let s = store.stats();
+        assert_eq!((s.quarantine_queued, s.quarantine_spooled), (3_000, 2));
+        assert_eq!(store.inner.shared.spool().quarantine_files().len(), 2);
+        store.flush().await;
+        for q in &held {
+            let stored = store.quarantine_get(&q.id).await.unwrap();
+            assert_eq!(stored.expect("in the database").message.raw, q.raw);
+        }
+        assert_eq!(store.stats().quarantine_queued, 0);
         assert!(store.inner.shared.spool().quarantine_files().is_empty());
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);

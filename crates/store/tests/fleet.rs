@@ -74,7 +74,7 @@ fn child() {
                     raw: RAW.to_vec(),
                     ..Default::default()
                 };
-                store.quarantine_put(&q).await.unwrap();
+                store.quarantine_put(q.clone()).await.unwrap();
                 // What the gateway does next: answer 250. The parent kills us instead.
                 println!("DURABLE {}", q.id);
                 std::thread::sleep(Duration::from_secs(600));
@@ -268,7 +268,7 @@ mod postgres {
             raw: RAW.to_vec(),
             ..Default::default()
         };
-        store.quarantine_put(&q).await.unwrap();
+        store.quarantine_put(q.clone()).await.unwrap();
         // Durable in the journal; the writer, finding the database down, spools it.
         store.flush().await;
         let s = store.stats();

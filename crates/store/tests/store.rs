@@ -111,7 +111,7 @@ both! {
             raw: raw.clone(),
             ..Default::default()
         };
-        store.quarantine_put(&q).await.unwrap();
+        store.quarantine_put(q.clone()).await.unwrap();
         // Durable in the journal; in the database with the writer's next batch, where a
         // second store (another pool) sees it.
         store.flush().await;
@@ -147,14 +147,14 @@ both! {
         assert!(!other.quarantine_delete(&q.id, "admin").await.unwrap(), "released, not held");
 
         let q2 = NewQuarantine { id: unspoof_store::new_id(), raw: b"x".to_vec(), ..q.clone() };
-        store.quarantine_put(&q2).await.unwrap();
+        store.quarantine_put(q2.clone()).await.unwrap();
         store.flush().await;
         assert!(store.quarantine_delete(&q2.id, "admin").await.unwrap());
         let gone = store.quarantine_get(&q2.id).await.unwrap().unwrap();
         assert_eq!(gone.status, QuarantineStatus::Deleted);
         assert!(gone.message.raw.is_empty());
         // The same id put twice (a journal or spool replay) keeps the first.
-        store.quarantine_put(&q).await.unwrap();
+        store.quarantine_put(q.clone()).await.unwrap();
         store.flush().await;
         assert_eq!(store.quarantine_get(&q.id).await.unwrap().unwrap().status, QuarantineStatus::Released);
         other.close().await;
@@ -214,7 +214,7 @@ both! {
             store.log_message(message("mx1", T0 - i * 10 * day, "192.0.2.1", "a@b.example",
                 "a@b.example", &["r@site.test"], "reject", &["r.x"]));
         }
-        store.quarantine_put(&NewQuarantine { id: unspoof_store::new_id(), quarantined_at: T0 - 100 * day,
+        store.quarantine_put(NewQuarantine { id: unspoof_store::new_id(), quarantined_at: T0 - 100 * day,
             raw: vec![b'x'; 1000], ..Default::default() }).await.unwrap();
         store.flush().await;
         let report = store.prune(T0).await.unwrap();

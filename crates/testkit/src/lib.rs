@@ -193,8 +193,8 @@ pub fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (first.into_bytes(), sig.into_bytes())
 }
 
-/// A loopback port that is free for TCP and UDP now and that no other caller in this process
-/// was given.
+/// A loopback port that is free for TCP and UDP now and that no other caller of this
+/// function, in this process or in another one, is given while this process runs.
 ///
 /// Why not bind `:0` and release it: the kernel hands the ports of `:0` out of its ephemeral
 /// range (`net.ipv4.ip_local_port_range`, 32768–60999 here), so between the release and the
@@ -202,28 +202,73 @@ pub fn split_signed(m: &[u8]) -> (Vec<u8>, Vec<u8>) {
 /// the same port. CI saw a "closed" downstream port turn into another test's submission port.
 /// The ports here come from 20000–32767, below that range, where only this function picks;
 /// the counter keeps two callers of one test binary apart, and binding checks other users.
+///
+/// Other test processes (other binaries, or the suites of several checkouts run at once on
+/// one machine) pick from the same range, each from its own place: a port one of them had
+/// just found free and not yet bound was handed to the next that reached it, and its server
+/// failed with "Address already in use" (`allowed_sender_lifts_quarantine_through_postfix`).
+/// So each port is reserved first, with a lock (`flock`) on a file named after it in
+/// `$TMPDIR/unspoof-test-ports/`, held until this process ends (the kernel drops it even on
+/// kill -9): a port locked by another process is skipped, and is never probed by bind
+/// either, which could fail that process's own bind.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_768;
     // Test binaries run one after another, but a stale server of an earlier one may still hold
     // a port: start each process at a different place.
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let _ = NEXT.compare_exchange(
         u32::MAX,
-        (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
+        (std::process::id().wrapping_mul(2_654_435_761)) % PORT_SPAN,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
-    for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+    free_port_from(&NEXT)
+}
+
+const PORT_LOW: u32 = 20_000;
+const PORT_SPAN: u32 = 12_768;
+
+/// [`free_port`] with its counter: the next port tried is `PORT_LOW + next % PORT_SPAN`.
+fn free_port_from(next: &std::sync::atomic::AtomicU32) -> u16 {
+    use std::sync::atomic::Ordering;
+    for _ in 0..PORT_SPAN {
+        let port = (PORT_LOW + next.fetch_add(1, Ordering::SeqCst) % PORT_SPAN) as u16;
+        let Some(lock) = reserve_port(port) else {
+            continue; // another process's
+        };
         let tcp = TcpListener::bind(("127.0.0.1", port));
         let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
         if tcp.is_ok() && udp.is_ok() {
+            RESERVED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(lock);
             return port;
         }
     }
-    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
+    panic!(
+        "no free loopback port in {PORT_LOW}..{}",
+        PORT_LOW + PORT_SPAN
+    );
+}
+
+/// The lock files of the ports this process was given, held open (and so locked) until it
+/// ends.
+static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// Locks `port`'s file in `$TMPDIR/unspoof-test-ports/`; `None` when another holder (another
+/// process, or another open of it here) has it, or the file cannot be made.
+fn reserve_port(port: u16) -> Option<std::fs::File> {
+    let dir = std::env::temp_dir().join("unspoof-test-ports");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
 }
 
 /// The stdout of a command that must have succeeded (else its stdout and stderr in the panic).
@@ -675,6 +720,21 @@ pub fn stop(child: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two pickers walking the range from the same place, as two test processes may: the
+    /// second never gets a port the first was given (on main it got the same one, whose
+    /// probe bind had been released), and the first one's port stays reserved.
+    #[test]
+    fn two_pickers_from_the_same_place_get_different_ports() {
+        use std::sync::atomic::AtomicU32;
+        let start = (std::process::id() % 1000) * 7;
+        let (a, b) = (AtomicU32::new(start), AtomicU32::new(start));
+        let first = free_port_from(&a);
+        let second = free_port_from(&b);
+        assert_ne!(first, second);
+        assert!(reserve_port(first).is_none(), "{first} stays reserved");
+        assert!(reserve_port(second).is_none(), "{second} stays reserved");
+    }
 
     #[test]
     fn missing_test_data_skips_locally_and_fails_under_ci() {

@@ -219,7 +219,7 @@ impl World {
         .with_analysis(&analysis);
         if let Some(qid) = &held {
             self.store
-                .quarantine_put(&NewQuarantine {
+                .quarantine_put(NewQuarantine {
                     id: qid.clone(),
                     message_record: Some(record_id.clone()),
                     quarantined_at: now(),
