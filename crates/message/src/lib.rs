@@ -339,14 +339,30 @@ mod tests {
             value: b"",
             offset: 0,
         };
-        for name in [&b"From"[..], b"from", b"FROM", b"From ", b" From", b"\tFROM\r\n", b"  from  "] {
+        for name in [
+            &b"From"[..],
+            b"from",
+            b"FROM",
+            b"From ",
+            b" From",
+            b"\tFROM\r\n",
+            b"  from  ",
+        ] {
             assert!(field(name).is("From"), "{name:?}");
             assert_eq!(
                 field(name).is("From"),
                 field(name).name.trim_ascii().eq_ignore_ascii_case(b"From")
             );
         }
-        for name in [&b"Fro"[..], b"Fromm", b"XFrom", b"Fr om", b"", b"  ", b"\x0bFrom"] {
+        for name in [
+            &b"Fro"[..],
+            b"Fromm",
+            b"XFrom",
+            b"Fr om",
+            b"",
+            b"  ",
+            b"\x0bFrom",
+        ] {
             assert!(!field(name).is("From"), "{name:?}");
         }
         assert!(field(b"").is(""));

@@ -102,7 +102,10 @@ fn top_level(value: &str) -> TopLevel<'_> {
             continue;
         }
         if b >= 0x80 {
-            let ch = value.get(pos..).and_then(|s| s.chars().next()).unwrap_or(' ');
+            let ch = value
+                .get(pos..)
+                .and_then(|s| s.chars().next())
+                .unwrap_or(' ');
             if ch.is_whitespace() {
                 flush(&mut word_start, pos);
             } else {
@@ -477,11 +480,26 @@ mod tests {
 
     #[test]
     fn contains_ignore_case_finds_any_spelling() {
-        assert!(contains_ignore_ascii_case(b"(qmail 1 INVOKED BY UID 0)", b"invoked by uid"));
-        assert!(contains_ignore_ascii_case(b"invoked by uid", b"invoked by uid"));
-        assert!(contains_ignore_ascii_case(b"iiInvoked By Uid", b"invoked by uid"));
-        assert!(!contains_ignore_ascii_case(b"invoked by ui", b"invoked by uid"));
-        assert!(!contains_ignore_ascii_case(b"invoked from network", b"invoked by uid"));
+        assert!(contains_ignore_ascii_case(
+            b"(qmail 1 INVOKED BY UID 0)",
+            b"invoked by uid"
+        ));
+        assert!(contains_ignore_ascii_case(
+            b"invoked by uid",
+            b"invoked by uid"
+        ));
+        assert!(contains_ignore_ascii_case(
+            b"iiInvoked By Uid",
+            b"invoked by uid"
+        ));
+        assert!(!contains_ignore_ascii_case(
+            b"invoked by ui",
+            b"invoked by uid"
+        ));
+        assert!(!contains_ignore_ascii_case(
+            b"invoked from network",
+            b"invoked by uid"
+        ));
     }
 
     #[test]
