@@ -256,6 +256,25 @@ pub trait SessionLog: Send + Sync + 'static {
 /// Several session logs, each given every record (e.g. `sessions.jsonl` and the store).
 pub struct SessionLogs(pub Vec<Arc<dyn SessionLog>>);
 
+impl SessionLogs {
+    /// Runs `write` on every log in turn, each to its end even when an earlier one failed
+    /// (every log gets the record); the last error, if any.
+    fn each_durable<'a>(
+        &'a self,
+        write: impl Fn(&'a dyn SessionLog) -> DurableFuture<'a> + Send + 'a,
+    ) -> DurableFuture<'a> {
+        Box::pin(async move {
+            let mut result = Ok(());
+            for log in &self.0 {
+                if let Err(e) = write(log.as_ref()).await {
+                    result = Err(e);
+                }
+            }
+            result
+        })
+    }
+}
+
 impl SessionLog for SessionLogs {
     fn record(&self, record: &MessageRecord) {
         for log in &self.0 {
@@ -268,15 +287,7 @@ impl SessionLog for SessionLogs {
         record: &'a MessageRecord,
         session: Option<&'a SessionRecord>,
     ) -> DurableFuture<'a> {
-        Box::pin(async move {
-            let mut result = Ok(());
-            for log in &self.0 {
-                if let Err(e) = log.record_durable(record, session).await {
-                    result = Err(e);
-                }
-            }
-            result
-        })
+        self.each_durable(move |log| log.record_durable(record, session))
     }
 
     fn record_held<'a>(
@@ -284,15 +295,7 @@ impl SessionLog for SessionLogs {
         record: &'a MessageRecord,
         session: Option<&'a SessionRecord>,
     ) -> DurableFuture<'a> {
-        Box::pin(async move {
-            let mut result = Ok(());
-            for log in &self.0 {
-                if let Err(e) = log.record_held(record, session).await {
-                    result = Err(e);
-                }
-            }
-            result
-        })
+        self.each_durable(move |log| log.record_held(record, session))
     }
 
     fn session(&self, record: &SessionRecord) {
