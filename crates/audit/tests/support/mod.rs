@@ -7,7 +7,7 @@
 pub mod zones;
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -46,16 +46,15 @@ pub fn require(tool: &str, hint: &str) {
     }
 }
 
-/// A loopback port free for both UDP and TCP right now.
+/// A loopback port free for both UDP and TCP, reserved for this process: the test kit's
+/// (`unspoof_testkit::free_port`), which other test processes running at the same time cannot
+/// also be handed. Only 127.0.0.1 is served.
 pub fn free_port(ip: &str) -> u16 {
-    for _ in 0..64 {
-        let udp = UdpSocket::bind(format!("{ip}:0")).unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(format!("{ip}:{port}")).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on {ip}");
+    assert_eq!(
+        ip, "127.0.0.1",
+        "the test kit's free ports are on 127.0.0.1"
+    );
+    unspoof_testkit::free_port()
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
