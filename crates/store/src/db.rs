@@ -129,6 +129,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0022_fewer_message_indexes.sql"),
         include_str!("../migrations/postgres/0022_fewer_message_indexes.sql"),
     ),
+    (
+        23,
+        "SQLite's hourly rollups counted once per batch, not by row triggers (issue 13)",
+        include_str!("../migrations/sqlite/0023_overview_hours_per_batch.sql"),
+        include_str!("../migrations/postgres/0023_overview_hours_per_batch.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across a fleet sharing one PostgreSQL.
@@ -336,13 +342,43 @@ impl Db {
         if stmts.is_empty() {
             return Ok(());
         }
-        on!(self, p => {
-            let mut tx = p.begin().await?;
-            for (sql, vals) in stmts {
-                bind_all!(sqlx::query(&sql), vals).execute(&mut *tx).await?;
+        match self {
+            Db::Sqlite(p) => {
+                // IMMEDIATE: the write lock first (waiting in the busy handler if another
+                // process holds it). A deferred transaction that reads first, as the rollup
+                // mark does, would fail at its first write (SQLITE_BUSY_SNAPSHOT, no wait) if
+                // another process committed in between.
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let mark = if messages.is_empty() {
+                    None
+                } else {
+                    Some(
+                        sqlx::query_as::<_, (i64, i64)>(ROLLUP_MARK)
+                            .fetch_one(&mut *tx)
+                            .await?,
+                    )
+                };
+                for (sql, vals) in stmts {
+                    bind_all!(sqlx::query(&sql), vals).execute(&mut *tx).await?;
+                }
+                if let Some((messages_mark, reasons_mark)) = mark {
+                    sqlx::query(ROLLUP_ADD)
+                        .bind(messages_mark)
+                        .bind(reasons_mark)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
             }
-            tx.commit().await
-        })
+            // The rollups are counted by statement triggers (migration 0021).
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                for (sql, vals) in stmts {
+                    bind_all!(sqlx::query(&sql), vals).execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }
+        }
     }
 
     pub(crate) async fn search(&self, q: &Query) -> Result<Vec<MessageRecord>, sqlx::Error> {
@@ -731,6 +767,40 @@ const DELETE_BEFORE: [&str; 5] = [
     "DELETE FROM sessions WHERE started_at < $1",
     "DELETE FROM quarantine WHERE quarantined_at < $1",
 ];
+
+/// SQLite's rollups (`overview_hours`, docs/store.md "Rollups"), counted once per batch by
+/// [`Db::write_batch`] since migration 0023 dropped the row triggers that counted each insert.
+/// Inside the batch's transaction (which holds the write lock), before its inserts: the largest
+/// rowid of `messages` and of `message_reason` (0 when empty). Both are rowid tables (not
+/// `WITHOUT ROWID`, no `INTEGER PRIMARY KEY` or `AUTOINCREMENT`), and SQLite gives a new row
+/// of such a table the largest rowid + 1 (it picks at random only once the largest is
+/// 2^63 - 1, which no store of records reaches): so after the inserts the rows above the mark
+/// are exactly those this transaction inserted. A replayed record (`ON CONFLICT DO NOTHING`)
+/// inserts no row and adds no count; a batch that rolls back takes its counts with it.
+const ROLLUP_MARK: &str = "SELECT COALESCE((SELECT MAX(rowid) FROM messages), 0), \
+     COALESCE((SELECT MAX(rowid) FROM message_reason), 0)";
+
+/// After the batch's inserts: the counts of the rows above [`ROLLUP_MARK`]'s marks (`$1` for
+/// `messages`, `$2` for `message_reason`), one row per (kind, hour, key), added in one
+/// statement (the four kinds of migration 0021: verdict, forged, source, reason). The `WHERE
+/// true` is SQLite's: an upsert's `SELECT` needs a `WHERE` for its `ON CONFLICT` to parse.
+const ROLLUP_ADD: &str = "INSERT INTO overview_hours (kind, hour, k, n) \
+     SELECT kind, hour, k, n FROM ( \
+       SELECT 'verdict' AS kind, (received_at / 3600) * 3600 AS hour, action AS k, \
+              COUNT(*) AS n FROM messages WHERE rowid > $1 GROUP BY 2, 3 \
+       UNION ALL \
+       SELECT 'forged', (received_at / 3600) * 3600, from_domain, COUNT(*) FROM messages \
+       WHERE rowid > $1 AND action IN ('quarantine', 'reject') AND from_domain IS NOT NULL \
+       GROUP BY 2, 3 \
+       UNION ALL \
+       SELECT 'source', (received_at / 3600) * 3600, client_ip, COUNT(*) FROM messages \
+       WHERE rowid > $1 AND action IN ('quarantine', 'reject') AND client_ip IS NOT NULL \
+       GROUP BY 2, 3 \
+       UNION ALL \
+       SELECT 'reason', (received_at / 3600) * 3600, code, COUNT(*) FROM message_reason \
+       WHERE rowid > $2 GROUP BY 2, 3 \
+     ) WHERE true \
+     ON CONFLICT (kind, hour, k) DO UPDATE SET n = n + excluded.n";
 
 /// [`Db::sent_message`]'s question.
 const SENT_MESSAGE: &str = "SELECT 1 FROM messages WHERE message_id = $1 \
