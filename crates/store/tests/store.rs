@@ -298,6 +298,78 @@ both! {
         store.close().await;
     }
 
+    // The rollups' invariant, read from the table itself: every row of `overview_hours` is
+    // what a recount of the records gives (migration 0021's definitions), and nothing else,
+    // after each batch: records over two hours, quarantines and rejects with and without a
+    // From domain or client address, batches that replay stored records beside new ones, a
+    // replay of everything, and retention's delete. On SQLite the batch writer counts (0023),
+    // on PostgreSQL statement triggers.
+    async fn overview_hours_equal_a_recount_of_the_records(db) {
+        let mut config = db.config("mx1");
+        config.retention_days = Some(30);
+        config.max_bytes = None;
+        // Batches only when flushed, so each step below is one batch.
+        config.flush_interval_ms = 3_600_000;
+        let store = unspoof_store::Store::open(config).await.unwrap();
+        let (hour, day) = (3_600, 86_400);
+        let h0 = T0 - T0 % hour;
+        let make = |i: i64, at: i64| {
+            let (action, reasons): (&str, &[&str]) = match i % 5 {
+                0 => ("accept", &[]),
+                1 => ("tag", &["dmarc.fail_policy_none"]),
+                2 => ("quarantine", &["dmarc.quarantine", "spf.fail", "impersonation.display_name"]),
+                3 => ("reject", &["dmarc.reject"]),
+                _ => ("quarantine", &["spf.fail"]),
+            };
+            let mut m = message("mx1", at, &format!("192.0.2.{}", i % 3 + 1),
+                &format!("b@d{}.example", i % 4), &format!("P <p@d{}.example>", i % 3),
+                &["r@site.test"], action, reasons);
+            // Some quarantines and rejects without a From domain or a client address.
+            if i % 7 == 3 {
+                m.from = None;
+            }
+            if i % 6 == 2 {
+                m.client_ip = None;
+            }
+            m
+        };
+        // Two hours, the second one's records first.
+        let first: Vec<_> = (0..30).map(|i| make(i, h0 - hour + (29 - i) * 240)).collect();
+        let second: Vec<_> = (30..50).map(|i| make(i, h0 + (i - 30) * 170)).collect();
+        let old: Vec<_> = (50..56).map(|i| make(i, T0 - 40 * day + i)).collect();
+        assert!(first.iter().any(|m| m.from.is_none() && m.action == "quarantine"));
+        assert!(first.iter().any(|m| m.client_ip.is_none() && m.action == "reject"));
+        let check = |step: &'static str| {
+            let url = db.url.clone();
+            async move {
+                let (rolled, counted) = rollups_and_recount(&url).await;
+                assert!(!counted.is_empty(), "{step}");
+                assert_eq!(rolled, counted, "{step}: overview_hours against a recount");
+            }
+        };
+        let batch = |records: Vec<&unspoof_store::MessageRecord>| {
+            for m in records {
+                store.log_message(m.clone());
+            }
+            store.flush()
+        };
+        batch(first.iter().chain(&old).collect()).await;
+        check("the first batch").await;
+        // Stored records again (a journal replayed, a second node) beside new ones, in one
+        // batch: only the new ones count.
+        batch(first[..10].iter().chain(&second).chain(&first[10..20]).collect()).await;
+        check("replays beside new records").await;
+        batch(first.iter().chain(&second).chain(&old).collect()).await;
+        check("a replay of everything").await;
+        let report = store.prune(T0).await.unwrap();
+        assert_eq!(report.messages, old.len() as u64);
+        check("after retention").await;
+        // Replays of the deleted records count again: they are records again.
+        batch(old.iter().chain(&second[..3]).collect()).await;
+        check("the deleted records written again").await;
+        store.close().await;
+    }
+
     async fn a_full_queue_spills_to_the_spool_and_loses_nothing(db) {
         let mut config = db.config("mx1");
         config.queue_capacity = 1;
@@ -518,4 +590,41 @@ From: Alice <alice@example.com>\r\nTo: bob@site.test\r\nSubject: hi\r\nMessage-I
             ..summary
         }
     );
+}
+
+/// `overview_hours`' rows and a recount of the records by migration 0021's definitions, both
+/// as (kind, hour, key, n) in order.
+async fn rollups_and_recount(
+    url: &str,
+) -> (
+    Vec<(String, i64, String, i64)>,
+    Vec<(String, i64, String, i64)>,
+) {
+    const ROLLED: &str = "SELECT kind, hour, k, n FROM overview_hours ORDER BY kind, hour, k";
+    const COUNTED: &str = "SELECT kind, hour, k, n FROM ( \
+        SELECT 'verdict' AS kind, (received_at / 3600) * 3600 AS hour, action AS k, \
+               COUNT(*) AS n FROM messages GROUP BY 2, 3 \
+        UNION ALL \
+        SELECT 'reason', (received_at / 3600) * 3600, code, COUNT(*) FROM message_reason \
+        GROUP BY 2, 3 \
+        UNION ALL \
+        SELECT 'forged', (received_at / 3600) * 3600, from_domain, COUNT(*) FROM messages \
+        WHERE action IN ('quarantine', 'reject') AND from_domain IS NOT NULL GROUP BY 2, 3 \
+        UNION ALL \
+        SELECT 'source', (received_at / 3600) * 3600, client_ip, COUNT(*) FROM messages \
+        WHERE action IN ('quarantine', 'reject') AND client_ip IS NOT NULL GROUP BY 2, 3 \
+        ) c ORDER BY kind, hour, k";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rolled = sqlx::query_as(ROLLED).fetch_all(&pool).await.unwrap();
+        let counted = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        (rolled, counted)
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let rolled = sqlx::query_as(ROLLED).fetch_all(&pool).await.unwrap();
+        let counted = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        (rolled, counted)
+    }
 }
