@@ -896,8 +896,8 @@ impl Rollup {
 
 /// [`Rollup::add`] for a batch of new records: its counts, a JSON array of
 /// `[kind, hour, key, n]`, added in one statement (one bound value, so one prepared statement
-/// whatever the batch's size). The `WHERE true` is SQLite's: an upsert's `SELECT` needs a
-/// `WHERE` for its `ON CONFLICT` to parse.
+/// whatever the batch's size; `->>` is SQLite 3.38's, sqlx bundles 3.46). The `WHERE true` is
+/// SQLite's: an upsert's `SELECT` needs a `WHERE` for its `ON CONFLICT` to parse.
 const ROLLUP_ADD_COUNTS: &str = "INSERT INTO overview_hours (kind, hour, k, n) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true \
      ON CONFLICT (kind, hour, k) DO UPDATE SET n = n + excluded.n";
