@@ -370,6 +370,40 @@ both! {
         store.close().await;
     }
 
+    // Two writers on one database (two processes on one SQLite file, two nodes on one
+    // PostgreSQL), at the same time, each also writing records the other wrote: the rollups
+    // still count each record once.
+    async fn overview_hours_with_two_writers_at_once(db) {
+        let (one, two) = (db.open("mx1").await, db.open("mx2").await);
+        let hour = 3_600;
+        let records: Vec<_> = (0..400i64).map(|i| {
+            let action = ["accept", "tag", "quarantine", "reject"][i as usize % 4];
+            message("mx1", T0 - 2 * hour + i * 17, &format!("192.0.2.{}", i % 9 + 1),
+                "b@d.example", &format!("p@d{}.example", i % 11), &["r@site.test"], action,
+                &["dmarc.reject", "spf.fail"][..i as usize % 3])
+        }).collect();
+        let write = |store: unspoof_store::Store, records: Vec<unspoof_store::MessageRecord>| {
+            tokio::spawn(async move {
+                for chunk in records.chunks(25) {
+                    for m in chunk {
+                        store.log_message(m.clone());
+                    }
+                    store.flush().await;
+                }
+                store.close().await;
+            })
+        };
+        // Each writes three quarters of the records, the middle half by both.
+        let a = write(one, records[..300].to_vec());
+        let b = write(two, records[100..].iter().rev().cloned().collect());
+        a.await.unwrap();
+        b.await.unwrap();
+        let (rolled, counted) = rollups_and_recount(&db.url).await;
+        let verdicts: i64 = counted.iter().filter(|r| r.0 == "verdict").map(|r| r.3).sum();
+        assert_eq!(verdicts, 400);
+        assert_eq!(rolled, counted);
+    }
+
     async fn a_full_queue_spills_to_the_spool_and_loses_nothing(db) {
         let mut config = db.config("mx1");
         config.queue_capacity = 1;
