@@ -243,8 +243,9 @@ impl Store {
     /// `visible_to` (see [`Query::visible_to`]; empty: everything).
     ///
     /// Seeing everything, with buckets of whole hours, the whole hours of the period come from
-    /// the hourly rollups (`overview_hours`, kept by triggers: migrations/*/0021) and only the
-    /// partial hours at either end from the records; otherwise everything from the records.
+    /// the hourly rollups (`overview_hours`, migrations/*/0021; docs/store.md, "Rollups") and
+    /// only the partial hours at either end from the records; otherwise everything from the
+    /// records.
     pub async fn console_overview(
         &self,
         since: i64,

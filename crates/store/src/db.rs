@@ -129,6 +129,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0022_fewer_message_indexes.sql"),
         include_str!("../migrations/postgres/0022_fewer_message_indexes.sql"),
     ),
+    (
+        23,
+        "SQLite's hourly rollups counted once per batch, not by row triggers (issue 13)",
+        include_str!("../migrations/sqlite/0023_overview_hours_per_batch.sql"),
+        include_str!("../migrations/postgres/0023_overview_hours_per_batch.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across a fleet sharing one PostgreSQL.
@@ -294,14 +300,23 @@ impl Db {
             latest.into_iter().map(session_values).collect(),
             "id",
         );
+        let message_rows: Vec<Vec<Val>> = messages.iter().map(message_values).collect();
+        let reason_rows: Vec<Vec<Val>> = messages.iter().flat_map(reason_rows).collect();
+        // SQLite's rollups, counted here (see `Rollup`); PostgreSQL's by its triggers.
+        let mut rollup = match self {
+            Db::Sqlite(_) if !messages.is_empty() => Some(Rollup::of(&message_rows, &reason_rows)),
+            _ => None,
+        };
+        let first_message_stmt = stmts.len();
         insert_chunked(
             self.backend(),
             &mut stmts,
             "messages",
             MESSAGE_COLUMNS,
-            messages.iter().map(message_values).collect(),
+            message_rows,
             "id",
         );
+        let message_stmts = first_message_stmt..stmts.len();
         insert_chunked(
             self.backend(),
             &mut stmts,
@@ -310,14 +325,16 @@ impl Db {
             messages.iter().flat_map(rcpt_rows).collect(),
             "message, address",
         );
+        let first_reason_stmt = stmts.len();
         insert_chunked(
             self.backend(),
             &mut stmts,
             "message_reason",
             &["message", "code", "received_at"],
-            messages.iter().flat_map(reason_rows).collect(),
+            reason_rows,
             "message, code",
         );
+        let reason_stmts = first_reason_stmt..stmts.len();
         insert_chunked(
             self.backend(),
             &mut stmts,
@@ -336,13 +353,33 @@ impl Db {
         if stmts.is_empty() {
             return Ok(());
         }
-        on!(self, p => {
-            let mut tx = p.begin().await?;
-            for (sql, vals) in stmts {
-                bind_all!(sqlx::query(&sql), vals).execute(&mut *tx).await?;
+        match self {
+            Db::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                for (i, (sql, vals)) in stmts.into_iter().enumerate() {
+                    let done = bind_all!(sqlx::query(&sql), vals).execute(&mut *tx).await?;
+                    if let Some(rollup) = rollup.as_mut() {
+                        if message_stmts.contains(&i) {
+                            rollup.messages.inserted(&done);
+                        } else if reason_stmts.contains(&i) {
+                            rollup.reasons.inserted(&done);
+                        }
+                    }
+                }
+                if let Some(rollup) = rollup {
+                    rollup.add(&mut tx).await?;
+                }
+                tx.commit().await
             }
-            tx.commit().await
-        })
+            // The rollups are counted by statement triggers (migration 0021).
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                for (sql, vals) in stmts {
+                    bind_all!(sqlx::query(&sql), vals).execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }
+        }
     }
 
     pub(crate) async fn search(&self, q: &Query) -> Result<Vec<MessageRecord>, sqlx::Error> {
@@ -731,6 +768,160 @@ const DELETE_BEFORE: [&str; 5] = [
     "DELETE FROM sessions WHERE started_at < $1",
     "DELETE FROM quarantine WHERE quarantined_at < $1",
 ];
+
+/// SQLite's rollups (`overview_hours`, docs/store.md "Rollups") of one batch, counted by
+/// [`Db::write_batch`] in the batch's transaction since migration 0023 dropped the row triggers
+/// that counted each insert. Only the rows the transaction actually inserted count: a replayed
+/// record (`ON CONFLICT DO NOTHING`) inserts none.
+///
+/// Which rows those are comes from SQLite itself. `messages` and `message_reason` are rowid
+/// tables (not `WITHOUT ROWID`, no `INTEGER PRIMARY KEY` or `AUTOINCREMENT`), and SQLite gives
+/// a new row of such a table the largest rowid + 1 (it picks at random only once the largest is
+/// 2^63 - 1, which no store of records reaches); nothing else inserts into them while the
+/// batch's transaction holds the write lock. So the rows a batch inserted into one of them have
+/// consecutive rowids ending at the last one inserted, and the statements' counts of inserted
+/// rows (`rows_affected`) and last rowid (`last_insert_rowid`) give the first.
+struct Rollup {
+    /// The batch's counts by (kind, hour, key), made from the rows it inserts (the values bound
+    /// to the INSERTs), for when every one of them was inserted.
+    counts: std::collections::BTreeMap<(&'static str, i64, String), i64>,
+    messages: Inserted,
+    reasons: Inserted,
+}
+
+/// The rows of one table a batch sends, and what its INSERTs report.
+struct Inserted {
+    sent: u64,
+    inserted: u64,
+    last_rowid: i64,
+}
+
+impl Inserted {
+    fn new(sent: usize) -> Inserted {
+        Inserted {
+            sent: sent as u64,
+            inserted: 0,
+            last_rowid: 0,
+        }
+    }
+
+    fn inserted(&mut self, done: &sqlx::sqlite::SqliteQueryResult) {
+        if done.rows_affected() > 0 {
+            self.inserted += done.rows_affected();
+            self.last_rowid = done.last_insert_rowid();
+        }
+    }
+
+    /// The rowid below this batch's rows (each of which is above it); none inserted, the last.
+    fn mark(&self) -> i64 {
+        if self.inserted == 0 {
+            i64::MAX
+        } else {
+            self.last_rowid - self.inserted as i64
+        }
+    }
+}
+
+impl Rollup {
+    /// Migration 0021's four kinds, counted from the rows the batch sends: `messages`' (in
+    /// [`MESSAGE_COLUMNS`] order) and `message_reason`'s (message, code, received_at).
+    fn of(message_rows: &[Vec<Val>], reason_rows: &[Vec<Val>]) -> Rollup {
+        let col = |name: &str| MESSAGE_COLUMNS.iter().position(|c| *c == name).unwrap();
+        let (at, action, from_domain, client_ip) = (
+            col("received_at"),
+            col("action"),
+            col("from_domain"),
+            col("client_ip"),
+        );
+        let int = |v: &Val| match v {
+            Val::I(x) => *x,
+            _ => unreachable!("received_at is an integer"),
+        };
+        let text = |v: &Val| match v {
+            Val::S(s) => Some(s.clone()),
+            Val::OS(s) => s.clone(),
+            _ => None,
+        };
+        let mut counts = std::collections::BTreeMap::new();
+        let mut count = |kind, at: i64, key: Option<String>| {
+            if let Some(key) = key {
+                *counts.entry((kind, (at / 3600) * 3600, key)).or_insert(0) += 1;
+            }
+        };
+        for row in message_rows {
+            let (t, verdict) = (int(&row[at]), text(&row[action]));
+            let held = matches!(verdict.as_deref(), Some("quarantine" | "reject"));
+            if held {
+                count("forged", t, text(&row[from_domain]));
+                count("source", t, text(&row[client_ip]));
+            }
+            count("verdict", t, verdict);
+        }
+        for row in reason_rows {
+            count("reason", int(&row[2]), text(&row[1]));
+        }
+        Rollup {
+            counts,
+            messages: Inserted::new(message_rows.len()),
+            reasons: Inserted::new(reason_rows.len()),
+        }
+    }
+
+    /// Adds the batch's counts, in its transaction, with one statement: when every row sent
+    /// was inserted (a batch of new records), the counts made from them; otherwise (a replay
+    /// in the batch) SQLite's count of the rows above each table's mark.
+    async fn add(self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+        let all = |t: &Inserted| t.inserted == t.sent;
+        if all(&self.messages) && all(&self.reasons) {
+            let rows: Vec<(&str, i64, &str, i64)> = self
+                .counts
+                .iter()
+                .map(|((kind, hour, k), n)| (*kind, *hour, k.as_str(), *n))
+                .collect();
+            let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
+            sqlx::query(ROLLUP_ADD_COUNTS)
+                .bind(json)
+                .execute(tx)
+                .await?;
+        } else {
+            sqlx::query(ROLLUP_ADD_INSERTED)
+                .bind(self.messages.mark())
+                .bind(self.reasons.mark())
+                .execute(tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Rollup::add`] for a batch of new records: its counts, a JSON array of
+/// `[kind, hour, key, n]`, added in one statement (one bound value, so one prepared statement
+/// whatever the batch's size; `->>` is SQLite 3.38's, sqlx bundles 3.46). The `WHERE true` is
+/// SQLite's: an upsert's `SELECT` needs a `WHERE` for its `ON CONFLICT` to parse.
+const ROLLUP_ADD_COUNTS: &str = "INSERT INTO overview_hours (kind, hour, k, n) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true \
+     ON CONFLICT (kind, hour, k) DO UPDATE SET n = n + excluded.n";
+
+/// [`Rollup::add`] for a batch with replays: the counts of the rows above the marks (`$1` for
+/// `messages`, `$2` for `message_reason`), one row per (kind, hour, key) of migration 0021's
+/// definitions, added in one statement.
+const ROLLUP_ADD_INSERTED: &str = "INSERT INTO overview_hours (kind, hour, k, n) \
+     SELECT kind, hour, k, n FROM ( \
+       SELECT 'verdict' AS kind, (received_at / 3600) * 3600 AS hour, action AS k, \
+              COUNT(*) AS n FROM messages WHERE rowid > $1 GROUP BY 2, 3 \
+       UNION ALL \
+       SELECT 'forged', (received_at / 3600) * 3600, from_domain, COUNT(*) FROM messages \
+       WHERE rowid > $1 AND action IN ('quarantine', 'reject') AND from_domain IS NOT NULL \
+       GROUP BY 2, 3 \
+       UNION ALL \
+       SELECT 'source', (received_at / 3600) * 3600, client_ip, COUNT(*) FROM messages \
+       WHERE rowid > $1 AND action IN ('quarantine', 'reject') AND client_ip IS NOT NULL \
+       GROUP BY 2, 3 \
+       UNION ALL \
+       SELECT 'reason', (received_at / 3600) * 3600, code, COUNT(*) FROM message_reason \
+       WHERE rowid > $2 GROUP BY 2, 3 \
+     ) WHERE true \
+     ON CONFLICT (kind, hour, k) DO UPDATE SET n = n + excluded.n";
 
 /// [`Db::sent_message`]'s question.
 const SENT_MESSAGE: &str = "SELECT 1 FROM messages WHERE message_id = $1 \

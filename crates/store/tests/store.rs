@@ -298,6 +298,112 @@ both! {
         store.close().await;
     }
 
+    // The rollups' invariant, read from the table itself: every row of `overview_hours` is
+    // what a recount of the records gives (migration 0021's definitions), and nothing else,
+    // after each batch: records over two hours, quarantines and rejects with and without a
+    // From domain or client address, batches that replay stored records beside new ones, a
+    // replay of everything, and retention's delete. On SQLite the batch writer counts (0023),
+    // on PostgreSQL statement triggers.
+    async fn overview_hours_equal_a_recount_of_the_records(db) {
+        let mut config = db.config("mx1");
+        config.retention_days = Some(30);
+        config.max_bytes = None;
+        // Batches only when flushed, so each step below is one batch.
+        config.flush_interval_ms = 3_600_000;
+        let store = unspoof_store::Store::open(config).await.unwrap();
+        let (hour, day) = (3_600, 86_400);
+        let h0 = T0 - T0 % hour;
+        let make = |i: i64, at: i64| {
+            let (action, reasons): (&str, &[&str]) = match i % 5 {
+                0 => ("accept", &[]),
+                1 => ("tag", &["dmarc.fail_policy_none"]),
+                2 => ("quarantine", &["dmarc.quarantine", "spf.fail", "impersonation.display_name"]),
+                3 => ("reject", &["dmarc.reject"]),
+                _ => ("quarantine", &["spf.fail"]),
+            };
+            let mut m = message("mx1", at, &format!("192.0.2.{}", i % 3 + 1),
+                &format!("b@d{}.example", i % 4), &format!("P <p@d{}.example>", i % 3),
+                &["r@site.test"], action, reasons);
+            // Some quarantines and rejects without a From domain or a client address.
+            if i % 7 == 3 {
+                m.from = None;
+            }
+            if i % 6 == 2 {
+                m.client_ip = None;
+            }
+            m
+        };
+        // Two hours, the second one's records first.
+        let first: Vec<_> = (0..30).map(|i| make(i, h0 - hour + (29 - i) * 240)).collect();
+        let second: Vec<_> = (30..50).map(|i| make(i, h0 + (i - 30) * 170)).collect();
+        let old: Vec<_> = (50..56).map(|i| make(i, T0 - 40 * day + i)).collect();
+        assert!(first.iter().any(|m| m.from.is_none() && m.action == "quarantine"));
+        assert!(first.iter().any(|m| m.client_ip.is_none() && m.action == "reject"));
+        let check = |step: &'static str| {
+            let url = db.url.clone();
+            async move {
+                let (rolled, counted) = rollups_and_recount(&url).await;
+                assert!(!counted.is_empty(), "{step}");
+                assert_eq!(rolled, counted, "{step}: overview_hours against a recount");
+            }
+        };
+        let batch = |records: Vec<&unspoof_store::MessageRecord>| {
+            for m in records {
+                store.log_message(m.clone());
+            }
+            store.flush()
+        };
+        batch(first.iter().chain(&old).collect()).await;
+        check("the first batch").await;
+        // Stored records again (a journal replayed, a second node) beside new ones, in one
+        // batch: only the new ones count.
+        batch(first[..10].iter().chain(&second).chain(&first[10..20]).collect()).await;
+        check("replays beside new records").await;
+        batch(first.iter().chain(&second).chain(&old).collect()).await;
+        check("a replay of everything").await;
+        let report = store.prune(T0).await.unwrap();
+        assert_eq!(report.messages, old.len() as u64);
+        check("after retention").await;
+        // Replays of the deleted records count again: they are records again.
+        batch(old.iter().chain(&second[..3]).collect()).await;
+        check("the deleted records written again").await;
+        store.close().await;
+    }
+
+    // Two writers on one database (two processes on one SQLite file, two nodes on one
+    // PostgreSQL), at the same time, each also writing records the other wrote: the rollups
+    // still count each record once.
+    async fn overview_hours_with_two_writers_at_once(db) {
+        let (one, two) = (db.open("mx1").await, db.open("mx2").await);
+        let hour = 3_600;
+        let records: Vec<_> = (0..400i64).map(|i| {
+            let action = ["accept", "tag", "quarantine", "reject"][i as usize % 4];
+            message("mx1", T0 - 2 * hour + i * 17, &format!("192.0.2.{}", i % 9 + 1),
+                "b@d.example", &format!("p@d{}.example", i % 11), &["r@site.test"], action,
+                &["dmarc.reject", "spf.fail"][..i as usize % 3])
+        }).collect();
+        let write = |store: unspoof_store::Store, records: Vec<unspoof_store::MessageRecord>| {
+            tokio::spawn(async move {
+                for chunk in records.chunks(25) {
+                    for m in chunk {
+                        store.log_message(m.clone());
+                    }
+                    store.flush().await;
+                }
+                store.close().await;
+            })
+        };
+        // Each writes three quarters of the records, the middle half by both.
+        let a = write(one, records[..300].to_vec());
+        let b = write(two, records[100..].iter().rev().cloned().collect());
+        a.await.unwrap();
+        b.await.unwrap();
+        let (rolled, counted) = rollups_and_recount(&db.url).await;
+        let verdicts: i64 = counted.iter().filter(|r| r.0 == "verdict").map(|r| r.3).sum();
+        assert_eq!(verdicts, 400);
+        assert_eq!(rolled, counted);
+    }
+
     async fn a_full_queue_spills_to_the_spool_and_loses_nothing(db) {
         let mut config = db.config("mx1");
         config.queue_capacity = 1;
@@ -518,4 +624,41 @@ From: Alice <alice@example.com>\r\nTo: bob@site.test\r\nSubject: hi\r\nMessage-I
             ..summary
         }
     );
+}
+
+/// `overview_hours`' rows and a recount of the records by migration 0021's definitions, both
+/// as (kind, hour, key, n) in order.
+async fn rollups_and_recount(
+    url: &str,
+) -> (
+    Vec<(String, i64, String, i64)>,
+    Vec<(String, i64, String, i64)>,
+) {
+    const ROLLED: &str = "SELECT kind, hour, k, n FROM overview_hours ORDER BY kind, hour, k";
+    const COUNTED: &str = "SELECT kind, hour, k, n FROM ( \
+        SELECT 'verdict' AS kind, (received_at / 3600) * 3600 AS hour, action AS k, \
+               COUNT(*) AS n FROM messages GROUP BY 2, 3 \
+        UNION ALL \
+        SELECT 'reason', (received_at / 3600) * 3600, code, COUNT(*) FROM message_reason \
+        GROUP BY 2, 3 \
+        UNION ALL \
+        SELECT 'forged', (received_at / 3600) * 3600, from_domain, COUNT(*) FROM messages \
+        WHERE action IN ('quarantine', 'reject') AND from_domain IS NOT NULL GROUP BY 2, 3 \
+        UNION ALL \
+        SELECT 'source', (received_at / 3600) * 3600, client_ip, COUNT(*) FROM messages \
+        WHERE action IN ('quarantine', 'reject') AND client_ip IS NOT NULL GROUP BY 2, 3 \
+        ) c ORDER BY kind, hour, k";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rolled = sqlx::query_as(ROLLED).fetch_all(&pool).await.unwrap();
+        let counted = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        (rolled, counted)
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let rolled = sqlx::query_as(ROLLED).fetch_all(&pool).await.unwrap();
+        let counted = sqlx::query_as(COUNTED).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        (rolled, counted)
+    }
 }

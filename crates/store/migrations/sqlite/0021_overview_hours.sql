@@ -1,6 +1,8 @@
 -- unspoof store, the console overview's hourly rollups (sqlite). Keep in step with
 -- ../postgres/0021_overview_hours.sql: same table and key; PostgreSQL keeps it with statement
 -- triggers, SQLite with row triggers. (Numbered after its issue's third schema, 21.)
+-- Since 0023 SQLite's inserts are counted once per batch by the batch writer (`Rollup` in
+-- src/db.rs), not by the two insert triggers below; the delete triggers stay.
 --
 -- The invariant (docs/store.md, "Rollups"): for every hour h (a multiple of 3600) and key k,
 -- overview_hours (kind, h, k).n is the number of rows of messages (message_reason for the
