@@ -527,7 +527,7 @@ impl Store {
         let (lines, n) = self.journal_lines(session.as_ref(), Some(&record), None)?;
         let result = self.inner.shared.journal.append(lines, n).await;
         let ticket = result.as_ref().ok().copied();
-        self.enqueue_logged(record, session, ticket, n);
+        self.enqueue_logged(record, session, ticket);
         result
             .map(|_| ())
             .map_err(|e| StoreError::Journal(self.inner.config.spool_dir(), e))
@@ -568,13 +568,12 @@ impl Store {
         record: MessageRecord,
         session: Option<SessionRecord>,
         ticket: Option<Ticket>,
-        n: u64,
     ) {
         let contacts = db::contact_rows(&record);
         for key in db::row_keys(&contacts) {
             self.inner.shared.remember_contact(key, true);
         }
-        self.enqueue_records(n);
+        self.enqueue_records(1 + u64::from(session.is_some()));
         if let Some(s) = session {
             self.enqueue(Entry::Session(s, ticket));
         }
@@ -722,7 +721,7 @@ impl Store {
             .await
             .map_err(journal_err)?;
         if let Some((record, session)) = records {
-            self.enqueue_logged(record, session, Some(ticket), n - 1);
+            self.enqueue_logged(record, session, Some(ticket));
         }
         self.queue_quarantine(q, ticket).await;
         Ok(())
